@@ -1,0 +1,1 @@
+"""llmaas: a self-hostable, sovereign LLM-as-a-Service platform (OpenAI-compatible)."""

@@ -1,0 +1,31 @@
+"""python -m llmaas.catalog — the catalogue service."""
+
+import asyncio
+import os
+from pathlib import Path
+
+from llmaas.catalog.entries import load_catalog
+from llmaas.catalog.served import ServedModels
+from llmaas.catalog.servicer import CatalogServicer
+from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from llmaas.common.config import ConfigError, env_str, grpc_port
+from llmaas.common.server import serve
+
+
+def main() -> None:
+    paths = [Path(p) for p in env_str("LLMAAS_CATALOG_FILES").split(os.pathsep) if p]
+    try:
+        catalog = load_catalog(paths)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    served = ServedModels(env_str("LLMAAS_TRITON_GRPC"))
+
+    def register(server):
+        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog, served), server)
+        return [catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name]
+
+    asyncio.run(serve("catalog", grpc_port(), register, on_stop=served.close))
+
+
+if __name__ == "__main__":
+    main()

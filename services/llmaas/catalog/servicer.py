@@ -1,0 +1,52 @@
+"""llmaas.catalog.v1.CatalogService: /v1/models and model resolution for the router."""
+
+from __future__ import annotations
+
+import grpc
+
+from llmaas.catalog.entries import Catalog, ModelEntry
+from llmaas.catalog.served import ServedModels
+from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from llmaas.common.errors import ApiError
+
+OWNED_BY = "llmaas"
+
+
+def model_not_found(name: str) -> ApiError:
+    return ApiError(grpc.StatusCode.NOT_FOUND, f"The model '{name}' does not exist or you do not have access to it.",
+                    param="model", code="model_not_found")
+
+
+def _model_message(entry: ModelEntry) -> catalog_pb2.Model:
+    return catalog_pb2.Model(
+        id=entry.id,
+        object="model",
+        created=entry.created,
+        owned_by=OWNED_BY,
+        root=entry.id,
+        aliases=list(entry.aliases),
+        max_model_len=entry.max_model_len,
+        permission=[catalog_pb2.ModelPermission(
+            id=f"modelperm-{entry.id}-{entry.created}", object="model_permission",
+            allow_sampling=True, allow_view=True, allow_fine_tuning=False)],
+    )
+
+
+class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
+    def __init__(self, catalog: Catalog, served: ServedModels) -> None:
+        self._catalog = catalog
+        self._served = served
+
+    async def ListModels(self, request, context):
+        ready = await self._served.ready()
+        data = [_model_message(m) for m in self._catalog.models if m.triton_model and m.triton_model in ready]
+        return catalog_pb2.ListModelsResponse(object="list", data=data)
+
+    async def ResolveModel(self, request, context):
+        entry = self._catalog.lookup(request.model)
+        if entry is None or not entry.triton_model or entry.triton_model not in await self._served.ready():
+            raise model_not_found(request.model)
+        return catalog_pb2.ResolveModelResponse(
+            id=entry.id, triton_model=entry.triton_model, pool=entry.pool, chat_template=entry.chat_template,
+            max_model_len=entry.max_model_len, default_max_tokens=entry.default_max_tokens, type=entry.type,
+            capabilities=list(entry.capabilities), bos_token=entry.bos_token, eos_token=entry.eos_token)

@@ -1,0 +1,84 @@
+from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("object", "data")
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    object: str
+    data: _containers.RepeatedCompositeFieldContainer[Model]
+    def __init__(self, object: _Optional[str] = ..., data: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("id", "object", "created", "owned_by", "root", "aliases", "max_model_len", "permission")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    OWNED_BY_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
+    PERMISSION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    object: str
+    created: int
+    owned_by: str
+    root: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    max_model_len: int
+    permission: _containers.RepeatedCompositeFieldContainer[ModelPermission]
+    def __init__(self, id: _Optional[str] = ..., object: _Optional[str] = ..., created: _Optional[int] = ..., owned_by: _Optional[str] = ..., root: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., max_model_len: _Optional[int] = ..., permission: _Optional[_Iterable[_Union[ModelPermission, _Mapping]]] = ...) -> None: ...
+
+class ModelPermission(_message.Message):
+    __slots__ = ("id", "object", "allow_sampling", "allow_view", "allow_fine_tuning")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_VIEW_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_FINE_TUNING_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    object: str
+    allow_sampling: bool
+    allow_view: bool
+    allow_fine_tuning: bool
+    def __init__(self, id: _Optional[str] = ..., object: _Optional[str] = ..., allow_sampling: _Optional[bool] = ..., allow_view: _Optional[bool] = ..., allow_fine_tuning: _Optional[bool] = ...) -> None: ...
+
+class ResolveModelRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ResolveModelResponse(_message.Message):
+    __slots__ = ("id", "triton_model", "pool", "chat_template", "max_model_len", "default_max_tokens", "type", "capabilities", "bos_token", "eos_token")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TRITON_MODEL_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    BOS_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EOS_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    triton_model: str
+    pool: str
+    chat_template: str
+    max_model_len: int
+    default_max_tokens: int
+    type: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    bos_token: str
+    eos_token: str
+    def __init__(self, id: _Optional[str] = ..., triton_model: _Optional[str] = ..., pool: _Optional[str] = ..., chat_template: _Optional[str] = ..., max_model_len: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., type: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., bos_token: _Optional[str] = ..., eos_token: _Optional[str] = ...) -> None: ...

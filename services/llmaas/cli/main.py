@@ -1,0 +1,83 @@
+"""The `llmaas` command line."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY
+from llmaas.stack.supervisor import StartError, Supervisor
+from llmaas.stack.up import STACK_FILE, StackOptions, start_stack
+
+app = typer.Typer(help="llmaas: a self-hostable, OpenAI-compatible LLM platform.", no_args_is_help=True)
+console = Console()
+
+
+@app.callback()
+def _root() -> None:
+    """llmaas: a self-hostable, OpenAI-compatible LLM platform."""
+
+
+def _report(component: str, event: str, seconds: float) -> None:
+    styles = {"starting": "yellow", "healthy": "green", "stopping": "yellow", "stopped": "dim"}
+    timing = f" in {seconds:.1f}s" if event in ("healthy",) else ""
+    console.print(f"  [{styles.get(event, 'white')}]{event:>8}[/] {component}{timing}")
+
+
+class _Terminate(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminate()
+
+
+@app.command()
+def up(
+    data_dir: Path = typer.Option(Path(".llmaas"), help="State (SQLite files, logs, stack.json) lives here."),
+    base_port: int = typer.Option(8080, help="Envoy listens here; every other component on the next 19 ports."),
+    model_repository: list[Path] = typer.Option([DEFAULT_MODEL_REPOSITORY], help="Triton model repository "
+                                                "(repeatable)."),
+    catalog: list[Path] = typer.Option([DEFAULT_CATALOG], help="Model catalogue file (repeatable)."),
+    jaeger: bool = typer.Option(True, help="Run Jaeger for traces when its binary is installed."),
+    guard_mode: str = typer.Option("enforce", help="Prompt guard mode: enforce, shadow or off."),
+) -> None:
+    """Start the whole local stack in the foreground; Ctrl-C stops it."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    supervisor = Supervisor(data_dir, on_event=_report)
+    options = StackOptions(data_dir=data_dir, base_port=base_port, model_repositories=list(model_repository),
+                           catalog_files=list(catalog), jaeger=jaeger, guard_mode=guard_mode)
+    console.print(f"[bold]llmaas[/] starting the local stack (data in {data_dir.resolve()})")
+    code = 0
+    try:
+        t0 = time.monotonic()
+        stack = start_stack(options, supervisor)
+        console.print(f"\n[bold green]All components healthy[/] in {time.monotonic() - t0:.1f}s")
+        console.print(f"  REST base URL  [bold]{stack['base_url']}[/]")
+        console.print(f"  API key        [bold]{stack['api_key']}[/]")
+        if stack["jaeger_query"]:
+            console.print(f"  Traces         {stack['jaeger_query']} (Jaeger query API)")
+        console.print(f"  Stack file     {data_dir.resolve() / STACK_FILE}")
+        console.print("Press Ctrl-C to stop.")
+        while (dead := supervisor.exited()) is None:
+            time.sleep(0.5)
+        console.print(f"[red]{dead.component.name} exited with code {dead.process.returncode}[/]; see {dead.log_path}")
+        code = 1
+    except StartError as e:
+        console.print(f"[red]start failed:[/] {e}")
+        code = 1
+    except (KeyboardInterrupt, _Terminate):
+        console.print("\nstopping")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean stop
+        supervisor.stop_all()
+        (data_dir / STACK_FILE).unlink(missing_ok=True)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()

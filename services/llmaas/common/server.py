@@ -1,0 +1,118 @@
+"""Shared bootstrap of every llmaas gRPC service: tracing, JSON logs, error mapping, health, reflection, and a
+graceful stop on SIGTERM/SIGINT (NOT_SERVING -> drain -> stop -> flush spans)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+from llmaas.common.errors import ApiError, internal_error
+from llmaas.common.telemetry import setup_logging, setup_tracing
+
+log = logging.getLogger("llmaas.server")
+
+# Large enough for long prompts and (later) uploads; Envoy's limits are set to match (gateway/).
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+GRACE_SECONDS = 5.0
+
+
+async def _abort(context: grpc.aio.ServicerContext, err: ApiError) -> None:
+    context.set_trailing_metadata(err.trailing_metadata())
+    await context.abort(err.status, err.message)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps ApiError to its status with the OpenAI error JSON in trailing metadata; anything else is INTERNAL."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        if handler.unary_unary:
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream))
+        return handler
+
+
+def _wrap_unary(behavior):
+    async def wrapper(request, context):
+        try:
+            return await behavior(request, context)
+        except ApiError as err:
+            await _abort(context, err)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("unhandled error")
+            await _abort(context, internal_error())
+
+    return wrapper
+
+
+def _wrap_stream(behavior):
+    async def wrapper(request, context):
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except ApiError as err:
+            await _abort(context, err)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("unhandled error")
+            await _abort(context, internal_error())
+
+    return wrapper
+
+
+async def serve(
+    name: str,
+    port: int,
+    register: Callable[[grpc.aio.Server], Iterable[str]],
+    *,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Runs a service until SIGTERM/SIGINT. `register` adds the servicers and returns their full service names."""
+    setup_logging()
+    provider = setup_tracing(name)
+    server = grpc.aio.server(
+        interceptors=[aio_server_interceptor(filter_=filters.negate(filters.health_check())), ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    service_names = list(register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    address = f"{os.environ.get('LLMAAS_BIND_HOST', '127.0.0.1')}:{port}"
+    if server.add_insecure_port(address) == 0:
+        raise SystemExit(f"{name}: cannot bind {address}")
+    await server.start()
+    for svc in ["", *service_names]:
+        await health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving", extra={"fields": {"service": name, "address": address}})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("stopping", extra={"fields": {"service": name}})
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(GRACE_SECONDS)
+    if on_stop is not None:
+        await on_stop()
+    provider.shutdown()

@@ -1,0 +1,73 @@
+"""Tracing and logging, configured only from the standard OTEL_* variables.
+
+Spans go to OTEL_EXPORTER_OTLP_ENDPOINT over OTLP/gRPC when it is set; otherwise tracing still propagates context
+(so a caller's trace is continued downstream) but nothing is exported. Logs are one JSON object per line on stdout,
+with the current trace and span ids. Neither ever carries prompt or completion text: span attributes are named in
+SPAN_ATTRIBUTES below, and only those may be set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+# The project's own span attributes. Metadata only: ids, names, counts, decisions.
+SPAN_ATTRIBUTES = {
+    "llmaas.tenant_id": "tenant that made the request",
+    "llmaas.key_id": "API key id (never the secret)",
+    "llmaas.model": "public model id after alias resolution",
+    "llmaas.triton_model": "Triton model that served the request",
+    "llmaas.stream": "whether the client asked for SSE",
+    "llmaas.prompt_tokens": "input tokens reported by the backend",
+    "llmaas.completion_tokens": "output tokens reported by the backend",
+    "llmaas.finish_reason": "why generation stopped",
+    "llmaas.guard.decision": "allow or block",
+    "llmaas.guard.score": "guard score, 0..1",
+}
+
+
+def setup_tracing(service_name: str) -> TracerProvider:
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+    provider = TracerProvider(resource=resource)
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            entry["trace_id"] = format(ctx.trace_id, "032x")
+            entry["span_id"] = format(ctx.span_id, "016x")
+        extra = getattr(record, "fields", None)
+        if extra:
+            entry.update(extra)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("LLMAAS_LOG_LEVEL", "INFO").upper())

@@ -1,0 +1,83 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PartSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PART_SOURCE_UNSPECIFIED: _ClassVar[PartSource]
+    PART_SOURCE_SYSTEM: _ClassVar[PartSource]
+    PART_SOURCE_USER: _ClassVar[PartSource]
+    PART_SOURCE_ASSISTANT: _ClassVar[PartSource]
+    PART_SOURCE_TOOL_RESULT: _ClassVar[PartSource]
+    PART_SOURCE_DOCUMENT: _ClassVar[PartSource]
+
+class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECISION_UNSPECIFIED: _ClassVar[Decision]
+    DECISION_ALLOW: _ClassVar[Decision]
+    DECISION_BLOCK: _ClassVar[Decision]
+
+class GuardMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GUARD_MODE_UNSPECIFIED: _ClassVar[GuardMode]
+    GUARD_MODE_ENFORCE: _ClassVar[GuardMode]
+    GUARD_MODE_SHADOW: _ClassVar[GuardMode]
+    GUARD_MODE_OFF: _ClassVar[GuardMode]
+PART_SOURCE_UNSPECIFIED: PartSource
+PART_SOURCE_SYSTEM: PartSource
+PART_SOURCE_USER: PartSource
+PART_SOURCE_ASSISTANT: PartSource
+PART_SOURCE_TOOL_RESULT: PartSource
+PART_SOURCE_DOCUMENT: PartSource
+DECISION_UNSPECIFIED: Decision
+DECISION_ALLOW: Decision
+DECISION_BLOCK: Decision
+GUARD_MODE_UNSPECIFIED: GuardMode
+GUARD_MODE_ENFORCE: GuardMode
+GUARD_MODE_SHADOW: GuardMode
+GUARD_MODE_OFF: GuardMode
+
+class CheckPromptRequest(_message.Message):
+    __slots__ = ("tenant_id", "end_user_id", "parts")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    END_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    end_user_id: str
+    parts: _containers.RepeatedCompositeFieldContainer[PromptPart]
+    def __init__(self, tenant_id: _Optional[str] = ..., end_user_id: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[PromptPart, _Mapping]]] = ...) -> None: ...
+
+class PromptPart(_message.Message):
+    __slots__ = ("source", "text")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    source: PartSource
+    text: str
+    def __init__(self, source: _Optional[_Union[PartSource, str]] = ..., text: _Optional[str] = ...) -> None: ...
+
+class CheckPromptResponse(_message.Message):
+    __slots__ = ("decision", "score", "findings", "mode")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    decision: Decision
+    score: float
+    findings: _containers.RepeatedCompositeFieldContainer[Finding]
+    mode: GuardMode
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., score: _Optional[float] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., mode: _Optional[_Union[GuardMode, str]] = ...) -> None: ...
+
+class Finding(_message.Message):
+    __slots__ = ("layer", "reason", "score")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    reason: str
+    score: float
+    def __init__(self, layer: _Optional[str] = ..., reason: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,34 @@
+"""python -m llmaas.router — the public API surface: validation, dispatch to Triton, response shaping."""
+
+import asyncio
+
+from llmaas.common.config import env_str, grpc_port
+from llmaas.common.server import serve
+from llmaas.router.downstream import Downstream
+from llmaas.router.pipeline import ChatPipeline
+from llmaas.router.servicer import RouterServicer
+from llmaas.router.triton import TritonDispatcher
+from llmaas.router.v1 import router_pb2, router_pb2_grpc
+
+
+def main() -> None:
+    downstream = Downstream(
+        auth=env_str("LLMAAS_AUTH_ADDR"), guard=env_str("LLMAAS_GUARD_ADDR"),
+        catalog=env_str("LLMAAS_CATALOG_ADDR"), metering=env_str("LLMAAS_METERING_ADDR"))
+    triton = TritonDispatcher(env_str("LLMAAS_TRITON_GRPC"))
+    pipeline = ChatPipeline(downstream, triton)
+
+    def register(server):
+        router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(pipeline), server)
+        return [router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name]
+
+    async def on_stop():
+        await pipeline.drain()
+        await triton.close()
+        await downstream.close()
+
+    asyncio.run(serve("router", grpc_port(), register, on_stop=on_stop))
+
+
+if __name__ == "__main__":
+    main()

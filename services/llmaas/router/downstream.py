@@ -1,0 +1,71 @@
+"""Every call from the router to another llmaas service: channels, deadlines, tracing, error translation."""
+
+from __future__ import annotations
+
+import grpc
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
+from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from llmaas.common.errors import from_rpc_error
+from llmaas.common.identity import Identity
+from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
+from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
+
+# Per-call deadlines (seconds). The services answer in a few milliseconds; these bound a stuck dependency.
+DEADLINE = 5.0
+# Settlement must land even if metering restarts: retried by gRPC itself on UNAVAILABLE (it is idempotent by
+# request id, so a retry never counts twice).
+_SETTLE_RETRY = ('{"methodConfig": [{"name": [{"service": "llmaas.metering.v1.MeteringService", "method": "Settle"}],'
+                 '"retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "2s",'
+                 '"backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}')
+
+
+def _channel(address: str, **options) -> grpc.aio.Channel:
+    opts = [("grpc.enable_retries", 1), *((k, v) for k, v in options.items())]
+    return grpc.aio.insecure_channel(address, options=opts, interceptors=aio_client_interceptors())
+
+
+class Downstream:
+    def __init__(self, auth: str, guard: str, catalog: str, metering: str) -> None:
+        self._channels = [
+            _channel(auth), _channel(guard), _channel(catalog), _channel(metering, **{"grpc.service_config": _SETTLE_RETRY})]
+        self.auth = auth_pb2_grpc.AuthServiceStub(self._channels[0])
+        self.guard = guard_pb2_grpc.GuardServiceStub(self._channels[1])
+        self.catalog = catalog_pb2_grpc.CatalogServiceStub(self._channels[2])
+        self.metering = metering_pb2_grpc.MeteringServiceStub(self._channels[3])
+
+    async def authenticate(self, api_key: str) -> Identity:
+        try:
+            r = await self.auth.Authenticate(auth_pb2.AuthenticateRequest(api_key=api_key), timeout=DEADLINE)
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e, service="auth") from None
+        return Identity(r.identity.tenant_id, r.identity.key_id)
+
+    async def resolve_model(self, model: str) -> catalog_pb2.ResolveModelResponse:
+        try:
+            return await self.catalog.ResolveModel(catalog_pb2.ResolveModelRequest(model=model), timeout=DEADLINE)
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e, service="catalog") from None
+
+    async def check_prompt(self, request: guard_pb2.CheckPromptRequest) -> guard_pb2.CheckPromptResponse:
+        try:
+            return await self.guard.CheckPrompt(request, timeout=DEADLINE)
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e, service="guard") from None
+
+    async def reserve(self, request: metering_pb2.ReserveRequest) -> metering_pb2.ReserveResponse:
+        try:
+            return await self.metering.Reserve(request, timeout=DEADLINE)
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e, service="metering") from None
+
+    async def settle(self, request: metering_pb2.SettleRequest) -> None:
+        try:
+            await self.metering.Settle(request, timeout=4 * DEADLINE)
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e, service="metering") from None
+
+    async def close(self) -> None:
+        for ch in self._channels:
+            await ch.close()

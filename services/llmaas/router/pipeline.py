@@ -1,0 +1,189 @@
+"""One chat completion, from validated parameters to settled usage.
+
+prepare(): identity, validation, then catalog + guard in parallel, prompt rendering, reservation: everything that
+can refuse the request happens before any byte is sent, so refusals keep their HTTP status. run(): the model's
+deltas; whatever happens (success, backend error, client gone) the usage is settled exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+from opentelemetry import trace
+
+from llmaas.common.errors import ApiError, invalid_request
+from llmaas.common.identity import (
+    REQUEST_ID_HEADER,
+    Identity,
+    bearer_token,
+    identity_from_metadata,
+    metadata_dict,
+)
+from llmaas.guard.v1 import guard_pb2
+from llmaas.metering.v1 import metering_pb2
+from llmaas.router import template
+from llmaas.router.downstream import Downstream
+from llmaas.router.params import ChatParams, parse_chat_request
+from llmaas.router.triton import Delta, TritonDispatcher
+from llmaas.router.v1 import router_pb2
+
+log = logging.getLogger("llmaas.router")
+
+_SOURCE = {"system": guard_pb2.PART_SOURCE_SYSTEM, "developer": guard_pb2.PART_SOURCE_SYSTEM,
+           "user": guard_pb2.PART_SOURCE_USER, "assistant": guard_pb2.PART_SOURCE_ASSISTANT,
+           "tool": guard_pb2.PART_SOURCE_TOOL_RESULT}
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class ChatRun:
+    id: str
+    request_id: str
+    created: int
+    model: str  # canonical public id
+    params: ChatParams
+    identity: Identity
+    triton_model: str
+    prompt: str
+    sampling: dict
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+
+
+class ChatPipeline:
+    def __init__(self, downstream: Downstream, triton: TritonDispatcher) -> None:
+        self._downstream = downstream
+        self._triton = triton
+        self._settlements: set[asyncio.Task] = set()
+
+    async def _identity(self, md: dict[str, str]) -> Identity:
+        identity = identity_from_metadata(md)
+        if identity is not None:
+            return identity
+        # Direct gRPC callers do not pass through Envoy's ext_authz: verify their key here.
+        token = bearer_token(md.get("authorization", ""))
+        if not token:
+            raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "You didn't provide an API key.", code="missing_api_key")
+        return await self._downstream.authenticate(token)
+
+    async def prepare(self, request: router_pb2.CreateChatCompletionRequest, context, *,
+                      stream: bool | None = None) -> ChatRun:
+        md = metadata_dict(context)
+        identity = await self._identity(md)
+        params = parse_chat_request(request, stream=stream)
+        span = trace.get_current_span()
+        span.set_attribute("llmaas.tenant_id", identity.tenant_id)
+        span.set_attribute("llmaas.key_id", identity.key_id)
+        span.set_attribute("llmaas.stream", params.stream)
+
+        guard_request = guard_pb2.CheckPromptRequest(
+            tenant_id=identity.tenant_id, end_user_id=params.user,
+            parts=[guard_pb2.PromptPart(source=_SOURCE[m.role], text=m.content) for m in params.messages])
+        model, verdict = await asyncio.gather(
+            self._downstream.resolve_model(params.model), self._downstream.check_prompt(guard_request))
+        span.set_attribute("llmaas.model", model.id)
+        if verdict.decision == guard_pb2.DECISION_BLOCK:
+            reasons = ", ".join(sorted({f.reason for f in verdict.findings})) or "policy"
+            raise invalid_request(f"The prompt was rejected by the prompt security policy ({reasons}).",
+                                  param="messages", code="prompt_rejected")
+        self._check_capabilities(params, model)
+
+        max_tokens = params.max_tokens or model.default_max_tokens
+        if max_tokens > model.max_model_len:
+            raise invalid_request(
+                f"max_tokens is too large: {max_tokens}. This model supports at most {model.max_model_len} tokens.",
+                param="max_tokens", code="invalid_value")
+        prompt = template.render_prompt(model.chat_template, params.messages, model.bos_token, model.eos_token)
+        request_id = md.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
+        run = ChatRun(
+            id="chatcmpl-" + uuid.uuid4().hex, request_id=request_id, created=int(time.time()), model=model.id,
+            params=params, identity=identity, triton_model=model.triton_model, prompt=prompt,
+            sampling=_sampling(params, max_tokens))
+        # Worst case: a token covers at least one byte of the prompt, so its byte length bounds the input tokens.
+        await self._downstream.reserve(metering_pb2.ReserveRequest(
+            request_id=request_id, tenant_id=identity.tenant_id, key_id=identity.key_id, model=model.id,
+            max_input_tokens=len(prompt.encode()), max_output_tokens=max_tokens))
+        return run
+
+    @staticmethod
+    def _check_capabilities(params: ChatParams, model) -> None:
+        if model.type != "chat":
+            raise invalid_request(f"The model '{model.id}' is a {model.type} model and does not support chat "
+                                  f"completions.", param="model", code="model_not_supported")
+        if params.wants_tools and "tools" not in model.capabilities:
+            raise invalid_request(f"The model '{model.id}' does not support tools.", param="tools",
+                                  code="unsupported_parameter")
+        if any(m.has_image for m in params.messages) and "vision" not in model.capabilities:
+            raise invalid_request(f"The model '{model.id}' does not support image inputs.", param="messages",
+                                  code="unsupported_content")
+
+    async def run(self, run: ChatRun) -> AsyncIterator[Delta]:
+        """The model's deltas. Usage accumulates on run.usage; settlement happens once, whatever the outcome."""
+        outcome = "failed"
+        try:
+            async for delta in self._triton.generate(run.triton_model, run.prompt, run.sampling, run.request_id):
+                if delta.input_tokens is not None:
+                    run.usage.prompt_tokens = delta.input_tokens
+                if delta.output_tokens:
+                    run.usage.completion_tokens += delta.output_tokens
+                if delta.finish_reason:
+                    run.finish_reason = delta.finish_reason
+                if delta.final:
+                    outcome = "completed"  # before the yield: the consumer may stop right after the final delta
+                yield delta
+        except (asyncio.CancelledError, GeneratorExit):
+            if outcome != "completed":
+                outcome = "cancelled"
+            raise
+        finally:
+            span = trace.get_current_span()
+            span.set_attribute("llmaas.prompt_tokens", run.usage.prompt_tokens)
+            span.set_attribute("llmaas.completion_tokens", run.usage.completion_tokens)
+            span.set_attribute("llmaas.finish_reason", run.finish_reason or "")
+            self._settle_in_background(run, outcome)
+
+    def _settle_in_background(self, run: ChatRun, outcome: str) -> None:
+        # A task, not an await: the caller may be a cancelled stream, and the settlement must still land.
+        task = asyncio.create_task(self._settle(run, outcome))
+        self._settlements.add(task)
+        task.add_done_callback(self._settlements.discard)
+
+    async def _settle(self, run: ChatRun, outcome: str) -> None:
+        try:
+            await self._downstream.settle(metering_pb2.SettleRequest(
+                request_id=run.request_id, prompt_tokens=run.usage.prompt_tokens,
+                completion_tokens=run.usage.completion_tokens, outcome=outcome))
+        except ApiError as e:
+            log.error("settlement failed", extra={"fields": {"request_id": run.request_id, "error": e.message}})
+
+    async def drain(self) -> None:
+        """Waits for pending settlements (called on shutdown)."""
+        if self._settlements:
+            await asyncio.gather(*self._settlements, return_exceptions=True)
+
+
+def _sampling(params: ChatParams, max_tokens: int) -> dict:
+    """vLLM SamplingParams for the backend: only what the client set, plus max_tokens."""
+    sampling: dict = {"max_tokens": max_tokens}
+    for name in ("temperature", "top_p", "top_k", "presence_penalty", "frequency_penalty", "seed"):
+        value = getattr(params, name)
+        if value is not None:
+            sampling[name] = value
+    if params.stop:
+        sampling["stop"] = list(params.stop)
+    return sampling

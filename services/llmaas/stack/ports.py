@@ -1,0 +1,63 @@
+"""Every port of the local stack, derived from one base port so several stacks can run side by side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SERVICES = ("auth", "guard", "router", "metering", "catalog")
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    base: int
+
+    @property
+    def envoy_http(self) -> int:
+        return self.base
+
+    @property
+    def envoy_admin(self) -> int:
+        return self.base + 1
+
+    def service(self, name: str) -> int:
+        """gRPC port of one of the five llmaas services."""
+        return self.base + 2 + SERVICES.index(name)
+
+    @property
+    def triton_grpc(self) -> int:
+        return self.base + 7
+
+    @property
+    def triton_http(self) -> int:
+        return self.base + 8
+
+    @property
+    def triton_metrics(self) -> int:
+        return self.base + 9
+
+    @property
+    def otlp_grpc(self) -> int:
+        return self.base + 10
+
+    @property
+    def otlp_http(self) -> int:
+        return self.base + 11
+
+    @property
+    def jaeger_query_http(self) -> int:
+        return self.base + 12
+
+    @property
+    def jaeger_query_grpc(self) -> int:
+        return self.base + 13
+
+    @property
+    def jaeger_health(self) -> int:
+        return self.base + 14
+
+    @property
+    def jaeger_metrics(self) -> int:
+        return self.base + 15
+
+    # base + 16 .. base + 19 are reserved for components added later.
+    SPAN = 20

@@ -1,0 +1,65 @@
+"""The five llmaas services as stack components (each its own `python -m llmaas.<service>` process)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from llmaas.stack.component import Component
+from llmaas.stack.ports import SERVICES, StackPorts
+
+HOST = "127.0.0.1"
+
+
+def grpc_healthy(address: str, service: str = "") -> bool:
+    try:
+        with grpc.insecure_channel(address) as channel:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+        return response.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+def address(ports: StackPorts, service: str) -> str:
+    return f"{HOST}:{ports.service(service)}"
+
+
+def service_components(
+    data_dir: Path,
+    ports: StackPorts,
+    *,
+    admin_token: str,
+    catalog_files: list[Path],
+    otlp_endpoint: str | None,
+    guard_mode: str = "enforce",
+) -> list[Component]:
+    triton = f"{HOST}:{ports.triton_grpc}"
+    specific = {
+        "auth": {"LLMAAS_AUTH_DATABASE_URL": f"sqlite:///{data_dir / 'auth.db'}", "LLMAAS_ADMIN_TOKEN": admin_token},
+        "guard": {"LLMAAS_GUARD_MODE": guard_mode},
+        "router": {"LLMAAS_AUTH_ADDR": address(ports, "auth"), "LLMAAS_GUARD_ADDR": address(ports, "guard"),
+                   "LLMAAS_CATALOG_ADDR": address(ports, "catalog"), "LLMAAS_METERING_ADDR": address(ports, "metering"),
+                   "LLMAAS_TRITON_GRPC": triton},
+        "metering": {"LLMAAS_METERING_DATABASE_URL": f"sqlite:///{data_dir / 'metering.db'}"},
+        "catalog": {"LLMAAS_CATALOG_FILES": os.pathsep.join(str(p) for p in catalog_files),
+                    "LLMAAS_TRITON_GRPC": triton},
+    }
+    telemetry = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
+                 "OTEL_BSP_SCHEDULE_DELAY": "500"} if otlp_endpoint else {}
+    components = []
+    for name in SERVICES:
+        addr = address(ports, name)
+        components.append(Component(
+            name=name,
+            argv=[sys.executable, "-m", f"llmaas.{name}"],
+            env={"LLMAAS_GRPC_PORT": str(ports.service(name)), "OTEL_SERVICE_NAME": name, "PYTHONUNBUFFERED": "1",
+                 **telemetry, **specific[name]},
+            ready=lambda addr=addr: grpc_healthy(addr),
+            ready_timeout=30.0,
+        ))
+    return components

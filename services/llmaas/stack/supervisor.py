@@ -1,0 +1,109 @@
+"""Runs the stack's components as child processes: start in stages, wait for health, watch, stop cleanly.
+
+Each child gets its own process group (so a terminal's Ctrl-C reaches only the supervisor, which then stops the
+children in reverse order: SIGTERM, a grace period, then SIGKILL of the whole group — no orphans, no stale ports).
+Output of each child goes to <data_dir>/logs/<name>.log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmaas.stack.component import Component
+
+STOP_GRACE_SECONDS = 10.0
+
+
+class StartError(RuntimeError):
+    pass
+
+
+@dataclass
+class Running:
+    component: Component
+    process: subprocess.Popen
+    log_path: Path
+    started: float
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Supervisor:
+    def __init__(self, data_dir: Path, on_event: Callable[[str, str, float], None] = lambda *_: None) -> None:
+        """on_event(component, event, seconds) reports 'starting', 'healthy', 'stopping', 'stopped'."""
+        self._logs = data_dir / "logs"
+        self._logs.mkdir(parents=True, exist_ok=True)
+        self._on_event = on_event
+        self.running: list[Running] = []
+
+    def _spawn(self, component: Component) -> Running:
+        if component.prepare is not None:
+            component.prepare()
+        log_path = self._logs / f"{component.name}.log"
+        log_file = open(log_path, "ab")
+        try:
+            process = subprocess.Popen(
+                component.argv, env={**os.environ, **component.env}, cwd=component.cwd, stdin=subprocess.DEVNULL,
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log_file.close()
+        self._on_event(component.name, "starting", 0.0)
+        r = Running(component, process, log_path, time.monotonic())
+        self.running.append(r)
+        return r
+
+    def start_stage(self, components: list[Component]) -> None:
+        """Starts the components together and returns once every one is healthy."""
+        pending = [self._spawn(c) for c in components]
+        while pending:
+            for r in list(pending):
+                code = r.process.poll()
+                if code is not None:
+                    raise StartError(f"{r.component.name} exited with code {code} while starting; "
+                                     f"last lines of {r.log_path}:\n{_log_tail(r.log_path)}")
+                if r.component.ready():
+                    pending.remove(r)
+                    self._on_event(r.component.name, "healthy", time.monotonic() - r.started)
+                elif time.monotonic() - r.started > r.component.ready_timeout:
+                    raise StartError(f"{r.component.name} was not healthy after {r.component.ready_timeout:.0f} s; "
+                                     f"last lines of {r.log_path}:\n{_log_tail(r.log_path)}")
+            if pending:
+                time.sleep(0.2)
+
+    def exited(self) -> Running | None:
+        """A child that has died since it started, if any."""
+        return next((r for r in self.running if r.process.poll() is not None), None)
+
+    def stop_all(self) -> None:
+        for r in reversed(self.running):
+            self._on_event(r.component.name, "stopping", 0.0)
+            _signal_group(r.process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for r in reversed(self.running):
+            try:
+                r.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            # Whatever is left of the group (e.g. Triton's backend stubs) goes too.
+            _signal_group(r.process, signal.SIGKILL)
+            r.process.wait()
+            self._on_event(r.component.name, "stopped", time.monotonic() - r.started)
+        self.running.clear()
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
