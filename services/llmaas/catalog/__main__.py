@@ -12,19 +12,23 @@ from llmaas.common.config import ConfigError, env_str, grpc_port
 from llmaas.common.server import serve
 
 
-def main() -> None:
+async def run() -> None:
     paths = [Path(p) for p in env_str("LLMAAS_CATALOG_FILES").split(os.pathsep) if p]
     try:
         catalog = load_catalog(paths)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    served = ServedModels(env_str("LLMAAS_TRITON_GRPC"))
+    served = ServedModels(env_str("LLMAAS_TRITON_GRPC"))  # inside the loop: its gRPC channel belongs to it
 
     def register(server):
         catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog, served), server)
         return [catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name]
 
-    asyncio.run(serve("catalog", grpc_port(), register, on_stop=served.close))
+    await serve("catalog", grpc_port(), register, on_stop=served.close)
+
+
+def main() -> None:
+    asyncio.run(run())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from llmaas.router.triton import TritonDispatcher
 from llmaas.router.v1 import router_pb2, router_pb2_grpc
 
 
-def main() -> None:
+async def run() -> None:
+    # Clients are made inside the running loop: grpc.aio channels belong to the loop that creates them.
     downstream = Downstream(
         auth=env_str("LLMAAS_AUTH_ADDR"), guard=env_str("LLMAAS_GUARD_ADDR"),
         catalog=env_str("LLMAAS_CATALOG_ADDR"), metering=env_str("LLMAAS_METERING_ADDR"))
@@ -27,7 +28,11 @@ def main() -> None:
         await triton.close()
         await downstream.close()
 
-    asyncio.run(serve("router", grpc_port(), register, on_stop=on_stop))
+    await serve("router", grpc_port(), register, on_stop=on_stop)
+
+
+def main() -> None:
+    asyncio.run(run())
 
 
 if __name__ == "__main__":

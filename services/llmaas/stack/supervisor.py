@@ -7,9 +7,11 @@ Output of each child goes to <data_dir>/logs/<name>.log.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,13 @@ class Running:
     process: subprocess.Popen
     log_path: Path
     started: float
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if the supervisor is killed outright (SIGKILL, OOM), the kernel sends SIGTERM
+    # to the child, so no component outlives it.
+    if sys.platform == "linux":
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
@@ -55,7 +64,8 @@ class Supervisor:
         try:
             process = subprocess.Popen(
                 component.argv, env={**os.environ, **component.env}, cwd=component.cwd, stdin=subprocess.DEVNULL,
-                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent)
         finally:
             log_file.close()
         self._on_event(component.name, "starting", 0.0)
