@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 JAEGER_BIN = find_jaeger()
 if JAEGER_BIN is None:
     pytest.skip(
-        "Jaeger v2 binary not found (set LLMAAS_JAEGER_BIN or run .ci/install-jaeger.sh)",
+        "Jaeger v2 binary not found (set LLMAAS_JAEGER_BIN or run deploy/install-jaeger.sh)",
         allow_module_level=True,
     )
 

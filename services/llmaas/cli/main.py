@@ -63,9 +63,9 @@ def up(
             console.print(f"  Traces         {stack['jaeger_query']} (Jaeger query API)")
         console.print(f"  Stack file     {data_dir.resolve() / STACK_FILE}")
         console.print("Press Ctrl-C to stop.")
-        while (dead := supervisor.exited()) is None:
+        while (failing := supervisor.restart_exited()) is None:
             time.sleep(0.5)
-        console.print(f"[red]{dead.component.name} exited with code {dead.process.returncode}[/]; see {dead.log_path}")
+        console.print(f"[red]{failing.component.name} keeps exiting[/]; see {failing.log_path}")
         code = 1
     except StartError as e:
         console.print(f"[red]start failed:[/] {e}")

@@ -15,7 +15,7 @@ import yaml
 from llmaas.stack.component import Component
 from llmaas.stack.ports import StackPorts
 
-# Go module version; .ci/install-jaeger.sh builds this one as $GOPATH/bin/jaeger-<version>.
+# Go module version; deploy/install-jaeger.sh builds this one as $GOPATH/bin/jaeger-<version>.
 JAEGER_VERSION = "v1.76.0"
 # Loopback only: the stack is local, and nothing but the stack's own ports may be bound.
 HOST = "127.0.0.1"

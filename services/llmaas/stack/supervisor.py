@@ -20,6 +20,8 @@ from pathlib import Path
 from llmaas.stack.component import Component
 
 STOP_GRACE_SECONDS = 10.0
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
 
 
 class StartError(RuntimeError):
@@ -55,6 +57,7 @@ class Supervisor:
         self._logs.mkdir(parents=True, exist_ok=True)
         self._on_event = on_event
         self.running: list[Running] = []
+        self._restarts: dict[str, list[float]] = {}
 
     def _spawn(self, component: Component) -> Running:
         if component.prepare is not None:
@@ -91,9 +94,23 @@ class Supervisor:
             if pending:
                 time.sleep(0.2)
 
-    def exited(self) -> Running | None:
-        """A child that has died since it started, if any."""
-        return next((r for r in self.running if r.process.poll() is not None), None)
+    def restart_exited(self) -> Running | None:
+        """Restarts children that died (a crashed service comes back, as under any process manager). Returns a
+        child that keeps dying (more than MAX_RESTARTS within RESTART_WINDOW seconds), for the caller to give up."""
+        now = time.monotonic()
+        for i, r in enumerate(self.running):
+            if r.process.poll() is None:
+                continue
+            self._on_event(r.component.name, f"exited ({r.process.returncode}), restarting", 0.0)
+            history = [t for t in self._restarts.get(r.component.name, []) if now - t < RESTART_WINDOW]
+            if len(history) >= MAX_RESTARTS:
+                return r
+            self._restarts[r.component.name] = [*history, now]
+            self.running.pop(i)
+            replacement = self._spawn(r.component)
+            self.running.remove(replacement)
+            self.running.insert(i, replacement)  # keep the stop order
+        return None
 
     def stop_all(self) -> None:
         for r in reversed(self.running):

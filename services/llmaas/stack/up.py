@@ -93,6 +93,7 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
         "triton_grpc": f"127.0.0.1:{ports.triton_grpc}",
         "envoy_admin": f"http://127.0.0.1:{ports.envoy_admin}",
         "jaeger_query": query_url(ports) if jaeger_bin is not None else None,
+        "pids": {r.component.name: r.process.pid for r in supervisor.running},
     }
     _write_private(data_dir / STACK_FILE, stack)
     return stack

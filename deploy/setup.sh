@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs everything the stack and its tests need, from package registries only; idempotent and cached.
+#   .venv/            the project and its pinned dependencies (pip's wheel cache keeps llama-cpp-python's
+#                     ~11 min build to the first run on a machine)
+#   $GOPATH/bin/      Jaeger v2 (built once from the Go module proxy, ~8 min cold, seconds warm)
+# Usage: bash deploy/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${LLMAAS_PYTHON:-$(command -v python3.11 || command -v python3)}
+"$python" -c 'import sys; assert sys.version_info[:2] == (3, 11), "llmaas needs Python 3.11"'
+[[ -x .venv/bin/python ]] || "$python" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade "pip==25.3"
+.venv/bin/python -m pip install --quiet -e ".[dev]"
+# xds-protos ships old copies of opentelemetry/proto that overwrite opentelemetry-proto's and break the OTLP
+# exporter: put the pinned ones back.
+.venv/bin/python -m pip install --quiet --force-reinstall --no-deps "opentelemetry-proto==1.45.2"
+
+if command -v go >/dev/null 2>&1; then
+  bash deploy/install-jaeger.sh
+else
+  echo "go not found: the stack will run without Jaeger (traces are still propagated, not stored)"
+fi
+echo "setup done: .venv ready"

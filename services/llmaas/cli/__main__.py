@@ -1,0 +1,3 @@
+from llmaas.cli.main import main
+
+main()

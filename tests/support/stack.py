@@ -1,0 +1,62 @@
+"""Runs `llmaas up` as a real child process for e2e tests and benchmarks, and stops it cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REPO_ROOT
+from llmaas.stack.ports import StackPorts
+from llmaas.stack.up import STACK_FILE
+from tests.support.ports import free_base_port
+
+E2E_DIR = REPO_ROOT / "tests" / "e2e"
+TEST_MODEL = "llmaas-test:deterministic"
+REAL_MODEL = "smollm2:135m"
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def running_stack(data_dir: Path, *, start_timeout: float = 240.0) -> Iterator[dict]:
+    base = free_base_port()
+    argv = [sys.executable, "-m", "llmaas.cli", "up", "--data-dir", str(data_dir), "--base-port", str(base),
+            "--model-repository", str(DEFAULT_MODEL_REPOSITORY),
+            "--model-repository", str(E2E_DIR / "model_repository"),
+            "--catalog", str(DEFAULT_CATALOG), "--catalog", str(E2E_DIR / "catalog.yaml")]
+    log = open(data_dir.parent / f"{data_dir.name}-up.log", "wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    stack_file = data_dir / STACK_FILE
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not stack_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                raise RuntimeError("llmaas up did not start:\n" + Path(log.name).read_text()[-4000:])
+            time.sleep(0.3)
+        stack = json.loads(stack_file.read_text())
+        stack["base_port"] = base
+        yield stack
+    finally:
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        leftover = [p for p in range(base, base + StackPorts.SPAN) if _port_open(p)]
+        assert not leftover, f"ports still open after stop: {leftover}"

@@ -1,0 +1,67 @@
+import pytest
+from google.protobuf import json_format
+
+from llmaas.common.errors import ApiError
+from llmaas.router.params import parse_chat_request
+from llmaas.router.v1 import router_pb2
+
+
+def req(**body) -> router_pb2.CreateChatCompletionRequest:
+    body.setdefault("model", "m")
+    body.setdefault("messages", [{"role": "user", "content": "hi"}])
+    return json_format.ParseDict(body, router_pb2.CreateChatCompletionRequest())
+
+
+def refused(**body) -> ApiError:
+    with pytest.raises(ApiError) as e:
+        parse_chat_request(req(**body))
+    return e.value
+
+
+def test_defaults_leave_sampling_unset():
+    p = parse_chat_request(req())
+    assert (p.temperature, p.top_p, p.max_tokens, p.stop, p.stream) == (None, None, None, (), False)
+
+
+@pytest.mark.parametrize("field,value", [("temperature", 5), ("temperature", -0.1), ("top_p", 1.5),
+                                         ("presence_penalty", 3), ("frequency_penalty", -2.5)])
+def test_out_of_range_names_the_param(field, value):
+    err = refused(**{field: value})
+    assert err.param == field and err.type == "invalid_request_error" and err.body()["error"]["param"] == field
+
+
+def test_max_tokens_and_completion_tokens():
+    assert refused(max_tokens=0).param == "max_tokens"
+    assert parse_chat_request(req(max_tokens=7)).max_tokens == 7
+    assert parse_chat_request(req(max_completion_tokens=9, max_tokens=7)).max_tokens == 9
+
+
+def test_messages_are_checked():
+    assert refused(messages=[]).param == "messages"
+    assert refused(messages=[{"role": "wizard", "content": "x"}]).param == "messages[0].role"
+    assert refused(messages=[{"role": "user"}]).param == "messages[0].content"
+
+
+def test_content_parts_and_images():
+    p = parse_chat_request(req(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+        {"type": "text", "text": "b"}]}]))
+    assert p.messages[0].content == "ab" and p.messages[0].has_image
+    assert refused(messages=[{"role": "user", "content": [{"type": "video"}]}]).param == "messages[0].content[0].type"
+
+
+def test_stop_forms():
+    assert parse_chat_request(req(stop="x")).stop == ("x",)
+    assert parse_chat_request(req(stop=["a", "b"])).stop == ("a", "b")
+    assert refused(stop=["1", "2", "3", "4", "5"]).param == "stop"
+    assert refused(stop=3).param == "stop"
+
+
+def test_stream_and_usage_flag():
+    p = parse_chat_request(req(stream=True, stream_options={"include_usage": True}))
+    assert p.stream and p.include_usage
+    assert not parse_chat_request(req(stream_options={"include_usage": True}), stream=False).include_usage
+
+
+def test_n_above_one_is_refused():
+    assert refused(n=2).param == "n"
