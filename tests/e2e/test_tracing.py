@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 
 import httpx
 import pytest
@@ -26,10 +27,13 @@ def test_trace_edges_in_jaeger(stack):
                       json={"model": TEST_MODEL, "messages": [{"role": "user", "content": "trace me"}],
                             "max_tokens": 3})
     assert resp.status_code == 200
-    # Triton exports on its own schedule; wait until every service has reported its spans.
-    spans = JaegerQuery(stack["jaeger_query"]).wait_for_services(
-        trace_id, {"envoy", "auth", "router", "guard", "catalog", "metering", "triton"}, timeout=30)
-    found = edges(spans)
+    # Every process exports on its own schedule (Envoy and Triton in batches): poll until the edges are there.
+    jaeger = JaegerQuery(stack["jaeger_query"])
+    jaeger.wait_for_services(trace_id, {"envoy", "auth", "router", "guard", "catalog", "metering", "triton"},
+                             timeout=30)
+    deadline = time.monotonic() + 15
+    while not EXPECTED_EDGES <= (found := edges(jaeger.spans(trace_id))) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert EXPECTED_EDGES <= found, f"missing edges: {EXPECTED_EDGES - found}"
     # Nothing in a span may carry the prompt.
     assert "trace me" not in repr(JaegerQuery(stack["jaeger_query"]).trace(trace_id))

@@ -138,6 +138,8 @@ def _to_delta(result) -> Delta:
     n_in = _scalar(result, "num_input_tokens")
     n_out = _scalar(result, "num_output_tokens")
     reason_str = reason.decode() if isinstance(reason, bytes) else None
+    if reason_str == "None":  # the vLLM backend sends str(None) until the last response
+        reason_str = None
     return Delta(
         text=text.decode("utf-8", errors="replace") if isinstance(text, bytes) else "",
         finish_reason=reason_str or None,

