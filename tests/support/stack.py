@@ -49,6 +49,7 @@ def running_stack(data_dir: Path, *, start_timeout: float = 240.0) -> Iterator[d
             time.sleep(0.3)
         stack = json.loads(stack_file.read_text())
         stack["base_port"] = base
+        stack["data_dir"] = str(data_dir)
         yield stack
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does
