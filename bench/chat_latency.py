@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import httpx
-
 from llmaas.catalog.entries import load_catalog
 from llmaas.router.params import Message
 from llmaas.router.template import render_prompt
 from llmaas.router.triton import TritonDispatcher
+
 from tests.support.stack import E2E_DIR, TEST_MODEL, running_stack
 
 PROMPT = "Summarise the benefits of running language models on your own infrastructure."

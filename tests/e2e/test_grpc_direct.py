@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
 from llmaas.router.v1 import router_pb2, router_pb2_grpc
+
 from tests.support.stack import TEST_MODEL
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,8 @@ import grpc
 import httpx
 import openai
 import pytest
-
 from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
+
 from tests.support.stack import REAL_MODEL, TEST_MODEL
 
 pytestmark = pytest.mark.e2e

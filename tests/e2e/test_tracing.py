@@ -7,8 +7,8 @@ import time
 
 import httpx
 import pytest
-
 from llmaas.stack.trace_query import JaegerQuery, edges
+
 from tests.support.stack import TEST_MODEL
 
 pytestmark = pytest.mark.e2e

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -16,15 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from llmaas.stack.jaeger import find_jaeger, jaeger_component, query_url
+from llmaas.stack.ports import StackPorts
+from llmaas.stack.trace_query import JaegerQuery, edges
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from llmaas.stack.jaeger import find_jaeger, jaeger_component, query_url
-from llmaas.stack.ports import StackPorts
-from llmaas.stack.trace_query import JaegerQuery, edges
+from tests.support.ports import free_base_port
+from tests.support.process import running_component
 
 pytestmark = pytest.mark.integration
 
@@ -34,25 +35,6 @@ if JAEGER_BIN is None:
         "Jaeger v2 binary not found (set LLMAAS_JAEGER_BIN or run deploy/install-jaeger.sh)",
         allow_module_level=True,
     )
-
-
-def free_base_port(attempts: int = 50) -> int:
-    """A base port whose whole StackPorts.SPAN range is free on 127.0.0.1 right now."""
-    for _ in range(attempts):
-        base = 20000 + secrets.randbelow(40000)
-        socks = []
-        try:
-            for port in range(base, base + StackPorts.SPAN):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range found")
 
 
 def listening_ports(pid: int) -> set[tuple[str, int]]:
@@ -94,34 +76,9 @@ class RunningJaeger:
 def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningJaeger]:
     data_dir = tmp_path_factory.mktemp("stack")
     ports = StackPorts(free_base_port())
-    comp = jaeger_component(data_dir, ports, JAEGER_BIN)
-    assert comp.prepare is not None
-    comp.prepare()
-    log_path = data_dir / "jaeger.log"
     t0 = time.monotonic()
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            comp.argv,
-            env={**os.environ, **comp.env},
-            cwd=comp.cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group, so the kill below reaches any child
-        )
-    try:
-        deadline = t0 + comp.ready_timeout
-        while not comp.ready():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"jaeger not ready (exit={proc.poll()}):\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.1)
+    with running_component(jaeger_component(data_dir, ports, JAEGER_BIN), data_dir) as proc:
         yield RunningJaeger(ports, proc, JaegerQuery(query_url(ports)), time.monotonic() - t0)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def provider(service: str, ports: StackPorts) -> TracerProvider:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import http.server
 import importlib.util
 import json
-import os
 import queue
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -19,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-
 from llmaas.stack.ports import StackPorts
 from llmaas.stack.triton import triton_component
+
 from tests.support.ports import free_base_port
+from tests.support.process import running_component
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -72,27 +70,13 @@ def triton(tmp_path_factory):
     ports = StackPorts(free_base_port())
     component = triton_component(tmp / "data", ports, repositories,
                                  f"http://127.0.0.1:{collector.server_address[1]}")
-    component.prepare()
-    log = open(tmp / "triton.log", "wb")
     started = time.monotonic()
-    process = subprocess.Popen(component.argv, env={**os.environ, **component.env}, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        while not component.ready():
-            assert process.poll() is None, f"tritonserver exited: see {tmp / 'triton.log'}"
-            assert time.monotonic() - started < component.ready_timeout, "tritonserver not ready in time"
-            time.sleep(0.1)
-        print(f"\ntritonserver ready in {time.monotonic() - started:.2f} s")
-        yield {"url": f"127.0.0.1:{ports.triton_grpc}", "collector": _Collector.bodies}
+        with running_component(component, tmp / "data"):
+            print(f"\ntritonserver ready in {time.monotonic() - started:.2f} s")
+            yield {"url": f"127.0.0.1:{ports.triton_grpc}", "collector": _Collector.bodies}
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
         collector.shutdown()
-        log.close()
 
 
 def _inputs(prompt: str, stream: bool | None, params: dict | str | None, exclude: bool | None, flags) -> list:

@@ -16,6 +16,7 @@ from pathlib import Path
 from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REPO_ROOT
 from llmaas.stack.ports import StackPorts
 from llmaas.stack.up import STACK_FILE
+
 from tests.support.ports import free_base_port
 
 E2E_DIR = REPO_ROOT / "tests" / "e2e"

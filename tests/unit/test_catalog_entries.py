@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-
 from llmaas.catalog.entries import CatalogError, load_catalog
 from llmaas.stack.paths import DEFAULT_CATALOG
 

@@ -1,7 +1,6 @@
 import json
 
 import grpc
-
 from llmaas.common.errors import ERROR_METADATA_KEY, ApiError, from_rpc_error
 
 

@@ -1,5 +1,4 @@
 import pytest
-
 from llmaas.guard.rules import scan
 
 

@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-
 from llmaas.common.db import make_engine, migrate
 from llmaas.metering import ledger as ledger_mod
 from llmaas.metering.ledger import Ledger, UnknownReservation

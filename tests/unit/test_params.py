@@ -1,6 +1,5 @@
 import pytest
 from google.protobuf import json_format
-
 from llmaas.common.errors import ApiError
 from llmaas.router.params import parse_chat_request
 from llmaas.router.v1 import router_pb2

@@ -1,5 +1,4 @@
 import pytest
-
 from llmaas.catalog.entries import load_catalog
 from llmaas.common.errors import ApiError
 from llmaas.router.params import Message

@@ -1,5 +1,4 @@
 from alembic import context
-
 from llmaas.auth.tables import metadata
 
 context.configure(connection=context.config.attributes["connection"], target_metadata=metadata)

@@ -30,7 +30,7 @@ def resolve_gguf(model: str, model_dir: Path) -> Path:
         try:
             dist = importlib.metadata.distribution(dist_name)
         except importlib.metadata.PackageNotFoundError:
-            raise EngineConfigError(f"model {model!r} needs the PyPI package {dist_name!r}, which is not installed")
+            raise EngineConfigError(f"model {model!r} needs the PyPI package {dist_name!r}, which is not installed") from None
         # Read the file from the distribution's install record: importing the package is not needed (nor safe).
         for entry in dist.files or ():
             if entry.name == file_name:

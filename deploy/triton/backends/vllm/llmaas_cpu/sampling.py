@@ -74,7 +74,7 @@ def _as_number(key: str, value: object, kind: type) -> int | float:
     try:
         number = kind(value)  # "0.7" -> 0.7, like the real backend's type coercion
     except (TypeError, ValueError):
-        raise SamplingError(f"sampling parameter '{key}' must be {'an integer' if kind is int else 'a number'}")
+        raise SamplingError(f"sampling parameter '{key}' must be {'an integer' if kind is int else 'a number'}") from None
     if kind is int and isinstance(value, float) and value != number:
         raise SamplingError(f"sampling parameter '{key}' must be an integer")
     return number
