@@ -24,7 +24,7 @@ def _root() -> None:
 
 def _report(component: str, event: str, seconds: float) -> None:
     styles = {"starting": "yellow", "healthy": "green", "stopping": "yellow", "stopped": "dim"}
-    timing = f" in {seconds:.1f}s" if event in ("healthy",) else ""
+    timing = f" in {seconds:.1f}s" if event in ("healthy", "stopped") else ""
     console.print(f"  [{styles.get(event, 'white')}]{event:>8}[/] {component}{timing}")
 
 
@@ -58,7 +58,7 @@ def up(
         stack = start_stack(options, supervisor)
         console.print(f"\n[bold green]All components healthy[/] in {time.monotonic() - t0:.1f}s")
         console.print(f"  REST base URL  [bold]{stack['base_url']}[/]")
-        console.print(f"  API key        [bold]{stack['api_key']}[/]")
+        console.print(f"  API key        [bold]{stack['api_key']}[/]", soft_wrap=True)
         if stack["jaeger_query"]:
             console.print(f"  Traces         {stack['jaeger_query']} (Jaeger query API)")
         console.print(f"  Stack file     {data_dir.resolve() / STACK_FILE}")

@@ -113,6 +113,8 @@ class Supervisor:
         return None
 
     def stop_all(self) -> None:
+        """Stops every child; on_event('stopped') reports the seconds since the stop began."""
+        began = time.monotonic()
         for r in reversed(self.running):
             self._on_event(r.component.name, "stopping", 0.0)
             _signal_group(r.process, signal.SIGTERM)
@@ -125,7 +127,7 @@ class Supervisor:
             # Whatever is left of the group (e.g. Triton's backend stubs) goes too.
             _signal_group(r.process, signal.SIGKILL)
             r.process.wait()
-            self._on_event(r.component.name, "stopped", time.monotonic() - r.started)
+            self._on_event(r.component.name, "stopped", time.monotonic() - began)
         self.running.clear()
 
 
