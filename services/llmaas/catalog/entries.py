@@ -1,5 +1,12 @@
 """The catalogue file(s): parsed, validated, and indexed by id and alias. A bad file raises CatalogError naming the
-model and field; nothing half-loaded is ever used."""
+model and field; nothing half-loaded is ever used.
+
+A deployed model (one with a `triton_model`) needs editor, licence and max_model_len. A reference-only model (no
+`triton_model`: described, never served here) may omit them when its source does not give them (editor/licence "",
+max_model_len 0); `production_date` stays required, UNKNOWN_PRODUCTION_DATE being the documented placeholder.
+Lifecycle fields (all optional): end_of_support (date), lts (bool), migration (the id of a model loaded from any of
+the files, checked once all are loaded, no cycles), deprecated (bool), speed_tokens_per_second and
+kwh_per_million_tokens (non-negative numbers), parameters (string such as "32B"). See llmaas.catalog.lifecycle."""
 
 from __future__ import annotations
 
@@ -9,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+UNKNOWN_PRODUCTION_DATE = dt.date(1970, 1, 1)  # placeholder for a model whose production date the source omits
+CAPABILITIES = {"tools", "vision", "reasoning", "safety"}
 MODEL_TYPES = {"chat", "embedding", "rerank", "vision", "ocr", "audio", "image", "translation", "safety"}
 
 
@@ -32,6 +41,13 @@ class ModelEntry:
     chat_template: str
     bos_token: str
     eos_token: str
+    end_of_support: dt.date | None = None
+    lts: bool = False
+    migration: str = ""
+    deprecated: bool = False
+    speed_tokens_per_second: float | None = None
+    kwh_per_million_tokens: float | None = None
+    parameters: str = ""
 
     @property
     def created(self) -> int:
@@ -49,6 +65,24 @@ def _field(raw: dict, name: str, kind: type, where: str, default=None):
     return value
 
 
+def _optional_number(raw: dict, name: str, where: str) -> float | None:
+    if name not in raw:
+        return None
+    value = raw[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise CatalogError(f"{where}: field {name!r} must be a non-negative number, got {value!r}")
+    return value
+
+
+def _optional_date(raw: dict, name: str, where: str) -> dt.date | None:
+    if name not in raw:
+        return None
+    value = raw[name]
+    if not isinstance(value, dt.date) or isinstance(value, dt.datetime):
+        raise CatalogError(f"{where}: field {name!r} must be a date (YYYY-MM-DD), got {value!r}")
+    return value
+
+
 def _parse_entry(raw: dict, base_dir: Path, where: str) -> ModelEntry:
     model_id = _field(raw, "id", str, where)
     where = f"{where} ({model_id})"
@@ -62,25 +96,45 @@ def _parse_entry(raw: dict, base_dir: Path, where: str) -> ModelEntry:
             template = path.read_text(encoding="utf-8")
         except OSError as e:
             raise CatalogError(f"{where}: chat_template {path}: {e.strerror}") from None
-    max_len = _field(raw, "max_model_len", int, where)
-    default_max = _field(raw, "default_max_tokens", int, where, default=1024)
-    if not 0 < default_max <= max_len:
-        raise CatalogError(f"{where}: default_max_tokens must be in 1..max_model_len")
+    deployed = "triton_model" in raw
+    max_len = _field(raw, "max_model_len", int, where, default=None if deployed else 0)
+    if max_len < 0:
+        raise CatalogError(f"{where}: field 'max_model_len' must not be negative")
+    if deployed or "default_max_tokens" in raw:
+        default_max = _field(raw, "default_max_tokens", int, where, default=1024)
+        if not 0 < default_max <= max_len:
+            raise CatalogError(f"{where}: default_max_tokens must be in 1..max_model_len")
+    else:
+        default_max = min(1024, max_len)
+    capabilities = tuple(_field(raw, "capabilities", list, where, default=[]))
+    if unknown := [c for c in capabilities if c not in CAPABILITIES]:
+        raise CatalogError(f"{where}: field 'capabilities' has {unknown}, not in {sorted(CAPABILITIES)}")
+    production_date = _field(raw, "production_date", dt.date, where)
+    end_of_support = _optional_date(raw, "end_of_support", where)
+    if end_of_support is not None and end_of_support < production_date:
+        raise CatalogError(f"{where}: field 'end_of_support' is before production_date")
     return ModelEntry(
         id=model_id,
-        editor=_field(raw, "editor", str, where),
+        editor=_field(raw, "editor", str, where, default=None if deployed else ""),
         type=mtype,
         aliases=tuple(_field(raw, "aliases", list, where, default=[])),
-        production_date=_field(raw, "production_date", dt.date, where),
-        licence=_field(raw, "licence", str, where),
+        production_date=production_date,
+        licence=_field(raw, "licence", str, where, default=None if deployed else ""),
         max_model_len=max_len,
         default_max_tokens=default_max,
-        capabilities=tuple(_field(raw, "capabilities", list, where, default=[])),
+        capabilities=capabilities,
         triton_model=_field(raw, "triton_model", str, where, default=""),
         pool=_field(raw, "pool", str, where, default=""),
         chat_template=template,
         bos_token=_field(raw, "bos_token", str, where, default=""),
         eos_token=_field(raw, "eos_token", str, where, default=""),
+        end_of_support=end_of_support,
+        lts=_field(raw, "lts", bool, where, default=False),
+        migration=_field(raw, "migration", str, where, default=""),
+        deprecated=_field(raw, "deprecated", bool, where, default=False),
+        speed_tokens_per_second=_optional_number(raw, "speed_tokens_per_second", where),
+        kwh_per_million_tokens=_optional_number(raw, "kwh_per_million_tokens", where),
+        parameters=_field(raw, "parameters", str, where, default=""),
     )
 
 
@@ -111,5 +165,23 @@ def load_catalog(paths: list[Path]) -> Catalog:
                 if name in by_name:
                     raise CatalogError(f"{path}: {name!r} names two models")
                 by_name[name] = entry
-            models.append(entry)
-    return Catalog(tuple(models), by_name)
+            models.append((path, entry))
+    _check_migrations(models, by_name)
+    return Catalog(tuple(entry for _, entry in models), by_name)
+
+
+def _check_migrations(models: list[tuple[Path, ModelEntry]], by_name: dict[str, ModelEntry]) -> None:
+    """Every `migration` names a loaded model (by id or alias), not itself, and following them never loops."""
+    for path, entry in models:
+        if not entry.migration:
+            continue
+        where = f"{path}: model {entry.id!r}: field 'migration'"
+        target = by_name.get(entry.migration)
+        if target is None:
+            raise CatalogError(f"{where}: {entry.migration!r} is not a model of the catalogue")
+        seen = [entry.id]
+        while target is not None:
+            if target.id in seen:
+                raise CatalogError(f"{where}: migration chain loops: {' -> '.join([*seen, target.id])}")
+            seen.append(target.id)
+            target = by_name.get(target.migration) if target.migration else None
