@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REPO_ROOT
+from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REFERENCE_CATALOG, REPO_ROOT
 from llmaas.stack.ports import StackPorts
 from llmaas.stack.up import STACK_FILE
 
@@ -36,7 +36,8 @@ def running_stack(data_dir: Path, *, start_timeout: float = 240.0) -> Iterator[d
     argv = [sys.executable, "-m", "llmaas.cli", "up", "--data-dir", str(data_dir), "--base-port", str(base),
             "--model-repository", str(DEFAULT_MODEL_REPOSITORY),
             "--model-repository", str(E2E_DIR / "model_repository"),
-            "--catalog", str(DEFAULT_CATALOG), "--catalog", str(E2E_DIR / "catalog.yaml")]
+            "--catalog", str(DEFAULT_CATALOG), "--catalog", str(REFERENCE_CATALOG),
+            "--catalog", str(E2E_DIR / "catalog.yaml")]
     log = open(data_dir.parent / f"{data_dir.name}-up.log", "wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "COLUMNS": "200"})

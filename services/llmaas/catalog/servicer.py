@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import grpc
 
+from llmaas.catalog import lifecycle
 from llmaas.catalog.entries import Catalog, ModelEntry
 from llmaas.catalog.served import ServedModels
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -15,6 +18,17 @@ OWNED_BY = "llmaas"
 def model_not_found(name: str) -> ApiError:
     return ApiError(grpc.StatusCode.NOT_FOUND, f"The model '{name}' does not exist or you do not have access to it.",
                     param="model", code="model_not_found")
+
+
+def model_retired(entry: ModelEntry, catalog: Catalog, today: dt.date) -> ApiError | None:
+    """The error for a model that is not served because its life is over, naming what to migrate to."""
+    st = lifecycle.status(entry, catalog, today)
+    if st.phase not in ("end_of_support", "removed"):
+        return None
+    when = f" on {st.sunset.isoformat()}" if st.sunset else ""
+    advice = f" Please migrate to '{st.successor}'." if st.successor else ""
+    return ApiError(grpc.StatusCode.NOT_FOUND, f"The model '{entry.id}' was retired{when}.{advice}",
+                    param="model", code="model_retired")
 
 
 def _model_message(entry: ModelEntry) -> catalog_pb2.Model:
@@ -44,8 +58,10 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     async def ResolveModel(self, request, context):
         entry = self._catalog.lookup(request.model)
-        if entry is None or not entry.triton_model or entry.triton_model not in await self._served.ready():
+        if entry is None:
             raise model_not_found(request.model)
+        if not entry.triton_model or entry.triton_model not in await self._served.ready():
+            raise model_retired(entry, self._catalog, dt.date.today()) or model_not_found(request.model)
         return catalog_pb2.ResolveModelResponse(
             id=entry.id, triton_model=entry.triton_model, pool=entry.pool, chat_template=entry.chat_template,
             max_model_len=entry.max_model_len, default_max_tokens=entry.default_max_tokens, type=entry.type,

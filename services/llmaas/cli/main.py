@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY
+from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REFERENCE_CATALOG
 from llmaas.stack.supervisor import StartError, Supervisor
 from llmaas.stack.up import STACK_FILE, StackOptions, start_stack
 
@@ -42,7 +42,7 @@ def up(
     base_port: int = typer.Option(8080, help="Envoy listens here; every other component on the next 19 ports."),
     model_repository: list[Path] = typer.Option([DEFAULT_MODEL_REPOSITORY], help="Triton model repository "
                                                 "(repeatable)."),
-    catalog: list[Path] = typer.Option([DEFAULT_CATALOG], help="Model catalogue file (repeatable)."),
+    catalog: list[Path] = typer.Option([DEFAULT_CATALOG, REFERENCE_CATALOG], help="Model catalogue file (repeatable)."),
     jaeger: bool = typer.Option(True, help="Run Jaeger for traces when its binary is installed."),
     guard_mode: str = typer.Option("enforce", help="Prompt guard mode: enforce, shadow or off."),
 ) -> None:

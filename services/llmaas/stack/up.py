@@ -13,7 +13,7 @@ import grpc
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.stack.envoy import envoy_component
 from llmaas.stack.jaeger import find_jaeger, jaeger_component, query_url
-from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY
+from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REFERENCE_CATALOG
 from llmaas.stack.ports import SERVICES, StackPorts
 from llmaas.stack.services import address, service_components
 from llmaas.stack.supervisor import Supervisor
@@ -28,7 +28,7 @@ class StackOptions:
     data_dir: Path
     base_port: int = 8080
     model_repositories: list[Path] = field(default_factory=lambda: [DEFAULT_MODEL_REPOSITORY])
-    catalog_files: list[Path] = field(default_factory=lambda: [DEFAULT_CATALOG])
+    catalog_files: list[Path] = field(default_factory=lambda: [DEFAULT_CATALOG, REFERENCE_CATALOG])
     jaeger: bool = True
     guard_mode: str = "enforce"
 
