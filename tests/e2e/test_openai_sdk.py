@@ -169,13 +169,6 @@ def test_usage_is_metered_exactly(stack, client):
     assert after.completion_tokens - before.completion_tokens == r.usage.completion_tokens + 3
 
 
-def test_retired_model_names_its_migration(client):
-    # cogito:32b reached its end of support on 2026-06-30; the reference recommends gpt-oss:120b.
-    with pytest.raises(openai.NotFoundError) as e:
-        client.chat.completions.create(model="cogito:32b", messages=HELLO)
-    assert e.value.code == "model_retired" and "gpt-oss:120b" in e.value.message
-
-
 def test_reference_models_not_deployed_here_are_not_listed(client):
     ids = {m.id for m in client.models.list()}
     assert "gpt-oss:120b" not in ids and REAL_MODEL in ids

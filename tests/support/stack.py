@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -22,6 +23,19 @@ from tests.support.ports import free_base_port
 E2E_DIR = REPO_ROOT / "tests" / "e2e"
 TEST_MODEL = "llmaas-test:deterministic"
 REAL_MODEL = "smollm2:135m"
+# Served by the deterministic model, with an end of support 30 days from today: always in its notice period.
+SUNSETTING_MODEL = "llmaas-test:sunsetting"
+
+
+def _lifecycle_catalog(path: Path) -> Path:
+    end = dt.date.today() + dt.timedelta(days=30)
+    template = DEFAULT_CATALOG.parent / "chat_templates" / "smollm2.jinja"
+    path.write_text(
+        f"models:\n  - {{id: '{SUNSETTING_MODEL}', editor: llmaas tests, type: chat, production_date: 2026-01-01,"
+        f" end_of_support: {end.isoformat()}, migration: '{TEST_MODEL}', licence: Apache-2.0, max_model_len: 4096,"
+        f" default_max_tokens: 64, triton_model: llmaas-test-deterministic, pool: local-cpu,"
+        f" chat_template: '{template}', bos_token: '<|im_start|>', eos_token: '<|im_end|>'}}\n")
+    return path
 
 
 def _port_open(port: int) -> bool:
@@ -37,7 +51,8 @@ def running_stack(data_dir: Path, *, start_timeout: float = 240.0) -> Iterator[d
             "--model-repository", str(DEFAULT_MODEL_REPOSITORY),
             "--model-repository", str(E2E_DIR / "model_repository"),
             "--catalog", str(DEFAULT_CATALOG), "--catalog", str(REFERENCE_CATALOG),
-            "--catalog", str(E2E_DIR / "catalog.yaml")]
+            "--catalog", str(E2E_DIR / "catalog.yaml"),
+            "--catalog", str(_lifecycle_catalog(data_dir.parent / f"{data_dir.name}-lifecycle.yaml"))]
     log = open(data_dir.parent / f"{data_dir.name}-up.log", "wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "COLUMNS": "200"})

@@ -8,6 +8,7 @@ import grpc
 
 from llmaas.catalog import lifecycle
 from llmaas.catalog.entries import Catalog, ModelEntry
+from llmaas.catalog.reload import CatalogSource
 from llmaas.catalog.served import ServedModels
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.common.errors import ApiError
@@ -47,22 +48,29 @@ def _model_message(entry: ModelEntry) -> catalog_pb2.Model:
 
 
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
-    def __init__(self, catalog: Catalog, served: ServedModels) -> None:
-        self._catalog = catalog
+    def __init__(self, source: CatalogSource, served: ServedModels) -> None:
+        self._source = source
         self._served = served
 
     async def ListModels(self, request, context):
         ready = await self._served.ready()
-        data = [_model_message(m) for m in self._catalog.models if m.triton_model and m.triton_model in ready]
+        catalog = self._source.current
+        data = [_model_message(m) for m in catalog.models if m.triton_model and m.triton_model in ready]
         return catalog_pb2.ListModelsResponse(object="list", data=data)
 
     async def ResolveModel(self, request, context):
-        entry = self._catalog.lookup(request.model)
+        catalog = self._source.current  # one catalogue for the whole call, even if a reload lands meanwhile
+        entry = catalog.lookup(request.model)
         if entry is None:
             raise model_not_found(request.model)
         if not entry.triton_model or entry.triton_model not in await self._served.ready():
-            raise model_retired(entry, self._catalog, dt.date.today()) or model_not_found(request.model)
+            raise model_retired(entry, catalog, dt.date.today()) or model_not_found(request.model)
+        today = dt.date.today()
+        status = lifecycle.status(entry, catalog, today)
+        headers = lifecycle.deprecation_headers(entry, today)
         return catalog_pb2.ResolveModelResponse(
+            phase=status.phase, deprecation=headers.get("Deprecation", ""), sunset=headers.get("Sunset", ""),
+            successor=status.successor or "",
             id=entry.id, triton_model=entry.triton_model, pool=entry.pool, chat_template=entry.chat_template,
             max_model_len=entry.max_model_len, default_max_tokens=entry.default_max_tokens, type=entry.type,
             capabilities=list(entry.capabilities), bos_token=entry.bos_token, eos_token=entry.eos_token)

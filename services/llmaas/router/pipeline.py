@@ -61,6 +61,8 @@ class ChatRun:
     triton_model: str
     prompt: str
     sampling: dict
+    # Response metadata, sent with the first output (never earlier: an error before it keeps its HTTP status).
+    headers: tuple[tuple[str, str], ...] = ()
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
 
@@ -113,7 +115,7 @@ class ChatPipeline:
         run = ChatRun(
             id="chatcmpl-" + uuid.uuid4().hex, request_id=request_id, created=int(time.time()), model=model.id,
             params=params, identity=identity, triton_model=model.triton_model, prompt=prompt,
-            sampling=_sampling(params, max_tokens))
+            sampling=_sampling(params, max_tokens), headers=lifecycle_headers(model))
         # Worst case: a token covers at least one byte of the prompt, so its byte length bounds the input tokens.
         await self._downstream.reserve(metering_pb2.ReserveRequest(
             request_id=request_id, tenant_id=identity.tenant_id, key_id=identity.key_id, model=model.id,
@@ -175,6 +177,17 @@ class ChatPipeline:
         """Waits for pending settlements (called on shutdown)."""
         if self._settlements:
             await asyncio.gather(*self._settlements, return_exceptions=True)
+
+
+def lifecycle_headers(model) -> tuple[tuple[str, str], ...]:
+    """Response headers for a model at the end of its life (Envoy passes gRPC response metadata on as HTTP headers):
+    RFC 9745 Deprecation, RFC 8594 Sunset, and a Link to the recommended successor."""
+    headers = [("x-llmaas-model-phase", model.phase)] if model.phase else []
+    if model.deprecation:
+        headers += [("deprecation", model.deprecation), ("sunset", model.sunset)]
+        if model.successor:
+            headers.append(("link", f'</v1/models/{model.successor}>; rel="successor-version"'))
+    return tuple(headers)
 
 
 def _sampling(params: ChatParams, max_tokens: int) -> dict:

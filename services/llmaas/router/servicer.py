@@ -19,16 +19,18 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def ChatCompletionsHttp(self, request, context):
         run = await self._pipeline.prepare(request, context)
         async with aclosing(self._pipeline.run(run)) as deltas:
-            async for body in self._http_bodies(run, deltas):
+            async for body in self._http_bodies(run, deltas, context):
                 yield body
 
-    async def _http_bodies(self, run, deltas):
+    async def _http_bodies(self, run, deltas, context):
         if not run.params.stream:
             text = "".join([d.text async for d in deltas])
+            await context.send_initial_metadata(run.headers)
             yield httpbody_pb2.HttpBody(content_type="application/json", data=oj.json_body(oj.completion(run, text)))
             return
         # Wait for the model's first output before sending anything, so that an early backend error keeps its status.
         first = await anext(deltas)
+        await context.send_initial_metadata(run.headers)
         yield httpbody_pb2.HttpBody(
             content_type="text/event-stream",
             data=oj.sse(oj.chunk(run, {"role": "assistant", "content": "", "refusal": None})))
@@ -52,10 +54,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         run = await self._pipeline.prepare(request, context, stream=False)
         async with aclosing(self._pipeline.run(run)) as deltas:
             text = "".join([d.text async for d in deltas])
+        await context.send_initial_metadata(run.headers)
         return oj.typed_completion(run, text)
 
     async def StreamChatCompletion(self, request, context):
         run = await self._pipeline.prepare(request, context, stream=True)
+        await context.send_initial_metadata(run.headers)
         yield oj.typed_chunk(run, role="assistant", content="")
         async with aclosing(self._pipeline.run(run)) as deltas:
             async for delta in deltas:
