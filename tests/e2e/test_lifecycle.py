@@ -38,3 +38,32 @@ def test_retired_model_names_its_migration(stack):
     with pytest.raises(openai.NotFoundError) as e:
         client.chat.completions.create(model="cogito:32b", messages=BODY["messages"])
     assert e.value.code == "model_retired" and "gpt-oss:120b" in e.value.message
+
+
+def test_get_model_by_id_and_alias(stack):
+    client = openai.OpenAI(base_url=stack["base_url"], api_key=stack["api_key"], max_retries=0)
+    m = client.models.retrieve("smollm2:135m")  # ':' in the path is part of the id
+    assert m.id == "smollm2:135m" and m.object == "model"
+    for path in ("HuggingFaceTB/SmolLM2-135M-Instruct", "HuggingFaceTB%2FSmolLM2-135M-Instruct", "smollm2%3A135m"):
+        raw = httpx.get(stack["base_url"] + "/models/" + path, timeout=30,
+                        headers={"Authorization": f"Bearer {stack['api_key']}"}).json()
+        assert raw["id"] == "smollm2:135m" and raw["type"] == "chat" and raw["lifecycle"]["phase"] == "production"
+    sunsetting = client.models.retrieve(SUNSETTING_MODEL).model_dump()
+    assert sunsetting["lifecycle"]["phase"] == "notice" and sunsetting["lifecycle"]["successor"] == TEST_MODEL
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
+def test_public_lifecycle_endpoint(stack):
+    resp = httpx.get(stack["base_url"].removesuffix("/v1") + "/v1/lifecycle", params={"date": "2026-11-23"},
+                     timeout=30)  # no key: public, like the reference's status page
+    assert resp.status_code == 200
+    body = resp.json()
+    by_id = {m["id"]: m for m in body["data"]}
+    assert body["date"] == "2026-11-23" and len(by_id) > 90
+    cogito = by_id["cogito:32b"]["lifecycle"]
+    assert cogito == {"phase": "end_of_support", "production_date": "2025-06-13", "end_of_support": "2026-06-30",
+                      "notice_start": "2026-03-30", "sunset": "2026-06-30", "lts": False, "successor": "gpt-oss:120b"}
+    assert by_id["smollm2:135m"]["served"] is True and by_id["cogito:32b"]["served"] is False
+    bad = httpx.get(stack["base_url"] + "/lifecycle", params={"date": "tomorrow"}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "date"

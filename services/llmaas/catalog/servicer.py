@@ -11,7 +11,7 @@ from llmaas.catalog.entries import Catalog, ModelEntry
 from llmaas.catalog.reload import CatalogSource
 from llmaas.catalog.served import ServedModels
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from llmaas.common.errors import ApiError
+from llmaas.common.errors import ApiError, invalid_request
 
 OWNED_BY = "llmaas"
 
@@ -32,7 +32,18 @@ def model_retired(entry: ModelEntry, catalog: Catalog, today: dt.date) -> ApiErr
                     param="model", code="model_retired")
 
 
-def _model_message(entry: ModelEntry) -> catalog_pb2.Model:
+def _iso(day: dt.date | None) -> str:
+    return day.isoformat() if day else ""
+
+
+def _lifecycle_message(entry: ModelEntry, catalog: Catalog, today: dt.date) -> catalog_pb2.ModelLifecycle:
+    st = lifecycle.status(entry, catalog, today)
+    return catalog_pb2.ModelLifecycle(
+        phase=st.phase, production_date=_iso(entry.production_date), end_of_support=_iso(st.end_of_support),
+        notice_start=_iso(st.notice_start), sunset=_iso(st.sunset), lts=st.lts, successor=st.successor or "")
+
+
+def _model_message(entry: ModelEntry, catalog: Catalog, today: dt.date) -> catalog_pb2.Model:
     return catalog_pb2.Model(
         id=entry.id,
         object="model",
@@ -44,6 +55,9 @@ def _model_message(entry: ModelEntry) -> catalog_pb2.Model:
         permission=[catalog_pb2.ModelPermission(
             id=f"modelperm-{entry.id}-{entry.created}", object="model_permission",
             allow_sampling=True, allow_view=True, allow_fine_tuning=False)],
+        type=entry.type,
+        capabilities=list(entry.capabilities),
+        lifecycle=_lifecycle_message(entry, catalog, today),
     )
 
 
@@ -52,19 +66,40 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self._source = source
         self._served = served
 
+    async def _served_entry(self, catalog: Catalog, name: str) -> ModelEntry:
+        entry = catalog.lookup(name)
+        if entry is None:
+            raise model_not_found(name)
+        if not entry.triton_model or entry.triton_model not in await self._served.ready():
+            raise model_retired(entry, catalog, dt.date.today()) or model_not_found(name)
+        return entry
+
     async def ListModels(self, request, context):
         ready = await self._served.ready()
-        catalog = self._source.current
-        data = [_model_message(m) for m in catalog.models if m.triton_model and m.triton_model in ready]
+        catalog, today = self._source.current, dt.date.today()
+        data = [_model_message(m, catalog, today) for m in catalog.models if m.triton_model and m.triton_model in ready]
         return catalog_pb2.ListModelsResponse(object="list", data=data)
+
+    async def GetModel(self, request, context):
+        catalog = self._source.current
+        entry = await self._served_entry(catalog, request.model)
+        return _model_message(entry, catalog, dt.date.today())
+
+    async def ListLifecycle(self, request, context):
+        try:
+            day = dt.date.fromisoformat(request.date) if request.date else dt.date.today()
+        except ValueError:
+            raise invalid_request("Invalid 'date': expected YYYY-MM-DD.", param="date", code="invalid_value") from None
+        catalog, ready = self._source.current, await self._served.ready()
+        return catalog_pb2.ListLifecycleResponse(object="list", date=day.isoformat(), data=[
+            catalog_pb2.ModelLifecycleEntry(
+                id=m.id, editor=m.editor, type=m.type, served=bool(m.triton_model and m.triton_model in ready),
+                lifecycle=_lifecycle_message(m, catalog, day))
+            for m in catalog.models])
 
     async def ResolveModel(self, request, context):
         catalog = self._source.current  # one catalogue for the whole call, even if a reload lands meanwhile
-        entry = catalog.lookup(request.model)
-        if entry is None:
-            raise model_not_found(request.model)
-        if not entry.triton_model or entry.triton_model not in await self._served.ready():
-            raise model_retired(entry, catalog, dt.date.today()) or model_not_found(request.model)
+        entry = await self._served_entry(catalog, request.model)
         today = dt.date.today()
         status = lifecycle.status(entry, catalog, today)
         headers = lifecycle.deprecation_headers(entry, today)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fllmaas/catalog/v1/catalog.proto\x12\x11llmaas.catalog.v1\x1a\x1cgoogle/api/annotations.proto\"\x13\n\x11ListModelsRequest\"L\n\x12ListModelsResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12&\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x18.llmaas.catalog.v1.Model\"\xcb\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\x10\n\x08owned_by\x18\x04 \x01(\t\x12\x0c\n\x04root\x18\x05 \x01(\t\x12\x0f\n\x07\x61liases\x18\x06 \x03(\t\x12\x1a\n\rmax_model_len\x18\x07 \x01(\rH\x00\x88\x01\x01\x12\x36\n\npermission\x18\x08 \x03(\x0b\x32\".llmaas.catalog.v1.ModelPermissionB\x10\n\x0e_max_model_len\"\xbb\x01\n\x0fModelPermission\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x1b\n\x0e\x61llow_sampling\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x17\n\nallow_view\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x1e\n\x11\x61llow_fine_tuning\x18\x05 \x01(\x08H\x02\x88\x01\x01\x42\x11\n\x0f_allow_samplingB\r\n\x0b_allow_viewB\x14\n\x12_allow_fine_tuning\"$\n\x13ResolveModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xa1\x02\n\x14ResolveModelResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0ctriton_model\x18\x02 \x01(\t\x12\x0c\n\x04pool\x18\x03 \x01(\t\x12\x15\n\rchat_template\x18\x04 \x01(\t\x12\x15\n\rmax_model_len\x18\x05 \x01(\r\x12\x1a\n\x12\x64\x65\x66\x61ult_max_tokens\x18\x06 \x01(\r\x12\x0c\n\x04type\x18\x07 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x08 \x03(\t\x12\x11\n\tbos_token\x18\t \x01(\t\x12\x11\n\teos_token\x18\n \x01(\t\x12\r\n\x05phase\x18\x0b \x01(\t\x12\x13\n\x0b\x64\x65precation\x18\x0c \x01(\t\x12\x0e\n\x06sunset\x18\r \x01(\t\x12\x11\n\tsuccessor\x18\x0e \x01(\t2\xe0\x01\n\x0e\x43\x61talogService\x12m\n\nListModels\x12$.llmaas.catalog.v1.ListModelsRequest\x1a%.llmaas.catalog.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12_\n\x0cResolveModel\x12&.llmaas.catalog.v1.ResolveModelRequest\x1a\'.llmaas.catalog.v1.ResolveModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fllmaas/catalog/v1/catalog.proto\x12\x11llmaas.catalog.v1\x1a\x1cgoogle/api/annotations.proto\"\x13\n\x11ListModelsRequest\"L\n\x12ListModelsResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12&\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x18.llmaas.catalog.v1.Model\"\xa5\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\x10\n\x08owned_by\x18\x04 \x01(\t\x12\x0c\n\x04root\x18\x05 \x01(\t\x12\x0f\n\x07\x61liases\x18\x06 \x03(\t\x12\x1a\n\rmax_model_len\x18\x07 \x01(\rH\x00\x88\x01\x01\x12\x36\n\npermission\x18\x08 \x03(\x0b\x32\".llmaas.catalog.v1.ModelPermission\x12\x0c\n\x04type\x18\t \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\n \x03(\t\x12\x34\n\tlifecycle\x18\x0b \x01(\x0b\x32!.llmaas.catalog.v1.ModelLifecycleB\x10\n\x0e_max_model_len\"\xa3\x01\n\x0eModelLifecycle\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x17\n\x0fproduction_date\x18\x02 \x01(\t\x12\x16\n\x0e\x65nd_of_support\x18\x03 \x01(\t\x12\x14\n\x0cnotice_start\x18\x04 \x01(\t\x12\x0e\n\x06sunset\x18\x05 \x01(\t\x12\x10\n\x03lts\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\tsuccessor\x18\x07 \x01(\tB\x06\n\x04_lts\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"$\n\x14ListLifecycleRequest\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\"k\n\x15ListLifecycleResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x02 \x01(\t\x12\x34\n\x04\x64\x61ta\x18\x03 \x03(\x0b\x32&.llmaas.catalog.v1.ModelLifecycleEntry\"\x95\x01\n\x13ModelLifecycleEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x65\x64itor\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x13\n\x06served\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x34\n\tlifecycle\x18\x05 \x01(\x0b\x32!.llmaas.catalog.v1.ModelLifecycleB\t\n\x07_served\"\xbb\x01\n\x0fModelPermission\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x1b\n\x0e\x61llow_sampling\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x17\n\nallow_view\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x1e\n\x11\x61llow_fine_tuning\x18\x05 \x01(\x08H\x02\x88\x01\x01\x42\x11\n\x0f_allow_samplingB\r\n\x0b_allow_viewB\x14\n\x12_allow_fine_tuning\"$\n\x13ResolveModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xa1\x02\n\x14ResolveModelResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0ctriton_model\x18\x02 \x01(\t\x12\x0c\n\x04pool\x18\x03 \x01(\t\x12\x15\n\rchat_template\x18\x04 \x01(\t\x12\x15\n\rmax_model_len\x18\x05 \x01(\r\x12\x1a\n\x12\x64\x65\x66\x61ult_max_tokens\x18\x06 \x01(\r\x12\x0c\n\x04type\x18\x07 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x08 \x03(\t\x12\x11\n\tbos_token\x18\t \x01(\t\x12\x11\n\teos_token\x18\n \x01(\t\x12\r\n\x05phase\x18\x0b \x01(\t\x12\x13\n\x0b\x64\x65precation\x18\x0c \x01(\t\x12\x0e\n\x06sunset\x18\r \x01(\t\x12\x11\n\tsuccessor\x18\x0e \x01(\t2\xc4\x03\n\x0e\x43\x61talogService\x12m\n\nListModels\x12$.llmaas.catalog.v1.ListModelsRequest\x1a%.llmaas.catalog.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12g\n\x08GetModel\x12\".llmaas.catalog.v1.GetModelRequest\x1a\x18.llmaas.catalog.v1.Model\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/models/{model=**}\x12y\n\rListLifecycle\x12\'.llmaas.catalog.v1.ListLifecycleRequest\x1a(.llmaas.catalog.v1.ListLifecycleResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/lifecycle\x12_\n\x0cResolveModel\x12&.llmaas.catalog.v1.ResolveModelRequest\x1a\'.llmaas.catalog.v1.ResolveModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CATALOGSERVICE'].methods_by_name['ListModels']._loaded_options = None
   _globals['_CATALOGSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/models'
+  _globals['_CATALOGSERVICE'].methods_by_name['GetModel']._loaded_options = None
+  _globals['_CATALOGSERVICE'].methods_by_name['GetModel']._serialized_options = b'\202\323\344\223\002\027\022\025/v1/models/{model=**}'
+  _globals['_CATALOGSERVICE'].methods_by_name['ListLifecycle']._loaded_options = None
+  _globals['_CATALOGSERVICE'].methods_by_name['ListLifecycle']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/lifecycle'
   _globals['_LISTMODELSREQUEST']._serialized_start=84
   _globals['_LISTMODELSREQUEST']._serialized_end=103
   _globals['_LISTMODELSRESPONSE']._serialized_start=105
   _globals['_LISTMODELSRESPONSE']._serialized_end=181
   _globals['_MODEL']._serialized_start=184
-  _globals['_MODEL']._serialized_end=387
-  _globals['_MODELPERMISSION']._serialized_start=390
-  _globals['_MODELPERMISSION']._serialized_end=577
-  _globals['_RESOLVEMODELREQUEST']._serialized_start=579
-  _globals['_RESOLVEMODELREQUEST']._serialized_end=615
-  _globals['_RESOLVEMODELRESPONSE']._serialized_start=618
-  _globals['_RESOLVEMODELRESPONSE']._serialized_end=907
-  _globals['_CATALOGSERVICE']._serialized_start=910
-  _globals['_CATALOGSERVICE']._serialized_end=1134
+  _globals['_MODEL']._serialized_end=477
+  _globals['_MODELLIFECYCLE']._serialized_start=480
+  _globals['_MODELLIFECYCLE']._serialized_end=643
+  _globals['_GETMODELREQUEST']._serialized_start=645
+  _globals['_GETMODELREQUEST']._serialized_end=677
+  _globals['_LISTLIFECYCLEREQUEST']._serialized_start=679
+  _globals['_LISTLIFECYCLEREQUEST']._serialized_end=715
+  _globals['_LISTLIFECYCLERESPONSE']._serialized_start=717
+  _globals['_LISTLIFECYCLERESPONSE']._serialized_end=824
+  _globals['_MODELLIFECYCLEENTRY']._serialized_start=827
+  _globals['_MODELLIFECYCLEENTRY']._serialized_end=976
+  _globals['_MODELPERMISSION']._serialized_start=979
+  _globals['_MODELPERMISSION']._serialized_end=1166
+  _globals['_RESOLVEMODELREQUEST']._serialized_start=1168
+  _globals['_RESOLVEMODELREQUEST']._serialized_end=1204
+  _globals['_RESOLVEMODELRESPONSE']._serialized_start=1207
+  _globals['_RESOLVEMODELRESPONSE']._serialized_end=1496
+  _globals['_CATALOGSERVICE']._serialized_start=1499
+  _globals['_CATALOGSERVICE']._serialized_end=1951
 # @@protoc_insertion_point(module_scope)

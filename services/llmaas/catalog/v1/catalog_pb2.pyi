@@ -20,7 +20,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, object: _Optional[str] = ..., data: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "object", "created", "owned_by", "root", "aliases", "max_model_len", "permission")
+    __slots__ = ("id", "object", "created", "owned_by", "root", "aliases", "max_model_len", "permission", "type", "capabilities", "lifecycle")
     ID_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,9 @@ class Model(_message.Message):
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
     PERMISSION_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    LIFECYCLE_FIELD_NUMBER: _ClassVar[int]
     id: str
     object: str
     created: int
@@ -37,7 +40,64 @@ class Model(_message.Message):
     aliases: _containers.RepeatedScalarFieldContainer[str]
     max_model_len: int
     permission: _containers.RepeatedCompositeFieldContainer[ModelPermission]
-    def __init__(self, id: _Optional[str] = ..., object: _Optional[str] = ..., created: _Optional[int] = ..., owned_by: _Optional[str] = ..., root: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., max_model_len: _Optional[int] = ..., permission: _Optional[_Iterable[_Union[ModelPermission, _Mapping]]] = ...) -> None: ...
+    type: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    lifecycle: ModelLifecycle
+    def __init__(self, id: _Optional[str] = ..., object: _Optional[str] = ..., created: _Optional[int] = ..., owned_by: _Optional[str] = ..., root: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., max_model_len: _Optional[int] = ..., permission: _Optional[_Iterable[_Union[ModelPermission, _Mapping]]] = ..., type: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., lifecycle: _Optional[_Union[ModelLifecycle, _Mapping]] = ...) -> None: ...
+
+class ModelLifecycle(_message.Message):
+    __slots__ = ("phase", "production_date", "end_of_support", "notice_start", "sunset", "lts", "successor")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    PRODUCTION_DATE_FIELD_NUMBER: _ClassVar[int]
+    END_OF_SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    NOTICE_START_FIELD_NUMBER: _ClassVar[int]
+    SUNSET_FIELD_NUMBER: _ClassVar[int]
+    LTS_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSOR_FIELD_NUMBER: _ClassVar[int]
+    phase: str
+    production_date: str
+    end_of_support: str
+    notice_start: str
+    sunset: str
+    lts: bool
+    successor: str
+    def __init__(self, phase: _Optional[str] = ..., production_date: _Optional[str] = ..., end_of_support: _Optional[str] = ..., notice_start: _Optional[str] = ..., sunset: _Optional[str] = ..., lts: _Optional[bool] = ..., successor: _Optional[str] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ListLifecycleRequest(_message.Message):
+    __slots__ = ("date",)
+    DATE_FIELD_NUMBER: _ClassVar[int]
+    date: str
+    def __init__(self, date: _Optional[str] = ...) -> None: ...
+
+class ListLifecycleResponse(_message.Message):
+    __slots__ = ("object", "date", "data")
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    DATE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    object: str
+    date: str
+    data: _containers.RepeatedCompositeFieldContainer[ModelLifecycleEntry]
+    def __init__(self, object: _Optional[str] = ..., date: _Optional[str] = ..., data: _Optional[_Iterable[_Union[ModelLifecycleEntry, _Mapping]]] = ...) -> None: ...
+
+class ModelLifecycleEntry(_message.Message):
+    __slots__ = ("id", "editor", "type", "served", "lifecycle")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EDITOR_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_FIELD_NUMBER: _ClassVar[int]
+    LIFECYCLE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    editor: str
+    type: str
+    served: bool
+    lifecycle: ModelLifecycle
+    def __init__(self, id: _Optional[str] = ..., editor: _Optional[str] = ..., type: _Optional[str] = ..., served: _Optional[bool] = ..., lifecycle: _Optional[_Union[ModelLifecycle, _Mapping]] = ...) -> None: ...
 
 class ModelPermission(_message.Message):
     __slots__ = ("id", "object", "allow_sampling", "allow_view", "allow_fine_tuning")

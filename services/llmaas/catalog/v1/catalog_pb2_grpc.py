@@ -40,6 +40,16 @@ class CatalogServiceStub:
                 request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/llmaas.catalog.v1.CatalogService/GetModel',
+                request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.Model.FromString,
+                _registered_method=True)
+        self.ListLifecycle = channel.unary_unary(
+                '/llmaas.catalog.v1.CatalogService/ListLifecycle',
+                request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListLifecycleRequest.SerializeToString,
+                response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListLifecycleResponse.FromString,
+                _registered_method=True)
         self.ResolveModel = channel.unary_unary(
                 '/llmaas.catalog.v1.CatalogService/ResolveModel',
                 request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelRequest.SerializeToString,
@@ -54,6 +64,21 @@ class CatalogServiceServicer:
     def ListModels(self, request, context):
         """GET /v1/models: the models currently served, in the reference service's shape (OpenAI's plus root, aliases,
         max_model_len, permission).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModel(self, request, context):
+        """GET /v1/models/{model}: one served model (ids contain ':' and '/', hence the `**` binding).
+        Returns the Model itself: Envoy's transcoder cannot unwrap a response field (response_body) unless it is HttpBody.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLifecycle(self, request, context):
+        """GET /v1/lifecycle: every model of the catalogue, served or not, with its lifecycle computed for a date.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -74,6 +99,16 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListModelsRequest.FromString,
                     response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.GetModelRequest.FromString,
+                    response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.Model.SerializeToString,
+            ),
+            'ListLifecycle': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLifecycle,
+                    request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListLifecycleRequest.FromString,
+                    response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListLifecycleResponse.SerializeToString,
             ),
             'ResolveModel': grpc.unary_unary_rpc_method_handler(
                     servicer.ResolveModel,
@@ -109,6 +144,60 @@ class CatalogService:
             '/llmaas.catalog.v1.CatalogService/ListModels',
             llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListModelsRequest.SerializeToString,
             llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.catalog.v1.CatalogService/GetModel',
+            llmaas_dot_catalog_dot_v1_dot_catalog__pb2.GetModelRequest.SerializeToString,
+            llmaas_dot_catalog_dot_v1_dot_catalog__pb2.Model.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLifecycle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.catalog.v1.CatalogService/ListLifecycle',
+            llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListLifecycleRequest.SerializeToString,
+            llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListLifecycleResponse.FromString,
             options,
             channel_credentials,
             insecure,
