@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from llmaas.catalog import lifecycle as lc
+from llmaas.catalog.entries import CatalogError, load_catalog
 from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REFERENCE_CATALOG
 from llmaas.stack.supervisor import StartError, Supervisor
 from llmaas.stack.up import STACK_FILE, StackOptions, start_stack
@@ -77,6 +81,39 @@ def up(
         supervisor.stop_all()
         (data_dir / STACK_FILE).unlink(missing_ok=True)
     raise typer.Exit(code)
+
+
+_PHASE_STYLE = {"production": "green", "notice": "yellow", "end_of_support": "red", "removed": "dim"}
+
+
+@app.command()
+def lifecycle(
+    date: str = typer.Option("", help="Compute phases for this day (YYYY-MM-DD); today by default."),
+    catalog: list[Path] = typer.Option([DEFAULT_CATALOG, REFERENCE_CATALOG], help="Catalogue file (repeatable)."),
+    phase: list[str] = typer.Option([], help="Only these phases (repeatable): production, notice, end_of_support, "
+                                             "removed."),
+) -> None:
+    """The model lifecycle: phase, production and end-of-support dates, LTS, notice, recommended migration."""
+    try:
+        day = dt.date.fromisoformat(date) if date else dt.date.today()
+        entries = load_catalog(list(catalog))
+    except (ValueError, CatalogError) as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
+    table = Table(title=f"Model lifecycle on {day.isoformat()}")
+    for column in ("model", "editor", "phase", "production", "end of support", "LTS", "notice from", "migrate to"):
+        table.add_column(column)
+    shown = 0
+    for entry in entries.models:
+        st = lc.status(entry, entries, day)
+        if phase and st.phase not in phase:
+            continue
+        shown += 1
+        table.add_row(entry.id, entry.editor, f"[{_PHASE_STYLE.get(st.phase, 'white')}]{st.phase}[/]",
+                      entry.production_date.isoformat(), str(st.end_of_support or ""), "yes" if st.lts else "",
+                      str(st.notice_start or ""), st.successor or "")
+    console.print(table)
+    console.print(f"{shown} models")
 
 
 def main() -> None:
