@@ -2,7 +2,8 @@
 
 It declares the same inputs and outputs as triton-inference-server/vllm_backend, is decoupled like it, reads the
 same `model.json`, and answers with the same response sequence, so a production model repository and this one are
-interchangeable. Generation itself is done by a small CPU engine (llama.cpp, or a deterministic fake for tests).
+interchangeable. Generation itself is done by a small CPU engine (llama.cpp, or the deterministic engine that the
+tests select through their model.json).
 Never log prompt or completion text here.
 """
 

@@ -1,4 +1,5 @@
-"""A fake LLM for tests: instant, reproducible, and honest about its own token counts.
+"""The deterministic engine the tests run behind the real tensor contract: instant, reproducible, and honest
+about its own token counts.
 
 Tokenizer: `TOKEN_RE` splits text into tokens that concatenate back to the text exactly: a run of word characters
 or a single other non-space character, each with the whitespace before it; trailing whitespace is one more token.
