@@ -26,45 +26,39 @@ def _channel(address: str, **options) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, options=opts, interceptors=aio_client_interceptors())
 
 
+async def _call(service: str, method, request, timeout: float = DEADLINE):
+    """One RPC; a failure comes back as the ApiError the downstream service raised (or a generic one)."""
+    try:
+        return await method(request, timeout=timeout)
+    except grpc.aio.AioRpcError as e:
+        raise from_rpc_error(e, service=service) from None
+
+
 class Downstream:
     def __init__(self, auth: str, guard: str, catalog: str, metering: str) -> None:
         self._channels = [
             _channel(auth), _channel(guard), _channel(catalog), _channel(metering, **{"grpc.service_config": _SETTLE_RETRY})]
-        self.auth = auth_pb2_grpc.AuthServiceStub(self._channels[0])
-        self.guard = guard_pb2_grpc.GuardServiceStub(self._channels[1])
-        self.catalog = catalog_pb2_grpc.CatalogServiceStub(self._channels[2])
-        self.metering = metering_pb2_grpc.MeteringServiceStub(self._channels[3])
+        self._auth = auth_pb2_grpc.AuthServiceStub(self._channels[0])
+        self._guard = guard_pb2_grpc.GuardServiceStub(self._channels[1])
+        self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channels[2])
+        self._metering = metering_pb2_grpc.MeteringServiceStub(self._channels[3])
 
     async def authenticate(self, api_key: str) -> Identity:
-        try:
-            r = await self.auth.Authenticate(auth_pb2.AuthenticateRequest(api_key=api_key), timeout=DEADLINE)
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e, service="auth") from None
+        r = await _call("auth", self._auth.Authenticate, auth_pb2.AuthenticateRequest(api_key=api_key))
         return Identity(r.identity.tenant_id, r.identity.key_id)
 
     async def resolve_model(self, model: str) -> catalog_pb2.ResolveModelResponse:
-        try:
-            return await self.catalog.ResolveModel(catalog_pb2.ResolveModelRequest(model=model), timeout=DEADLINE)
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e, service="catalog") from None
+        return await _call("catalog", self._catalog.ResolveModel, catalog_pb2.ResolveModelRequest(model=model))
 
     async def check_prompt(self, request: guard_pb2.CheckPromptRequest) -> guard_pb2.CheckPromptResponse:
-        try:
-            return await self.guard.CheckPrompt(request, timeout=DEADLINE)
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e, service="guard") from None
+        return await _call("guard", self._guard.CheckPrompt, request)
 
     async def reserve(self, request: metering_pb2.ReserveRequest) -> metering_pb2.ReserveResponse:
-        try:
-            return await self.metering.Reserve(request, timeout=DEADLINE)
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e, service="metering") from None
+        return await _call("metering", self._metering.Reserve, request)
 
     async def settle(self, request: metering_pb2.SettleRequest) -> None:
-        try:
-            await self.metering.Settle(request, timeout=4 * DEADLINE)
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e, service="metering") from None
+        # Longer: its retries (service config above) must fit in, across a metering restart.
+        await _call("metering", self._metering.Settle, request, timeout=4 * DEADLINE)
 
     async def close(self) -> None:
         for ch in self._channels:
