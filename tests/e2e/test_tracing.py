@@ -17,9 +17,13 @@ EXPECTED_EDGES = {("envoy", "auth"), ("envoy", "router"), ("router", "guard"), (
                   ("router", "metering"), ("router", "triton")}
 
 
-def test_trace_edges_in_jaeger(stack):
-    if not stack["jaeger_query"]:
-        pytest.skip("Jaeger is not installed (deploy/install-jaeger.sh)")
+# Triton 2.51's OpenTelemetry exporter now and then drops one request's spans (seen in about one CI run in five, with
+# the stream closed cleanly). The other hops never did. A new traced request is tried when Triton's part is missing;
+# every attempt must still show all of our own edges.
+ATTEMPTS = 3
+
+
+def _traced_request(stack) -> str:
     trace_id = secrets.token_hex(16)
     resp = httpx.post(stack["base_url"] + "/chat/completions", timeout=60,
                       headers={"Authorization": f"Bearer {stack['api_key']}",
@@ -27,13 +31,27 @@ def test_trace_edges_in_jaeger(stack):
                       json={"model": TEST_MODEL, "messages": [{"role": "user", "content": "trace me"}],
                             "max_tokens": 3})
     assert resp.status_code == 200
+    return trace_id
+
+
+def _edges_when_complete(jaeger: JaegerQuery, trace_id: str, timeout: float) -> set[tuple[str, str]]:
     # Every process exports on its own schedule (Envoy and Triton in batches): poll until the edges are there.
-    jaeger = JaegerQuery(stack["jaeger_query"])
-    jaeger.wait_for_services(trace_id, {"envoy", "auth", "router", "guard", "catalog", "metering", "triton"},
-                             timeout=30)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + timeout
     while not EXPECTED_EDGES <= (found := edges(jaeger.spans(trace_id))) and time.monotonic() < deadline:
         time.sleep(0.5)
+    return found
+
+
+def test_trace_edges_in_jaeger(stack):
+    if not stack["jaeger_query"]:
+        pytest.skip("Jaeger is not installed (deploy/install-jaeger.sh)")
+    jaeger = JaegerQuery(stack["jaeger_query"])
+    for _ in range(ATTEMPTS):
+        trace_id = _traced_request(stack)
+        found = _edges_when_complete(jaeger, trace_id, timeout=20)
+        assert EXPECTED_EDGES - {("router", "triton")} <= found, f"missing edges: {EXPECTED_EDGES - found}"
+        if ("router", "triton") in found:
+            break
     assert EXPECTED_EDGES <= found, f"missing edges: {EXPECTED_EDGES - found}"
     # Nothing in a span may carry the prompt.
-    assert "trace me" not in repr(JaegerQuery(stack["jaeger_query"]).trace(trace_id))
+    assert "trace me" not in repr(jaeger.trace(trace_id))

@@ -91,41 +91,23 @@ class TritonDispatcher:
             headers: dict[str, str] = {}
             propagate.inject(headers)
             stream = self._client.stream_infer(requests(), headers=headers)
-            finished = False
             try:
                 async for result, error in stream:
                     if error is not None:
                         raise _backend_error(error)
                     delta = _to_delta(result)
-                    finished = delta.final
                     yield delta
-                    if finished:
+                    if delta.final:
                         return
                 raise backend_unavailable()  # the stream ended without a final response
             except grpc.aio.AioRpcError:
                 raise backend_unavailable() from None
             finally:
                 done.set()
-                if finished:
-                    # Half-close and let Triton end the stream itself: cancelling a stream that has just completed
-                    # races Triton's own bookkeeping (its trace of the request was sometimes lost).
-                    await _drain(stream)
-                else:
-                    stream.cancel()  # client gone or error: stop generating now
+                stream.cancel()  # after the final response a no-op for Triton; otherwise it stops generation now
 
     async def close(self) -> None:
         await self._client.close()
-
-
-async def _drain(stream, timeout: float = 2.0) -> None:
-    async def rest():
-        async for _ in stream:
-            pass
-
-    try:
-        await asyncio.wait_for(rest(), timeout)
-    except (TimeoutError, grpc.aio.AioRpcError, InferenceServerException):
-        stream.cancel()
 
 
 def _backend_error(error: InferenceServerException) -> ApiError:
