@@ -1,7 +1,11 @@
-"""The comparison form of a prompt, used for matching only (the prompt itself is never changed).
+"""The comparison form of a prompt, used for matching only (the prompt itself is never changed), and the few
+differences between a prompt and its comparison form that are suspicious on their own.
 
-NFKC folds full-width Latin and compatibility forms, casefold removes case, and invisible or format characters
-(zero-width, soft hyphen, bidi controls, Unicode tag characters) are dropped so that they cannot split a keyword.
+The comparison form folds what an attacker uses to slip past keyword matching: compatibility forms and full-width
+Latin (NFKC), case, invisible and format characters, Unicode tag characters, bidi controls, diacritics stacked on
+Latin letters, homoglyphs inside Latin words and leetspeak inside words. Honest text changes under NFKC too (Chinese
+full-width punctuation, French non-breaking spaces), so "the text changed" is never a finding by itself: only
+Latin words mixed with Cyrillic/Greek look-alikes, invisibles inside words, bidi overrides and tag characters are.
 """
 
 from __future__ import annotations
@@ -9,29 +13,91 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# Zero-width and joiner characters, soft hyphen, word joiner, BOM.
-_INVISIBLE = "\u00ad\u180e\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff"
-_BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f"
-_DROP = {ord(c): None for c in _INVISIBLE + _BIDI_CONTROLS}
-_TAG_CHARS = re.compile("[\U000e0000-\U000e007f]")
+from llmaas.guard.confusables import HOMOGLYPHS
+
+# Zero-width and joiner characters, soft hyphen, Mongolian vowel separator, word joiner, invisible operators, BOM.
+INVISIBLE = "\u00ad\u180e\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff"
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_DROP = {ord(c): None for c in INVISIBLE + BIDI_CONTROLS}
+_DROP.update({cp: None for cp in range(0xE0000, 0xE0080)})  # tag characters
+_DROP.update({cp: None for cp in range(0xFE00, 0xFE10)})  # variation selectors
 _SPACES = re.compile(r"\s+")
+# Combining marks on a Latin letter (accents, "Zalgo" stacks). Marks on kana or Devanagari are part of the
+# letter and are kept.
+_LATIN_MARKS = re.compile(r"(?<=[a-zA-Z])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+_NON_LATIN_LOOKALIKE = re.compile("[" + "".join(chr(c) for c in HOMOGLYPHS) + "]")
+_WORD = re.compile(r"\w+")
+_LATIN = re.compile(r"[a-z]")
+# A word that mixes letters with digits or symbols used as letters: "1gn0re", "pr0mpt", "$ystem".
+_LEET_WORD = re.compile(r"(?=[\w@$!|]*[a-z])[\w@$|]*[0-9@$|][\w@$!|]*")
+_LEET = str.maketrans("013457@$|8", "oieastasli")
+
+
+def _fold_homoglyphs(text: str) -> str:
+    if not _NON_LATIN_LOOKALIKE.search(text):
+        return text
+    latin = len(_LATIN.findall(text))
+    mostly_latin = latin * 2 > sum(c.isalpha() for c in text)
+
+    def fold(m: re.Match[str]) -> str:
+        word = m.group()
+        return word.translate(HOMOGLYPHS) if mostly_latin or _LATIN.search(word) else word
+
+    return _WORD.sub(fold, text)
+
+
+def _fold_leet(text: str) -> str:
+    return _LEET_WORD.sub(lambda m: m.group().translate(_LEET) if not m.group().isdigit() else m.group(), text)
 
 
 def comparison_form(text: str) -> str:
-    text = _TAG_CHARS.sub("", text.translate(_DROP))
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text).casefold())
+    text = unicodedata.normalize("NFKC", text.translate(_DROP)).casefold()
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", _LATIN_MARKS.sub("", unicodedata.normalize("NFD", text)))
+        text = _fold_homoglyphs(text)
+    return _SPACES.sub(" ", _fold_leet(text)).strip()
+
+
+# --- suspicious differences --------------------------------------------------------------------------------------
+
+_OVERRIDES = re.compile("[\u202d\u202e]")
+_ISOLATES = re.compile("[\u2066\u2067\u2068]")
+_RTL_LETTERS = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc]")
+_TAG_RUN = re.compile("[\U000e0000-\U000e007f]+")
+# England, Scotland and Wales flags are U+1F3F4 followed by tag characters and CANCEL TAG: not a trick.
+_SUBDIVISION_FLAG = re.compile("\U0001f3f4[\U000e0061-\U000e007a\U000e0030-\U000e0039]{2,6}\U000e007f")
+# An invisible between two letters, except where joiners belong to the script (Arabic, Persian, Indic, ...).
+_INVISIBLE_IN_WORD = re.compile(r"(?<=[^\W\u0600-\u0dff])[" + INVISIBLE + r"]+(?=[^\W\u0600-\u0dff])")
+_MIXED_WORD = re.compile(r"\w*[a-zA-Z]\w*")
 
 
 def has_bidi_override(text: str) -> bool:
-    return any(c in text for c in "\u202d\u202e\u2066\u2067\u2068")
+    """Explicit overrides reorder what the reader sees; isolates are suspicious only where no right-to-left text
+    needs them."""
+    if _OVERRIDES.search(text):
+        return True
+    return _ISOLATES.search(text) is not None and _RTL_LETTERS.search(text) is None
+
+
+def hidden_tag_text(text: str) -> str:
+    """The ASCII text smuggled in Unicode tag characters (each tag U+E00xx mirrors ASCII xx), flags excepted."""
+    if not _TAG_RUN.search(text):
+        return ""
+    text = _SUBDIVISION_FLAG.sub("", text)
+    return "".join(chr(ord(c) - 0xE0000) for run in _TAG_RUN.findall(text) for c in run if 0xE0020 <= ord(c) < 0xE007F)
 
 
 def has_tag_characters(text: str) -> bool:
-    return _TAG_CHARS.search(text) is not None
-
-
-_WORD_WITH_INVISIBLE = re.compile(r"\w[" + _INVISIBLE + r"]+\w")
+    return _TAG_RUN.search(_SUBDIVISION_FLAG.sub("", text)) is not None if _TAG_RUN.search(text) else False
 
 
 def has_invisible_inside_word(text: str) -> bool:
-    return _WORD_WITH_INVISIBLE.search(text) is not None
+    return _INVISIBLE_IN_WORD.search(text) is not None
+
+
+def has_homoglyph_word(text: str) -> bool:
+    """A Latin word with a Cyrillic/Greek look-alike inside ("аdmin"). Real Cyrillic, Greek or Japanese words,
+    and formulas like "2πr", are not: only look-alike letters count."""
+    if text.isascii() or not _NON_LATIN_LOOKALIKE.search(text):
+        return False
+    return any(_NON_LATIN_LOOKALIKE.search(w) for w in _MIXED_WORD.findall(unicodedata.normalize("NFKC", text)))

@@ -1,15 +1,15 @@
-"""Rule layers of the prompt guard: structure (hidden characters) and multilingual attack patterns.
+"""The rule layers of the prompt guard over one piece of text: structure, patterns, encoded payloads.
 
-Each rule yields a Finding with a stable reason code and a score; the verdict is the highest score. Patterns run on
-the comparison form (normalize.py), so full-width, case and zero-width tricks do not evade them.
+Each rule yields a Finding with its layer, a stable reason code and a score. Patterns run on the comparison form
+(normalize.py), so full-width, case, accent, homoglyph, leetspeak and zero-width tricks do not evade them; decoded
+payloads are scanned with the same patterns.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from llmaas.guard import normalize
+from llmaas.guard import encoded, normalize, patterns, structure
 
 
 @dataclass(frozen=True)
@@ -19,41 +19,36 @@ class Finding:
     score: float
 
 
-_PATTERNS: list[tuple[str, float, re.Pattern[str]]] = [
-    ("instruction_override", 0.95, re.compile(
-        r"\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(previous|prior|above|earlier|all|your|the)\b.{0,30}"
-        r"\b(instructions?|prompts?|rules|directives|guidelines)\b"
-        r"|\b(ignore[sz]?|oublie[sz]?)\b.{0,40}\b(les|tes|vos|toutes)\b.{0,30}\b(instructions?|consignes|règles)\b"
-        r"|\bignoriere\b.{0,40}\b(anweisungen|instruktionen|regeln)\b"
-        r"|\bignora\b.{0,40}\b(instrucciones|reglas)\b"
-        r"|忽略.{0,12}(指令|指示|规则|说明)|无视.{0,12}(指令|规则)"
-        r"|(指示|命令|ルール).{0,12}(を)?無視")),
-    ("system_prompt_extraction", 0.9, re.compile(
-        r"\b(reveal|print|show|repeat|output|leak)\b.{0,30}\b(your|the)\b.{0,20}\b(system prompt|initial prompt|"
-        r"hidden instructions|instructions above)\b"
-        r"|\b(révèle|affiche|montre|répète)\b.{0,30}\b(ton|votre|le)\b.{0,20}\b(prompt système|prompt systeme|"
-        r"instructions initiales)\b"
-        r"|(显示|输出|泄露|告诉我).{0,12}(系统提示|系统指令)|システムプロンプト.{0,12}(表示|教えて|出力)")),
-    ("role_marker", 0.85, re.compile(r"<\|im_start\|>\s*system|\[/?inst\]|<<sys>>|^\s*###\s*system\s*:", re.M)),
-    ("markdown_exfiltration", 0.9, re.compile(r"!?\[[^\]]*\]\(\s*(javascript|data|vbscript):", re.I)),
-    ("hidden_html", 0.8, re.compile(r"<(div|span|p)[^>]*(hidden|display\s*:\s*none|caché)[^>]*>", re.I)),
-]
-
-_REPEATED_WORD = re.compile(r"\b(\w{3,})(?:\W+\1\b){7,}")
+@dataclass
+class Analysis:
+    findings: list[Finding] = field(default_factory=list)
+    # Comparison forms of the text and of every decoded payload, for the learned layer.
+    forms: list[str] = field(default_factory=list)
 
 
-def scan(text: str) -> list[Finding]:
-    findings: list[Finding] = []
-    if normalize.has_bidi_override(text):
-        findings.append(Finding("structure", "bidi_override", 0.8))
-    if normalize.has_tag_characters(text):
-        findings.append(Finding("structure", "tag_characters", 0.9))
-    if normalize.has_invisible_inside_word(text):
-        findings.append(Finding("structure", "invisible_in_word", 0.6))
+def _pattern_findings(form: str, document: bool, layer: str = "pattern", prefix: str = "") -> list[Finding]:
+    return [Finding(layer, prefix + hit.reason, hit.score) for hit in patterns.scan(form, document=document)]
+
+
+def analyse(text: str, *, document: bool = False) -> Analysis:
+    """`document`: the text comes from a third party (a tool result, a retrieved document), not the user."""
+    findings = [Finding("structure", reason, score) for reason, score, check in structure.CHECKS if check(text)]
     form = normalize.comparison_form(text)
-    for reason, score, pattern in _PATTERNS:
-        if pattern.search(form):
-            findings.append(Finding("pattern", reason, score))
-    if _REPEATED_WORD.search(form):
-        findings.append(Finding("pattern", "excessive_repetition", 0.5))
-    return findings
+    findings += _pattern_findings(form, document)
+    forms = [form]
+    hidden = normalize.hidden_tag_text(text)
+    payloads = ([("tag", hidden)] if hidden else []) + encoded.decoded_payloads(text)
+    for encoding, decoded in payloads:
+        decoded_form = normalize.comparison_form(decoded)
+        # Only what the plain text did not already show (rot13 keeps repetitions, for one).
+        seen = {f.reason for f in findings}
+        hits = [f for f in _pattern_findings(decoded_form, document, "encoding", f"{encoding}_")
+                if f.reason.removeprefix(f"{encoding}_") not in seen]
+        findings += hits
+        if encoding != "rot13" or hits:  # rot13 of honest text is noise for the classifier
+            forms.append(decoded_form)
+    return Analysis(findings, forms)
+
+
+def scan(text: str, *, document: bool = False) -> list[Finding]:
+    return analyse(text, document=document).findings

@@ -1,0 +1,68 @@
+"""Encoded payloads: base64, hex and rot13 (and text smuggled in Unicode tag characters) are decoded so that the
+pattern layer can read what the model would read. Bounded: at most MAX_CANDIDATES blobs of MAX_BLOB_CHARS each,
+decoded MAX_DEPTH levels deep, so that a hostile prompt cannot make the guard slow."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+
+MAX_CANDIDATES = 8
+MAX_BLOB_CHARS = 8192
+MAX_DEPTH = 2
+
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/_-])")
+_HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[\s:]?){12,}(?![0-9A-Fa-f])")
+_LETTERS = re.compile(r"[A-Za-z]")
+
+
+def _printable_text(raw: bytes) -> str | None:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text or sum(c.isprintable() or c.isspace() for c in text) < 0.95 * len(text):
+        return None
+    return text if len(_LETTERS.findall(text)) + sum(ord(c) > 0x2e80 for c in text) >= 0.5 * len(text) else None
+
+
+def _b64(blob: str) -> str | None:
+    if not (_LETTERS.search(blob) and any(c.isdigit() or c.isupper() for c in blob)):
+        return None  # a long plain word is not base64
+    padded = blob + "=" * (-len(blob) % 4)
+    try:
+        raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return _printable_text(raw)
+
+
+def _hex(blob: str) -> str | None:
+    try:
+        return _printable_text(bytes.fromhex(re.sub(r"[\s:]", "", blob)))
+    except ValueError:
+        return None
+
+
+def decoded_payloads(text: str) -> list[tuple[str, str]]:
+    """(encoding, decoded text) for every payload found, outermost first."""
+    found: list[tuple[str, str]] = []
+    frontier = [text]
+    for _ in range(MAX_DEPTH):
+        next_frontier = []
+        for current in frontier:
+            for encoding, pattern, decode in (("base64", _BASE64, _b64), ("hex", _HEX, _hex)):
+                for blob in pattern.findall(current)[:MAX_CANDIDATES]:
+                    decoded = decode(blob[:MAX_BLOB_CHARS])
+                    if decoded:
+                        found.append((encoding, decoded))
+                        next_frontier.append(decoded)
+        frontier = next_frontier
+        if not frontier:
+            break
+    # rot13 of honest text is gibberish that matches nothing, so the whole prompt is rescanned, not only a hint.
+    if len(_LETTERS.findall(text[:MAX_BLOB_CHARS])) >= 16:
+        found.append(("rot13", codecs.decode(text[:MAX_BLOB_CHARS], "rot13")))
+    return found

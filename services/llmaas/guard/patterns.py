@@ -1,0 +1,183 @@
+"""Attack patterns per language, matched on the comparison form (normalize.py): lower case, no accents on Latin
+letters, full-width folded, so "Ｏｕｂｌｉｅｚ", "oubliez" and "OUBLIEZ" are one pattern, written here without accents.
+
+Each pattern names an attack, not a word: "ignore" alone is honest ("can I ignore this warning?"); "ignore" followed
+by an instruction-like object qualified as previous/all/yours is not. Phrasings the patterns miss are the learned
+layer's job; these are the precise, explainable part.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Words reused across patterns. The gaps (.{0,n}) bound how far apart the parts of one phrase may be.
+_EN_PREVIOUS = r"(?:previous|prior|above|earlier|preceding|former|foregoing|initial|original|all|your|system|these|those|developer)"
+_EN_RULES = (r"(?:instructions?|prompts?|rules?|directives?|guidelines?|commands?|orders?|constraints?|restrictions?|"
+             r"programming|guidance|tasks?|assignments?|context|information|messages?|text)")
+_FR_PREVIOUS = r"(?:precedent|anterieur|ci-dessus|plus haut|d'avant|initia|d'origine|originel|systeme|recu|donne|toutes|tous|tes|vos)"
+_FR_RULES = r"(?:instructions?|consignes?|regles?|directives?|ordres?|indications?|taches?|prompts?)"
+_DE_RULES = r"(?:anweisung|instruktion|befehl|regel|vorgabe|auftrag|auftrage|aufgabe|richtlinie|prompt)"
+_ES_RULES = r"(?:instrucciones|instruccion|indicaciones|reglas|ordenes|directrices|directivas|tareas|prompts?)"
+_ZH_PREVIOUS = r"(?:之前|以前|先前|上面|上述|前面|此前|原来|原來|原有|所有|一切|全部|你的|系统|系統|开发者|開發者)"
+_ZH_RULES = r"(?:指令|指示|说明|說明|规则|規則|提示|设定|設定|要求|限制|命令|约束|約束)"
+_ZH_NOT = r"(?<!不要)(?<!不能)(?<!不可)(?<!别)(?<!勿)(?<!未)"
+_JA_PREVIOUS = r"(?:以前|前|これまで|上記|先ほど|最初|元|すべて|全て|今まで|システム|既存|与えられた)"
+_JA_RULES = r"(?:指示|命令|ルール|指図|設定|制約|プロンプト|規則)"
+
+_PATTERNS: dict[str, dict[str, str]] = {
+    "instruction_override": {
+        "en": rf"\b(?:ignore|disregard|forget|skip|override|bypass|neglect|abandon|discard|dismiss|set aside|overlook|"
+              rf"throw away|do not follow|don't follow|stop following)\b.{{0,25}}\b{_EN_PREVIOUS}\b.{{0,30}}\b{_EN_RULES}"
+              r"|\b(?:ignore|disregard|forget) (?:everything|all|anything)(?: (?:that )?(?:was |we |you |i )?"
+              r"(?:said|told|discussed|talked about|written|mentioned))?\b.{0,15}\b(?:above|before|previously|so far|"
+              r"earlier|until now)\b",
+        "fr": rf"\b(?:ignore|oublie|neglige|outrepasse|contourne|ne tien[st] pas compte d|ne suis plus|fai[st]e?s? "
+              rf"abstraction d|laisse[sz]? tomber)\w*\b.{{0,40}}\b{_FR_PREVIOUS}\w*\b.{{0,30}}\b{_FR_RULES}"
+              rf"|\b(?:ignore|oublie|neglige)\w*\b.{{0,30}}\b{_FR_RULES}\b.{{0,30}}\b{_FR_PREVIOUS}"
+              r"|\boublie\w* tout(?: ce (?:qui|que))?.{0,30}\b(?:precede|avant|dit|plus haut|ci-dessus|jusqu'ici)",
+        "de": rf"\b(?:ignorier|vergiss|vergessen sie|missacht|uberspring|verwirf|verwerfen sie|hor auf)\w*\b.{{0,40}}"
+              rf"\b(?:vorherig|vorig|bisherig|obig|vorangegangen|fruher|ursprunglich|alle|deine|ihre|system)\w*\b.{{0,30}}"
+              rf"{_DE_RULES}"
+              r"|\b(?:vergiss|vergessen sie|ignorier\w*) (?:alles|all das)\b.{0,40}\b(?:davor|vorher|zuvor|oben|bisher|"
+              r"besprochen|gesagt)",
+        "es": rf"\b(?:ignora|ignore|ignorar|ignoren|olvida|olvide|olvidar|olviden|omite|omita|descarta|descarte|"
+              rf"haz caso omiso|hagan caso omiso|no hagas caso)\w*\b.{{0,30}}\b(?:anterior|previ|de arriba|todas|todo|"
+              rf"tus|sus|inicial|original|del sistema)\w*\b.{{0,30}}\b{_ES_RULES}"
+              r"|\b(?:olvida|olvide|ignora|ignore) todo (?:lo )?(?:anterior|lo que (?:te )?(?:dije|dijeron|hemos hablado))",
+        "zh": rf"{_ZH_NOT}(?:忽略|忽视|忽視|无视|無視|忘记|忘記|忘掉|不要理会|不要理會|抛开|拋開|跳过|跳過|放弃|放棄|"
+              rf"绕过|繞過|丢弃|丟棄|不再遵守|停止遵守).{{0,8}}{_ZH_PREVIOUS}.{{0,10}}{_ZH_RULES}",
+        "ja": rf"{_JA_PREVIOUS}の?.{{0,12}}{_JA_RULES}(?:を|は|に|など)?.{{0,6}}(?:無視|忘れ|破棄|取り消|従わ|リセット|"
+              r"捨て|なかったこと)"
+              rf"|(?:無視|忘れ)(?:して|しろ|せよ|てください).{{0,12}}{_JA_PREVIOUS}",
+    },
+    "system_prompt_extraction": {
+        "en": r"\b(?:reveal|print|show|display|repeat|output|leak|tell me|give me|write out|write down|spell ?check|"
+              r"share|disclose|dump|recite|return|translate|summari[sz]e|what (?:is|are|were))\b.{0,30}"
+              r"\b(?:system prompt|system message|system instructions|initial prompt|original prompt|hidden prompt|"
+              r"prompt texts?|(?:initial|original|hidden|secret|first|full|exact) instructions|instructions (?:above|"
+              r"you (?:were|have been) given)|pre-?prompt|(?:text|prompt|words|everything|instructions) above|"
+              r"above (?:text|prompt|instructions)|your (?:instructions|rules|guidelines|prompt))",
+        "fr": r"\b(?:revele|affiche|montre|repete|donne|ecri|imprime|divulgue|recite|dis-moi|quel(?:le)?s? (?:est|sont)|"
+              r"traduis|resume)\w*\b.{0,30}\b(?:prompt (?:systeme|initial|d'origine|cache)|message systeme|"
+              r"(?:instructions|consignes) (?:initiales|systeme|d'origine|cachees|secretes|ci-dessus|precedentes)|"
+              r"texte (?:ci-dessus|precedent)|tes (?:instructions|consignes|regles))",
+        "de": r"\b(?:zeig|gib|druck|wiederhol|verrat|nenn|schreib|ausgeb|gib aus|ubersetz)\w*\b.{0,30}"
+              r"\b(?:systemprompt|system-prompt|systemanweisung|systemnachricht|prompt-?texte?|(?:ursprunglich|"
+              r"anfanglich|geheim|versteckt|obig)\w* (?:anweisungen|prompt|text)|deine (?:anweisungen|regeln|vorgaben)|"
+              r"(?:text|alles) (?:oben|daruber))",
+        "es": r"\b(?:revela|muestra|muestrame|imprime|repite|dime|escribe|comparte|divulga|traduce|resume|cual(?:es)? "
+              r"(?:es|son))\w*\b.{0,30}\b(?:prompt (?:del )?sistema|prompt inicial|mensaje del sistema|instrucciones "
+              r"(?:iniciales|originales|ocultas|del sistema|secretas|anteriores)|tus (?:instrucciones|reglas)|"
+              r"texto (?:anterior|de arriba))",
+        "zh": r"(?:显示|顯示|输出|輸出|泄露|洩露|透露|告诉我|告訴我|打印|重复|重複|给我看|給我看|展示|公开|公開|说出|說出|"
+              r"列出|复述|複述|翻译|翻譯).{0,12}(?:系统提示|系統提示|提示词|提示詞|系统指令|系統指令|初始指令|原始指令|"
+              r"隐藏指令|隱藏指令|系统消息|系統訊息|system prompt|你的指令|你的设定|你的設定)",
+        "ja": r"(?:システムプロンプト|システムメッセージ|初期指示|最初の指示|元の指示|隠された指示|隠れた指示|"
+              r"設定された指示|あなたの指示|与えられた指示|上記の(?:指示|文章|テキスト)).{0,12}(?:表示|教え|出力|見せ|"
+              r"書き出|開示|繰り返|公開|翻訳|そのまま)",
+    },
+    "persona_override": {
+        "en": r"\b(?:from now on|starting now|for the rest of this conversation)\b.{0,20}\byou (?:are|will|must|shall|"
+              r"have)\b.{0,60}\b(?:no|without|any|free|unfiltered|uncensored|unrestricted)\b"
+              r"|\b(?:do anything now|developer mode|jailbr(?:ea|o)ken?|dan mode|evil confidant|no (?:ethical|moral) "
+              r"(?:guidelines|restrictions|constraints|boundaries)|without (?:any )?(?:ethical|moral) (?:guidelines|"
+              r"restrictions|constraints))\b"
+              r"|\byou are (?:no longer|not) (?:an? )?(?:ai|assistant|language model|chatbot|bound)"
+              r"|\bpretend (?:that )?you (?:are|have|were) (?:an? )?(?:no|not|unrestricted|unfiltered|evil|free)",
+        "fr": r"\b(?:a partir de maintenant|desormais|dorenavant)\b.{0,10}\b(?:tu es|tu seras|vous etes)\b.{0,60}"
+              r"\b(?:sans|aucune?|libre)\b|\bmode developpeur\b|\bfais comme si tu n'avais (?:aucune|pas de) "
+              r"(?:regle|restriction|limite)|\btu n'es plus (?:une? )?(?:ia|assistant|modele)",
+        "de": r"\b(?:ab (?:jetzt|sofort)|von nun an)\b.{0,10}\b(?:bist du|du bist)\b.{0,60}\b(?:ohne|keine|frei)\b"
+              r"|\bentwicklermodus\b|\btu so,? als (?:ob|hattest) du keine (?:regeln|einschrankungen)"
+              r"|\bdu bist (?:kein|nicht mehr) (?:ki|assistent|sprachmodell)",
+        "es": r"\b(?:a partir de ahora|desde ahora)\b.{0,10}\b(?:eres|seras|actuaras)\b.{0,60}\b(?:sin|ninguna?|libre)\b"
+              r"|\bmodo desarrollador\b|\bfinge que no tienes (?:reglas|restricciones|limites)"
+              r"|\bya no eres (?:una? )?(?:ia|asistente|modelo)",
+        "zh": r"(?:你(?:现在|現在)?是|扮演|充当|充當|进入|進入).{0,20}(?:没有|沒有|不受|无|無|摆脱|擺脫)(?:任何)?"
+              r"(?:限制|约束|約束|规则|規則|审查|審查|过滤|過濾|道德)|开发者模式|開發者模式|越狱模式|越獄模式",
+        "ja": r"(?:今から|これから|今後|以降)?(?:あなた|君|お前)は.{0,20}(?:制限|制約|ルール|検閲|倫理)(?:の|が)?"
+              r"(?:ない|なし|一切ない|を持たない|に縛られない)|開発者モード|脱獄モード",
+    },
+    "role_marker": {
+        "any": r"<\|(?:im_start|im_end|system|assistant|user|endoftext|begin_of_text|start_header_id|eot_id)\|>"
+               r"|\[/?inst\]|<</?sys>>|^\s*#{2,}\s*(?:system|instruction|new instructions?|assistant)\s*:?\s*$"
+               r"|^\s*(?:system|systeme|system prompt|systemnachricht|sistema|系统|系統|システム)\s*[:：]\s*(?:you|tu|du|"
+               r"eres|你|あなた|ignore|oublie|vergiss|ignora|new|nouvelle|neue|nueva)",
+    },
+}
+
+_SCORES = {"instruction_override": 0.95, "system_prompt_extraction": 0.9, "persona_override": 0.85, "role_marker": 0.85}
+
+
+@dataclass(frozen=True)
+class PatternHit:
+    reason: str
+    lang: str
+    score: float
+
+
+def _compile(by_lang: dict[str, str]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?P<{lang}>{p})" for lang, p in by_lang.items()), re.M)
+
+
+_COMPILED = {reason: _compile(by_lang) for reason, by_lang in _PATTERNS.items()}
+
+# Hidden HTML: an element a reader never sees, carrying text. Asking how to hide a div is honest; a hidden element
+# with a sentence inside is not.
+_HIDDEN_HTML = re.compile(
+    r"<\s*(?:[a-z0-9]+\s+)?[^>]{0,80}?(?:\bhidden\b|\bcache\b|\bversteckt\b|\boculto\b|隐藏|隱藏|非表示|"
+    r"display\s*:\s*none|visibility\s*:\s*hidden|opacity\s*:\s*0(?:\.0+)?\s*[;\"']|font-size\s*:\s*0(?:px)?\s*[;\"']|"
+    r"color\s*:\s*(?:white|#fff(?:fff)?)\b)[^>]{0,80}>\s*([^<]{0,200})")
+_HTML_COMMENT_WITH_INSTRUCTION = re.compile(r"<!--(.{0,400}?)-->", re.S)
+# Markdown links that run code, and images whose URL would carry data out when the client renders them.
+_MARKDOWN_SCRIPT_LINK = re.compile(r"\[[^\]]{0,200}\]\(\s*(?:javascript|vbscript|data|file)\s*:")
+_MARKDOWN_IMAGE_EXFIL = re.compile(
+    r"!\[[^\]]{0,200}\]\(\s*https?://[^)\s]{1,300}[?&][^)\s=]{1,40}=[^)\s]{0,200}?(?:\{|\[|\$|%7b|<|\.\.\.)"
+    r"|!\[[^\]]{0,200}\]\(\s*https?://[^)\s]{1,300}[?&][^)\s]{0,300}\).{0,200}\b(?:replace|append|add|include|insert|"
+    r"encode|fill)\b.{0,80}\b(?:conversation|history|password|secret|previous messages|chat|data|summary|user)", re.S)
+# Repetition: the reference's "oublie oublie oublie", and token flooding in any script.
+_TRIGGERS = r"(?:forget|ignore|oublie|ignore[sz]?|vergiss|ignoriere|olvida|ignora|忘记|忘記|忽略|无视|無視|忘れろ)"
+_REPEATED_TRIGGER = re.compile(rf"({_TRIGGERS})(?:[\s,.!;:]*\1){{2,}}")
+_FLOOD = re.compile(r"([^\W\d_]\S{0,11}?)(?:[\s,.!;:]*\1){19,}")
+
+# In a document or tool result (never in the user's own prompt), text that speaks to the assistant about its answer.
+_ADDRESSES_ASSISTANT = re.compile(
+    r"\b(?:in|to|within|into|throughout|with) your (?:response|answer|reply|output|elucidation|summary)\b"
+    r"|\byour (?:response|answer|reply|output)\b.{0,40}\b(?:must|should|include|contain|mention|add)"
+    r"|\b(?:ai|assistant|language model|llm|chatbot|gpt)\b\s*[,:]\s*(?:please\s+)?(?:you must|you should|ignore|do not|"
+    r"don't|instead|make sure)"
+    r"|\b(?:dans|a) (?:ta|votre) reponse\b|\bin (?:deiner|ihrer) antwort\b|\ben (?:tu|su) respuesta\b"
+    r"|在(?:你的|您的)?(?:回答|回复|回覆|答复)中|(?:回答|返答|返信)(?:に|の中で|で)(?:は)?.{0,20}(?:含め|追加|入れ|加え)")
+
+_GENERIC = {"hidden_html": 0.6, "markdown_script_link": 0.9, "markdown_image_exfiltration": 0.9,
+            "excessive_repetition": 0.8, "token_flooding": 0.6, "document_addresses_assistant": 0.7}
+
+
+def scan(form: str, *, document: bool = False) -> list[PatternHit]:
+    """Patterns over a comparison form; `document` adds the checks that only make sense in third-party text."""
+    hits = []
+    for reason, pattern in _COMPILED.items():
+        m = pattern.search(form)
+        if m:
+            hits.append(PatternHit(reason, m.lastgroup or "any", _SCORES[reason]))
+    if "<" in form:
+        hidden = _HIDDEN_HTML.search(form)
+        if hidden and len(hidden.group(1).strip()) >= 12:
+            hits.append(PatternHit("hidden_html", "any", _GENERIC["hidden_html"]))
+        for comment in _HTML_COMMENT_WITH_INSTRUCTION.findall(form):
+            if any(p.search(comment) for p in _COMPILED.values()):
+                hits.append(PatternHit("hidden_html", "any", _GENERIC["hidden_html"]))
+                break
+    if "](" in form:
+        if _MARKDOWN_SCRIPT_LINK.search(form):
+            hits.append(PatternHit("markdown_script_link", "any", _GENERIC["markdown_script_link"]))
+        if _MARKDOWN_IMAGE_EXFIL.search(form):
+            hits.append(PatternHit("markdown_image_exfiltration", "any", _GENERIC["markdown_image_exfiltration"]))
+    if _REPEATED_TRIGGER.search(form):
+        hits.append(PatternHit("excessive_repetition", "any", _GENERIC["excessive_repetition"]))
+    elif len(form) >= 40 and _FLOOD.search(form):
+        hits.append(PatternHit("token_flooding", "any", _GENERIC["token_flooding"]))
+    if document and _ADDRESSES_ASSISTANT.search(form):
+        hits.append(PatternHit("document_addresses_assistant", "any", _GENERIC["document_addresses_assistant"]))
+    return hits

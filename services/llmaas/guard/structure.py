@@ -1,0 +1,50 @@
+"""Structural layer: characters that hide or reorder text, and JSON that tries to speak with a system's voice."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from llmaas.guard import normalize
+
+# A message object claiming a privileged role: {"role": "system", "content": ...}. A "system" key on its own
+# ({"system": "linux"}) is ordinary data and is not flagged.
+_PRIVILEGED_ROLE = re.compile(r"[\"']role[\"']\s*:\s*[\"'](?:system|developer|assistant|tool)[\"']", re.I)
+_MAX_JSON_CHARS = 64 * 1024
+
+
+def _message_objects(value, depth: int = 0):
+    if depth > 8:
+        return
+    if isinstance(value, dict):
+        yield value
+        for v in value.values():
+            yield from _message_objects(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _message_objects(v, depth + 1)
+
+
+def has_role_injection(text: str) -> bool:
+    """A prompt carrying a conversation of its own in which a message claims the system/developer role."""
+    if not _PRIVILEGED_ROLE.search(text):
+        return False
+    stripped = text.strip()
+    if stripped[:1] in "{[" and len(stripped) <= _MAX_JSON_CHARS:
+        try:
+            parsed = json.loads(stripped)
+        except ValueError:
+            return True  # a role claim in JSON-looking text that does not parse: embedded, still a claim
+        return any(str(m.get("role", "")).lower() in ("system", "developer") and "content" in m
+                   for m in _message_objects(parsed))
+    return True
+
+
+# (reason, score, check) in the order they are reported.
+CHECKS = (
+    ("bidi_override", 0.6, normalize.has_bidi_override),
+    ("tag_characters", 0.8, normalize.has_tag_characters),
+    ("invisible_in_word", 0.45, normalize.has_invisible_inside_word),
+    ("homoglyph_mixed_script", 0.45, normalize.has_homoglyph_word),
+    ("role_injection_json", 0.85, has_role_injection),
+)
