@@ -1,0 +1,93 @@
+"""The learned layer behind one interface: given a text's comparison forms, a score in [0, 1] where 0.5 is the
+model's own decision threshold. Two implementations: the local model this project trains (`llmaas guard train`),
+and a guard model served by Triton (e.g. granite3-guardian in the catalogue) for production."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from llmaas.guard import features
+
+log = logging.getLogger("llmaas.guard")
+
+MODEL_FORMAT = 1
+
+
+class Classifier(Protocol):
+    name: str
+
+    def score(self, forms: list[str], *, document: bool = False) -> float:
+        """Attack likelihood of a text given its comparison forms (the text, then decoded payloads)."""
+        ...
+
+
+def calibrated(p: float, threshold: float) -> float:
+    """Maps a probability to a score whose 0.5 is the model's threshold, so rules and model share one scale."""
+    if p >= threshold:
+        return 0.5 + 0.5 * (p - threshold) / max(1e-9, 1 - threshold)
+    return 0.5 * p / max(1e-9, threshold)
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    idf: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    threshold: float
+
+    def probabilities(self, forms: list[str]) -> np.ndarray:
+        x = features.tfidf(features.counts(forms), self.idf)
+        return 1 / (1 + np.exp(-(x @ self.coef + self.intercept)))
+
+
+class LocalClassifier:
+    """Logistic regressions over hashed n-grams: one head for prompts, one for pieces of documents."""
+
+    name = "local"
+
+    def __init__(self, heads: dict[str, LinearHead], meta: dict) -> None:
+        self._heads = heads
+        self.meta = meta
+
+    def score(self, forms: list[str], *, document: bool = False) -> float:
+        prompt = self._heads["prompt"]
+        best = calibrated(float(prompt.probabilities(forms).max()), prompt.threshold)
+        if document:
+            head = self._heads["document"]
+            pieces = [piece for form in forms for piece in features.segments(form)]
+            best = max(best, calibrated(float(head.probabilities(pieces).max()), head.threshold))
+        return best
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {f"{name}_{key}": value for name, head in self._heads.items()
+                  for key, value in (("idf", head.idf), ("coef", head.coef))}
+        np.savez_compressed(directory / "model.npz", **arrays)
+        heads = {name: {"intercept": head.intercept, "threshold": head.threshold} for name, head in self._heads.items()}
+        (directory / "model.json").write_text(json.dumps({"format": MODEL_FORMAT, "heads": heads, **self.meta},
+                                                         indent=2, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, directory: Path) -> LocalClassifier:
+        meta = json.loads((directory / "model.json").read_text())
+        if meta.get("format") != MODEL_FORMAT:
+            raise ValueError(f"{directory} holds a guard model of another format; rerun `llmaas guard train`")
+        with np.load(directory / "model.npz", allow_pickle=False) as arrays:
+            heads = {name: LinearHead(arrays[f"{name}_idf"], arrays[f"{name}_coef"], float(h["intercept"]),
+                                      float(h["threshold"])) for name, h in meta.pop("heads").items()}
+        return cls(heads, meta)
+
+
+class NoClassifier:
+    """Rules only (no model built yet): scores nothing."""
+
+    name = "none"
+
+    def score(self, forms: list[str], *, document: bool = False) -> float:
+        return 0.0

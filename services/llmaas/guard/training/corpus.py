@@ -1,0 +1,123 @@
+"""The guard's corpus: the shared measurement data, the project's own sets (deploy/guard/data), generated attacks
+and evasion variants, each row assigned once and for all to `train` or `test`.
+
+The split is deterministic: deepset's published split where it exists, otherwise a hash of the text (30% test).
+Everything derived from a test row (its evasion variants, the documents it is hidden in, generated attacks built
+from a test phrasing) is test too, so training never sees a test phrasing in any form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from llmaas.guard import language
+from llmaas.stack.paths import DEPLOY_DIR, REPO_ROOT
+
+GUARD_DATA_DIR = DEPLOY_DIR / "guard" / "data"
+TEST_PERCENT = 30
+
+
+def shared_data_dir() -> Path:
+    """../shared/guard-data next to the checkout (read-only input), or LLMAAS_GUARD_DATA."""
+    return Path(os.environ.get("LLMAAS_GUARD_DATA") or REPO_ROOT.parent / "shared" / "guard-data")
+
+
+@dataclass(frozen=True)
+class Sample:
+    text: str
+    label: int
+    source: str
+    lang: str
+    category: str = ""
+    kind: str = "prompt"  # prompt, document
+    split: str = "train"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+def split_of(key: str) -> str:
+    digest = int(hashlib.sha256(key.strip().casefold().encode()).hexdigest()[:8], 16)
+    return "test" if digest % 100 < TEST_PERCENT else "train"
+
+
+def _shared_rows(data_dir: Path) -> list[Sample]:
+    samples = []
+    for path in sorted(data_dir.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            text = row["text"]
+            kind = "document" if row.get("kind") == "document" else "prompt"
+            if row.get("kind") == "injected-instruction":
+                kind = "injected-instruction"  # only an attack inside a document: see documents.py
+            samples.append(Sample(
+                text=text, label=int(row["label"]), source=row.get("source", path.stem),
+                lang=row.get("lang") or language.guess(text), category=row.get("category") or "",
+                kind=kind, split=row.get("split") or split_of(text)))
+    return samples
+
+
+def _own_benign_sets() -> list[Sample]:
+    samples = []
+    for path in sorted(GUARD_DATA_DIR.glob("benign-*.txt")):
+        lang = path.stem.removeprefix("benign-")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                samples.append(Sample(line.strip(), 0, f"llmaas/{path.stem}", lang, split=split_of(line)))
+    return samples
+
+
+def _deduplicated(samples: list[Sample]) -> list[Sample]:
+    """A text in the test split is never also trained on (some public sets repeat prompts)."""
+    test_texts = {s.text.strip().casefold() for s in samples if s.split == "test"}
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for s in samples:
+        key = (s.text.strip().casefold(), s.kind)
+        if key in seen or (s.split == "train" and key[0] in test_texts):
+            continue
+        seen.add(key)
+        kept.append(s)
+    return kept
+
+
+def base_samples(data_dir: Path | None = None) -> list[Sample]:
+    """The real data: shared sets and the project's benign sets, split."""
+    return _deduplicated(_shared_rows(data_dir or shared_data_dir()) + _own_benign_sets())
+
+
+def corpus(data_dir: Path | None = None) -> list[Sample]:
+    """Everything: real prompts, generated multilingual attacks, evasion variants, documents with injections."""
+    from llmaas.guard.training import documents, phrasebook, variants
+
+    base = base_samples(data_dir)
+    generated = phrasebook.attacks()
+    prompts = [s for s in base + generated if s.kind == "prompt"]
+    evasions = variants.evasion_variants([s for s in prompts if s.label == 1])
+    docs = documents.samples(base)
+    return _deduplicated(prompts + evasions + docs)
+
+
+def write_jsonl(samples: list[Sample], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(s.to_json() + "\n" for s in samples), encoding="utf-8")
+
+
+def read_jsonl(path: Path) -> list[Sample]:
+    samples = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            samples.append(Sample(text=row["text"], label=int(row["label"]), source=row.get("source", path.stem),
+                                  lang=row.get("lang") or language.guess(row["text"]),
+                                  category=row.get("category") or "", kind=row.get("kind") or "prompt",
+                                  split=row.get("split") or "test"))
+    return samples
+
+
+def relabel(sample: Sample, **changes) -> Sample:
+    return replace(sample, **changes)
