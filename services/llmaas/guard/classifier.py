@@ -22,8 +22,9 @@ MODEL_FORMAT = 1
 class Classifier(Protocol):
     name: str
 
-    def score(self, forms: list[str], *, document: bool = False) -> float:
-        """Attack likelihood of a text given its comparison forms (the text, then decoded payloads)."""
+    def score(self, forms: list[str], pieces: list[str] | None = None) -> float:
+        """Attack likelihood of a text given its comparison forms (the text, then decoded payloads) and, for a
+        document or tool result, the comparison forms of its pieces (paragraphs)."""
         ...
 
 
@@ -55,12 +56,11 @@ class LocalClassifier:
         self._heads = heads
         self.meta = meta
 
-    def score(self, forms: list[str], *, document: bool = False) -> float:
+    def score(self, forms: list[str], pieces: list[str] | None = None) -> float:
         prompt = self._heads["prompt"]
         best = calibrated(float(prompt.probabilities(forms).max()), prompt.threshold)
-        if document:
+        if pieces:
             head = self._heads["document"]
-            pieces = [piece for form in forms for piece in features.segments(form)]
             best = max(best, calibrated(float(head.probabilities(pieces).max()), head.threshold))
         return best
 
@@ -89,5 +89,5 @@ class NoClassifier:
 
     name = "none"
 
-    def score(self, forms: list[str], *, document: bool = False) -> float:
+    def score(self, forms: list[str], pieces: list[str] | None = None) -> float:
         return 0.0

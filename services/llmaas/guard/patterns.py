@@ -31,25 +31,52 @@ _PATTERNS: dict[str, dict[str, str]] = {
               rf"throw away|do not follow|don't follow|stop following)\b.{{0,25}}\b{_EN_PREVIOUS}\b.{{0,30}}\b{_EN_RULES}"
               r"|\b(?:ignore|disregard|forget) (?:everything|all|anything)(?: (?:that )?(?:was |we |you |i )?"
               r"(?:said|told|discussed|talked about|written|mentioned))?\b.{0,15}\b(?:above|before|previously|so far|"
-              r"earlier|until now)\b",
+              r"earlier|until now)\b"
+              rf"|\b(?:previous|prior|above|earlier|original|old|your|these|the|system|developer'?s?)\b.{{0,20}}\b{_EN_RULES}\b"
+              r".{0,20}\b(?:are|is|have been|were) (?:now )?(?:cancell?ed|void|revoked|obsolete|overridden|superseded|"
+              r"suspended|lifted|disabled|no longer (?:valid|in effect|apply|applicable))"
+              r"|\b(?:new|updated|these|my) (?:instructions|rules|orders)\b.{0,20}\b(?:supersede|override|replace|take "
+              r"precedence over)"
+              r"|\b(?:stop|quit|cease) (?:following|obeying)\b.{0,20}\b(?:your|the|any|all|those)\b.{0,15}"
+              rf"\b{_EN_RULES}|\bpay no (?:attention|heed) to\b.{{0,30}}\b{_EN_PREVIOUS}\b"
+              r"|\b(?:start|begin) (?:over|again|afresh|from scratch)\b.{0,15}\bwithout\b.{0,30}\b(?:your|the|any)\b"
+              rf".{{0,20}}{_EN_RULES}|\b(?:obey|listen to|follow) only (?:me|my)\b",
         "fr": rf"\b(?:ignore|oublie|neglige|outrepasse|contourne|ne tien[st] pas compte d|ne suis plus|fai[st]e?s? "
               rf"abstraction d|laisse[sz]? tomber)\w*\b.{{0,40}}\b{_FR_PREVIOUS}\w*\b.{{0,30}}\b{_FR_RULES}"
               rf"|\b(?:ignore|oublie|neglige)\w*\b.{{0,30}}\b{_FR_RULES}\b.{{0,30}}\b{_FR_PREVIOUS}"
-              r"|\boublie\w* tout(?: ce (?:qui|que))?.{0,30}\b(?:precede|avant|dit|plus haut|ci-dessus|jusqu'ici)",
+              r"|\boublie\w* tout(?: ce (?:qui|que))?.{0,30}\b(?:precede|avant|dit|plus haut|ci-dessus|jusqu'ici)"
+              rf"|\b(?:tes|vos|les|mes)\b.{{0,25}}\b{_FR_RULES}\b.{{0,25}}\b(?:sont|est|ne s'appliquent|ne comptent)\b"
+              r".{0,10}\b(?:annulee|revoquee|caduque|obsolete|suspendue|levee|plus|desactivee)"
+              rf"|\b(?:arrete|cesse)[sz]? de (?:suivre|respecter|obeir)\b.{{0,30}}{_FR_RULES}"
+              r"|\b(?:obei[sr]|ecoute)\w* (?:uniquement|seulement) (?:a )?moi\b|\bsans (?:tes|vos) (?:regles|consignes)",
         "de": rf"\b(?:ignorier|vergiss|vergessen sie|missacht|uberspring|verwirf|verwerfen sie|hor auf)\w*\b.{{0,40}}"
               rf"\b(?:vorherig|vorig|bisherig|obig|vorangegangen|fruher|ursprunglich|alle|deine|ihre|system)\w*\b.{{0,30}}"
               rf"{_DE_RULES}"
               r"|\b(?:vergiss|vergessen sie|ignorier\w*) (?:alles|all das)\b.{0,40}\b(?:davor|vorher|zuvor|oben|bisher|"
-              r"besprochen|gesagt)",
+              r"besprochen|gesagt)"
+              rf"|\b(?:deine|ihre|die|alle)\b.{{0,25}}{_DE_RULES}\w*\b.{{0,25}}\b(?:gelten nicht mehr|sind aufgehoben|"
+              r"ist aufgehoben|sind ungultig|sind nichtig|sind hinfallig|zahlen nicht mehr)"
+              rf"|\b(?:beachte|befolge|folge)\b.{{0,40}}{_DE_RULES}\w*\b.{{0,20}}\bnicht mehr"
+              rf"|\bohne (?:deine|ihre|die) (?:alten |bisherigen )?{_DE_RULES}\w*\b|\bnur (?:noch )?mir gehorchen|"
+              r"\bgehorche nur mir",
         "es": rf"\b(?:ignora|ignore|ignorar|ignoren|olvida|olvide|olvidar|olviden|omite|omita|descarta|descarte|"
               rf"haz caso omiso|hagan caso omiso|no hagas caso)\w*\b.{{0,30}}\b(?:anterior|previ|de arriba|todas|todo|"
               rf"tus|sus|inicial|original|del sistema)\w*\b.{{0,30}}\b{_ES_RULES}"
-              r"|\b(?:olvida|olvide|ignora|ignore) todo (?:lo )?(?:anterior|lo que (?:te )?(?:dije|dijeron|hemos hablado))",
+              r"|\b(?:olvida|olvide|ignora|ignore) todo (?:lo )?(?:anterior|lo que (?:te )?(?:dije|dijeron|hemos hablado))"
+              rf"|\b(?:tus|sus|las)\b.{{0,25}}\b{_ES_RULES}\b.{{0,25}}\b(?:quedan|estan|son|ya no)\b.{{0,10}}"
+              r"\b(?:anuladas|revocadas|canceladas|suspendidas|validas|obsoletas|sin efecto)"
+              rf"|\b(?:deja|dejen|para) de (?:seguir|obedecer|respetar)\b.{{0,30}}{_ES_RULES}"
+              rf"|\bsin (?:tus|sus) {_ES_RULES}|\bobedece(?:me)? solo (?:a mi)?",
         "zh": rf"{_ZH_NOT}(?:忽略|忽视|忽視|无视|無視|忘记|忘記|忘掉|不要理会|不要理會|抛开|拋開|跳过|跳過|放弃|放棄|"
-              rf"绕过|繞過|丢弃|丟棄|不再遵守|停止遵守).{{0,8}}{_ZH_PREVIOUS}.{{0,10}}{_ZH_RULES}",
+              rf"绕过|繞過|丢弃|丟棄|不再遵守|停止遵守).{{0,8}}{_ZH_PREVIOUS}.{{0,10}}{_ZH_RULES}"
+              rf"|{_ZH_PREVIOUS}.{{0,6}}{_ZH_RULES}.{{0,8}}(?:作废|作廢|无效|無效|失效|已取消|不再适用|不再適用|不算数|"
+              r"不算數|当作没看见|當作沒看見)|(?:不用管|不要管|别管|別管)(?:你的|之前|原来|原來|开发者|開發者).{0,8}"
+              rf"{_ZH_RULES}|只(?:服从|服從|听|聽)我",
         "ja": rf"{_JA_PREVIOUS}の?.{{0,12}}{_JA_RULES}(?:を|は|に|など)?.{{0,6}}(?:無視|忘れ|破棄|取り消|従わ|リセット|"
               r"捨て|なかったこと)"
-              rf"|(?:無視|忘れ)(?:して|しろ|せよ|てください).{{0,12}}{_JA_PREVIOUS}",
+              rf"|(?:無視|忘れ)(?:して|しろ|せよ|てください).{{0,12}}{_JA_PREVIOUS}"
+              rf"|{_JA_PREVIOUS}の?.{{0,8}}{_JA_RULES}.{{0,10}}(?:無効|取り消され|適用されません|気にしない|従わなくて)"
+              r"|私(?:だけ|のみ)に従",
     },
     "system_prompt_extraction": {
         "en": r"\b(?:reveal|print|show|display|repeat|output|leak|tell me|give me|write out|write down|spell ?check|"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llmaas.guard import encoded, normalize, patterns, structure
+from llmaas.guard import encoded, features, normalize, patterns, structure
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class Analysis:
     findings: list[Finding] = field(default_factory=list)
     # Comparison forms of the text and of every decoded payload, for the learned layer.
     forms: list[str] = field(default_factory=list)
+    # A document's paragraphs, in comparison form (an injected instruction is a paragraph among honest ones).
+    pieces: list[str] = field(default_factory=list)
 
 
 def _pattern_findings(form: str, document: bool, layer: str = "pattern", prefix: str = "") -> list[Finding]:
@@ -47,7 +49,8 @@ def analyse(text: str, *, document: bool = False) -> Analysis:
         findings += hits
         if encoding != "rot13" or hits:  # rot13 of honest text is noise for the classifier
             forms.append(decoded_form)
-    return Analysis(findings, forms)
+    pieces = [normalize.comparison_form(p) for p in features.segments(text)] if document else []
+    return Analysis(findings, forms, pieces)
 
 
 def scan(text: str, *, document: bool = False) -> list[Finding]:

@@ -11,6 +11,7 @@ import yaml
 from llmaas.guard.training.corpus import GUARD_DATA_DIR, Sample, split_of
 
 SEED = 20261123
+PAYLOADS_PER_PHRASE = 4
 
 
 def _split_lists(lists: dict[str, list[str]], split: str) -> dict[str, list[str]]:
@@ -24,15 +25,15 @@ def attacks() -> list[Sample]:
     rng = random.Random(SEED)
     samples = []
     for lang, lists in book.items():
+        sep = "" if lang in ("zh", "ja") else " "
         for split in ("train", "test"):
             own = _split_lists(lists, split)
             for intent in ("override", "extraction", "persona"):
                 for phrase in (p for p in lists[intent] if split_of(p) == split):
-                    payloads = rng.choices(own["payload"], k=3)
-                    carrier = rng.choice(own["carrier"])
-                    sep = "" if lang in ("zh", "ja") else " "
-                    texts = [phrase, phrase + sep + payloads[0], carrier + sep + phrase + sep + payloads[1]]
-                    if intent == "override":
-                        texts.append(payloads[2] + sep + phrase)
+                    texts = [phrase]
+                    for payload in rng.sample(own["payload"], k=min(PAYLOADS_PER_PHRASE, len(own["payload"]))):
+                        texts += [phrase + sep + payload, rng.choice(own["carrier"]) + sep + phrase + sep + payload]
+                        if intent == "override":
+                            texts.append(payload + sep + phrase)
                     samples += [Sample(t, 1, "llmaas/phrasebook", lang, intent, split=split) for t in texts]
     return samples
