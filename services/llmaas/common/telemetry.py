@@ -29,8 +29,10 @@ SPAN_ATTRIBUTES = {
     "llmaas.prompt_tokens": "input tokens reported by the backend",
     "llmaas.completion_tokens": "output tokens reported by the backend",
     "llmaas.finish_reason": "why generation stopped",
-    "llmaas.guard.decision": "allow or block",
+    "llmaas.guard.decision": "allow, flag (shadow mode) or block",
     "llmaas.guard.score": "guard score, 0..1",
+    "llmaas.guard.mode": "the tenant's guard mode: enforce, shadow or off",
+    "llmaas.guard.reasons": "reason codes of the guard's findings, comma-separated (never prompt text)",
 }
 
 

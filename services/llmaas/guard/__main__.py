@@ -1,20 +1,65 @@
 """python -m llmaas.guard — the prompt security service."""
 
 import asyncio
+import logging
+from pathlib import Path
 
-from llmaas.common.config import ConfigError, env_float, env_str, grpc_port
+from llmaas.common.config import ConfigError, env_float, env_int, env_str, grpc_port
+from llmaas.common.db import make_engine, migrate
 from llmaas.common.server import serve
-from llmaas.guard.servicer import BLOCK_THRESHOLD, GuardServicer
+from llmaas.guard.behaviour import Behaviour, BehaviourConfig, MemoryWindow, RedisWindow
+from llmaas.guard.classifier import Classifier, LocalClassifier, NoClassifier
+from llmaas.guard.policy import MODES, Policy, PolicyStore
+from llmaas.guard.servicer import GuardServicer
+from llmaas.guard.training.train import DEFAULT_MODEL_DIR
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
+from llmaas.guard.verdict import Detector
 
-_MODES = {"enforce": guard_pb2.GUARD_MODE_ENFORCE, "shadow": guard_pb2.GUARD_MODE_SHADOW, "off": guard_pb2.GUARD_MODE_OFF}
+log = logging.getLogger("llmaas.guard")
+
+DEFAULT_THRESHOLD = 0.5
+
+
+def _classifier() -> Classifier:
+    kind = env_str("LLMAAS_GUARD_CLASSIFIER", "local")
+    if kind == "none":
+        return NoClassifier()
+    if kind == "triton":
+        from llmaas.guard.triton_classifier import TritonClassifier
+
+        return TritonClassifier(env_str("LLMAAS_GUARD_TRITON_GRPC"), env_str("LLMAAS_GUARD_TRITON_MODEL"),
+                                env_float("LLMAAS_GUARD_TRITON_THRESHOLD", 0.5))
+    if kind != "local":
+        raise ConfigError("LLMAAS_GUARD_CLASSIFIER must be local, triton or none")
+    model_dir = Path(env_str("LLMAAS_GUARD_MODEL_DIR", str(DEFAULT_MODEL_DIR)))
+    if not (model_dir / "model.json").exists():
+        # Built from the project's data, never downloaded: the same as `llmaas guard train`.
+        from llmaas.guard.training.train import train
+
+        log.info("no guard model yet: training it", extra={"fields": {"model_dir": str(model_dir)}})
+        train(model_dir)
+    return LocalClassifier.load(model_dir)
+
+
+def _window():
+    url = env_str("LLMAAS_GUARD_REDIS_URL", "memory")
+    if url == "memory":
+        return MemoryWindow()
+    import redis.asyncio
+
+    return RedisWindow(redis.asyncio.from_url(url))
 
 
 def main() -> None:
-    mode_name = env_str("LLMAAS_GUARD_MODE", "enforce")
-    if mode_name not in _MODES:
-        raise ConfigError(f"LLMAAS_GUARD_MODE must be one of {sorted(_MODES)}")
-    servicer = GuardServicer(_MODES[mode_name], env_float("LLMAAS_GUARD_THRESHOLD", BLOCK_THRESHOLD))
+    mode = env_str("LLMAAS_GUARD_MODE", "enforce")
+    if mode not in MODES:
+        raise ConfigError(f"LLMAAS_GUARD_MODE must be one of {', '.join(MODES)}")
+    default = Policy(mode, env_float("LLMAAS_GUARD_THRESHOLD", DEFAULT_THRESHOLD))
+    engine = make_engine(env_str("LLMAAS_GUARD_DATABASE_URL"))
+    migrate(engine, Path(__file__).parent / "migrations")
+    behaviour = Behaviour(_window(), BehaviourConfig(repetition_limit=env_int("LLMAAS_GUARD_REPETITION_LIMIT", 30)))
+    servicer = GuardServicer(Detector(_classifier()), behaviour, PolicyStore(engine, default),
+                             env_str("LLMAAS_ADMIN_TOKEN"))
 
     def register(server):
         guard_pb2_grpc.add_GuardServiceServicer_to_server(servicer, server)

@@ -1,30 +1,94 @@
-"""llmaas.guard.v1.GuardService: one verdict per request over every part of the conversation."""
+"""llmaas.guard.v1.GuardService: one verdict per request over every part of the conversation, and the admin
+operations on a tenant's policy."""
 
 from __future__ import annotations
 
+import hmac
+import logging
+
+import grpc
 from opentelemetry import trace
 
-from llmaas.guard import rules
+from llmaas.common.errors import ApiError, invalid_request
+from llmaas.common.identity import bearer_token, metadata_dict
+from llmaas.guard.behaviour import Behaviour
+from llmaas.guard.policy import PolicyStore
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
+from llmaas.guard.verdict import DOCUMENT, PROMPT, Detector
 
-BLOCK_THRESHOLD = 0.8
+log = logging.getLogger("llmaas.guard")
+
+_KIND = {guard_pb2.PART_SOURCE_USER: PROMPT, guard_pb2.PART_SOURCE_UNSPECIFIED: PROMPT,
+         guard_pb2.PART_SOURCE_TOOL_RESULT: DOCUMENT, guard_pb2.PART_SOURCE_DOCUMENT: DOCUMENT}
+_MODE = {"enforce": guard_pb2.GUARD_MODE_ENFORCE, "shadow": guard_pb2.GUARD_MODE_SHADOW, "off": guard_pb2.GUARD_MODE_OFF}
+_MODE_NAME = {v: k for k, v in _MODE.items()}
 
 
 class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
-    def __init__(self, mode: int = guard_pb2.GUARD_MODE_ENFORCE, threshold: float = BLOCK_THRESHOLD) -> None:
-        self._mode = mode
-        self._threshold = threshold
+    def __init__(self, detector: Detector, behaviour: Behaviour, policies: PolicyStore, admin_token: str) -> None:
+        self._detector = detector
+        self._behaviour = behaviour
+        self._policies = policies
+        self._admin_token = admin_token
 
     async def CheckPrompt(self, request, context):
-        if self._mode == guard_pb2.GUARD_MODE_OFF:
-            return guard_pb2.CheckPromptResponse(decision=guard_pb2.DECISION_ALLOW, mode=self._mode)
-        findings = [f for part in request.parts for f in rules.scan(part.text)]
-        score = max((f.score for f in findings), default=0.0)
-        block = self._mode == guard_pb2.GUARD_MODE_ENFORCE and score >= self._threshold
-        decision = guard_pb2.DECISION_BLOCK if block else guard_pb2.DECISION_ALLOW
-        span = trace.get_current_span()
-        span.set_attribute("llmaas.guard.decision", "block" if block else "allow")
-        span.set_attribute("llmaas.guard.score", score)
+        policy = self._policies.get(request.tenant_id)
+        mode = _MODE[policy.mode]
+        if mode == guard_pb2.GUARD_MODE_OFF:
+            return guard_pb2.CheckPromptResponse(decision=guard_pb2.DECISION_ALLOW, mode=mode,
+                                                 threshold=policy.threshold)
+        parts = [(_KIND[p.source], p.text) for p in request.parts if p.source in _KIND]
+        users = [p.text for p in request.parts if p.source == guard_pb2.PART_SOURCE_USER and p.text.strip()]
+        behaviour = (await self._behaviour.observe(request.tenant_id, request.end_user_id, users[-1])
+                     if users else [])
+        verdict = self._detector.request(parts, behaviour)
+        flagged = verdict.score >= policy.threshold
+        block = flagged and mode == guard_pb2.GUARD_MODE_ENFORCE
+        _record(request, policy.mode, verdict, flagged, block)
         return guard_pb2.CheckPromptResponse(
-            decision=decision, score=score, mode=self._mode,
-            findings=[guard_pb2.Finding(layer=f.layer, reason=f.reason, score=f.score) for f in findings])
+            decision=guard_pb2.DECISION_BLOCK if block else guard_pb2.DECISION_ALLOW, score=verdict.score, mode=mode,
+            flagged=flagged, threshold=policy.threshold,
+            findings=[guard_pb2.Finding(layer=f.layer, reason=f.reason, score=f.score) for f in verdict.findings])
+
+    def _require_admin(self, context) -> None:
+        token = bearer_token(metadata_dict(context).get("authorization", "")) or ""
+        if not hmac.compare_digest(token.encode(), self._admin_token.encode()):
+            raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "A valid admin token is required", code="invalid_admin_token")
+
+    def _policy_message(self, tenant_id: str) -> guard_pb2.TenantPolicy:
+        policy = self._policies.get(tenant_id)
+        return guard_pb2.TenantPolicy(tenant_id=tenant_id, mode=_MODE[policy.mode], threshold=policy.threshold)
+
+    async def GetTenantPolicy(self, request, context):
+        self._require_admin(context)
+        if not request.tenant_id:
+            raise invalid_request("tenant_id is required", param="tenant_id")
+        return guard_pb2.GetTenantPolicyResponse(policy=self._policy_message(request.tenant_id))
+
+    async def SetTenantPolicy(self, request, context):
+        self._require_admin(context)
+        if not request.tenant_id:
+            raise invalid_request("tenant_id is required", param="tenant_id")
+        mode = _MODE_NAME.get(request.policy.mode)
+        if mode is None:
+            raise invalid_request("mode must be GUARD_MODE_ENFORCE, GUARD_MODE_SHADOW or GUARD_MODE_OFF",
+                                  param="mode", code="invalid_value")
+        try:
+            self._policies.set(request.tenant_id, mode, request.policy.threshold)
+        except ValueError as e:
+            raise invalid_request(str(e), param="threshold", code="invalid_value") from None
+        return guard_pb2.SetTenantPolicyResponse(policy=self._policy_message(request.tenant_id))
+
+
+def _record(request, mode: str, verdict, flagged: bool, block: bool) -> None:
+    """The verdict's record: on the span always, in the log when flagged. Metadata only, never the prompt."""
+    decision = "block" if block else "flag" if flagged else "allow"
+    span = trace.get_current_span()
+    span.set_attribute("llmaas.guard.decision", decision)
+    span.set_attribute("llmaas.guard.score", round(verdict.score, 4))
+    span.set_attribute("llmaas.guard.mode", mode)
+    span.set_attribute("llmaas.guard.reasons", ",".join(verdict.reasons))
+    if flagged:
+        log.info("guard verdict", extra={"fields": {
+            "tenant_id": request.tenant_id, "request_id": request.request_id, "decision": decision, "mode": mode,
+            "score": round(verdict.score, 4), "reasons": verdict.reasons, "layers": verdict.layers}})

@@ -94,14 +94,13 @@ class ChatPipeline:
         span.set_attribute("llmaas.stream", params.stream)
 
         guard_request = guard_pb2.CheckPromptRequest(
-            tenant_id=identity.tenant_id, end_user_id=params.user,
+            tenant_id=identity.tenant_id, end_user_id=params.user, request_id=md.get(REQUEST_ID_HEADER, ""),
             parts=[guard_pb2.PromptPart(source=_SOURCE[m.role], text=m.content) for m in params.messages])
         model, verdict = await asyncio.gather(
             self._downstream.resolve_model(params.model), self._downstream.check_prompt(guard_request))
         span.set_attribute("llmaas.model", model.id)
         if verdict.decision == guard_pb2.DECISION_BLOCK:
-            reasons = ", ".join(sorted({f.reason for f in verdict.findings})) or "policy"
-            raise invalid_request(f"The prompt was rejected by the prompt security policy ({reasons}).",
+            raise invalid_request(f"The prompt was rejected by the prompt security policy ({guard_reasons(verdict)}).",
                                   param="messages", code="prompt_rejected")
         self._check_capabilities(params, model)
 
@@ -115,7 +114,7 @@ class ChatPipeline:
         run = ChatRun(
             id="chatcmpl-" + uuid.uuid4().hex, request_id=request_id, created=int(time.time()), model=model.id,
             params=params, identity=identity, triton_model=model.triton_model, prompt=prompt,
-            sampling=_sampling(params, max_tokens), headers=lifecycle_headers(model))
+            sampling=_sampling(params, max_tokens), headers=lifecycle_headers(model) + guard_headers(verdict))
         # Worst case: a token covers at least one byte of the prompt, so its byte length bounds the input tokens.
         await self._downstream.reserve(metering_pb2.ReserveRequest(
             request_id=request_id, tenant_id=identity.tenant_id, key_id=identity.key_id, model=model.id,
@@ -188,6 +187,21 @@ def lifecycle_headers(model) -> tuple[tuple[str, str], ...]:
         if model.successor:
             headers.append(("link", f'</v1/models/{model.successor}>; rel="successor-version"'))
     return tuple(headers)
+
+
+def guard_reasons(verdict: guard_pb2.CheckPromptResponse) -> str:
+    """The reasons that carried the verdict, strongest first (weak learned-layer hints left out)."""
+    ranked = sorted(verdict.findings, key=lambda f: -f.score)
+    strong = [f.reason for f in ranked if f.score >= 0.3] or [f.reason for f in ranked[:1]]
+    return ", ".join(dict.fromkeys(strong)) or "policy"
+
+
+def guard_headers(verdict: guard_pb2.CheckPromptResponse) -> tuple[tuple[str, str], ...]:
+    """Shadow mode: the request goes through, and the client sees what enforce mode would have done."""
+    if not verdict.flagged or verdict.decision == guard_pb2.DECISION_BLOCK:
+        return ()
+    reasons = guard_reasons(verdict).replace(" ", "")
+    return (("x-llmaas-guard", f"flagged; score={verdict.score:.2f}; reasons={reasons}"),)
 
 
 def _sampling(params: ChatParams, max_tokens: int) -> dict:

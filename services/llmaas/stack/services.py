@@ -41,7 +41,8 @@ def service_components(
     triton = f"{HOST}:{ports.triton_grpc}"
     specific = {
         "auth": {"LLMAAS_AUTH_DATABASE_URL": f"sqlite:///{data_dir / 'auth.db'}", "LLMAAS_ADMIN_TOKEN": admin_token},
-        "guard": {"LLMAAS_GUARD_MODE": guard_mode},
+        "guard": {"LLMAAS_GUARD_MODE": guard_mode, "LLMAAS_GUARD_DATABASE_URL": f"sqlite:///{data_dir / 'guard.db'}",
+                  "LLMAAS_ADMIN_TOKEN": admin_token},
         "router": {"LLMAAS_AUTH_ADDR": address(ports, "auth"), "LLMAAS_GUARD_ADDR": address(ports, "guard"),
                    "LLMAAS_CATALOG_ADDR": address(ports, "catalog"), "LLMAAS_METERING_ADDR": address(ports, "metering"),
                    "LLMAAS_TRITON_GRPC": triton},

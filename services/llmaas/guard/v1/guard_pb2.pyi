@@ -1,3 +1,4 @@
+from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -43,14 +44,16 @@ GUARD_MODE_SHADOW: GuardMode
 GUARD_MODE_OFF: GuardMode
 
 class CheckPromptRequest(_message.Message):
-    __slots__ = ("tenant_id", "end_user_id", "parts")
+    __slots__ = ("tenant_id", "end_user_id", "parts", "request_id")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     END_USER_ID_FIELD_NUMBER: _ClassVar[int]
     PARTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     end_user_id: str
     parts: _containers.RepeatedCompositeFieldContainer[PromptPart]
-    def __init__(self, tenant_id: _Optional[str] = ..., end_user_id: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[PromptPart, _Mapping]]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., end_user_id: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[PromptPart, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class PromptPart(_message.Message):
     __slots__ = ("source", "text")
@@ -61,16 +64,20 @@ class PromptPart(_message.Message):
     def __init__(self, source: _Optional[_Union[PartSource, str]] = ..., text: _Optional[str] = ...) -> None: ...
 
 class CheckPromptResponse(_message.Message):
-    __slots__ = ("decision", "score", "findings", "mode")
+    __slots__ = ("decision", "score", "findings", "mode", "flagged", "threshold")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     FINDINGS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     score: float
     findings: _containers.RepeatedCompositeFieldContainer[Finding]
     mode: GuardMode
-    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., score: _Optional[float] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., mode: _Optional[_Union[GuardMode, str]] = ...) -> None: ...
+    flagged: bool
+    threshold: float
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., score: _Optional[float] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., mode: _Optional[_Union[GuardMode, str]] = ..., flagged: _Optional[bool] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class Finding(_message.Message):
     __slots__ = ("layer", "reason", "score")
@@ -81,3 +88,39 @@ class Finding(_message.Message):
     reason: str
     score: float
     def __init__(self, layer: _Optional[str] = ..., reason: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class TenantPolicy(_message.Message):
+    __slots__ = ("tenant_id", "mode", "threshold")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    mode: GuardMode
+    threshold: float
+    def __init__(self, tenant_id: _Optional[str] = ..., mode: _Optional[_Union[GuardMode, str]] = ..., threshold: _Optional[float] = ...) -> None: ...
+
+class GetTenantPolicyRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class SetTenantPolicyRequest(_message.Message):
+    __slots__ = ("tenant_id", "policy")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    policy: TenantPolicy
+    def __init__(self, tenant_id: _Optional[str] = ..., policy: _Optional[_Union[TenantPolicy, _Mapping]] = ...) -> None: ...
+
+class GetTenantPolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: TenantPolicy
+    def __init__(self, policy: _Optional[_Union[TenantPolicy, _Mapping]] = ...) -> None: ...
+
+class SetTenantPolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: TenantPolicy
+    def __init__(self, policy: _Optional[_Union[TenantPolicy, _Mapping]] = ...) -> None: ...

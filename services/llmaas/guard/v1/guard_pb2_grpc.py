@@ -40,6 +40,16 @@ class GuardServiceStub:
                 request_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptRequest.SerializeToString,
                 response_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptResponse.FromString,
                 _registered_method=True)
+        self.GetTenantPolicy = channel.unary_unary(
+                '/llmaas.guard.v1.GuardService/GetTenantPolicy',
+                request_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.GetTenantPolicyRequest.SerializeToString,
+                response_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.GetTenantPolicyResponse.FromString,
+                _registered_method=True)
+        self.SetTenantPolicy = channel.unary_unary(
+                '/llmaas.guard.v1.GuardService/SetTenantPolicy',
+                request_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.SetTenantPolicyRequest.SerializeToString,
+                response_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.SetTenantPolicyResponse.FromString,
+                _registered_method=True)
 
 
 class GuardServiceServicer:
@@ -52,6 +62,19 @@ class GuardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTenantPolicy(self, request, context):
+        """Admin (admin token in `authorization`): a tenant's guard mode and threshold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTenantPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GuardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +82,16 @@ def add_GuardServiceServicer_to_server(servicer, server):
                     servicer.CheckPrompt,
                     request_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptRequest.FromString,
                     response_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptResponse.SerializeToString,
+            ),
+            'GetTenantPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantPolicy,
+                    request_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.GetTenantPolicyRequest.FromString,
+                    response_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.GetTenantPolicyResponse.SerializeToString,
+            ),
+            'SetTenantPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTenantPolicy,
+                    request_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.SetTenantPolicyRequest.FromString,
+                    response_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.SetTenantPolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +122,60 @@ class GuardService:
             '/llmaas.guard.v1.GuardService/CheckPrompt',
             llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptRequest.SerializeToString,
             llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.guard.v1.GuardService/GetTenantPolicy',
+            llmaas_dot_guard_dot_v1_dot_guard__pb2.GetTenantPolicyRequest.SerializeToString,
+            llmaas_dot_guard_dot_v1_dot_guard__pb2.GetTenantPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTenantPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.guard.v1.GuardService/SetTenantPolicy',
+            llmaas_dot_guard_dot_v1_dot_guard__pb2.SetTenantPolicyRequest.SerializeToString,
+            llmaas_dot_guard_dot_v1_dot_guard__pb2.SetTenantPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,119 @@
+"""Behavioural layer: a short window of each tenant's (and end user's) recent prompts, rescanned together to catch an
+attack split across requests ("ignore" now, "previous instructions" next), and a count of identical consecutive
+prompts (the reference blocks the 30th).
+
+The window holds, per key, the digest of each recent prompt and the tail of its comparison form (never the prompt
+as sent), for WINDOW_SECONDS. It lives in memory by default; with several guard replicas, in Redis (run it without
+persistence: the tails must not reach a disk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from llmaas.guard import normalize, patterns
+from llmaas.guard.rules import Finding
+
+WINDOW_SECONDS = 900
+SPLIT_WINDOW = 4  # previous prompts joined with the current one
+TAIL_CHARS = 160
+MAX_KEYS = 100_000
+_SPLIT_REASONS = {"instruction_override", "system_prompt_extraction", "persona_override"}
+
+
+@dataclass(frozen=True)
+class BehaviourConfig:
+    repetition_limit: int = 30
+    split_window: int = SPLIT_WINDOW
+    ttl_seconds: float = WINDOW_SECONDS
+
+
+class WindowStore(Protocol):
+    async def push(self, key: str, entry: str, keep: int, ttl: float) -> list[str]:
+        """Appends entry to key's window (keeping the newest `keep`) and returns the window as it was before,
+        oldest first."""
+        ...
+
+
+class MemoryWindow:
+    """One process's windows, least recently used keys dropped beyond MAX_KEYS."""
+
+    def __init__(self, max_keys: int = MAX_KEYS) -> None:
+        self._windows: OrderedDict[str, tuple[float, deque[str]]] = OrderedDict()
+        self._max_keys = max_keys
+
+    async def push(self, key: str, entry: str, keep: int, ttl: float) -> list[str]:
+        now = time.monotonic()
+        expires, window = self._windows.pop(key, (0.0, None))
+        if window is None or expires < now:
+            window = deque(maxlen=keep)
+        before = list(window)
+        window.append(entry)
+        self._windows[key] = (now + ttl, window)
+        while len(self._windows) > self._max_keys:
+            self._windows.popitem(last=False)
+        return before
+
+
+class RedisWindow:
+    """Windows shared by every guard replica: one Redis list per key, trimmed and expiring, updated atomically."""
+
+    def __init__(self, client, prefix: str = "llmaas:guard:window:") -> None:
+        self._redis = client
+        self._prefix = prefix
+
+    async def push(self, key: str, entry: str, keep: int, ttl: float) -> list[str]:
+        name = self._prefix + key
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(name, 0, -1)
+            pipe.rpush(name, entry)
+            pipe.ltrim(name, -keep, -1)
+            pipe.expire(name, max(1, int(ttl)))
+            before, *_ = await pipe.execute()
+        return [b.decode() if isinstance(b, bytes) else b for b in before]
+
+
+def window_key(tenant_id: str, end_user_id: str) -> str:
+    return f"{tenant_id}\x1f{end_user_id}"
+
+
+class Behaviour:
+    def __init__(self, store: WindowStore, config: BehaviourConfig = BehaviourConfig()) -> None:
+        self._store = store
+        self._config = config
+
+    async def observe(self, tenant_id: str, end_user_id: str, prompt: str) -> list[Finding]:
+        """Records the request's newest user prompt and returns the behavioural findings it completes."""
+        form = normalize.comparison_form(prompt)
+        digest = hashlib.sha256(form.encode()).hexdigest()[:16]
+        keep = max(self._config.repetition_limit, self._config.split_window)
+        before = await self._store.push(window_key(tenant_id, end_user_id), f"{digest}\t{form[-TAIL_CHARS:]}", keep,
+                                        self._config.ttl_seconds)
+        findings = []
+        repeats = 1
+        for entry in reversed(before):
+            if not entry.startswith(digest + "\t"):
+                break
+            repeats += 1
+        if repeats >= self._config.repetition_limit:
+            findings.append(Finding("behaviour", "repetition_abuse", 0.9))
+        tails = [e.partition("\t")[2] for e in before[-self._config.split_window:]]
+        if tails:
+            findings += _split_attack(tails, form[:TAIL_CHARS * 2])
+        return findings
+
+
+def _reasons(text: str) -> set[str]:
+    return {h.reason for h in patterns.scan(text)} & _SPLIT_REASONS
+
+
+def _split_attack(tails: list[str], head: str) -> list[Finding]:
+    joined = _reasons(" ".join([*tails, head]))
+    if not joined:
+        return []
+    alone = _reasons(head).union(*(_reasons(t) for t in tails))
+    return [Finding("behaviour", "split_attack", 0.85)] if joined - alone else []
