@@ -1,0 +1,88 @@
+"""`llmaas guard ...`: build the local guard model, and evaluate the guard on a labelled JSONL file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from llmaas.guard.classifier import LocalClassifier, NoClassifier
+from llmaas.guard.evaluation import Confusion, Report, evaluate
+from llmaas.guard.training.corpus import read_jsonl, shared_data_dir
+from llmaas.guard.training.train import DEFAULT_MODEL_DIR
+from llmaas.guard.verdict import Detector
+
+guard_app = typer.Typer(help="The prompt security guard: training and evaluation.", no_args_is_help=True)
+console = Console()
+
+
+@guard_app.command()
+def train(
+    model_dir: Path = typer.Option(DEFAULT_MODEL_DIR, help="Where the model and its train/test splits are written."),
+    data_dir: Path = typer.Option(None, help="The shared guard data (default: ../shared/guard-data)."),
+) -> None:
+    """Train the local classifier from the guard data (reproducible: same data, same model)."""
+    from llmaas.guard.training.train import train as build
+
+    source = data_dir or shared_data_dir()
+    if not source.is_dir():
+        console.print(f"[red]no guard data in {source}[/]")
+        raise typer.Exit(2)
+    model = build(model_dir, source)
+    console.print(f"model written to {model_dir} ({model.meta['train_samples']} training samples, "
+                  f"digest {model.meta['train_digest']}); test split: {model_dir / 'test.jsonl'}")
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}%"
+
+
+def _row(name: str, c: Confusion) -> list[str]:
+    return [name, str(c.attacks), _pct(c.recall), str(c.benign), _pct(c.fp_rate), str(c.tp), str(c.fn), str(c.fp),
+            str(c.tn)]
+
+
+def _table(title: str, rows: dict[str, Confusion]) -> Table:
+    table = Table(title=title)
+    for column in (title.split()[-1], "attacks", "recall", "benign", "FP rate", "TP", "FN", "FP", "TN"):
+        table.add_column(column, justify="left" if column == title.split()[-1] else "right")
+    for name in sorted(rows):
+        table.add_row(*_row(name, rows[name]))
+    return table
+
+
+def print_report(report: Report) -> None:
+    overall = Table(title="Guard evaluation")
+    for column in ("rows", "attacks", "recall", "benign", "FP rate", "TP", "FN", "FP", "TN"):
+        overall.add_column(column, justify="right")
+    c = report.overall
+    overall.add_row(str(c.attacks + c.benign), *_row("", c)[1:])
+    console.print(overall)
+    for dimension in ("source", "language", "category", "kind"):
+        console.print(_table(f"By {dimension}", report.by[dimension]))
+    latency = Table(title=f"Latency per text (ms, {len(report.latencies_ms)} texts)")
+    for column in ("p50", "p90", "p99", "max"):
+        latency.add_column(column, justify="right")
+    latency.add_row(*(f"{report.percentile(p):.2f}" for p in (50, 90, 99)), f"{max(report.latencies_ms or [0]):.2f}")
+    console.print(latency)
+
+
+@guard_app.command("eval")
+def eval_(
+    file: Path = typer.Argument(..., help="JSONL with `text` and `label` (1 = attack); optional source, lang, "
+                                          "category, kind (prompt or document)."),
+    model_dir: Path = typer.Option(DEFAULT_MODEL_DIR, help="The local model (`llmaas guard train`)."),
+    threshold: float = typer.Option(0.5, help="Flag from this score."),
+    rules_only: bool = typer.Option(False, help="Leave the learned layer out."),
+) -> None:
+    """Recall, false positives and confusion per source, language and category, and latency."""
+    if rules_only:
+        classifier = NoClassifier()
+    elif (model_dir / "model.json").exists():
+        classifier = LocalClassifier.load(model_dir)
+    else:
+        console.print(f"[red]no model in {model_dir}[/]: run `llmaas guard train` (or pass --rules-only)")
+        raise typer.Exit(2)
+    print_report(evaluate(read_jsonl(file), Detector(classifier), threshold))

@@ -1,0 +1,77 @@
+"""`llmaas guard eval`: recall, false-positive rate and confusion per source, language and category, and the
+latency distribution, for any JSONL of `text` + `label` rows (optional `source`, `lang`, `category`, `kind`)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from llmaas.guard.training.corpus import Sample
+from llmaas.guard.verdict import DOCUMENT, PROMPT, Detector
+
+
+@dataclass
+class Confusion:
+    tp: int = 0
+    fn: int = 0
+    fp: int = 0
+    tn: int = 0
+
+    def add(self, label: int, flagged: bool) -> None:
+        if label:
+            self.tp, self.fn = self.tp + flagged, self.fn + (not flagged)
+        else:
+            self.fp, self.tn = self.fp + flagged, self.tn + (not flagged)
+
+    @property
+    def attacks(self) -> int:
+        return self.tp + self.fn
+
+    @property
+    def benign(self) -> int:
+        return self.fp + self.tn
+
+    @property
+    def recall(self) -> float | None:
+        return self.tp / self.attacks if self.attacks else None
+
+    @property
+    def fp_rate(self) -> float | None:
+        return self.fp / self.benign if self.benign else None
+
+
+@dataclass
+class Report:
+    overall: Confusion = field(default_factory=Confusion)
+    by: dict[str, dict[str, Confusion]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(Confusion)))
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def percentile(self, p: float) -> float:
+        if len(self.latencies_ms) < 2:
+            return self.latencies_ms[0] if self.latencies_ms else 0.0
+        return statistics.quantiles(self.latencies_ms, n=1000, method="inclusive")[int(p * 10) - 1]
+
+
+DIMENSIONS: dict[str, Callable[[Sample], str]] = {
+    "source": lambda s: s.source,
+    "language": lambda s: s.lang or "?",
+    "category": lambda s: s.category or ("benign" if s.label == 0 else "-"),
+    "kind": lambda s: s.kind,
+}
+
+
+def evaluate(samples: list[Sample], detector: Detector, threshold: float = 0.5) -> Report:
+    report = Report()
+    for sample in samples:
+        kind = DOCUMENT if sample.kind == "document" else PROMPT
+        t0 = time.perf_counter()
+        verdict = detector.part(sample.text, kind)
+        report.latencies_ms.append((time.perf_counter() - t0) * 1000)
+        flagged = verdict.score >= threshold
+        report.overall.add(sample.label, flagged)
+        for name, key in DIMENSIONS.items():
+            report.by[name][key(sample)].add(sample.label, flagged)
+    return report
