@@ -29,8 +29,8 @@ _NON_LATIN_LOOKALIKE = re.compile("[" + "".join(chr(c) for c in HOMOGLYPHS) + "]
 _WORD = re.compile(r"\w+")
 _LATIN = re.compile(r"[a-z]")
 # A word that mixes letters with digits or symbols used as letters: "1gn0re", "pr0mpt", "$ystem".
-_LEET_WORD = re.compile(r"(?=[\w@$!|]*[a-z])[\w@$|]*[0-9@$|][\w@$!|]*")
-_LEET = str.maketrans("013457@$|8", "oieastasli")
+_LEET_WORD = re.compile(r"(?=[\w@$!]*[a-z])[\w@$]*[0-9@$][\w@$!]*")
+_LEET = str.maketrans("013457@$8", "oieastasb")
 
 
 def _fold_homoglyphs(text: str) -> str:

@@ -99,7 +99,9 @@ _PATTERNS: dict[str, dict[str, str]] = {
               r"texto (?:anterior|de arriba))",
         "zh": r"(?:显示|顯示|输出|輸出|泄露|洩露|透露|告诉我|告訴我|打印|重复|重複|给我看|給我看|展示|公开|公開|说出|說出|"
               r"列出|复述|複述|翻译|翻譯).{0,12}(?:系统提示|系統提示|提示词|提示詞|系统指令|系統指令|初始指令|原始指令|"
-              r"隐藏指令|隱藏指令|系统消息|系統訊息|system prompt|你的指令|你的设定|你的設定)",
+              r"隐藏指令|隱藏指令|系统消息|系統訊息|system prompt|你的指令|你的设定|你的設定)"
+              r"|(?:你的|把你的|将你的|將你的)(?:系统提示|系統提示|提示词|提示詞|系统指令|系統指令|初始指令|原始指令|设定|設定)"
+              r".{0,10}(?:输出|輸出|显示|顯示|告诉|告訴|打印|重复|重複|发给|發給|公开|公開)",
         "ja": r"(?:システムプロンプト|システムメッセージ|初期指示|最初の指示|元の指示|隠された指示|隠れた指示|"
               r"設定された指示|あなたの指示|与えられた指示|上記の(?:指示|文章|テキスト)).{0,12}(?:表示|教え|出力|見せ|"
               r"書き出|開示|繰り返|公開|翻訳|そのまま)",
@@ -155,7 +157,7 @@ _COMPILED = {reason: _compile(by_lang) for reason, by_lang in _PATTERNS.items()}
 _HIDDEN_HTML = re.compile(
     r"<\s*(?:[a-z0-9]+\s+)?[^>]{0,80}?(?:\bhidden\b|\bcache\b|\bversteckt\b|\boculto\b|隐藏|隱藏|非表示|"
     r"display\s*:\s*none|visibility\s*:\s*hidden|opacity\s*:\s*0(?:\.0+)?\s*[;\"']|font-size\s*:\s*0(?:px)?\s*[;\"']|"
-    r"color\s*:\s*(?:white|#fff(?:fff)?)\b)[^>]{0,80}>\s*([^<]{0,200})")
+    r"color\s*:\s*(?:white|#fff(?:fff)?)\b)[^>]{0,80}>\s*([^<]{0,400})</")
 _HTML_COMMENT_WITH_INSTRUCTION = re.compile(r"<!--(.{0,400}?)-->", re.S)
 # Markdown links that run code, and images whose URL would carry data out when the client renders them.
 _MARKDOWN_SCRIPT_LINK = re.compile(r"\[[^\]]{0,200}\]\(\s*(?:javascript|vbscript|data|file)\s*:")
