@@ -2,13 +2,14 @@
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 
 from llmaas.common.config import ConfigError, env_float, env_int, env_str, grpc_port
 from llmaas.common.db import make_engine, migrate
 from llmaas.common.server import serve
 from llmaas.guard.behaviour import Behaviour, BehaviourConfig, MemoryWindow, RedisWindow
-from llmaas.guard.classifier import Classifier, LocalClassifier, NoClassifier
+from llmaas.guard.classifier import Classifier, LocalClassifier, NoClassifier, PendingClassifier
 from llmaas.guard.policy import MODES, Policy, PolicyStore
 from llmaas.guard.servicer import GuardServicer
 from llmaas.guard.training.train import DEFAULT_MODEL_DIR
@@ -32,13 +33,25 @@ def _classifier() -> Classifier:
     if kind != "local":
         raise ConfigError("LLMAAS_GUARD_CLASSIFIER must be local, triton or none")
     model_dir = Path(env_str("LLMAAS_GUARD_MODEL_DIR", str(DEFAULT_MODEL_DIR)))
-    if not (model_dir / "model.json").exists():
-        # Built from the project's data, never downloaded: the same as `llmaas guard train`.
+    if (model_dir / "model.json").exists():
+        return LocalClassifier.load(model_dir)
+    # Built from the project's data, never downloaded (what `llmaas guard train` does), in the background: rules
+    # alone guard the first requests instead of the service missing its start deadline.
+    pending = PendingClassifier()
+
+    def build() -> None:
         from llmaas.guard.training.train import train
 
-        log.info("no guard model yet: training it", extra={"fields": {"model_dir": str(model_dir)}})
-        train(model_dir)
-    return LocalClassifier.load(model_dir)
+        log.warning("no guard model yet: training it; rules only until it is ready",
+                    extra={"fields": {"model_dir": str(model_dir)}})
+        try:
+            pending.ready(train(model_dir))
+            log.info("guard model ready", extra={"fields": {"model_dir": str(model_dir)}})
+        except Exception:
+            log.exception("guard model training failed: rules only")
+
+    threading.Thread(target=build, name="guard-train", daemon=True).start()
+    return pending
 
 
 def _window():

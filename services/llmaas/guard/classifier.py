@@ -91,3 +91,21 @@ class NoClassifier:
 
     def score(self, forms: list[str], pieces: list[str] | None = None) -> float:
         return 0.0
+
+
+class PendingClassifier:
+    """Stands in while a model is being built at start (rules only until then), so that the service answers
+    health checks at once; `ready` swaps the real one in."""
+
+    def __init__(self) -> None:
+        self._current: Classifier = NoClassifier()
+
+    @property
+    def name(self) -> str:
+        return self._current.name
+
+    def ready(self, classifier: Classifier) -> None:
+        self._current = classifier
+
+    def score(self, forms: list[str], pieces: list[str] | None = None) -> float:
+        return self._current.score(forms, pieces)

@@ -8,7 +8,10 @@ rate on honest train prompts stays under TARGET_FP. The test split is never look
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +95,15 @@ def train(model_dir: Path = DEFAULT_MODEL_DIR, data_dir: Path | None = None) -> 
     meta = {"train_samples": len(train_split), "train_digest": digest,
             "thresholds": {"prompt": prompt_head.threshold, "document": document_head.threshold}}
     model = LocalClassifier({"prompt": prompt_head, "document": document_head}, meta)
-    model.save(model_dir)
-    write_jsonl(train_split, model_dir / "train.jsonl")
-    write_jsonl([s for s in samples if s.split == "test"], model_dir / "test.jsonl")
+    # Written aside then moved into place: a guard starting meanwhile never loads half a model.
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir.parent))
+    model.save(staging)
+    write_jsonl(train_split, staging / "train.jsonl")
+    write_jsonl([s for s in samples if s.split == "test"], staging / "test.jsonl")
+    for name in ("model.npz", "train.jsonl", "test.jsonl", "model.json"):  # model.json last: it marks completion
+        model_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, model_dir / name)
+    shutil.rmtree(staging, ignore_errors=True)
     return model
 
