@@ -16,6 +16,7 @@ MAX_DEPTH = 2
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/_-])")
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[\s:]?){12,}(?![0-9A-Fa-f])")
 _LETTERS = re.compile(r"[A-Za-z]")
+_HEX_PAIRS = frozenset(a + b for a in "0123456789abcdefABCDEF" for b in "0123456789abcdefABCDEF")
 
 
 def _printable_text(raw: bytes) -> str | None:
@@ -46,23 +47,45 @@ def _hex(blob: str) -> str | None:
         return None
 
 
+_ROT13_HINT = ("rot13", "rot-13", "rot 13", "caesar", "cesar", "cipher", "chiffr", "decod", "decipher", "rotat")
+
+
+def _candidates(text: str) -> str:
+    """The parts of a text that can hold a payload: long tokens, and runs of two-digit hex tokens. Scanning only
+    these keeps honest prose cheap."""
+    tokens = text.split()
+    keep = [t for t in tokens if len(t) >= 16]
+    run: list[str] = []
+    for t in tokens:
+        if t.rstrip(":") in _HEX_PAIRS:
+            run.append(t)
+            continue
+        if len(run) >= 12:
+            keep.append(" ".join(run))
+        run = []
+    if len(run) >= 12:
+        keep.append(" ".join(run))
+    return "\n".join(keep)
+
+
 def decoded_payloads(text: str) -> list[tuple[str, str]]:
     """(encoding, decoded text) for every payload found, outermost first."""
     found: list[tuple[str, str]] = []
-    frontier = [text]
+    frontier = [_candidates(text)]
     for _ in range(MAX_DEPTH):
         next_frontier = []
         for current in frontier:
             for encoding, pattern, decode in (("base64", _BASE64, _b64), ("hex", _HEX, _hex)):
-                for blob in pattern.findall(current)[:MAX_CANDIDATES]:
+                for blob in list(dict.fromkeys(pattern.findall(current)))[:MAX_CANDIDATES]:
                     decoded = decode(blob[:MAX_BLOB_CHARS])
                     if decoded:
                         found.append((encoding, decoded))
-                        next_frontier.append(decoded)
+                        next_frontier.append(_candidates(decoded))
         frontier = next_frontier
         if not frontier:
             break
-    # rot13 of honest text is gibberish that matches nothing, so the whole prompt is rescanned, not only a hint.
-    if len(_LETTERS.findall(text[:MAX_BLOB_CHARS])) >= 16:
+    # A model reads rot13 only when asked to: the prompt says so (rot13, Caesar, decode...).
+    lowered = text[:MAX_BLOB_CHARS].lower()
+    if any(hint in lowered for hint in _ROT13_HINT):
         found.append(("rot13", codecs.decode(text[:MAX_BLOB_CHARS], "rot13")))
     return found

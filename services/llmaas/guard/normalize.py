@@ -21,7 +21,6 @@ BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2
 _DROP = {ord(c): None for c in INVISIBLE + BIDI_CONTROLS}
 _DROP.update({cp: None for cp in range(0xE0000, 0xE0080)})  # tag characters
 _DROP.update({cp: None for cp in range(0xFE00, 0xFE10)})  # variation selectors
-_SPACES = re.compile(r"\s+")
 # Combining marks on a Latin letter (accents, "Zalgo" stacks). Marks on kana or Devanagari are part of the
 # letter and are kept.
 _LATIN_MARKS = re.compile(r"(?<=[a-zA-Z])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
@@ -46,16 +45,26 @@ def _fold_homoglyphs(text: str) -> str:
     return _WORD.sub(fold, text)
 
 
+_LEET_HINT = re.compile(r"[a-z][0-9@$]|[0-9@$][a-z]")
+
+
 def _fold_leet(text: str) -> str:
+    if not any(c in text for c in "0134578@$") or not _LEET_HINT.search(text):
+        return text
     return _LEET_WORD.sub(lambda m: m.group().translate(_LEET) if not m.group().isdigit() else m.group(), text)
 
 
+_DROPPED = re.compile("[" + INVISIBLE + BIDI_CONTROLS + "\U000e0000-\U000e007f\ufe00-\ufe0f]")
+
+
 def comparison_form(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text.translate(_DROP)).casefold()
+    if _DROPPED.search(text):
+        text = text.translate(_DROP)
+    text = unicodedata.normalize("NFKC", text).casefold()
     if not text.isascii():
         text = unicodedata.normalize("NFC", _LATIN_MARKS.sub("", unicodedata.normalize("NFD", text)))
         text = _fold_homoglyphs(text)
-    return _SPACES.sub(" ", _fold_leet(text)).strip()
+    return " ".join(_fold_leet(text).split())
 
 
 # --- suspicious differences --------------------------------------------------------------------------------------
@@ -69,6 +78,14 @@ _SUBDIVISION_FLAG = re.compile("\U0001f3f4[\U000e0061-\U000e007a\U000e0030-\U000
 # An invisible between two letters, except where joiners belong to the script (Arabic, Persian, Indic, ...).
 _INVISIBLE_IN_WORD = re.compile(r"(?<=[^\W\u0600-\u0dff])[" + INVISIBLE + r"]+(?=[^\W\u0600-\u0dff])")
 _MIXED_WORD = re.compile(r"\w*[a-zA-Z]\w*")
+
+
+_HIDDEN_ANY = re.compile("[" + INVISIBLE + BIDI_CONTROLS + "\U000e0000-\U000e007f]")
+
+
+def has_hidden_characters(text: str) -> bool:
+    """Any invisible, bidi or tag character at all: one fast scan before the precise checks."""
+    return _HIDDEN_ANY.search(text) is not None
 
 
 def has_bidi_override(text: str) -> bool:

@@ -138,6 +138,107 @@ _PATTERNS: dict[str, dict[str, str]] = {
 
 _SCORES = {"instruction_override": 0.95, "system_prompt_extraction": 0.9, "persona_override": 0.85, "role_marker": 0.85}
 
+# Every match of a pattern contains one of its reason's stems. Finding stems is a few plain substring searches, so
+# the regular expressions run only around them: honest text rarely has any, and a 4 KB prompt stays well under a
+# millisecond. A pattern added above needs its words here.
+_STEMS: dict[str, tuple[str, ...]] = {
+    "instruction_override": (
+        "ignor", "disregard", "forget", "skip", "overrid", "bypass", "neglect", "abandon", "discard", "dismiss",
+        "set aside", "overlook", "throw away", "follow", "obey", "cancel", "void", "revoked", "obsolete",
+        "supersede", "suspended", "lifted", "disabled", "no longer", "precedence", "replace", "listen to", "pay no",
+        "start", "begin", "oubli", "neglig", "outrepass", "contourn", "tien", "suivre", "abstraction", "tomber",
+        "annul", "revoqu", "caduque", "suspendu", "leve", "desactiv", "s'appliquent", "comptent", "arrete", "cesse",
+        "obei", "ecoute", "sans tes", "sans vos", "vergiss", "vergessen", "missacht", "uberspring", "verwirf",
+        "verwerfen", "hor auf", "gelten nicht", "aufgehoben", "ungultig", "nichtig", "hinfallig", "zahlen nicht",
+        "nicht mehr", "ohne deine", "ohne ihre", "ohne die", "gehorch", "olvid", "omit", "descart", "caso omiso",
+        "anulad", "revocad", "cancelad", "suspendid", "validas", "obsoletas", "sin efecto", "deja", "para de",
+        "sin tus", "sin sus", "obedece", "忽略", "忽视", "忽視", "无视", "無視", "忘记", "忘記", "忘掉", "理会", "理會",
+        "抛开", "拋開", "跳过", "跳過", "放弃", "放棄", "绕过", "繞過", "丢弃", "丟棄", "遵守", "作废", "作廢", "无效",
+        "無效", "失效", "取消", "不再适用", "不再適用", "不算", "当作没", "當作沒", "不用管", "不要管", "别管", "別管",
+        "服从", "服從", "只听", "只聽", "忘れ", "破棄", "取り消", "従わ", "リセット", "捨て", "なかったこと", "無効",
+        "適用されません", "気にしない", "に従"),
+    "system_prompt_extraction": (
+        "system", "prompt", "instruction", "above", "your rules", "your guidelines", "message systeme", "consignes",
+        "texte ci-dessus", "texte precedent", "tes regles", "anweisung", "text", "deine regeln", "deine vorgaben",
+        "alles oben", "alles daruber", "mensaje del sistema", "instrucciones", "tus reglas", "texto", "系统提示",
+        "系統提示", "提示词", "提示詞", "系统指令", "系統指令", "初始指令", "原始指令", "隐藏指令", "隱藏指令", "系统消息",
+        "系統訊息", "你的指令", "设定", "設定", "システムプロンプト", "システムメッセージ", "の指示", "上記の"),
+    "persona_override": (
+        "from now on", "starting now", "rest of this conversation", "do anything now", "developer mode", "jailbr",
+        "dan mode", "evil confidant", "ethical", "moral", "you are no", "you are not", "pretend",
+        "a partir de maintenant", "desormais", "dorenavant", "mode developpeur", "fais comme si", "tu n'es plus",
+        "ab jetzt", "ab sofort", "von nun an", "entwicklermodus", "tu so", "du bist kein", "du bist nicht mehr",
+        "a partir de ahora", "desde ahora", "modo desarrollador", "finge que", "ya no eres", "限制", "约束", "約束",
+        "规则", "規則", "审查", "審查", "过滤", "過濾", "道德", "开发者模式", "開發者模式", "越狱模式", "越獄模式", "制限",
+        "制約", "ルール", "検閲", "倫理", "開発者モード", "脱獄モード"),
+    "role_marker": ("<|", "[inst]", "[/inst]", "<<sys", "<</sys", "##", "system", "sistema", "系统", "系統", "システム"),
+}
+_CJK = re.compile("[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
+_RADIUS = 300  # longer than any match, so a window around a stem holds every match containing it
+_MAX_HITS = 48  # beyond that many stems, one pass over the whole text is cheaper
+
+
+# Punctuation becomes space before tokens are taken, so that "(ignore," is the word "ignore".
+_PUNCTUATION = str.maketrans({c: " " for c in "()[]{}<>,.;:!?\"`*_/|#=+&%~^\\"})
+
+
+@dataclass(frozen=True)
+class _Gate:
+    """A reason's stems, sorted by how they are found: single Latin words by their first four letters (one pass
+    over the text for all of them), the rest (phrases, CJK, symbols) by substring search."""
+
+    by_prefix: dict[str, tuple[str, ...]]
+    literal: tuple[str, ...]
+    cjk: tuple[str, ...]
+
+    @classmethod
+    def of(cls, stems: tuple[str, ...]) -> _Gate:
+        by_prefix: dict[str, list[str]] = {}
+        literal, cjk = [], []
+        for stem in stems:
+            if re.fullmatch(r"[a-z]+", stem):
+                by_prefix.setdefault(stem[:4], []).append(stem)
+            else:
+                (literal if stem.isascii() else cjk).append(stem)
+        return cls({k: tuple(v) for k, v in by_prefix.items()}, tuple(literal), tuple(cjk))
+
+    def present(self, form: str, prefixes: set[str], has_cjk: bool) -> list[str]:
+        """The stems in form; prefixes: the first four letters of each of its words."""
+        found = [stem for key in self.by_prefix.keys() & prefixes for stem in self.by_prefix[key]]
+        found += [stem for stem in self.literal if stem in form]
+        return found + [stem for stem in self.cjk if stem in form] if has_cjk else found
+
+
+_GATES = {reason: _Gate.of(stems) for reason, stems in _STEMS.items()}
+
+
+def _windows(form: str, stems: list[str]) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for stem in stems:
+        at = form.find(stem)
+        while at != -1:
+            spans.append((max(0, at - _RADIUS), at + len(stem) + _RADIUS))
+            if len(spans) > _MAX_HITS:
+                return [(0, len(form))]
+            at = form.find(stem, at + 1)
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _search(pattern: re.Pattern[str], form: str, stems: list[str]) -> re.Match[str] | None:
+    # search(form, pos, endpos), not a slice: ^, \b and look-behinds still see the real text around a window.
+    for start, end in _windows(form, stems):
+        m = pattern.search(form, start, end)
+        if m:
+            return m
+    return None
+
 
 @dataclass(frozen=True)
 class PatternHit:
@@ -168,7 +269,27 @@ _MARKDOWN_IMAGE_EXFIL = re.compile(
 # Repetition: the reference's "oublie oublie oublie", and token flooding in any script.
 _TRIGGERS = r"(?:forget|ignore|oublie|ignore[sz]?|vergiss|ignoriere|olvida|ignora|忘记|忘記|忽略|无视|無視|忘れろ)"
 _REPEATED_TRIGGER = re.compile(rf"({_TRIGGERS})(?:[\s,.!;:]*\1){{2,}}")
-_FLOOD = re.compile(r"([^\W\d_]\S{0,11}?)(?:[\s,.!;:]*\1){19,}")
+_TRIGGER_PREFIXES = {"forg", "igno", "oubl", "verg", "olvi"}
+_CJK_TRIGGERS = ("忘记", "忘記", "忽略", "无视", "無視", "忘れろ")
+_FLOOD_RUN = 20
+# Within one unspaced token (Chinese, Japanese, "hahaha..."): a unit of up to 12 characters repeated 20 times.
+_FLOOD_IN_TOKEN = re.compile(r"([^\W\d_].{0,11}?)\1{19,}")
+_LONG_TOKEN = 40
+
+
+def _flooded(tokens: list[str]) -> bool:
+    # Cheap first: a run of 20 needs at least 19 equal neighbours anywhere.
+    if len(tokens) >= _FLOOD_RUN and sum(map(str.__eq__, tokens, tokens[1:])) >= _FLOOD_RUN - 1:
+        run, previous = 0, None
+        for token in tokens:
+            run = run + 1 if token == previous and token and not token.isdigit() else 1
+            previous = token
+            if run >= _FLOOD_RUN:
+                return True
+    # A unit repeated inside one long token has few distinct characters (base64 or a URL has many).
+    if max(map(len, tokens), default=0) < _LONG_TOKEN:
+        return False
+    return any(len(t) >= _LONG_TOKEN and len(set(t)) <= 24 and _FLOOD_IN_TOKEN.search(t) for t in tokens)
 
 # In a document or tool result (never in the user's own prompt), text that speaks to the assistant about its answer.
 _ADDRESSES_ASSISTANT = re.compile(
@@ -179,6 +300,10 @@ _ADDRESSES_ASSISTANT = re.compile(
     r"|\b(?:dans|a) (?:ta|votre) reponse\b|\bin (?:deiner|ihrer) antwort\b|\ben (?:tu|su) respuesta\b"
     r"|在(?:你的|您的)?(?:回答|回复|回覆|答复)中|(?:回答|返答|返信)(?:に|の中で|で)(?:は)?.{0,20}(?:含め|追加|入れ|加え)")
 
+_ADDRESSES_STEMS = ("your respon", "your answer", "your repl", "your output", "your elucid", "your summar", "assistant",
+                    "language model", "llm", "chatbot", "gpt", "ai,", "ai:", "reponse", "antwort", "respuesta", "回答",
+                    "回复", "回覆", "答复", "返答", "返信")
+
 _GENERIC = {"hidden_html": 0.6, "markdown_script_link": 0.9, "markdown_image_exfiltration": 0.9,
             "excessive_repetition": 0.8, "token_flooding": 0.6, "document_addresses_assistant": 0.7}
 
@@ -186,8 +311,11 @@ _GENERIC = {"hidden_html": 0.6, "markdown_script_link": 0.9, "markdown_image_exf
 def scan(form: str, *, document: bool = False) -> list[PatternHit]:
     """Patterns over a comparison form; `document` adds the checks that only make sense in third-party text."""
     hits = []
+    tokens = form.translate(_PUNCTUATION).split()
+    prefixes = {t[:4] for t in tokens}
+    has_cjk = not form.isascii() and _CJK.search(form) is not None
     for reason, pattern in _COMPILED.items():
-        m = pattern.search(form)
+        m = _search(pattern, form, _GATES[reason].present(form, prefixes, has_cjk))
         if m:
             hits.append(PatternHit(reason, m.lastgroup or "any", _SCORES[reason]))
     if "<" in form:
@@ -203,10 +331,11 @@ def scan(form: str, *, document: bool = False) -> list[PatternHit]:
             hits.append(PatternHit("markdown_script_link", "any", _GENERIC["markdown_script_link"]))
         if _MARKDOWN_IMAGE_EXFIL.search(form):
             hits.append(PatternHit("markdown_image_exfiltration", "any", _GENERIC["markdown_image_exfiltration"]))
-    if _REPEATED_TRIGGER.search(form):
+    if (_TRIGGER_PREFIXES & prefixes or has_cjk and any(t in form for t in _CJK_TRIGGERS)) and \
+            _REPEATED_TRIGGER.search(form):
         hits.append(PatternHit("excessive_repetition", "any", _GENERIC["excessive_repetition"]))
-    elif len(form) >= 40 and _FLOOD.search(form):
+    elif _flooded(tokens):
         hits.append(PatternHit("token_flooding", "any", _GENERIC["token_flooding"]))
-    if document and _ADDRESSES_ASSISTANT.search(form):
+    if document and _search(_ADDRESSES_ASSISTANT, form, [s for s in _ADDRESSES_STEMS if s in form]):
         hits.append(PatternHit("document_addresses_assistant", "any", _GENERIC["document_addresses_assistant"]))
     return hits

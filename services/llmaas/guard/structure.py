@@ -40,11 +40,21 @@ def has_role_injection(text: str) -> bool:
     return True
 
 
+def _unicode_check(check):
+    """Look-alikes are all outside ASCII: an ASCII text skips the check."""
+    return lambda text: not text.isascii() and check(text)
+
+
+def _hidden_check(check):
+    """Invisible, bidi and tag characters: one scan for any of them first."""
+    return lambda text: not text.isascii() and normalize.has_hidden_characters(text) and check(text)
+
+
 # (reason, score, check) in the order they are reported.
 CHECKS = (
-    ("bidi_override", 0.6, normalize.has_bidi_override),
-    ("tag_characters", 0.8, normalize.has_tag_characters),
-    ("invisible_in_word", 0.45, normalize.has_invisible_inside_word),
-    ("homoglyph_mixed_script", 0.45, normalize.has_homoglyph_word),
+    ("bidi_override", 0.6, _hidden_check(normalize.has_bidi_override)),
+    ("tag_characters", 0.8, _hidden_check(normalize.has_tag_characters)),
+    ("invisible_in_word", 0.45, _hidden_check(normalize.has_invisible_inside_word)),
+    ("homoglyph_mixed_script", 0.45, _unicode_check(normalize.has_homoglyph_word)),
     ("role_injection_json", 0.85, has_role_injection),
 )
