@@ -57,13 +57,22 @@ def _fold_leet(text: str) -> str:
 _DROPPED = re.compile("[" + INVISIBLE + BIDI_CONTROLS + "\U000e0000-\U000e007f\ufe00-\ufe0f]")
 
 
+# Typographic punctuation NFKC keeps: folded so that "n’es" matches "n'es" (and French text becomes ASCII).
+_TYPOGRAPHY = (("\u2019", "'"), ("\u2018", "'"), ("\u201c", '"'), ("\u201d", '"'), ("\u00ab", '"'), ("\u00bb", '"'),
+               ("\u2013", "-"), ("\u2014", "-"), ("\u2026", "..."))
+
+
 def comparison_form(text: str) -> str:
     if _DROPPED.search(text):
         text = text.translate(_DROP)
     text = unicodedata.normalize("NFKC", text).casefold()
     if not text.isascii():
+        for typographic, plain in _TYPOGRAPHY:
+            if typographic in text:
+                text = text.replace(typographic, plain)
         text = unicodedata.normalize("NFC", _LATIN_MARKS.sub("", unicodedata.normalize("NFD", text)))
-        text = _fold_homoglyphs(text)
+        if not text.isascii():
+            text = _fold_homoglyphs(text)
     return " ".join(_fold_leet(text).split())
 
 
