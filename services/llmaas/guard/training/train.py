@@ -96,13 +96,12 @@ def train(model_dir: Path = DEFAULT_MODEL_DIR, data_dir: Path | None = None) -> 
             "thresholds": {"prompt": prompt_head.threshold, "document": document_head.threshold}}
     model = LocalClassifier({"prompt": prompt_head, "document": document_head}, meta)
     # Written aside then moved into place: a guard starting meanwhile never loads half a model.
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir.parent))
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
     model.save(staging)
     write_jsonl(train_split, staging / "train.jsonl")
     write_jsonl([s for s in samples if s.split == "test"], staging / "test.jsonl")
     for name in ("model.npz", "train.jsonl", "test.jsonl", "model.json"):  # model.json last: it marks completion
-        model_dir.mkdir(parents=True, exist_ok=True)
         os.replace(staging / name, model_dir / name)
     shutil.rmtree(staging, ignore_errors=True)
     return model
