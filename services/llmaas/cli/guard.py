@@ -1,4 +1,4 @@
-"""`llmaas guard ...`: build the local guard model, and evaluate the guard on a labelled JSONL file."""
+"""`llmaas guard ...`: build the local guard model, check one text, evaluate the guard on a labelled JSONL file."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from llmaas.guard.classifier import LocalClassifier, NoClassifier
 from llmaas.guard.evaluation import Confusion, Report, evaluate
 from llmaas.guard.training.corpus import read_jsonl, shared_data_dir
 from llmaas.guard.training.train import DEFAULT_MODEL_DIR
-from llmaas.guard.verdict import Detector
+from llmaas.guard.verdict import DOCUMENT, PROMPT, Detector
 
 guard_app = typer.Typer(help="The prompt security guard: training and evaluation.", no_args_is_help=True)
 console = Console()
@@ -69,6 +69,32 @@ def print_report(report: Report) -> None:
     console.print(latency)
 
 
+def _classifier(model_dir: Path, rules_only: bool):
+    if rules_only:
+        return NoClassifier()
+    if (model_dir / "model.json").exists():
+        return LocalClassifier.load(model_dir)
+    console.print(f"[red]no model in {model_dir}[/]: run `llmaas guard train` (or pass --rules-only)")
+    raise typer.Exit(2)
+
+
+@guard_app.command()
+def check(
+    text: str = typer.Argument(..., help="The text to check."),
+    document: bool = typer.Option(False, help="Check it as a tool result or document, not a user prompt."),
+    model_dir: Path = typer.Option(DEFAULT_MODEL_DIR, help="The local model (`llmaas guard train`)."),
+    rules_only: bool = typer.Option(False, help="Leave the learned layer out."),
+) -> None:
+    """The verdict on one text: score and findings (layer, reason, score)."""
+    verdict = Detector(_classifier(model_dir, rules_only)).part(text, DOCUMENT if document else PROMPT)
+    table = Table(title=f"score {verdict.score:.3f}")
+    for column in ("layer", "reason", "score"):
+        table.add_column(column)
+    for f in sorted(verdict.findings, key=lambda f: -f.score):
+        table.add_row(f.layer, f.reason, f"{f.score:.3f}")
+    console.print(table)
+
+
 @guard_app.command("eval")
 def eval_(
     file: Path = typer.Argument(..., help="JSONL with `text` and `label` (1 = attack); optional source, lang, "
@@ -78,11 +104,4 @@ def eval_(
     rules_only: bool = typer.Option(False, help="Leave the learned layer out."),
 ) -> None:
     """Recall, false positives and confusion per source, language and category, and latency."""
-    if rules_only:
-        classifier = NoClassifier()
-    elif (model_dir / "model.json").exists():
-        classifier = LocalClassifier.load(model_dir)
-    else:
-        console.print(f"[red]no model in {model_dir}[/]: run `llmaas guard train` (or pass --rules-only)")
-        raise typer.Exit(2)
-    print_report(evaluate(read_jsonl(file), Detector(classifier), threshold))
+    print_report(evaluate(read_jsonl(file), Detector(_classifier(model_dir, rules_only)), threshold))
