@@ -57,7 +57,7 @@ def _candidates(text: str) -> str:
     keep = [t for t in tokens if len(t) >= 16]
     run: list[str] = []
     for t in tokens:
-        if t.rstrip(":") in _HEX_PAIRS:
+        if len(t) <= 3 and t.rstrip(":") in _HEX_PAIRS:
             run.append(t)
             continue
         if len(run) >= 12:

@@ -21,9 +21,11 @@ BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2
 _DROP = {ord(c): None for c in INVISIBLE + BIDI_CONTROLS}
 _DROP.update({cp: None for cp in range(0xE0000, 0xE0080)})  # tag characters
 _DROP.update({cp: None for cp in range(0xFE00, 0xFE10)})  # variation selectors
-# Combining marks on a Latin letter (accents, "Zalgo" stacks). Marks on kana or Devanagari are part of the
-# letter and are kept.
-_LATIN_MARKS = re.compile(r"(?<=[a-zA-Z])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+# Combining diacritics (accents, "Zalgo" stacks): the blocks used by Latin, Greek and Cyrillic. Kana voicing marks
+# and Indic vowel signs live in other blocks and are kept.
+_DIACRITICS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+# Latin letters with diacritics, precomposed or combining: only then is the decomposition pass worth its cost.
+_ACCENTED = re.compile("[\u00c0-\u024f\u1e00-\u1eff\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 _NON_LATIN_LOOKALIKE = re.compile("[" + "".join(chr(c) for c in HOMOGLYPHS) + "]")
 _WORD = re.compile(r"\w+")
 _LATIN = re.compile(r"[a-z]")
@@ -70,7 +72,8 @@ def comparison_form(text: str) -> str:
         for typographic, plain in _TYPOGRAPHY:
             if typographic in text:
                 text = text.replace(typographic, plain)
-        text = unicodedata.normalize("NFC", _LATIN_MARKS.sub("", unicodedata.normalize("NFD", text)))
+        if _ACCENTED.search(text):
+            text = unicodedata.normalize("NFC", _DIACRITICS.sub("", unicodedata.normalize("NFD", text)))
         if not text.isascii():
             text = _fold_homoglyphs(text)
     return " ".join(_fold_leet(text).split())
@@ -107,7 +110,7 @@ def has_bidi_override(text: str) -> bool:
 
 def hidden_tag_text(text: str) -> str:
     """The ASCII text smuggled in Unicode tag characters (each tag U+E00xx mirrors ASCII xx), flags excepted."""
-    if not _TAG_RUN.search(text):
+    if text.isascii() or not _TAG_RUN.search(text):
         return ""
     text = _SUBDIVISION_FLAG.sub("", text)
     return "".join(chr(ord(c) - 0xE0000) for run in _TAG_RUN.findall(text) for c in run if 0xE0020 <= ord(c) < 0xE007F)
