@@ -34,7 +34,7 @@ def _pattern_findings(form: str, document: bool, layer: str = "pattern", prefix:
 
 def analyse(text: str, *, document: bool = False) -> Analysis:
     """`document`: the text comes from a third party (a tool result, a retrieved document), not the user."""
-    findings = [Finding("structure", reason, score) for reason, score, check in structure.CHECKS if check(text)]
+    findings = [Finding("structure", reason, score) for reason, score in structure.findings(text)]
     form = normalize.comparison_form(text)
     findings += _pattern_findings(form, document)
     forms = [form]

@@ -40,21 +40,24 @@ def has_role_injection(text: str) -> bool:
     return True
 
 
-def _unicode_check(check):
-    """Look-alikes are all outside ASCII: an ASCII text skips the check."""
-    return lambda text: not text.isascii() and check(text)
-
-
-def _hidden_check(check):
-    """Invisible, bidi and tag characters: one scan for any of them first."""
-    return lambda text: not text.isascii() and normalize.has_hidden_characters(text) and check(text)
-
-
-# (reason, score, check) in the order they are reported.
-CHECKS = (
-    ("bidi_override", 0.6, _hidden_check(normalize.has_bidi_override)),
-    ("tag_characters", 0.8, _hidden_check(normalize.has_tag_characters)),
-    ("invisible_in_word", 0.45, _hidden_check(normalize.has_invisible_inside_word)),
-    ("homoglyph_mixed_script", 0.45, _unicode_check(normalize.has_homoglyph_word)),
-    ("role_injection_json", 0.85, has_role_injection),
+_HIDDEN = (
+    ("bidi_override", 0.6, normalize.has_bidi_override),
+    ("tag_characters", 0.8, normalize.has_tag_characters),
+    ("invisible_in_word", 0.45, normalize.has_invisible_inside_word),
 )
+_HOMOGLYPH = ("homoglyph_mixed_script", 0.45)
+_ROLE_INJECTION = ("role_injection_json", 0.85)
+
+
+def findings(text: str) -> list[tuple[str, float]]:
+    """(reason, score) of the structural findings. Hidden characters and look-alikes are all outside ASCII, and a
+    role claim needs the word "role": the cheap tests come first."""
+    found = []
+    if not text.isascii():
+        if normalize.has_hidden_characters(text):
+            found += [(reason, score) for reason, score, check in _HIDDEN if check(text)]
+        if normalize.has_homoglyph_word(text):
+            found.append(_HOMOGLYPH)
+    if ("ole" in text or "OLE" in text) and has_role_injection(text):
+        found.append(_ROLE_INJECTION)
+    return found
