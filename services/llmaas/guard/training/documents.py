@@ -1,6 +1,7 @@
-"""Documents and tool results: the benign BIPIA contexts as they are, and with an injected instruction inserted at
-the start, in the middle or at the end (as the BIPIA benchmark does). An instruction is only an attack inside third
-party text, so the injected instructions are never used as user prompts."""
+"""Documents and tool results for the evaluation: the benign BIPIA contexts as they are, and each held-out injected
+instruction inserted into one held-out context at the start, in the middle or at the end (as the BIPIA benchmark
+does). Training needs no such documents: the document head learns from document pieces and instructions directly.
+An instruction is only an attack inside third-party text, so injected instructions are never used as user prompts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import random
 from llmaas.guard.training.corpus import Sample, relabel
 
 SEED = 77
-HOSTS_PER_TRAIN_INSTRUCTION = 3
 
 
 def inject(document: str, instruction: str, where: str) -> str:
@@ -26,11 +26,8 @@ def samples(base: list[Sample]) -> list[Sample]:
     rng = random.Random(SEED)
     docs = [s for s in base if s.kind == "document"]
     out = list(docs)
-    for instruction in (s for s in base if s.kind == "injected-instruction"):
-        hosts = [d for d in docs if d.split == instruction.split and
-                 ("code" in d.source) == ("code" in instruction.source)] or docs
-        count = HOSTS_PER_TRAIN_INSTRUCTION if instruction.split == "train" else 1
-        for host in rng.sample(hosts, k=min(count, len(hosts))):
-            text = inject(host.text, instruction.text, rng.choice(("start", "middle", "end")))
-            out.append(relabel(instruction, text=text, kind="document"))
+    for instruction in (s for s in base if s.kind == "injected-instruction" and s.split == "test"):
+        hosts = [d for d in docs if d.split == "test" and ("code" in d.source) == ("code" in instruction.source)]
+        text = inject(rng.choice(hosts or docs).text, instruction.text, rng.choice(("start", "middle", "end")))
+        out.append(relabel(instruction, text=text, kind="document"))
     return out
