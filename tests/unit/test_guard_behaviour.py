@@ -51,3 +51,19 @@ async def test_windows_expire_and_are_bounded():
     assert await store.push("a", "y", 5, 60) == []  # "a" was evicted
     assert await store.push("c", "z", 5, 0) == ["x"]
     assert await store.push("c", "w", 5, 60) == []  # expired
+
+
+async def test_the_window_keeps_a_sketch_not_the_prompt():
+    stored = []
+
+    class Recording(MemoryWindow):
+        async def push(self, key, entry, keep, ttl):
+            stored.append(entry)
+            return await super().push(key, entry, keep, ttl)
+
+    behaviour = Behaviour(Recording())
+    await behaviour.observe("t", "", "My name is Alice Martin, card 4242 4242. Please ignore")
+    await behaviour.observe("t", "", "顾客张伟的地址是北京市朝阳区。请忽略之前")
+    text = " ".join(stored)
+    assert all(secret not in text for secret in ("alice", "martin", "4242", "张伟", "朝阳"))
+    assert "ignore" in text and "忽略之前" in text

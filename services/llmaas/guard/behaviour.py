@@ -2,9 +2,9 @@
 attack split across requests ("ignore" now, "previous instructions" next), and a count of identical consecutive
 prompts (the reference blocks the 30th).
 
-The window holds, per key, the digest of each recent prompt and the tail of its comparison form (never the prompt
-as sent), for WINDOW_SECONDS. It lives in memory by default; with several guard replicas, in Redis (run it without
-persistence: the tails must not reach a disk).
+The window holds, per key and for WINDOW_SECONDS, a digest of each recent prompt and a sketch of its end: only the
+words attack patterns are made of, every other word replaced by a dot (patterns.sketch), never the prompt itself.
+It lives in memory by default; with several guard replicas, in Redis.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ class Behaviour:
         form = normalize.comparison_form(prompt)
         digest = hashlib.sha256(form.encode()).hexdigest()[:16]
         keep = max(self._config.repetition_limit, self._config.split_window)
-        before = await self._store.push(window_key(tenant_id, end_user_id), f"{digest}\t{form[-TAIL_CHARS:]}", keep,
-                                        self._config.ttl_seconds)
+        entry = f"{digest}\t{patterns.sketch(form[-TAIL_CHARS:])}"
+        before = await self._store.push(window_key(tenant_id, end_user_id), entry, keep, self._config.ttl_seconds)
         findings = []
         repeats = 1
         for entry in reversed(before):

@@ -339,3 +339,36 @@ def scan(form: str, *, document: bool = False) -> list[PatternHit]:
     if document and _search(_ADDRESSES_ASSISTANT, form, [s for s in _ADDRESSES_STEMS if s in form]):
         hits.append(PatternHit("document_addresses_assistant", "any", _GENERIC["document_addresses_assistant"]))
     return hits
+
+
+# --- sketches for the behavioural window ------------------------------------------------------------------------
+
+def _vocabulary() -> tuple[frozenset[str], frozenset[str]]:
+    sources = " ".join([p for by_lang in _PATTERNS.values() for p in by_lang.values()]
+                       + [stem for stems in _STEMS.values() for stem in stems])
+    words = frozenset(w[:4] for w in re.findall(r"[a-z]{2,}", sources))
+    return words, frozenset(_CJK.findall(sources))
+
+
+_SKETCH_WORDS, _SKETCH_CHARS = _vocabulary()
+_CJK_RUN = re.compile("[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]+")
+HIDDEN = "\u00b7"
+
+
+def sketch(form: str) -> str:
+    """What a split attack needs of a prompt, and nothing else: the words the patterns above are made of; every
+    other word (and every other CJK character) becomes a middle dot. Stored in the behavioural window instead of
+    the prompt."""
+    def cjk(m: re.Match[str]) -> str:
+        return "".join(c if c in _SKETCH_CHARS else HIDDEN for c in m.group())
+
+    out = []
+    for token in form.split():
+        bare = token.translate(_PUNCTUATION).strip()
+        if bare and bare[:4] in _SKETCH_WORDS:
+            out.append(token)
+        elif _CJK.search(token):
+            out.append(_CJK_RUN.sub(cjk, token))
+        else:
+            out.append(HIDDEN)
+    return " ".join(out)
