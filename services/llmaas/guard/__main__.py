@@ -2,12 +2,15 @@
 
 import asyncio
 import logging
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 from llmaas.common.config import ConfigError, env_float, env_int, env_str, grpc_port
 from llmaas.common.db import make_engine, migrate
 from llmaas.common.server import serve
+from llmaas.common.telemetry import setup_logging
 from llmaas.guard.behaviour import Behaviour, BehaviourConfig, MemoryWindow, RedisWindow
 from llmaas.guard.classifier import Classifier, LocalClassifier, NoClassifier, PendingClassifier
 from llmaas.guard.policy import MODES, Policy, PolicyStore
@@ -35,20 +38,21 @@ def _classifier() -> Classifier:
     model_dir = Path(env_str("LLMAAS_GUARD_MODEL_DIR", str(DEFAULT_MODEL_DIR)))
     if (model_dir / "model.json").exists():
         return LocalClassifier.load(model_dir)
-    # Built from the project's data, never downloaded (what `llmaas guard train` does), in the background: rules
-    # alone guard the first requests instead of the service missing its start deadline.
+    # Built from the project's data, never downloaded (`llmaas guard train`), in a child process: rules alone guard
+    # the first requests, and training neither delays the service's start nor competes with it for the GIL.
     pending = PendingClassifier()
 
     def build() -> None:
-        from llmaas.guard.training.train import train
-
         log.warning("no guard model yet: training it; rules only until it is ready",
                     extra={"fields": {"model_dir": str(model_dir)}})
-        try:
-            pending.ready(train(model_dir))
-            log.info("guard model ready", extra={"fields": {"model_dir": str(model_dir)}})
-        except Exception:
-            log.exception("guard model training failed: rules only")
+        argv = [sys.executable, "-m", "llmaas.cli", "guard", "train", "--model-dir", str(model_dir)]
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            log.error("guard model training failed: rules only",
+                      extra={"fields": {"model_dir": str(model_dir), "error": done.stderr[-500:]}})
+            return
+        pending.ready(LocalClassifier.load(model_dir))
+        log.info("guard model ready", extra={"fields": {"model_dir": str(model_dir)}})
 
     threading.Thread(target=build, name="guard-train", daemon=True).start()
     return pending
@@ -64,6 +68,7 @@ def _window():
 
 
 def main() -> None:
+    setup_logging()  # before serve(): the model may start building first
     mode = env_str("LLMAAS_GUARD_MODE", "enforce")
     if mode not in MODES:
         raise ConfigError(f"LLMAAS_GUARD_MODE must be one of {', '.join(MODES)}")
