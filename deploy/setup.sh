@@ -15,6 +15,8 @@ python=${LLMAAS_PYTHON:-$(command -v python3.11 || command -v python3)}
 # xds-protos ships old copies of opentelemetry/proto that overwrite opentelemetry-proto's and break the OTLP
 # exporter: put the pinned ones back.
 .venv/bin/python -m pip install --quiet --force-reinstall --no-deps "opentelemetry-proto==1.45.2"
+# The prompt guard's learned layer: trained reproducibly from the repository's data (seconds), never downloaded.
+.venv/bin/llmaas guard train
 
 if command -v go >/dev/null 2>&1; then
   bash deploy/install-jaeger.sh
