@@ -21,7 +21,7 @@ console = Console()
 @guard_app.command()
 def train(
     model_dir: Path = typer.Option(DEFAULT_MODEL_DIR, help="Where the model and its train/test splits are written."),
-    data_dir: Path = typer.Option(None, help="The shared guard data (default: ../shared/guard-data)."),
+    data_dir: Path = typer.Option(None, help="The shared guard data (default: deploy/guard/data/public)."),
 ) -> None:
     """Train the local classifier from the guard data (reproducible: same data, same model)."""
     from llmaas.guard.training.train import train as build

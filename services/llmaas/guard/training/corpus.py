@@ -15,15 +15,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from llmaas.guard import language
-from llmaas.stack.paths import DEPLOY_DIR, REPO_ROOT
+from llmaas.stack.paths import DEPLOY_DIR
 
 GUARD_DATA_DIR = DEPLOY_DIR / "guard" / "data"
 TEST_PERCENT = 30
 
 
 def shared_data_dir() -> Path:
-    """../shared/guard-data next to the checkout (read-only input), or LLMAAS_GUARD_DATA."""
-    return Path(os.environ.get("LLMAAS_GUARD_DATA") or REPO_ROOT.parent / "shared" / "guard-data")
+    """The public measurement sets, vendored unchanged (licences in their README) so a clone trains alone;
+    LLMAAS_GUARD_DATA points elsewhere."""
+    return Path(os.environ.get("LLMAAS_GUARD_DATA") or GUARD_DATA_DIR / "public")
 
 
 @dataclass(frozen=True)
