@@ -18,6 +18,15 @@ python=${LLMAAS_PYTHON:-$(command -v python3.11 || command -v python3)}
 # The prompt guard's learned layer: trained reproducibly from the repository's data (seconds), never downloaded.
 .venv/bin/llmaas guard train
 
+# Redis (shared windows and counters across replicas; the tests start their own server) from Debian's packages.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "redis-server not found: install the Debian package redis-server (needed by the tests)" >&2
+  fi
+fi
+
 if command -v go >/dev/null 2>&1; then
   bash deploy/install-jaeger.sh
 else

@@ -6,30 +6,17 @@ from __future__ import annotations
 import secrets
 
 import pytest
+import redis.asyncio
 from llmaas.guard.behaviour import Behaviour, RedisWindow
 
 from tests.support.guard_windows import check_repetition, check_split_attack
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
-# The shared Redis server fixture of tests/support (a real redis-server on an ephemeral port).
-_FIXTURE_NAMES = ("redis_url",)
-
-
-@pytest.fixture
-def redis_url(request) -> str:
-    for name in _FIXTURE_NAMES:
-        try:
-            return request.getfixturevalue(name)
-        except pytest.FixtureLookupError:
-            continue
-    pytest.skip("no Redis server fixture in this checkout")
-
 
 @pytest.fixture
 async def client(redis_url):
-    redis = pytest.importorskip("redis.asyncio")
-    c = redis.from_url(redis_url)
+    c = redis.asyncio.from_url(redis_url)
     yield c
     await c.aclose()
 
