@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import hmac
-
 import grpc
 
 from llmaas.auth.store import KeyStore, TenantExists
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.common.errors import ApiError, invalid_request
-from llmaas.common.identity import bearer_token, metadata_dict
+from llmaas.common.identity import require_admin
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     def __init__(self, store: KeyStore, admin_token: str) -> None:
         self._store = store
         self._admin_token = admin_token
-
-    def _require_admin(self, context) -> None:
-        token = bearer_token(metadata_dict(context).get("authorization", "")) or ""
-        if not hmac.compare_digest(token.encode(), self._admin_token.encode()):
-            raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "A valid admin token is required", code="invalid_admin_token")
 
     async def Authenticate(self, request, context):
         identity = self._store.verify(request.api_key)
@@ -30,7 +23,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             identity=auth_pb2.Identity(tenant_id=identity.tenant_id, key_id=identity.key_id))
 
     async def CreateTenant(self, request, context):
-        self._require_admin(context)
+        require_admin(context, self._admin_token)
         if not request.name.strip():
             raise invalid_request("Tenant name must not be empty", param="name")
         try:
@@ -41,7 +34,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.CreateTenantResponse(tenant_id=tenant_id)
 
     async def CreateApiKey(self, request, context):
-        self._require_admin(context)
+        require_admin(context, self._admin_token)
         if not self._store.tenant_exists(request.tenant_id):
             raise ApiError(grpc.StatusCode.NOT_FOUND, f"Tenant {request.tenant_id!r} does not exist",
                            param="tenant_id", code="tenant_not_found")

@@ -6,7 +6,12 @@ sent, and removes `authorization`. Services behind Envoy read them from the inco
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
+
+import grpc
+
+from llmaas.common.errors import ApiError
 
 TENANT_HEADER = "x-llmaas-tenant-id"
 KEY_HEADER = "x-llmaas-key-id"
@@ -35,3 +40,10 @@ def bearer_token(header_value: str) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+def require_admin(context, admin_token: str) -> None:
+    """Admin RPCs of every service: the caller's bearer token must be the admin token (constant-time compare)."""
+    token = bearer_token(metadata_dict(context).get("authorization", "")) or ""
+    if not hmac.compare_digest(token.encode(), admin_token.encode()):
+        raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "A valid admin token is required", code="invalid_admin_token")

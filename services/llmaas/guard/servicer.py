@@ -3,14 +3,12 @@ operations on a tenant's policy."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 
-import grpc
 from opentelemetry import trace
 
-from llmaas.common.errors import ApiError, invalid_request
-from llmaas.common.identity import bearer_token, metadata_dict
+from llmaas.common.errors import invalid_request
+from llmaas.common.identity import require_admin
 from llmaas.guard.behaviour import Behaviour
 from llmaas.guard.policy import PolicyStore
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
@@ -50,23 +48,18 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
             flagged=flagged, threshold=policy.threshold,
             findings=[guard_pb2.Finding(layer=f.layer, reason=f.reason, score=f.score) for f in verdict.findings])
 
-    def _require_admin(self, context) -> None:
-        token = bearer_token(metadata_dict(context).get("authorization", "")) or ""
-        if not hmac.compare_digest(token.encode(), self._admin_token.encode()):
-            raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "A valid admin token is required", code="invalid_admin_token")
-
     def _policy_message(self, tenant_id: str) -> guard_pb2.TenantPolicy:
         policy = self._policies.get(tenant_id)
         return guard_pb2.TenantPolicy(tenant_id=tenant_id, mode=_MODE[policy.mode], threshold=policy.threshold)
 
     async def GetTenantPolicy(self, request, context):
-        self._require_admin(context)
+        require_admin(context, self._admin_token)
         if not request.tenant_id:
             raise invalid_request("tenant_id is required", param="tenant_id")
         return guard_pb2.GetTenantPolicyResponse(policy=self._policy_message(request.tenant_id))
 
     async def SetTenantPolicy(self, request, context):
-        self._require_admin(context)
+        require_admin(context, self._admin_token)
         if not request.tenant_id:
             raise invalid_request("tenant_id is required", param="tenant_id")
         mode = _MODE_NAME.get(request.policy.mode)
