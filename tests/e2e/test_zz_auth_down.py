@@ -20,15 +20,19 @@ def _models(stack) -> httpx.Response:
 
 def test_auth_slow_then_down_is_503(stack):
     assert _models(stack).status_code == 200
-    pid = stack["pids"]["auth"]
-    os.kill(pid, signal.SIGSTOP)  # slow: never answers within ext_authz's timeout
+    pids = [pid for name, pid in stack["pids"].items() if name.startswith("auth")]
+    assert len(pids) == 2, "the stack runs two auth replicas"
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)  # slow: never answers within ext_authz's timeout
     try:
         resp = _models(stack)
     finally:
-        os.kill(pid, signal.SIGCONT)
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
     assert resp.status_code == 503 and resp.json()["error"]["type"] == "service_unavailable_error"
     assert _models(stack).status_code == 200
-    os.kill(pid, signal.SIGKILL)  # down
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)  # down
     resp = _models(stack)
     assert resp.status_code == 503 and resp.json()["error"]["code"] == "service_unavailable"
     deadline = time.monotonic() + 30

@@ -32,7 +32,7 @@ def servicer(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'guard.db'}")
     migrate(engine, Path(guard_init).parent / "migrations")
     store = PolicyStore(engine, Policy("enforce", 0.5))
-    return GuardServicer(Detector(NoClassifier()), Behaviour(MemoryWindow()), store, ADMIN)
+    return GuardServicer(Detector(NoClassifier()), Behaviour(MemoryWindow()), store, ADMIN, "unit-test-internal-secret-0123456789abcdef")
 
 
 def check(tenant: str, text: str, source=guard_pb2.PART_SOURCE_USER):

@@ -1,31 +1,71 @@
-"""python -m llmaas.auth — the auth service (ext_authz for Envoy + llmaas.auth.v1.AuthService)."""
+"""python -m llmaas.auth — the auth service (ext_authz for Envoy + llmaas.auth.v1.AuthService).
+
+Several replicas may run against one database: verification caches expire within VERIFY_CACHE_SECONDS, audit appends
+serialise in the database, and an automatic rotation is claimed by exactly one replica.
+"""
 
 import asyncio
+import contextlib
+import logging
 from pathlib import Path
 
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
+from llmaas.auth.audit import AuditLog, AuditRecord, AuditStore
+from llmaas.auth.authorizer import Authorizer
 from llmaas.auth.ext_authz import ExtAuthzServicer
+from llmaas.auth.sealed import Sealer
 from llmaas.auth.servicer import AuthServicer
 from llmaas.auth.store import KeyStore
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
-from llmaas.common.config import env_str, grpc_port
+from llmaas.common.config import env_float, env_str, grpc_port, internal_secret
 from llmaas.common.db import make_engine, migrate
 from llmaas.common.server import serve
 
+log = logging.getLogger("llmaas.auth")
 
-def main() -> None:
+
+async def rotate_periodically(store: KeyStore, audit: AuditLog, every_seconds: float) -> None:
+    """Automatic key rotation: the new secret waits, sealed, for the tenant's admin to retrieve it once."""
+    while True:
+        try:
+            for record in await asyncio.to_thread(store.rotate_due):
+                await audit.append(AuditRecord(tenant_id=record.tenant_id, key_id=record.id, actor="scheduler",
+                                               action="key.auto_rotate", endpoint="scheduler", status=200))
+                log.info("key rotated automatically", extra={"fields": {"key_id": record.id}})
+        except Exception as e:  # a database hiccup: try again next round
+            log.error("automatic rotation failed", extra={"fields": {"error": type(e).__name__}})
+        await asyncio.sleep(every_seconds)
+
+
+async def run() -> None:
     engine = make_engine(env_str("LLMAAS_AUTH_DATABASE_URL"))
     migrate(engine, Path(__file__).parent / "migrations")
-    store = KeyStore(engine)
+    secret = internal_secret()
     admin_token = env_str("LLMAAS_ADMIN_TOKEN")
+    store = KeyStore(engine, Sealer(secret), cache_seconds=env_float("LLMAAS_AUTH_CACHE_SECONDS", 2.0))
+    audit = AuditLog(AuditStore(engine))
+    authorizer = Authorizer(store, audit, admin_token)
+    rotation = asyncio.create_task(
+        rotate_periodically(store, audit, env_float("LLMAAS_AUTH_ROTATION_CHECK_SECONDS", 60.0)))
 
     def register(server):
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(store, admin_token), server)
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ExtAuthzServicer(store), server)
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(
+            AuthServicer(store, audit, authorizer, admin_token, secret), server)
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ExtAuthzServicer(authorizer, secret), server)
         return [auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name, "envoy.service.auth.v3.Authorization"]
 
-    asyncio.run(serve("auth", grpc_port(), register))
+    async def on_stop():
+        rotation.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await rotation
+        await audit.close()
+
+    await serve("auth", grpc_port(), register, on_stop=on_stop)
+
+
+def main() -> None:
+    asyncio.run(run())
 
 
 if __name__ == "__main__":

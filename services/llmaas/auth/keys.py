@@ -2,7 +2,8 @@
 
 The key id is public (it names the key in logs, audit and usage); the secret is 256 random bits, shown once and
 stored only as its SHA-256 (a slow hash adds nothing for secrets this long). Verification looks the key up by id and
-compares digests in constant time, so timing reveals nothing about the secret.
+compares digests in constant time, so timing reveals nothing about the secret. A rotation keeps the key id and
+changes the secret.
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ PREFIX = "sk-llmaas-"
 _KEY_ID_CHARS = 16  # hex
 
 
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def format_key(key_id: str, secret: str) -> str:
+    return f"{PREFIX}{key_id}-{secret}"
+
+
 def new_key() -> tuple[str, str, str]:
     """Returns (key_id, api_key, secret_sha256)."""
     key_id = secrets.token_hex(_KEY_ID_CHARS // 2)
-    secret = secrets.token_urlsafe(32)
-    return key_id, f"{PREFIX}{key_id}-{secret}", digest(secret)
+    secret = new_secret()
+    return key_id, format_key(key_id, secret), digest(secret)
 
 
 def digest(secret: str) -> str:

@@ -1,42 +1,253 @@
-"""llmaas.auth.v1.AuthService: key verification for direct gRPC callers, and the admin operations."""
+"""llmaas.auth.v1.AuthService: key verification for direct gRPC callers, the admin API, and the audit trail.
+
+Every admin action leaves an audit record before its answer goes out. Tenant admins are confined to their own tenant
+(require_admin); only the platform admin creates tenants, lists them and verifies the whole chain.
+"""
 
 from __future__ import annotations
 
-import grpc
+import asyncio
+import fnmatch
+from datetime import UTC, datetime, timedelta
 
-from llmaas.auth.store import KeyStore, TenantExists
+import grpc
+import sqlalchemy as sa
+from google.protobuf import timestamp_pb2
+
+from llmaas.auth.audit import AuditLog, AuditRecord
+from llmaas.auth.authorizer import Attempt, Authorizer, current_trace_id
+from llmaas.auth.store import KEY_ROLES, KeyRecord, KeyStore, NotFound, Tenant, TenantExists
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.common.errors import ApiError, invalid_request
-from llmaas.common.identity import require_admin
+from llmaas.common.identity import (
+    ROLE_KEY,
+    Identity,
+    Quota,
+    bearer_token,
+    client_address,
+    identity_from_metadata,
+    metadata_dict,
+    require_admin,
+)
+
+_MAX_AUDIT_PAGE = 1000
+
+
+def _ts(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+def tenant_message(t: Tenant) -> auth_pb2.Tenant:
+    return auth_pb2.Tenant(tenant_id=t.id, name=t.name, created_at=_ts(t.created_at))
+
+
+def _quota_messages(quotas) -> list[auth_pb2.Quota]:
+    return [auth_pb2.Quota(window_seconds=q.window_seconds, max_requests=q.max_requests, max_tokens=q.max_tokens)
+            for q in quotas]
+
+
+def key_message(k: KeyRecord, now: datetime) -> auth_pb2.ApiKey:
+    return auth_pb2.ApiKey(
+        key_id=k.id, tenant_id=k.tenant_id, name=k.name, labels=k.labels, role=k.role,
+        allowed_models=list(k.allowed_models), quotas=_quota_messages(k.quotas), created_at=_ts(k.created_at),
+        expires_at=_ts(k.expires_at), revoked_at=_ts(k.revoked_at), rotated_at=_ts(k.rotated_at),
+        previous_valid_until=_ts(k.previous_valid_until), rotation_period_days=k.rotation_period_days,
+        next_rotation_at=_ts(k.next_rotation_at), rotated_secret_pending=k.rotated_secret_pending,
+        status=k.status(now))
+
+
+def identity_message(i: Identity) -> auth_pb2.Identity:
+    return auth_pb2.Identity(tenant_id=i.tenant_id, key_id=i.key_id, role=i.role, allowed_models=list(i.models),
+                             quotas=_quota_messages(i.quotas))
+
+
+def _validate_key_request(request: auth_pb2.CreateApiKeyRequest, now: datetime) -> None:
+    if request.role and request.role not in KEY_ROLES:
+        raise invalid_request(f"role must be one of {list(KEY_ROLES)}", param="role", code="invalid_value")
+    for pattern in request.allowed_models:
+        if not pattern.strip() or len(pattern) > 200:
+            raise invalid_request("allowed_models entries must be non-empty model ids or patterns",
+                                  param="allowed_models", code="invalid_value")
+        try:
+            fnmatch.translate(pattern)
+        except Exception:  # noqa: BLE001 - any pattern error is the client's
+            raise invalid_request(f"invalid model pattern {pattern!r}", param="allowed_models") from None
+    for q in request.quotas:
+        if q.window_seconds == 0 or (q.max_requests == 0 and q.max_tokens == 0):
+            raise invalid_request("each quota needs window_seconds > 0 and max_requests or max_tokens",
+                                  param="quotas", code="invalid_value")
+    if request.HasField("expires_at") and request.expires_at.ToDatetime(tzinfo=UTC) <= now:
+        raise invalid_request("expires_at must be in the future", param="expires_at", code="invalid_value")
+    if len(request.labels) > 32 or any(len(k) > 64 or len(v) > 256 for k, v in request.labels.items()):
+        raise invalid_request("at most 32 labels, keys up to 64 and values up to 256 characters", param="labels")
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, store: KeyStore, admin_token: str) -> None:
+    def __init__(self, store: KeyStore, audit: AuditLog, authorizer: Authorizer, admin_token: str,
+                 internal_secret: str) -> None:
         self._store = store
+        self._audit = audit
+        self._authorizer = authorizer
         self._admin_token = admin_token
+        self._secret = internal_secret
+
+    def _admin(self, context, tenant_id: str = "") -> Identity:
+        return require_admin(context, self._admin_token, self._secret, tenant_id)
+
+    async def _record(self, context, actor: Identity, action: str, *, tenant_id: str, key_id: str = "",
+                      detail: str = "") -> None:
+        md = metadata_dict(context)
+        await self._audit.append(AuditRecord(
+            tenant_id=tenant_id, key_id=key_id, actor=actor.key_id, action=action,
+            endpoint=f"rpc {action}", status=200, client_address=client_address(md, context),
+            trace_id=current_trace_id(), request_id=md.get("x-request-id", ""), detail=detail))
+
+    def _tenant(self, tenant_id: str) -> None:
+        if not self._store.tenant_exists(tenant_id):
+            raise ApiError(grpc.StatusCode.NOT_FOUND, f"Tenant {tenant_id!r} does not exist",
+                           param="tenant_id", code="tenant_not_found")
+
+    def _key_call(self, fn, tenant_id: str, key_id: str, *args):
+        try:
+            return fn(tenant_id, key_id, *args)
+        except NotFound:
+            raise ApiError(grpc.StatusCode.NOT_FOUND, f"API key {key_id!r} does not exist in this tenant "
+                           "(or is revoked)", param="key_id", code="key_not_found") from None
 
     async def Authenticate(self, request, context):
-        identity = self._store.verify(request.api_key)
-        if identity is None:
-            raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "Invalid API key provided", code="invalid_api_key")
-        return auth_pb2.AuthenticateResponse(
-            identity=auth_pb2.Identity(tenant_id=identity.tenant_id, key_id=identity.key_id))
+        attempt = Attempt(endpoint=request.endpoint or "grpc", client_address=request.client_address,
+                          request_id=request.request_id, trace_id=current_trace_id())
+        decision = await self._authorizer.authorize(request.api_key, attempt, admin_api=False)
+        if isinstance(decision, ApiError):
+            raise decision
+        return auth_pb2.AuthenticateResponse(identity=identity_message(decision))
 
     async def CreateTenant(self, request, context):
-        require_admin(context, self._admin_token)
-        if not request.name.strip():
-            raise invalid_request("Tenant name must not be empty", param="name")
+        actor = self._admin(context)
+        name = request.name.strip()
+        if not name or len(name) > 200:
+            raise invalid_request("Tenant name must be 1 to 200 characters", param="name")
         try:
-            tenant_id = self._store.create_tenant(request.name.strip())
+            tenant = self._store.create_tenant(name)
         except TenantExists:
-            raise ApiError(grpc.StatusCode.ALREADY_EXISTS, f"Tenant {request.name!r} already exists",
+            raise ApiError(grpc.StatusCode.ALREADY_EXISTS, f"Tenant {name!r} already exists",
                            type="invalid_request_error", param="name", code="tenant_exists") from None
-        return auth_pb2.CreateTenantResponse(tenant_id=tenant_id)
+        await self._record(context, actor, "tenant.create", tenant_id=tenant.id)
+        return auth_pb2.CreateTenantResponse(tenant=tenant_message(tenant))
+
+    async def ListTenants(self, request, context):
+        self._admin(context)
+        return auth_pb2.ListTenantsResponse(tenants=[tenant_message(t) for t in self._store.list_tenants()])
 
     async def CreateApiKey(self, request, context):
-        require_admin(context, self._admin_token)
-        if not self._store.tenant_exists(request.tenant_id):
-            raise ApiError(grpc.StatusCode.NOT_FOUND, f"Tenant {request.tenant_id!r} does not exist",
-                           param="tenant_id", code="tenant_not_found")
-        key_id, api_key = self._store.create_key(request.tenant_id, request.name or "default")
-        return auth_pb2.CreateApiKeyResponse(key_id=key_id, api_key=api_key)
+        actor = self._admin(context, request.tenant_id)
+        self._tenant(request.tenant_id)
+        now = self._store.now()
+        _validate_key_request(request, now)
+        record, api_key = self._store.create_key(
+            request.tenant_id, request.name.strip() or "default", role=request.role or ROLE_KEY,
+            labels=dict(request.labels), allowed_models=tuple(p.strip() for p in request.allowed_models),
+            quotas=tuple(Quota(q.window_seconds, q.max_requests, q.max_tokens) for q in request.quotas),
+            expires_at=request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None,
+            rotation_period_days=request.rotation_period_days,
+            rotation_grace_seconds=request.rotation_grace_seconds or 86400)
+        await self._record(context, actor, "key.create", tenant_id=request.tenant_id, key_id=record.id,
+                           detail=f"role={record.role}")
+        return auth_pb2.CreateApiKeyResponse(key_id=record.id, api_key=api_key, key=key_message(record, now))
+
+    async def ListApiKeys(self, request, context):
+        self._admin(context, request.tenant_id)
+        self._tenant(request.tenant_id)
+        now = self._store.now()
+        return auth_pb2.ListApiKeysResponse(keys=[
+            key_message(k, now) for k in self._store.list_keys(request.tenant_id,
+                                                                include_revoked=request.include_revoked)])
+
+    async def GetApiKey(self, request, context):
+        self._admin(context, request.tenant_id)
+        record = self._key_call(self._store.get_key, request.tenant_id, request.key_id)
+        return auth_pb2.GetApiKeyResponse(key=key_message(record, self._store.now()))
+
+    async def RotateApiKey(self, request, context):
+        actor = self._admin(context, request.tenant_id)
+        grace = None
+        if request.HasField("grace_seconds"):
+            if request.grace_seconds == 0:
+                raise invalid_request("grace_seconds must be positive (revoke the key to stop it at once)",
+                                      param="grace_seconds", code="invalid_value")
+            grace = timedelta(seconds=request.grace_seconds)
+        record, api_key = self._key_call(self._store.rotate_key, request.tenant_id, request.key_id, grace)
+        await self._record(context, actor, "key.rotate", tenant_id=request.tenant_id, key_id=record.id)
+        return auth_pb2.RotateApiKeyResponse(api_key=api_key, key=key_message(record, self._store.now()))
+
+    async def RetrieveRotatedSecret(self, request, context):
+        actor = self._admin(context, request.tenant_id)
+        try:
+            api_key = self._store.take_rotated_secret(request.tenant_id, request.key_id)
+        except NotFound:
+            raise ApiError(grpc.StatusCode.NOT_FOUND, "There is no rotated secret waiting for this key (it is "
+                           "handed out once).", param="key_id", code="no_rotated_secret") from None
+        await self._record(context, actor, "key.rotated_secret_retrieved", tenant_id=request.tenant_id,
+                           key_id=request.key_id)
+        record = self._store.get_key(request.tenant_id, request.key_id)
+        return auth_pb2.RetrieveRotatedSecretResponse(api_key=api_key, key=key_message(record, self._store.now()))
+
+    async def RevokeApiKey(self, request, context):
+        actor = self._admin(context, request.tenant_id)
+        record = self._key_call(self._store.revoke_key, request.tenant_id, request.key_id)
+        await self._record(context, actor, "key.revoke", tenant_id=request.tenant_id, key_id=record.id)
+        return auth_pb2.RevokeApiKeyResponse(key=key_message(record, self._store.now()))
+
+    async def ListAuditEvents(self, request, context):
+        self._admin(context, request.tenant_id)
+        limit = min(request.limit or 100, _MAX_AUDIT_PAGE)
+        rows = self._audit.store.list(request.tenant_id, after_seq=request.after_seq, limit=limit,
+                                      key_id=request.key_id, action=request.action)
+        events = [auth_pb2.AuditEvent(
+            seq=r.seq, time=_ts(r.record.at), tenant_id=r.record.tenant_id, key_id=r.record.key_id,
+            action=r.record.action, endpoint=r.record.endpoint, model=r.record.model, status=r.record.status,
+            prompt_tokens=r.record.prompt_tokens, completion_tokens=r.record.completion_tokens,
+            client_address=r.record.client_address, trace_id=r.record.trace_id, request_id=r.record.request_id,
+            actor=r.record.actor, detail=r.record.detail, hash=r.hash) for r in rows]
+        return auth_pb2.ListAuditEventsResponse(
+            events=events, next_after_seq=rows[-1].seq if len(rows) == limit else 0)
+
+    async def VerifyAuditChain(self, request, context):
+        actor = self._admin(context)
+        if not actor.is_platform_admin:
+            raise ApiError(grpc.StatusCode.PERMISSION_DENIED, "Only the platform admin verifies the audit chain",
+                           code="permission_denied")
+        report = await asyncio.to_thread(self._audit.store.verify)
+        await self._record(context, actor, "audit.verify", tenant_id="",
+                           detail=f"ok={report.ok} checked={report.checked}")
+        return auth_pb2.VerifyAuditChainResponse(ok=report.ok, events_checked=report.checked,
+                                                 first_bad_seq=report.first_bad_seq, message=report.message)
+
+    async def RecordRequest(self, request, context):
+        md = metadata_dict(context)
+        caller = identity_from_metadata(md, self._secret)
+        if caller is None:
+            # Only a service holding the internal secret (the router, forwarding the caller's signed identity).
+            token = bearer_token(md.get("authorization", "")) or ""
+            raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "RecordRequest needs a signed identity",
+                           code="invalid_identity" if token else "missing_identity")
+        if not request.request_id:
+            raise invalid_request("request_id is required", param="request_id")
+        record = AuditRecord(
+            tenant_id=caller.tenant_id, key_id=caller.key_id, actor=caller.key_id, action="request.completed",
+            endpoint=request.endpoint[:300], model=request.model[:200], status=request.status,
+            prompt_tokens=request.prompt_tokens, completion_tokens=request.completion_tokens,
+            client_address=client_address(md, context), trace_id=request.trace_id or current_trace_id(),
+            request_id=request.request_id[:64], detail=request.detail[:300])
+        if self._audit.store.completed_exists(request.request_id):
+            return auth_pb2.RecordRequestResponse(recorded=False)
+        try:
+            # Alone, not in a group commit: a duplicate (a concurrent retry) must fail only itself.
+            await asyncio.to_thread(self._audit.store.append_batch, [record])
+        except sa.exc.IntegrityError:
+            return auth_pb2.RecordRequestResponse(recorded=False)
+        return auth_pb2.RecordRequestResponse(recorded=True)

@@ -1,73 +1,276 @@
-"""Tenants and API keys in SQL, with a short verification cache (the hot path is one lookup per request)."""
+"""Tenants and API keys in SQL: creation, verification (with a short cache), rotation, revocation.
+
+Verification is the hot path (one per request). A key's row is cached by key id for VERIFY_CACHE_SECONDS; the
+secret itself is compared against the cached digests every time, in constant time, and expiry and the rotation
+grace window are evaluated against the clock at each check. Every replica reads the same database, so a revocation
+or rotation takes effect everywhere within VERIFY_CACHE_SECONDS: the documented bound.
+"""
 
 from __future__ import annotations
 
 import secrets
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
 
 import sqlalchemy as sa
 
 from llmaas.auth import keys
+from llmaas.auth.sealed import Sealer
 from llmaas.auth.tables import api_keys, tenants
-from llmaas.common.identity import Identity
+from llmaas.common.identity import ROLE_KEY, ROLE_TENANT_ADMIN, Identity, Quota
 
-# How long a verified key may be trusted without asking the database again. Revocation (added with the admin API)
-# takes effect within this bound.
 VERIFY_CACHE_SECONDS = 2.0
+KEY_ROLES = (ROLE_KEY, ROLE_TENANT_ADMIN)
+DEFAULT_ROTATION_GRACE = timedelta(days=1)
 
 
 class TenantExists(Exception):
     pass
 
 
-class KeyStore:
-    def __init__(self, engine: sa.Engine) -> None:
-        self._engine = engine
-        self._cache: dict[str, tuple[float, Identity]] = {}
+class NotFound(Exception):
+    pass
 
-    def create_tenant(self, name: str) -> str:
-        tenant_id = "ten_" + secrets.token_hex(8)
+
+class Denial(Enum):
+    INVALID = "invalid_api_key"
+    EXPIRED = "expired_api_key"
+    REVOKED = "revoked_api_key"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A key's row as administrators see it (the digests stay inside the store)."""
+    id: str
+    tenant_id: str
+    name: str
+    role: str
+    labels: dict
+    allowed_models: tuple[str, ...]
+    quotas: tuple[Quota, ...]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    rotated_at: datetime | None
+    previous_valid_until: datetime | None
+    rotation_period_days: int
+    rotation_grace_seconds: int
+    next_rotation_at: datetime | None
+    rotated_secret_pending: bool
+
+    def status(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+    def identity(self) -> Identity:
+        return Identity(tenant_id=self.tenant_id, key_id=self.id, role=self.role, models=self.allowed_models,
+                        quotas=self.quotas)
+
+
+@dataclass(frozen=True)
+class _Cached:
+    until: float
+    record: KeyRecord
+    secret_sha256: str
+    previous_secret_sha256: str | None
+
+
+def _record(row) -> KeyRecord:
+    return KeyRecord(
+        id=row.id, tenant_id=row.tenant_id, name=row.name, role=row.role, labels=dict(row.labels or {}),
+        allowed_models=tuple(row.allowed_models or ()), quotas=tuple(Quota(*q) for q in row.quotas or ()),
+        created_at=_utc(row.created_at), expires_at=_utc(row.expires_at), revoked_at=_utc(row.revoked_at),
+        rotated_at=_utc(row.rotated_at), previous_valid_until=_utc(row.previous_valid_until),
+        rotation_period_days=row.rotation_period_days, rotation_grace_seconds=row.rotation_grace_seconds,
+        next_rotation_at=_utc(row.next_rotation_at), rotated_secret_pending=row.pending_secret is not None)
+
+
+class KeyStore:
+    def __init__(self, engine: sa.Engine, sealer: Sealer, *, clock: Callable[[], datetime] | None = None,
+                 cache_seconds: float = VERIFY_CACHE_SECONDS) -> None:
+        self._engine = engine
+        self._sealer = sealer
+        self._now = clock or (lambda: datetime.now(UTC))
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, _Cached] = {}
+
+    def now(self) -> datetime:
+        return self._now()
+
+    # Tenants
+
+    def create_tenant(self, name: str) -> Tenant:
+        tenant = Tenant("ten_" + secrets.token_hex(8), name, self._now())
         try:
             with self._engine.begin() as conn:
-                conn.execute(tenants.insert().values(id=tenant_id, name=name, created_at=datetime.now(UTC)))
+                conn.execute(tenants.insert().values(id=tenant.id, name=name, created_at=tenant.created_at))
         except sa.exc.IntegrityError:
             raise TenantExists(name) from None
-        return tenant_id
+        return tenant
 
     def tenant_exists(self, tenant_id: str) -> bool:
         with self._engine.connect() as conn:
             return conn.execute(sa.select(tenants.c.id).where(tenants.c.id == tenant_id)).first() is not None
 
-    def create_key(self, tenant_id: str, name: str) -> tuple[str, str]:
-        """Returns (key_id, api_key); the api_key is never stored."""
+    def list_tenants(self) -> list[Tenant]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(tenants).order_by(tenants.c.created_at, tenants.c.id)).all()
+        return [Tenant(r.id, r.name, _utc(r.created_at)) for r in rows]
+
+    # Keys
+
+    def create_key(self, tenant_id: str, name: str, *, role: str = ROLE_KEY, labels: dict | None = None,
+                   allowed_models: tuple[str, ...] = (), quotas: tuple[Quota, ...] = (),
+                   expires_at: datetime | None = None, rotation_period_days: int = 0,
+                   rotation_grace_seconds: int = int(DEFAULT_ROTATION_GRACE.total_seconds())) -> tuple[KeyRecord, str]:
+        """Returns the key and its secret; the secret is never stored."""
         key_id, api_key, secret_sha256 = keys.new_key()
+        now = self._now()
         with self._engine.begin() as conn:
             conn.execute(api_keys.insert().values(
-                id=key_id, tenant_id=tenant_id, name=name, secret_sha256=secret_sha256, created_at=datetime.now(UTC)))
-        return key_id, api_key
+                id=key_id, tenant_id=tenant_id, name=name, secret_sha256=secret_sha256, created_at=now, role=role,
+                labels=labels or {}, allowed_models=list(allowed_models),
+                quotas=[[q.window_seconds, q.max_requests, q.max_tokens] for q in quotas], expires_at=expires_at,
+                rotation_period_days=rotation_period_days, rotation_grace_seconds=rotation_grace_seconds,
+                next_rotation_at=now + timedelta(days=rotation_period_days) if rotation_period_days else None))
+        return self.get_key(tenant_id, key_id), api_key
 
-    def verify(self, api_key: str) -> Identity | None:
-        parsed = keys.parse(api_key)
-        if parsed is None:
-            return None
-        key_id, secret = parsed
-        # The cache is keyed by the digest so that it never holds a secret in clear.
-        cache_key = keys.digest(api_key)
-        hit = self._cache.get(cache_key)
-        now = time.monotonic()
-        if hit and hit[0] > now:
-            return hit[1]
+    def get_key(self, tenant_id: str, key_id: str) -> KeyRecord:
         with self._engine.connect() as conn:
-            row = conn.execute(
-                sa.select(api_keys.c.tenant_id, api_keys.c.secret_sha256, api_keys.c.revoked_at)
-                .where(api_keys.c.id == key_id)
-            ).first()
-        if row is None or row.revoked_at is not None or not keys.matches(secret, row.secret_sha256):
-            self._cache.pop(cache_key, None)
+            row = conn.execute(sa.select(api_keys).where(
+                api_keys.c.id == key_id, api_keys.c.tenant_id == tenant_id)).first()
+        if row is None:
+            raise NotFound(key_id)
+        return _record(row)
+
+    def list_keys(self, tenant_id: str, *, include_revoked: bool = False) -> list[KeyRecord]:
+        query = sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id).order_by(api_keys.c.created_at)
+        if not include_revoked:
+            query = query.where(api_keys.c.revoked_at.is_(None))
+        with self._engine.connect() as conn:
+            return [_record(r) for r in conn.execute(query)]
+
+    def rotate_key(self, tenant_id: str, key_id: str, grace: timedelta | None = None) -> tuple[KeyRecord, str]:
+        """A new secret for the same key id; the current one stays valid for `grace` (default: the key's)."""
+        record = self.get_key(tenant_id, key_id)
+        if record.revoked_at is not None:
+            raise NotFound(key_id)
+        grace = grace if grace is not None else timedelta(seconds=record.rotation_grace_seconds)
+        api_key = self._rotate(record, grace, seal=False)
+        return self.get_key(tenant_id, key_id), api_key
+
+    def _rotate(self, record: KeyRecord, grace: timedelta, *, seal: bool) -> str | None:
+        """Swaps the secret unless another replica rotated this key meanwhile (then returns None)."""
+        now = self._now()
+        new_secret = keys.new_secret()
+        api_key = keys.format_key(record.id, new_secret)
+        values = {
+            "previous_secret_sha256": api_keys.c.secret_sha256, "secret_sha256": keys.digest(new_secret),
+            "previous_valid_until": now + grace, "rotated_at": now,
+            "next_rotation_at": now + timedelta(days=record.rotation_period_days)
+            if record.rotation_period_days else None,
+            "pending_secret": self._sealer.seal(api_key, record.id) if seal else None,
+        }
+        with self._engine.begin() as conn:
+            done = conn.execute(api_keys.update().where(
+                api_keys.c.id == record.id, api_keys.c.revoked_at.is_(None),
+                api_keys.c.rotated_at.is_(None) if record.rotated_at is None
+                else api_keys.c.rotated_at == record.rotated_at,
+            ).values(**values)).rowcount
+        self._cache.pop(record.id, None)
+        return api_key if done == 1 else None
+
+    def rotate_due(self) -> list[KeyRecord]:
+        """Automatic rotations that are due (each replica calls this; a key is rotated by exactly one of them). The
+        new secret is kept sealed until the tenant's admin retrieves it."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(api_keys).where(
+                api_keys.c.next_rotation_at <= self._now(), api_keys.c.revoked_at.is_(None))).all()
+        rotated = []
+        for row in rows:
+            record = _record(row)
+            if self._rotate(record, timedelta(seconds=record.rotation_grace_seconds), seal=True) is not None:
+                rotated.append(record)
+        return rotated
+
+    def take_rotated_secret(self, tenant_id: str, key_id: str) -> str:
+        """The secret the last automatic rotation made, once: it is erased in the same transaction."""
+        with self._engine.begin() as conn:
+            row = conn.execute(sa.select(api_keys.c.pending_secret).where(
+                api_keys.c.id == key_id, api_keys.c.tenant_id == tenant_id,
+                api_keys.c.pending_secret.is_not(None))).first()
+            if row is None:
+                raise NotFound(key_id)
+            cleared = conn.execute(api_keys.update().where(
+                api_keys.c.id == key_id, api_keys.c.pending_secret == row.pending_secret,
+            ).values(pending_secret=None)).rowcount
+        if cleared != 1:  # another replica handed it out first
+            raise NotFound(key_id)
+        return self._sealer.open(row.pending_secret, key_id)
+
+    def revoke_key(self, tenant_id: str, key_id: str) -> KeyRecord:
+        with self._engine.begin() as conn:
+            conn.execute(api_keys.update().where(
+                api_keys.c.id == key_id, api_keys.c.tenant_id == tenant_id, api_keys.c.revoked_at.is_(None),
+            ).values(revoked_at=self._now(), pending_secret=None, next_rotation_at=None))
+        self._cache.pop(key_id, None)
+        return self.get_key(tenant_id, key_id)
+
+    # Verification (the hot path)
+
+    def _load(self, key_id: str) -> _Cached | None:
+        now = time.monotonic()
+        hit = self._cache.get(key_id)
+        if hit is not None and hit.until > now:
+            return hit
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        if row is None:
+            self._cache.pop(key_id, None)
             return None
-        identity = Identity(tenant_id=row.tenant_id, key_id=key_id)
         if len(self._cache) > 100_000:
             self._cache.clear()
-        self._cache[cache_key] = (now + VERIFY_CACHE_SECONDS, identity)
-        return identity
+        cached = _Cached(now + self._cache_seconds, _record(row), row.secret_sha256, row.previous_secret_sha256)
+        self._cache[key_id] = cached
+        return cached
+
+    def verify(self, api_key: str) -> KeyRecord | Denial:
+        parsed = keys.parse(api_key)
+        if parsed is None:
+            return Denial.INVALID
+        key_id, secret = parsed
+        cached = self._load(key_id)
+        if cached is None:
+            keys.matches(secret, keys.digest(""))  # same work as a real comparison
+            return Denial.INVALID
+        record, now = cached.record, self._now()
+        current = keys.matches(secret, cached.secret_sha256)
+        previous = cached.previous_secret_sha256 is not None and keys.matches(secret, cached.previous_secret_sha256)
+        in_grace = previous and record.previous_valid_until is not None and now < record.previous_valid_until
+        if not (current or in_grace):
+            return Denial.INVALID
+        # Only a caller who holds a valid secret learns that the key is revoked or expired.
+        if record.revoked_at is not None:
+            return Denial.REVOKED
+        if record.expires_at is not None and record.expires_at <= now:
+            return Denial.EXPIRED
+        return record

@@ -8,7 +8,7 @@ from llmaas.catalog.reload import CatalogSource
 from llmaas.catalog.served import ServedModels
 from llmaas.catalog.servicer import CatalogServicer
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from llmaas.common.config import ConfigError, env_str, grpc_port
+from llmaas.common.config import ConfigError, env_str, grpc_port, internal_secret
 from llmaas.common.server import serve
 
 
@@ -22,7 +22,7 @@ async def run() -> None:
     served = ServedModels(env_str("LLMAAS_TRITON_GRPC"))  # inside the loop: its gRPC channel belongs to it
 
     def register(server):
-        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(source, served), server)
+        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(source, served, internal_secret()), server)
         return [catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name]
 
     async def on_stop():

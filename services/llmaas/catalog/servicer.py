@@ -12,6 +12,7 @@ from llmaas.catalog.reload import CatalogSource
 from llmaas.catalog.served import ServedModels
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.common.errors import ApiError, invalid_request
+from llmaas.common.identity import IDENTITY_HEADER, Identity, identity_from_metadata, metadata_dict
 
 OWNED_BY = "llmaas"
 
@@ -62,9 +63,25 @@ def _model_message(entry: ModelEntry, catalog: Catalog, today: dt.date) -> catal
 
 
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
-    def __init__(self, source: CatalogSource, served: ServedModels) -> None:
+    def __init__(self, source: CatalogSource, served: ServedModels, internal_secret: str) -> None:
         self._source = source
         self._served = served
+        self._secret = internal_secret
+
+    def _caller(self, context) -> Identity | None:
+        """The key behind a /v1/models request (signed by ext_authz). None for internal gRPC callers, who see all;
+        a header that does not verify was forged."""
+        md = metadata_dict(context)
+        if IDENTITY_HEADER not in md:
+            return None
+        identity = identity_from_metadata(md, self._secret)
+        if identity is None:
+            raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "Invalid identity header.", code="invalid_identity")
+        return identity
+
+    @staticmethod
+    def _visible(entry: ModelEntry, caller: Identity | None) -> bool:
+        return caller is None or caller.may_use(entry.id, *entry.aliases)
 
     async def _served_entry(self, catalog: Catalog, name: str) -> ModelEntry:
         entry = catalog.lookup(name)
@@ -76,13 +93,16 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     async def ListModels(self, request, context):
         ready = await self._served.ready()
-        catalog, today = self._source.current, dt.date.today()
-        data = [_model_message(m, catalog, today) for m in catalog.models if m.triton_model and m.triton_model in ready]
+        catalog, today, caller = self._source.current, dt.date.today(), self._caller(context)
+        data = [_model_message(m, catalog, today) for m in catalog.models
+                if m.triton_model and m.triton_model in ready and self._visible(m, caller)]
         return catalog_pb2.ListModelsResponse(object="list", data=data)
 
     async def GetModel(self, request, context):
-        catalog = self._source.current
+        catalog, caller = self._source.current, self._caller(context)
         entry = await self._served_entry(catalog, request.model)
+        if not self._visible(entry, caller):
+            raise model_not_found(request.model)
         return _model_message(entry, catalog, dt.date.today())
 
     async def ListLifecycle(self, request, context):

@@ -42,3 +42,11 @@ def env_float(name: str, default: float) -> float:
 def grpc_port(default: int | None = None) -> int:
     """Every service listens on LLMAAS_GRPC_PORT."""
     return env_int("LLMAAS_GRPC_PORT", default)
+
+
+def internal_secret() -> str:
+    """The stack's internal signing secret (identity headers, sealed secrets), shared by every service."""
+    value = env_str("LLMAAS_INTERNAL_SECRET")
+    if len(value) < 32:
+        raise ConfigError("LLMAAS_INTERNAL_SECRET must be at least 32 characters")
+    return value

@@ -6,6 +6,10 @@ Each service keeps its own migrations next to its code and upgrades to head at s
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -29,9 +33,28 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: sa.Engine) -> Iterator[None]:
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def migrate(engine: sa.Engine, migrations_dir: Path) -> None:
+    """Upgrades to head. Replicas of a service start together: one migrates while the others wait for it (a file
+    lock beside a SQLite database, a transaction-scoped advisory lock on PostgreSQL)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir))
-    with engine.begin() as conn:
+    is_sqlite = engine.dialect.name == "sqlite"
+    with _sqlite_file_lock(engine) if is_sqlite else contextlib.nullcontext(), engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(str(migrations_dir).encode())})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -1,27 +1,97 @@
-"""Request identity as it travels between services (gRPC metadata keys).
+"""Who is calling, as it travels between services: one signed gRPC metadata entry, `x-llmaas-identity`.
 
-Envoy's ext_authz filter sets these headers after auth has verified the API key, overwriting anything the client
-sent, and removes `authorization`. Services behind Envoy read them from the incoming gRPC metadata.
+Envoy's ext_authz filter asks auth to verify the client's credential; auth answers with this header (overwriting
+anything the client sent) and Envoy removes `authorization`. The header is an HMAC-SHA256-signed token made with
+the stack's internal secret, so a caller that reaches a service port directly cannot forge an identity: a missing,
+unsigned or tampered header is simply not an identity. It carries what the services behind auth need to enforce
+the key's limits without asking auth again: the role, the allowed model patterns and the per-key quotas.
 """
 
 from __future__ import annotations
 
+import base64
+import fnmatch
+import hashlib
 import hmac
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 import grpc
 
 from llmaas.common.errors import ApiError
 
-TENANT_HEADER = "x-llmaas-tenant-id"
-KEY_HEADER = "x-llmaas-key-id"
+IDENTITY_HEADER = "x-llmaas-identity"
 REQUEST_ID_HEADER = "x-request-id"
+# The client's address as Envoy saw it, set by ext_authz next to the identity (overwriting the client's).
+CLIENT_ADDRESS_HEADER = "x-llmaas-client-address"
+
+# Roles: an application's API key; a tenant administrator's key (manages its own tenant's keys, reads its own
+# audit trail, cannot call models); the platform administrator (admin token or SSO).
+ROLE_KEY = "key"
+ROLE_TENANT_ADMIN = "tenant_admin"
+ROLE_PLATFORM_ADMIN = "platform_admin"
+_VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A per-key limit over a sliding window; 0 means unlimited."""
+    window_seconds: int
+    max_requests: int = 0
+    max_tokens: int = 0
 
 
 @dataclass(frozen=True)
 class Identity:
     tenant_id: str
     key_id: str
+    role: str = ROLE_KEY
+    # fnmatch patterns over canonical model ids and aliases ("mistral*", "qwen3:*"); empty: every model.
+    models: tuple[str, ...] = ()
+    quotas: tuple[Quota, ...] = field(default=())
+
+    def may_use(self, *model_names: str) -> bool:
+        """True if any of the names (canonical id, the alias the client used) matches an allowed pattern."""
+        if not self.models:
+            return True
+        return any(fnmatch.fnmatchcase(name, pattern) for name in model_names if name for pattern in self.models)
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return self.role == ROLE_PLATFORM_ADMIN
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(payload: str, secret: str) -> str:
+    return _b64(hmac.new(secret.encode(), f"{_VERSION}.{payload}".encode(), hashlib.sha256).digest())
+
+
+def encode_identity(identity: Identity, secret: str) -> str:
+    body = {"t": identity.tenant_id, "k": identity.key_id, "r": identity.role, "m": list(identity.models),
+            "q": [[q.window_seconds, q.max_requests, q.max_tokens] for q in identity.quotas]}
+    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
+    return f"{_VERSION}.{payload}.{_mac(payload, secret)}"
+
+
+def decode_identity(value: str, secret: str) -> Identity | None:
+    """The identity in a signed header value; None when it is malformed or its signature does not verify."""
+    version, _, rest = value.partition(".")
+    payload, _, mac = rest.partition(".")
+    if version != _VERSION or not payload or not mac or not hmac.compare_digest(mac, _mac(payload, secret)):
+        return None
+    try:
+        body = json.loads(_unb64(payload))
+        return Identity(tenant_id=body["t"], key_id=body["k"], role=body["r"], models=tuple(body["m"]),
+                        quotas=tuple(Quota(*q) for q in body["q"]))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def metadata_dict(context) -> dict[str, str]:
@@ -29,9 +99,14 @@ def metadata_dict(context) -> dict[str, str]:
     return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
-def identity_from_metadata(md: dict[str, str]) -> Identity | None:
-    tenant, key = md.get(TENANT_HEADER, ""), md.get(KEY_HEADER, "")
-    return Identity(tenant, key) if tenant and key else None
+def identity_from_metadata(md: dict[str, str], secret: str) -> Identity | None:
+    value = md.get(IDENTITY_HEADER, "")
+    return decode_identity(value, secret) if value else None
+
+
+def client_address(md: dict[str, str], context) -> str:
+    """Where the request came from: the address ext_authz recorded, else the gRPC peer (direct callers)."""
+    return (md.get(CLIENT_ADDRESS_HEADER) or context.peer() or "")[:64]
 
 
 def bearer_token(header_value: str) -> str | None:
@@ -42,8 +117,30 @@ def bearer_token(header_value: str) -> str | None:
     return token.strip()
 
 
-def require_admin(context, admin_token: str) -> None:
-    """Admin RPCs of every service: the caller's bearer token must be the admin token (constant-time compare)."""
-    token = bearer_token(metadata_dict(context).get("authorization", "")) or ""
-    if not hmac.compare_digest(token.encode(), admin_token.encode()):
+def is_admin_token(token: str, admin_token: str) -> bool:
+    return bool(admin_token) and hmac.compare_digest(token.encode(), admin_token.encode())
+
+
+PLATFORM_ADMIN = Identity(tenant_id="", key_id="admin-token", role=ROLE_PLATFORM_ADMIN)
+
+
+def require_admin(context, admin_token: str, secret: str, tenant_id: str = "") -> Identity:
+    """Admin RPCs of every service. Allowed: the platform admin token as a bearer (direct gRPC), or a signed identity
+    (from ext_authz) of the platform admin, or of a tenant admin when the RPC concerns that tenant (`tenant_id`)."""
+    md = metadata_dict(context)
+    if is_admin_token(bearer_token(md.get("authorization", "")) or "", admin_token):
+        return PLATFORM_ADMIN
+    caller = identity_from_metadata(md, secret)
+    if caller is None:
         raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "A valid admin token is required", code="invalid_admin_token")
+    if caller.is_platform_admin:
+        return caller
+    if caller.role == ROLE_TENANT_ADMIN and tenant_id and caller.tenant_id == tenant_id:
+        return caller
+    raise permission_denied("This credential may not perform this administrative action"
+                            + (" on this tenant." if tenant_id else "."))
+
+
+def permission_denied(message: str, param: str | None = None) -> ApiError:
+    return ApiError(grpc.StatusCode.PERMISSION_DENIED, message, type="permission_error", param=param,
+                    code="permission_denied")

@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from llmaas.common.config import ConfigError, env_float, env_int, env_str, grpc_port
+from llmaas.common.config import ConfigError, env_float, env_int, env_str, grpc_port, internal_secret
 from llmaas.common.db import make_engine, migrate
 from llmaas.common.server import serve
 from llmaas.common.telemetry import setup_logging
@@ -77,7 +77,7 @@ def main() -> None:
     migrate(engine, Path(__file__).parent / "migrations")
     behaviour = Behaviour(_window(), BehaviourConfig(repetition_limit=env_int("LLMAAS_GUARD_REPETITION_LIMIT", 30)))
     servicer = GuardServicer(Detector(_classifier()), behaviour, PolicyStore(engine, default),
-                             env_str("LLMAAS_ADMIN_TOKEN"))
+                             env_str("LLMAAS_ADMIN_TOKEN"), internal_secret())
 
     def register(server):
         guard_pb2_grpc.add_GuardServiceServicer_to_server(servicer, server)

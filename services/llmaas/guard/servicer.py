@@ -23,11 +23,13 @@ _MODE_NAME = {v: k for k, v in _MODE.items()}
 
 
 class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
-    def __init__(self, detector: Detector, behaviour: Behaviour, policies: PolicyStore, admin_token: str) -> None:
+    def __init__(self, detector: Detector, behaviour: Behaviour, policies: PolicyStore, admin_token: str,
+                 internal_secret: str) -> None:
         self._detector = detector
         self._behaviour = behaviour
         self._policies = policies
         self._admin_token = admin_token
+        self._secret = internal_secret
 
     async def CheckPrompt(self, request, context):
         policy = self._policies.get(request.tenant_id)
@@ -53,13 +55,13 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
         return guard_pb2.TenantPolicy(tenant_id=tenant_id, mode=_MODE[policy.mode], threshold=policy.threshold)
 
     async def GetTenantPolicy(self, request, context):
-        require_admin(context, self._admin_token)
+        require_admin(context, self._admin_token, self._secret, request.tenant_id)
         if not request.tenant_id:
             raise invalid_request("tenant_id is required", param="tenant_id")
         return guard_pb2.GetTenantPolicyResponse(policy=self._policy_message(request.tenant_id))
 
     async def SetTenantPolicy(self, request, context):
-        require_admin(context, self._admin_token)
+        require_admin(context, self._admin_token, self._secret, request.tenant_id)
         if not request.tenant_id:
             raise invalid_request("tenant_id is required", param="tenant_id")
         mode = _MODE_NAME.get(request.policy.mode)

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from llmaas.common.config import env_str, grpc_port
+from llmaas.common.config import env_str, grpc_port, internal_secret
 from llmaas.common.server import serve
 from llmaas.router.downstream import Downstream
 from llmaas.router.pipeline import ChatPipeline
@@ -17,7 +17,7 @@ async def run() -> None:
         auth=env_str("LLMAAS_AUTH_ADDR"), guard=env_str("LLMAAS_GUARD_ADDR"),
         catalog=env_str("LLMAAS_CATALOG_ADDR"), metering=env_str("LLMAAS_METERING_ADDR"))
     triton = TritonDispatcher(env_str("LLMAAS_TRITON_GRPC"))
-    pipeline = ChatPipeline(downstream, triton)
+    pipeline = ChatPipeline(downstream, triton, internal_secret())
 
     def register(server):
         router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(pipeline), server)

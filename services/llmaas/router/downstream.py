@@ -8,7 +8,7 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.common.errors import from_rpc_error
-from llmaas.common.identity import Identity
+from llmaas.common.identity import CLIENT_ADDRESS_HEADER, IDENTITY_HEADER, Identity, Quota
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
 from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
 
@@ -16,9 +16,15 @@ from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
 DEADLINE = 5.0
 # Settlement must land even if metering restarts: retried by gRPC itself on UNAVAILABLE (it is idempotent by
 # request id, so a retry never counts twice).
-_SETTLE_RETRY = ('{"methodConfig": [{"name": [{"service": "llmaas.metering.v1.MeteringService", "method": "Settle"}],'
-                 '"retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "2s",'
-                 '"backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}')
+def _retry_config(service: str, method: str) -> str:
+    return ('{"methodConfig": [{"name": [{"service": "%s", "method": "%s"}],'
+            '"retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "2s",'
+            '"backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}') % (service, method)
+
+
+_SETTLE_RETRY = _retry_config("llmaas.metering.v1.MeteringService", "Settle")
+# The audit record of how a request ended: idempotent by request id as well.
+_RECORD_RETRY = _retry_config("llmaas.auth.v1.AuthService", "RecordRequest")
 
 
 def _channel(address: str, **options) -> grpc.aio.Channel:
@@ -37,15 +43,24 @@ async def _call(service: str, method, request, timeout: float = DEADLINE):
 class Downstream:
     def __init__(self, auth: str, guard: str, catalog: str, metering: str) -> None:
         self._channels = [
-            _channel(auth), _channel(guard), _channel(catalog), _channel(metering, **{"grpc.service_config": _SETTLE_RETRY})]
+            _channel(auth, **{"grpc.service_config": _RECORD_RETRY}), _channel(guard), _channel(catalog), _channel(metering, **{"grpc.service_config": _SETTLE_RETRY})]
         self._auth = auth_pb2_grpc.AuthServiceStub(self._channels[0])
         self._guard = guard_pb2_grpc.GuardServiceStub(self._channels[1])
         self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channels[2])
         self._metering = metering_pb2_grpc.MeteringServiceStub(self._channels[3])
 
-    async def authenticate(self, api_key: str) -> Identity:
-        r = await _call("auth", self._auth.Authenticate, auth_pb2.AuthenticateRequest(api_key=api_key))
-        return Identity(r.identity.tenant_id, r.identity.key_id)
+    async def authenticate(self, request: auth_pb2.AuthenticateRequest) -> Identity:
+        i = (await _call("auth", self._auth.Authenticate, request)).identity
+        return Identity(i.tenant_id, i.key_id, i.role, tuple(i.allowed_models),
+                        tuple(Quota(q.window_seconds, q.max_requests, q.max_tokens) for q in i.quotas))
+
+    async def record_request(self, request: auth_pb2.RecordRequestRequest, signed_identity: str,
+                             client_address: str) -> None:
+        metadata = ((IDENTITY_HEADER, signed_identity), (CLIENT_ADDRESS_HEADER, client_address))
+        try:
+            await self._auth.RecordRequest(request, metadata=metadata, timeout=4 * DEADLINE)
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e, service="auth") from None
 
     async def resolve_model(self, model: str) -> catalog_pb2.ResolveModelResponse:
         return await _call("catalog", self._catalog.ResolveModel, catalog_pb2.ResolveModelRequest(model=model))

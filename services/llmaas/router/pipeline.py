@@ -17,13 +17,18 @@ from dataclasses import dataclass, field
 import grpc
 from opentelemetry import trace
 
-from llmaas.common.errors import ApiError, invalid_request
+from llmaas.auth.v1 import auth_pb2
+from llmaas.common.errors import HTTP_STATUS, ApiError, invalid_request
 from llmaas.common.identity import (
+    IDENTITY_HEADER,
     REQUEST_ID_HEADER,
     Identity,
     bearer_token,
-    identity_from_metadata,
+    client_address,
+    decode_identity,
+    encode_identity,
     metadata_dict,
+    permission_denied,
 )
 from llmaas.guard.v1 import guard_pb2
 from llmaas.metering.v1 import metering_pb2
@@ -34,6 +39,10 @@ from llmaas.router.triton import Delta, TritonDispatcher
 from llmaas.router.v1 import router_pb2
 
 log = logging.getLogger("llmaas.router")
+
+REST_CHAT = "POST /v1/chat/completions"
+# The audit trail's status for a client that went away before the end (nginx's convention).
+CLIENT_CLOSED = 499
 
 _SOURCE = {"system": guard_pb2.PART_SOURCE_SYSTEM, "developer": guard_pb2.PART_SOURCE_SYSTEM,
            "user": guard_pb2.PART_SOURCE_USER, "assistant": guard_pb2.PART_SOURCE_ASSISTANT,
@@ -50,6 +59,16 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who sent the request and how, for the permission check and the audit record of how it ended."""
+    identity: Identity
+    signed: str  # the identity as a signed header, for calls made on the caller's behalf
+    request_id: str
+    endpoint: str
+    client_address: str
+
+
 @dataclass
 class ChatRun:
     id: str
@@ -57,7 +76,7 @@ class ChatRun:
     created: int
     model: str  # canonical public id
     params: ChatParams
-    identity: Identity
+    caller: Caller
     triton_model: str
     prompt: str
     sampling: dict
@@ -65,28 +84,53 @@ class ChatRun:
     headers: tuple[tuple[str, str], ...] = ()
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
+    error: ApiError | None = None
+
+    @property
+    def identity(self) -> Identity:
+        return self.caller.identity
 
 
 class ChatPipeline:
-    def __init__(self, downstream: Downstream, triton: TritonDispatcher) -> None:
+    def __init__(self, downstream: Downstream, triton: TritonDispatcher, internal_secret: str) -> None:
         self._downstream = downstream
         self._triton = triton
-        self._settlements: set[asyncio.Task] = set()
+        self._secret = internal_secret
+        self._background: set[asyncio.Task] = set()
 
-    async def _identity(self, md: dict[str, str]) -> Identity:
-        identity = identity_from_metadata(md)
-        if identity is not None:
-            return identity
-        # Direct gRPC callers do not pass through Envoy's ext_authz: verify their key here.
-        token = bearer_token(md.get("authorization", ""))
-        if not token:
-            raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "You didn't provide an API key.", code="missing_api_key")
-        return await self._downstream.authenticate(token)
+    async def _caller(self, md: dict[str, str], context, endpoint: str) -> Caller:
+        request_id = md.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
+        client = client_address(md, context)
+        signed = md.get(IDENTITY_HEADER)
+        if signed is not None:
+            # Set by ext_authz behind Envoy. A value that does not verify was forged: never trusted, never ignored.
+            identity = decode_identity(signed, self._secret)
+            if identity is None:
+                raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "Invalid identity header.", code="invalid_identity")
+        else:
+            # Direct gRPC callers do not pass through Envoy's ext_authz: auth verifies their key (and audits it).
+            token = bearer_token(md.get("authorization", ""))
+            if not token:
+                raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "You didn't provide an API key.",
+                               code="missing_api_key")
+            identity = await self._downstream.authenticate(auth_pb2.AuthenticateRequest(
+                api_key=token, endpoint=endpoint, client_address=client, request_id=request_id))
+            signed = encode_identity(identity, self._secret)
+        return Caller(identity, signed, request_id, endpoint, client)
 
     async def prepare(self, request: router_pb2.CreateChatCompletionRequest, context, *,
-                      stream: bool | None = None) -> ChatRun:
+                      stream: bool | None = None, endpoint: str = REST_CHAT) -> ChatRun:
         md = metadata_dict(context)
-        identity = await self._identity(md)
+        caller = await self._caller(md, context, endpoint)
+        try:
+            return await self._prepare(request, md, caller, stream)
+        except ApiError as err:
+            # Refused before dispatch: the audit trail still says how the request ended.
+            self._in_background(self._record(caller, model="", usage=Usage(), error=err))
+            raise
+
+    async def _prepare(self, request, md: dict[str, str], caller: Caller, stream: bool | None) -> ChatRun:
+        identity = caller.identity
         params = parse_chat_request(request, stream=stream)
         span = trace.get_current_span()
         span.set_attribute("llmaas.tenant_id", identity.tenant_id)
@@ -94,11 +138,13 @@ class ChatPipeline:
         span.set_attribute("llmaas.stream", params.stream)
 
         guard_request = guard_pb2.CheckPromptRequest(
-            tenant_id=identity.tenant_id, end_user_id=params.user, request_id=md.get(REQUEST_ID_HEADER, ""),
+            tenant_id=identity.tenant_id, end_user_id=params.user, request_id=caller.request_id,
             parts=[guard_pb2.PromptPart(source=_SOURCE[m.role], text=m.content) for m in params.messages])
         model, verdict = await asyncio.gather(
             self._downstream.resolve_model(params.model), self._downstream.check_prompt(guard_request))
         span.set_attribute("llmaas.model", model.id)
+        if not identity.may_use(params.model, model.id):
+            raise permission_denied(f"This API key is not allowed to use the model '{model.id}'.", param="model")
         if verdict.decision == guard_pb2.DECISION_BLOCK:
             raise invalid_request(f"The prompt was rejected by the prompt security policy ({guard_reasons(verdict)}).",
                                   param="messages", code="prompt_rejected")
@@ -110,10 +156,10 @@ class ChatPipeline:
                 f"max_tokens is too large: {max_tokens}. This model supports at most {model.max_model_len} tokens.",
                 param="max_tokens", code="invalid_value")
         prompt = template.render_prompt(model.chat_template, params.messages, model.bos_token, model.eos_token)
-        request_id = md.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
+        request_id = caller.request_id
         run = ChatRun(
             id="chatcmpl-" + uuid.uuid4().hex, request_id=request_id, created=int(time.time()), model=model.id,
-            params=params, identity=identity, triton_model=model.triton_model, prompt=prompt,
+            params=params, caller=caller, triton_model=model.triton_model, prompt=prompt,
             sampling=_sampling(params, max_tokens), headers=lifecycle_headers(model) + guard_headers(verdict))
         # Worst case: a token covers at least one byte of the prompt, so its byte length bounds the input tokens.
         await self._downstream.reserve(metering_pb2.ReserveRequest(
@@ -147,6 +193,9 @@ class ChatPipeline:
                 if delta.final:
                     outcome = "completed"  # before the yield: the consumer may stop right after the final delta
                 yield delta
+        except ApiError as err:
+            run.error = err
+            raise
         except (asyncio.CancelledError, GeneratorExit):
             if outcome != "completed":
                 outcome = "cancelled"
@@ -156,13 +205,27 @@ class ChatPipeline:
             span.set_attribute("llmaas.prompt_tokens", run.usage.prompt_tokens)
             span.set_attribute("llmaas.completion_tokens", run.usage.completion_tokens)
             span.set_attribute("llmaas.finish_reason", run.finish_reason or "")
-            self._settle_in_background(run, outcome)
+            # Tasks, not awaits: the caller may be a cancelled stream, and both must still land.
+            self._in_background(self._settle(run, outcome))
+            status = {"completed": 200, "cancelled": CLIENT_CLOSED}.get(outcome, 500)
+            self._in_background(self._record(run.caller, run.model, run.usage, run.error, status))
 
-    def _settle_in_background(self, run: ChatRun, outcome: str) -> None:
-        # A task, not an await: the caller may be a cancelled stream, and the settlement must still land.
-        task = asyncio.create_task(self._settle(run, outcome))
-        self._settlements.add(task)
-        task.add_done_callback(self._settlements.discard)
+    def _in_background(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _record(self, caller: Caller, model: str, usage: Usage, error: ApiError | None,
+                      status: int = 200) -> None:
+        if error is not None:
+            status = HTTP_STATUS.get(error.status, 500)
+        try:
+            await self._downstream.record_request(auth_pb2.RecordRequestRequest(
+                request_id=caller.request_id, endpoint=caller.endpoint, model=model, status=status,
+                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                trace_id=_trace_id(), detail=(error.code or "") if error else ""), caller.signed, caller.client_address)
+        except ApiError as e:
+            log.error("audit record failed", extra={"fields": {"request_id": caller.request_id, "error": e.message}})
 
     async def _settle(self, run: ChatRun, outcome: str) -> None:
         try:
@@ -173,9 +236,14 @@ class ChatPipeline:
             log.error("settlement failed", extra={"fields": {"request_id": run.request_id, "error": e.message}})
 
     async def drain(self) -> None:
-        """Waits for pending settlements (called on shutdown)."""
-        if self._settlements:
-            await asyncio.gather(*self._settlements, return_exceptions=True)
+        """Waits for pending settlements and audit records (called on shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _trace_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.trace_id else ""
 
 
 def lifecycle_headers(model) -> tuple[tuple[str, str], ...]:

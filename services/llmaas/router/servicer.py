@@ -11,6 +11,9 @@ from llmaas.router import openai_json as oj
 from llmaas.router.pipeline import ChatPipeline
 from llmaas.router.v1 import router_pb2_grpc
 
+GRPC_UNARY = "grpc llmaas.router.v1.RouterService/CreateChatCompletion"
+GRPC_STREAM = "grpc llmaas.router.v1.RouterService/StreamChatCompletion"
+
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def __init__(self, pipeline: ChatPipeline) -> None:
@@ -51,14 +54,14 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         yield httpbody_pb2.HttpBody(data=oj.DONE_EVENT)
 
     async def CreateChatCompletion(self, request, context):
-        run = await self._pipeline.prepare(request, context, stream=False)
+        run = await self._pipeline.prepare(request, context, stream=False, endpoint=GRPC_UNARY)
         async with aclosing(self._pipeline.run(run)) as deltas:
             text = "".join([d.text async for d in deltas])
         await context.send_initial_metadata(run.headers)
         return oj.typed_completion(run, text)
 
     async def StreamChatCompletion(self, request, context):
-        run = await self._pipeline.prepare(request, context, stream=True)
+        run = await self._pipeline.prepare(request, context, stream=True, endpoint=GRPC_STREAM)
         await context.send_initial_metadata(run.headers)
         yield oj.typed_chunk(run, role="assistant", content="")
         async with aclosing(self._pipeline.run(run)) as deltas:

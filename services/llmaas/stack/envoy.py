@@ -24,13 +24,16 @@ def find_envoy() -> Path:
     return Path(found)
 
 
-def render_config(ports: StackPorts, *, authz_timeout: str = "1s") -> str:
+def render_config(ports: StackPorts, *, authz_timeout: str = "1s", auth_replicas: int = 1,
+                  ext_authz: bool = True) -> str:
+    """`ext_authz=False` renders the same gateway without the auth check (the latency benchmark's baseline only)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(GATEWAY_DIR), undefined=jinja2.StrictUndefined)
     return env.get_template("envoy.yaml.j2").render(
         host=HOST, http_port=ports.envoy_http, admin_port=ports.envoy_admin, authz_timeout=authz_timeout,
-        lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=GATEWAY_DIR / "llmaas.pb",
-        grpc_clusters=[("auth", ports.service("auth")), ("router", ports.service("router")),
-                       ("catalog", ports.service("catalog")), ("otlp_collector", ports.otlp_grpc)])
+        ext_authz=ext_authz, lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=GATEWAY_DIR / "llmaas.pb",
+        grpc_clusters=[("auth", [ports.auth_replica(i) for i in range(auth_replicas)]),
+                       ("router", [ports.service("router")]), ("catalog", [ports.service("catalog")]),
+                       ("guard", [ports.service("guard")]), ("otlp_collector", [ports.otlp_grpc])])
 
 
 def _ready(ports: StackPorts) -> bool:
@@ -41,12 +44,12 @@ def _ready(ports: StackPorts) -> bool:
         return False
 
 
-def envoy_component(data_dir: Path, ports: StackPorts) -> Component:
+def envoy_component(data_dir: Path, ports: StackPorts, auth_replicas: int = 1) -> Component:
     config = data_dir / "envoy" / "envoy.yaml"
 
     def prepare() -> None:
         config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(render_config(ports))
+        config.write_text(render_config(ports, auth_replicas=auth_replicas))
 
     return Component(
         name="envoy",

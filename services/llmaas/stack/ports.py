@@ -59,5 +59,16 @@ class StackPorts:
     def jaeger_metrics(self) -> int:
         return self.base + 15
 
-    # base + 16 .. base + 19 are reserved for components added later.
+    def auth_replica(self, index: int) -> int:
+        """gRPC port of auth replica `index` (0 is the main one, at service("auth"))."""
+        if index == 0:
+            return self.service("auth")
+        if not 1 <= index <= AUTH_MAX_REPLICAS - 1:
+            raise ValueError(f"at most {AUTH_MAX_REPLICAS} auth replicas")
+        return self.base + 15 + index
+
+    # base + 16 .. base + 17: extra auth replicas; base + 18 .. base + 19 are reserved for components added later.
     SPAN = 20
+
+
+AUTH_MAX_REPLICAS = 3

@@ -29,14 +29,20 @@ def address(ports: StackPorts, service: str) -> str:
     return f"{HOST}:{ports.service(service)}"
 
 
+def auth_addresses(ports: StackPorts, replicas: int) -> list[str]:
+    return [f"{HOST}:{ports.auth_replica(i)}" for i in range(replicas)]
+
+
 def service_components(
     data_dir: Path,
     ports: StackPorts,
     *,
     admin_token: str,
+    internal_secret: str,
     catalog_files: list[Path],
     otlp_endpoint: str | None,
     guard_mode: str = "enforce",
+    auth_replicas: int = 1,
 ) -> list[Component]:
     triton = f"{HOST}:{ports.triton_grpc}"
     specific = {
@@ -52,14 +58,17 @@ def service_components(
     }
     telemetry = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
                  "OTEL_BSP_SCHEDULE_DELAY": "500"} if otlp_endpoint else {}
+    # (component name, service, port): auth may run as several replicas sharing one database.
+    instances = [(name, name, ports.service(name)) for name in SERVICES]
+    instances[1:1] = [(f"auth-{i + 1}", "auth", ports.auth_replica(i)) for i in range(1, auth_replicas)]
     components = []
-    for name in SERVICES:
-        addr = address(ports, name)
+    for component, service, port in instances:
+        addr = f"{HOST}:{port}"
         components.append(Component(
-            name=name,
-            argv=[sys.executable, "-m", f"llmaas.{name}"],
-            env={"LLMAAS_GRPC_PORT": str(ports.service(name)), "OTEL_SERVICE_NAME": name, "PYTHONUNBUFFERED": "1",
-                 **telemetry, **specific[name]},
+            name=component,
+            argv=[sys.executable, "-m", f"llmaas.{service}"],
+            env={"LLMAAS_GRPC_PORT": str(port), "OTEL_SERVICE_NAME": service, "PYTHONUNBUFFERED": "1",
+                 "LLMAAS_INTERNAL_SECRET": internal_secret, **telemetry, **specific[service]},
             ready=lambda addr=addr: grpc_healthy(addr),
             ready_timeout=30.0,
         ))

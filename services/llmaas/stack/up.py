@@ -15,7 +15,7 @@ from llmaas.stack.envoy import envoy_component
 from llmaas.stack.jaeger import find_jaeger, jaeger_component, query_url
 from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REFERENCE_CATALOG
 from llmaas.stack.ports import SERVICES, StackPorts
-from llmaas.stack.services import address, service_components
+from llmaas.stack.services import address, auth_addresses, service_components
 from llmaas.stack.supervisor import Supervisor
 from llmaas.stack.triton import triton_component
 
@@ -31,6 +31,8 @@ class StackOptions:
     catalog_files: list[Path] = field(default_factory=lambda: [DEFAULT_CATALOG, REFERENCE_CATALOG])
     jaeger: bool = True
     guard_mode: str = "enforce"
+    # Two by default: the stack runs as it should in production, and revocation is proven across replicas.
+    auth_replicas: int = 2
 
 
 def _write_private(path: Path, data: dict) -> None:
@@ -50,13 +52,21 @@ def _admin_state(data_dir: Path) -> dict:
     return state
 
 
+def _internal_secret(state: dict, data_dir: Path) -> str:
+    """Signs identity headers between services and seals rotated secrets: made once per data directory."""
+    if not state.get("internal_secret"):
+        state["internal_secret"] = secrets.token_urlsafe(48)
+        _write_private(data_dir / ADMIN_FILE, state)
+    return state["internal_secret"]
+
+
 def _create_api_key(ports: StackPorts, data_dir: Path, state: dict) -> str:
     md = (("authorization", f"Bearer {state['admin_token']}"),)
     with grpc.insecure_channel(address(ports, "auth")) as channel:
         stub = auth_pb2_grpc.AuthServiceStub(channel)
         if not state["default_tenant_id"]:
             state["default_tenant_id"] = stub.CreateTenant(
-                auth_pb2.CreateTenantRequest(name="default"), metadata=md, timeout=10).tenant_id
+                auth_pb2.CreateTenantRequest(name="default"), metadata=md, timeout=10).tenant.tenant_id
             _write_private(data_dir / ADMIN_FILE, state)
         key = stub.CreateApiKey(auth_pb2.CreateApiKeyRequest(tenant_id=state["default_tenant_id"], name="llmaas-up"),
                                 metadata=md, timeout=10)
@@ -70,6 +80,7 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
     (data_dir / STACK_FILE).unlink(missing_ok=True)
     ports = StackPorts(options.base_port)
     state = _admin_state(data_dir)
+    secret = _internal_secret(state, data_dir)
 
     jaeger_bin = find_jaeger() if options.jaeger else None
     otlp_grpc = otlp_http = None
@@ -79,10 +90,11 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
 
     supervisor.start_stage([
         triton_component(data_dir, ports, options.model_repositories, otlp_http),
-        *service_components(data_dir, ports, admin_token=state["admin_token"], catalog_files=options.catalog_files,
-                            otlp_endpoint=otlp_grpc, guard_mode=options.guard_mode),
+        *service_components(data_dir, ports, admin_token=state["admin_token"], internal_secret=secret,
+                            catalog_files=options.catalog_files, otlp_endpoint=otlp_grpc,
+                            guard_mode=options.guard_mode, auth_replicas=options.auth_replicas),
     ])
-    supervisor.start_stage([envoy_component(data_dir, ports)])
+    supervisor.start_stage([envoy_component(data_dir, ports, options.auth_replicas)])
 
     stack = {
         "base_url": f"http://127.0.0.1:{ports.envoy_http}/v1",
@@ -90,6 +102,8 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
         "admin_token": state["admin_token"],
         "tenant_id": state["default_tenant_id"],
         "services": {name: address(ports, name) for name in SERVICES},
+        "auth_replicas": auth_addresses(ports, options.auth_replicas),
+        "admin_url": f"http://127.0.0.1:{ports.envoy_http}/admin/v1",
         "triton_grpc": f"127.0.0.1:{ports.triton_grpc}",
         "envoy_admin": f"http://127.0.0.1:{ports.envoy_admin}",
         "jaeger_query": query_url(ports) if jaeger_bin is not None else None,

@@ -22,29 +22,103 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19llmaas/auth/v1/auth.proto\x12\x0ellmaas.auth.v1\"&\n\x13\x41uthenticateRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\"B\n\x14\x41uthenticateResponse\x12*\n\x08identity\x18\x01 \x01(\x0b\x32\x18.llmaas.auth.v1.Identity\"-\n\x08Identity\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"#\n\x13\x43reateTenantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x14\x43reateTenantResponse\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"6\n\x13\x43reateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"7\n\x14\x43reateApiKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t2\x9e\x02\n\x0b\x41uthService\x12Y\n\x0c\x41uthenticate\x12#.llmaas.auth.v1.AuthenticateRequest\x1a$.llmaas.auth.v1.AuthenticateResponse\x12Y\n\x0c\x43reateTenant\x12#.llmaas.auth.v1.CreateTenantRequest\x1a$.llmaas.auth.v1.CreateTenantResponse\x12Y\n\x0c\x43reateApiKey\x12#.llmaas.auth.v1.CreateApiKeyRequest\x1a$.llmaas.auth.v1.CreateApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19llmaas/auth/v1/auth.proto\x12\x0ellmaas.auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n\x13\x41uthenticateRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"B\n\x14\x41uthenticateResponse\x12*\n\x08identity\x18\x01 \x01(\x0b\x32\x18.llmaas.auth.v1.Identity\"I\n\x05Quota\x12\x16\n\x0ewindow_seconds\x18\x01 \x01(\r\x12\x14\n\x0cmax_requests\x18\x02 \x01(\x04\x12\x12\n\nmax_tokens\x18\x03 \x01(\x04\"z\n\x08Identity\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x16\n\x0e\x61llowed_models\x18\x04 \x03(\t\x12%\n\x06quotas\x18\x05 \x03(\x0b\x32\x15.llmaas.auth.v1.Quota\"Y\n\x06Tenant\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x13\x43reateTenantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x14\x43reateTenantResponse\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.llmaas.auth.v1.Tenant\"\x14\n\x12ListTenantsRequest\">\n\x13ListTenantsResponse\x12\'\n\x07tenants\x18\x01 \x03(\x0b\x32\x16.llmaas.auth.v1.Tenant\"\xe7\x04\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x32\n\x06labels\x18\x04 \x03(\x0b\x32\".llmaas.auth.v1.ApiKey.LabelsEntry\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\x16\n\x0e\x61llowed_models\x18\x06 \x03(\t\x12%\n\x06quotas\x18\x07 \x03(\x0b\x32\x15.llmaas.auth.v1.Quota\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrotated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14previous_valid_until\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14rotation_period_days\x18\r \x01(\r\x12\x34\n\x10next_rotation_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16rotated_secret_pending\x18\x0f \x01(\x08\x12\x0e\n\x06status\x18\x10 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe1\x02\n\x13\x43reateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12?\n\x06labels\x18\x03 \x03(\x0b\x32/.llmaas.auth.v1.CreateApiKeyRequest.LabelsEntry\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x16\n\x0e\x61llowed_models\x18\x05 \x03(\t\x12%\n\x06quotas\x18\x06 \x03(\x0b\x32\x15.llmaas.auth.v1.Quota\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14rotation_period_days\x18\x08 \x01(\r\x12\x1e\n\x16rotation_grace_seconds\x18\t \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\x14\x43reateApiKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12#\n\x03key\x18\x03 \x01(\x0b\x32\x16.llmaas.auth.v1.ApiKey\"@\n\x12ListApiKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\";\n\x13ListApiKeysResponse\x12$\n\x04keys\x18\x01 \x03(\x0b\x32\x16.llmaas.auth.v1.ApiKey\"5\n\x10GetApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"8\n\x11GetApiKeyResponse\x12#\n\x03key\x18\x01 \x01(\x0b\x32\x16.llmaas.auth.v1.ApiKey\"f\n\x13RotateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x1a\n\rgrace_seconds\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\x10\n\x0e_grace_seconds\"L\n\x14RotateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12#\n\x03key\x18\x02 \x01(\x0b\x32\x16.llmaas.auth.v1.ApiKey\"A\n\x1cRetrieveRotatedSecretRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"U\n\x1dRetrieveRotatedSecretResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12#\n\x03key\x18\x02 \x01(\x0b\x32\x16.llmaas.auth.v1.ApiKey\"8\n\x13RevokeApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\";\n\x14RevokeApiKeyResponse\x12#\n\x03key\x18\x01 \x01(\x0b\x32\x16.llmaas.auth.v1.ApiKey\"\xc4\x02\n\nAuditEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x0e\n\x06status\x18\x08 \x01(\r\x12\x15\n\rprompt_tokens\x18\t \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\n \x01(\x04\x12\x16\n\x0e\x63lient_address\x18\x0b \x01(\t\x12\x10\n\x08trace_id\x18\x0c \x01(\t\x12\x12\n\nrequest_id\x18\r \x01(\t\x12\r\n\x05\x61\x63tor\x18\x0e \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0f \x01(\t\x12\x0c\n\x04hash\x18\x10 \x01(\t\"m\n\x16ListAuditEventsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\"]\n\x17ListAuditEventsResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.llmaas.auth.v1.AuditEvent\x12\x16\n\x0enext_after_seq\x18\x02 \x01(\x04\"\x19\n\x17VerifyAuditChainRequest\"f\n\x18VerifyAuditChainResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x16\n\x0e\x65vents_checked\x18\x02 \x01(\x04\x12\x15\n\rfirst_bad_seq\x18\x03 \x01(\x04\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xaf\x01\n\x14RecordRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\r\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x04\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\")\n\x15RecordRequestResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x08\x32\xdb\x0c\n\x0b\x41uthService\x12Y\n\x0c\x41uthenticate\x12#.llmaas.auth.v1.AuthenticateRequest\x1a$.llmaas.auth.v1.AuthenticateResponse\x12w\n\x0c\x43reateTenant\x12#.llmaas.auth.v1.CreateTenantRequest\x1a$.llmaas.auth.v1.CreateTenantResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/admin/v1/tenants:\x01*\x12q\n\x0bListTenants\x12\".llmaas.auth.v1.ListTenantsRequest\x1a#.llmaas.auth.v1.ListTenantsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/admin/v1/tenants\x12\x88\x01\n\x0c\x43reateApiKey\x12#.llmaas.auth.v1.CreateApiKeyRequest\x1a$.llmaas.auth.v1.CreateApiKeyResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/admin/v1/tenants/{tenant_id}/keys:\x01*\x12\x82\x01\n\x0bListApiKeys\x12\".llmaas.auth.v1.ListApiKeysRequest\x1a#.llmaas.auth.v1.ListApiKeysResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/admin/v1/tenants/{tenant_id}/keys\x12\x85\x01\n\tGetApiKey\x12 .llmaas.auth.v1.GetApiKeyRequest\x1a!.llmaas.auth.v1.GetApiKeyResponse\"3\x82\xd3\xe4\x93\x02-\x12+/admin/v1/tenants/{tenant_id}/keys/{key_id}\x12\x98\x01\n\x0cRotateApiKey\x12#.llmaas.auth.v1.RotateApiKeyRequest\x1a$.llmaas.auth.v1.RotateApiKeyResponse\"=\x82\xd3\xe4\x93\x02\x37\"2/admin/v1/tenants/{tenant_id}/keys/{key_id}/rotate:\x01*\x12\xbb\x01\n\x15RetrieveRotatedSecret\x12,.llmaas.auth.v1.RetrieveRotatedSecretRequest\x1a-.llmaas.auth.v1.RetrieveRotatedSecretResponse\"E\x82\xd3\xe4\x93\x02?\":/admin/v1/tenants/{tenant_id}/keys/{key_id}/rotated-secret:\x01*\x12\x98\x01\n\x0cRevokeApiKey\x12#.llmaas.auth.v1.RevokeApiKeyRequest\x1a$.llmaas.auth.v1.RevokeApiKeyResponse\"=\x82\xd3\xe4\x93\x02\x37\"2/admin/v1/tenants/{tenant_id}/keys/{key_id}/revoke:\x01*\x12\x8f\x01\n\x0fListAuditEvents\x12&.llmaas.auth.v1.ListAuditEventsRequest\x1a\'.llmaas.auth.v1.ListAuditEventsResponse\"+\x82\xd3\xe4\x93\x02%\x12#/admin/v1/tenants/{tenant_id}/audit\x12\x88\x01\n\x10VerifyAuditChain\x12\'.llmaas.auth.v1.VerifyAuditChainRequest\x1a(.llmaas.auth.v1.VerifyAuditChainResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/admin/v1/audit/verify:\x01*\x12\\\n\rRecordRequest\x12$.llmaas.auth.v1.RecordRequestRequest\x1a%.llmaas.auth.v1.RecordRequestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmaas.auth.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUTHENTICATEREQUEST']._serialized_start=45
-  _globals['_AUTHENTICATEREQUEST']._serialized_end=83
-  _globals['_AUTHENTICATERESPONSE']._serialized_start=85
-  _globals['_AUTHENTICATERESPONSE']._serialized_end=151
-  _globals['_IDENTITY']._serialized_start=153
-  _globals['_IDENTITY']._serialized_end=198
-  _globals['_CREATETENANTREQUEST']._serialized_start=200
-  _globals['_CREATETENANTREQUEST']._serialized_end=235
-  _globals['_CREATETENANTRESPONSE']._serialized_start=237
-  _globals['_CREATETENANTRESPONSE']._serialized_end=278
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=280
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=334
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=336
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=391
-  _globals['_AUTHSERVICE']._serialized_start=394
-  _globals['_AUTHSERVICE']._serialized_end=680
+  _globals['_APIKEY_LABELSENTRY']._loaded_options = None
+  _globals['_APIKEY_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_CREATEAPIKEYREQUEST_LABELSENTRY']._loaded_options = None
+  _globals['_CREATEAPIKEYREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_AUTHSERVICE'].methods_by_name['CreateTenant']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['CreateTenant']._serialized_options = b'\202\323\344\223\002\026\"\021/admin/v1/tenants:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['ListTenants']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['ListTenants']._serialized_options = b'\202\323\344\223\002\023\022\021/admin/v1/tenants'
+  _globals['_AUTHSERVICE'].methods_by_name['CreateApiKey']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['CreateApiKey']._serialized_options = b'\202\323\344\223\002\'\"\"/admin/v1/tenants/{tenant_id}/keys:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['ListApiKeys']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['ListApiKeys']._serialized_options = b'\202\323\344\223\002$\022\"/admin/v1/tenants/{tenant_id}/keys'
+  _globals['_AUTHSERVICE'].methods_by_name['GetApiKey']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['GetApiKey']._serialized_options = b'\202\323\344\223\002-\022+/admin/v1/tenants/{tenant_id}/keys/{key_id}'
+  _globals['_AUTHSERVICE'].methods_by_name['RotateApiKey']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['RotateApiKey']._serialized_options = b'\202\323\344\223\0027\"2/admin/v1/tenants/{tenant_id}/keys/{key_id}/rotate:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['RetrieveRotatedSecret']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['RetrieveRotatedSecret']._serialized_options = b'\202\323\344\223\002?\":/admin/v1/tenants/{tenant_id}/keys/{key_id}/rotated-secret:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['RevokeApiKey']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\202\323\344\223\0027\"2/admin/v1/tenants/{tenant_id}/keys/{key_id}/revoke:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['ListAuditEvents']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['ListAuditEvents']._serialized_options = b'\202\323\344\223\002%\022#/admin/v1/tenants/{tenant_id}/audit'
+  _globals['_AUTHSERVICE'].methods_by_name['VerifyAuditChain']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['VerifyAuditChain']._serialized_options = b'\202\323\344\223\002\033\"\026/admin/v1/audit/verify:\001*'
+  _globals['_AUTHENTICATEREQUEST']._serialized_start=108
+  _globals['_AUTHENTICATEREQUEST']._serialized_end=208
+  _globals['_AUTHENTICATERESPONSE']._serialized_start=210
+  _globals['_AUTHENTICATERESPONSE']._serialized_end=276
+  _globals['_QUOTA']._serialized_start=278
+  _globals['_QUOTA']._serialized_end=351
+  _globals['_IDENTITY']._serialized_start=353
+  _globals['_IDENTITY']._serialized_end=475
+  _globals['_TENANT']._serialized_start=477
+  _globals['_TENANT']._serialized_end=566
+  _globals['_CREATETENANTREQUEST']._serialized_start=568
+  _globals['_CREATETENANTREQUEST']._serialized_end=603
+  _globals['_CREATETENANTRESPONSE']._serialized_start=605
+  _globals['_CREATETENANTRESPONSE']._serialized_end=667
+  _globals['_LISTTENANTSREQUEST']._serialized_start=669
+  _globals['_LISTTENANTSREQUEST']._serialized_end=689
+  _globals['_LISTTENANTSRESPONSE']._serialized_start=691
+  _globals['_LISTTENANTSRESPONSE']._serialized_end=753
+  _globals['_APIKEY']._serialized_start=756
+  _globals['_APIKEY']._serialized_end=1371
+  _globals['_APIKEY_LABELSENTRY']._serialized_start=1326
+  _globals['_APIKEY_LABELSENTRY']._serialized_end=1371
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1374
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1727
+  _globals['_CREATEAPIKEYREQUEST_LABELSENTRY']._serialized_start=1326
+  _globals['_CREATEAPIKEYREQUEST_LABELSENTRY']._serialized_end=1371
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1729
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1821
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1823
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1887
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1889
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1948
+  _globals['_GETAPIKEYREQUEST']._serialized_start=1950
+  _globals['_GETAPIKEYREQUEST']._serialized_end=2003
+  _globals['_GETAPIKEYRESPONSE']._serialized_start=2005
+  _globals['_GETAPIKEYRESPONSE']._serialized_end=2061
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=2063
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=2165
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=2167
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=2243
+  _globals['_RETRIEVEROTATEDSECRETREQUEST']._serialized_start=2245
+  _globals['_RETRIEVEROTATEDSECRETREQUEST']._serialized_end=2310
+  _globals['_RETRIEVEROTATEDSECRETRESPONSE']._serialized_start=2312
+  _globals['_RETRIEVEROTATEDSECRETRESPONSE']._serialized_end=2397
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2399
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2455
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2457
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2516
+  _globals['_AUDITEVENT']._serialized_start=2519
+  _globals['_AUDITEVENT']._serialized_end=2843
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=2845
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=2954
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=2956
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=3049
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_start=3051
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_end=3076
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_start=3078
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_end=3180
+  _globals['_RECORDREQUESTREQUEST']._serialized_start=3183
+  _globals['_RECORDREQUESTREQUEST']._serialized_end=3358
+  _globals['_RECORDREQUESTRESPONSE']._serialized_start=3360
+  _globals['_RECORDREQUESTRESPONSE']._serialized_end=3401
+  _globals['_AUTHSERVICE']._serialized_start=3404
+  _globals['_AUTHSERVICE']._serialized_end=5031
 # @@protoc_insertion_point(module_scope)

@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class AuthServiceStub:
-    """Tenants and API keys. Envoy calls the same process through envoy.service.auth.v3.Authorization (ext_authz);
-    this API serves direct gRPC callers (Authenticate) and administrators (the rest, admin token required).
+    """Tenants, API keys and the audit trail. Envoy calls the same process through envoy.service.auth.v3.Authorization
+    (ext_authz) for every REST request. The admin RPCs accept the platform admin token (bearer, direct gRPC) or the
+    signed identity ext_authz injects for /admin/v1 (platform admin, or a tenant admin key for its own tenant).
     """
 
     def __init__(self, channel):
@@ -46,20 +47,67 @@ class AuthServiceStub:
                 request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CreateTenantRequest.SerializeToString,
                 response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CreateTenantResponse.FromString,
                 _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/llmaas.auth.v1.AuthService/ListTenants',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListTenantsResponse.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/llmaas.auth.v1.AuthService/CreateApiKey',
                 request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyRequest.SerializeToString,
                 response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyResponse.FromString,
                 _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/llmaas.auth.v1.AuthService/ListApiKeys',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.GetApiKey = channel.unary_unary(
+                '/llmaas.auth.v1.AuthService/GetApiKey',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.GetApiKeyRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.GetApiKeyResponse.FromString,
+                _registered_method=True)
+        self.RotateApiKey = channel.unary_unary(
+                '/llmaas.auth.v1.AuthService/RotateApiKey',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RotateApiKeyRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RotateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.RetrieveRotatedSecret = channel.unary_unary(
+                '/llmaas.auth.v1.AuthService/RetrieveRotatedSecret',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RetrieveRotatedSecretRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RetrieveRotatedSecretResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/llmaas.auth.v1.AuthService/RevokeApiKey',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/llmaas.auth.v1.AuthService/ListAuditEvents',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
+        self.VerifyAuditChain = channel.unary_unary(
+                '/llmaas.auth.v1.AuthService/VerifyAuditChain',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.VerifyAuditChainRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.VerifyAuditChainResponse.FromString,
+                _registered_method=True)
+        self.RecordRequest = channel.unary_unary(
+                '/llmaas.auth.v1.AuthService/RecordRequest',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
-    """Tenants and API keys. Envoy calls the same process through envoy.service.auth.v3.Authorization (ext_authz);
-    this API serves direct gRPC callers (Authenticate) and administrators (the rest, admin token required).
+    """Tenants, API keys and the audit trail. Envoy calls the same process through envoy.service.auth.v3.Authorization
+    (ext_authz) for every REST request. The admin RPCs accept the platform admin token (bearer, direct gRPC) or the
+    signed identity ext_authz injects for /admin/v1 (platform admin, or a tenant admin key for its own tenant).
     """
 
     def Authenticate(self, request, context):
-        """Verifies an API key presented by a direct gRPC caller. UNAUTHENTICATED when it is missing, unknown or revoked.
+        """Verifies an API key presented by a direct gRPC caller (the router asks on their behalf). UNAUTHENTICATED when it
+        is missing, unknown, expired or revoked. Leaves an audit record, like ext_authz.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -71,8 +119,68 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTenants(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateApiKey(self, request, context):
         """Returns the secret once; only its hash is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateApiKey(self, request, context):
+        """A new secret for the same key id; the previous one keeps working for the grace period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetrieveRotatedSecret(self, request, context):
+        """The secret an automatic rotation made, once: it is erased as it is returned. NOT_FOUND when there is none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """A tenant's audit records, oldest first, after `after_seq`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyAuditChain(self, request, context):
+        """Recomputes the whole hash chain (platform admin only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordRequest(self, request, context):
+        """Internal: the router records how a request it served ended (model, status, tokens). Needs the caller's signed
+        identity; idempotent by request id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,10 +199,55 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CreateTenantRequest.FromString,
                     response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CreateTenantResponse.SerializeToString,
             ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListTenantsRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListTenantsResponse.SerializeToString,
+            ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
                     request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyRequest.FromString,
                     response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'GetApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetApiKey,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.GetApiKeyRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.GetApiKeyResponse.SerializeToString,
+            ),
+            'RotateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateApiKey,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RotateApiKeyRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RotateApiKeyResponse.SerializeToString,
+            ),
+            'RetrieveRotatedSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetrieveRotatedSecret,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RetrieveRotatedSecretRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RetrieveRotatedSecretResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'VerifyAuditChain': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyAuditChain,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.VerifyAuditChainRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.VerifyAuditChainResponse.SerializeToString,
+            ),
+            'RecordRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRequest,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -105,8 +258,9 @@ def add_AuthServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuthService:
-    """Tenants and API keys. Envoy calls the same process through envoy.service.auth.v3.Authorization (ext_authz);
-    this API serves direct gRPC callers (Authenticate) and administrators (the rest, admin token required).
+    """Tenants, API keys and the audit trail. Envoy calls the same process through envoy.service.auth.v3.Authorization
+    (ext_authz) for every REST request. The admin RPCs accept the platform admin token (bearer, direct gRPC) or the
+    signed identity ext_authz injects for /admin/v1 (platform admin, or a tenant admin key for its own tenant).
     """
 
     @staticmethod
@@ -164,6 +318,33 @@ class AuthService:
             _registered_method=True)
 
     @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.auth.v1.AuthService/ListTenants',
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.ListTenantsRequest.SerializeToString,
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.ListTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateApiKey(request,
             target,
             options=(),
@@ -180,6 +361,222 @@ class AuthService:
             '/llmaas.auth.v1.AuthService/CreateApiKey',
             llmaas_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyRequest.SerializeToString,
             llmaas_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.auth.v1.AuthService/ListApiKeys',
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.ListApiKeysRequest.SerializeToString,
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.auth.v1.AuthService/GetApiKey',
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.GetApiKeyRequest.SerializeToString,
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.GetApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.auth.v1.AuthService/RotateApiKey',
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.RotateApiKeyRequest.SerializeToString,
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.RotateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetrieveRotatedSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.auth.v1.AuthService/RetrieveRotatedSecret',
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.RetrieveRotatedSecretRequest.SerializeToString,
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.RetrieveRotatedSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.auth.v1.AuthService/RevokeApiKey',
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.auth.v1.AuthService/ListAuditEvents',
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.ListAuditEventsRequest.SerializeToString,
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyAuditChain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.auth.v1.AuthService/VerifyAuditChain',
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.VerifyAuditChainRequest.SerializeToString,
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.VerifyAuditChainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.auth.v1.AuthService/RecordRequest',
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestRequest.SerializeToString,
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestResponse.FromString,
             options,
             channel_credentials,
             insecure,
