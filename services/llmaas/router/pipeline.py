@@ -100,7 +100,8 @@ class ChatPipeline:
 
     async def _caller(self, md: dict[str, str], context, endpoint: str) -> Caller:
         request_id = md.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
-        client = client_address(md, context)
+        # ext_authz sets the client address next to the identity; a direct caller is the gRPC peer itself.
+        client = client_address(md, context) if IDENTITY_HEADER in md else (context.peer() or "")
         signed = md.get(IDENTITY_HEADER)
         if signed is not None:
             # Set by ext_authz behind Envoy. A value that does not verify was forged: never trusted, never ignored.
