@@ -253,6 +253,13 @@ class KeyStore:
         self._cache[key_id] = cached
         return cached
 
+    def _secret_valid(self, cached: _Cached, secret: str) -> bool:
+        """The current secret, or the previous one inside its grace window (both compared, in constant time)."""
+        current = keys.matches(secret, cached.secret_sha256)
+        previous = cached.previous_secret_sha256 is not None and keys.matches(secret, cached.previous_secret_sha256)
+        until = cached.record.previous_valid_until
+        return current or (previous and until is not None and self._now() < until)
+
     def verify(self, api_key: str) -> KeyRecord | Denial:
         parsed = keys.parse(api_key)
         if parsed is None:
@@ -262,12 +269,13 @@ class KeyStore:
         if cached is None:
             keys.matches(secret, keys.digest(""))  # same work as a real comparison
             return Denial.INVALID
+        if not self._secret_valid(cached, secret):
+            # Perhaps rotated on another replica since this row was cached: a new secret works at once.
+            self._cache.pop(key_id, None)
+            cached = self._load(key_id)
+            if cached is None or not self._secret_valid(cached, secret):
+                return Denial.INVALID
         record, now = cached.record, self._now()
-        current = keys.matches(secret, cached.secret_sha256)
-        previous = cached.previous_secret_sha256 is not None and keys.matches(secret, cached.previous_secret_sha256)
-        in_grace = previous and record.previous_valid_until is not None and now < record.previous_valid_until
-        if not (current or in_grace):
-            return Denial.INVALID
         # Only a caller who holds a valid secret learns that the key is revoked or expired.
         if record.revoked_at is not None:
             return Denial.REVOKED
