@@ -136,3 +136,11 @@ def test_roles_and_tenant_isolation(store, tenant):
     with pytest.raises(NotFound):
         store.get_key(other, admin.id)
     assert store.list_keys(other) == []
+
+
+def test_a_rotation_on_another_replica_accepts_the_new_secret_at_once(engine, tenant, store):
+    record, old = store.create_key(tenant, "app")
+    replica = key_store(engine, cache_seconds=3600)
+    assert not isinstance(replica.verify(old), Denial)  # cached for an hour
+    _, new = store.rotate_key(tenant, record.id, timedelta(minutes=5))
+    assert not isinstance(replica.verify(new), Denial)
