@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import secrets
+import signal
 import time
 from pathlib import Path
 
@@ -216,3 +218,16 @@ def test_no_api_key_or_prompt_in_any_log_or_database(stack, admin, tenant):
     for needle in (marker, key.rsplit("-", 1)[1], rotated.rsplit("-", 1)[1], stack["admin_token"]):
         leaked = [str(p) for p in files if needle.encode() in p.read_bytes()]
         assert not leaked, f"secret or prompt text found in {leaked}"
+
+
+def test_one_auth_replica_down_is_invisible_to_clients(stack, admin, tenant):
+    """Envoy health-checks the replicas: while one is stopped, the other answers every request."""
+    _, key = new_key(admin, tenant)
+    pid = stack["pids"]["auth-2"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(2.5)  # health checks notice within about a second
+        statuses = [models(stack, key).status_code for _ in range(20)]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert statuses == [200] * 20

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
@@ -14,17 +16,21 @@ from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
 
 # Per-call deadlines (seconds). The services answer in a few milliseconds; these bound a stuck dependency.
 DEADLINE = 5.0
-# Settlement must land even if metering restarts: retried by gRPC itself on UNAVAILABLE (it is idempotent by
-# request id, so a retry never counts twice).
-def _retry_config(service: str, method: str) -> str:
-    return ('{"methodConfig": [{"name": [{"service": "%s", "method": "%s"}],'
-            '"retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "2s",'
-            '"backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}') % (service, method)
+def _retry_config(service: str, method: str, *, balanced: bool = False) -> str:
+    """Settlement must land even if metering restarts: retried by gRPC itself on UNAVAILABLE (it is idempotent by
+    request id, so a retry never counts twice). `balanced`: round robin over every address of the target (auth runs
+    as several replicas), so a retry goes to a replica that is up."""
+    config = {"methodConfig": [{"name": [{"service": service, "method": method}], "retryPolicy": {
+        "maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "2s", "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"]}}]}
+    if balanced:
+        config["loadBalancingConfig"] = [{"round_robin": {}}]
+    return json.dumps(config)
 
 
 _SETTLE_RETRY = _retry_config("llmaas.metering.v1.MeteringService", "Settle")
 # The audit record of how a request ended: idempotent by request id as well.
-_RECORD_RETRY = _retry_config("llmaas.auth.v1.AuthService", "RecordRequest")
+_RECORD_RETRY = _retry_config("llmaas.auth.v1.AuthService", "RecordRequest", balanced=True)
 
 
 def _channel(address: str, **options) -> grpc.aio.Channel:
