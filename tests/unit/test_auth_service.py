@@ -111,3 +111,31 @@ async def test_every_admin_action_is_audited(servicer):
     events = (await servicer.ListAuditEvents(auth_pb2.ListAuditEventsRequest(tenant_id=a), as_admin())).events
     assert [e.action for e in events] == ["tenant.create", "key.create", "key.rotate", "key.revoke"]
     assert all(e.actor == "admin-token" and e.hash for e in events)
+
+
+async def test_update_tenant_opt_in_round_trip_by_its_admin_only(servicer):
+    a, b = await _tenant(servicer, "a"), await _tenant(servicer, "b")
+    listed = (await servicer.ListTenants(auth_pb2.ListTenantsRequest(), as_admin())).tenants
+    assert [t.HasField("serve_successor") and t.serve_successor for t in listed] == [False, False]  # shown, off
+    key = await servicer.CreateApiKey(auth_pb2.CreateApiKeyRequest(tenant_id=a, name="app"), as_admin())
+    tenant_admin = as_identity(Identity(a, "adminkey", ROLE_TENANT_ADMIN))
+    done = await servicer.UpdateTenant(auth_pb2.UpdateTenantRequest(tenant_id=a, serve_successor=True), tenant_admin)
+    assert done.tenant.tenant_id == a and done.tenant.serve_successor
+    # The flag travels in the key's identity, on the direct gRPC path too.
+    who = await servicer.Authenticate(auth_pb2.AuthenticateRequest(api_key=key.api_key), Context())
+    assert who.identity.serve_successor
+    with pytest.raises(ApiError) as e:  # another tenant's admin
+        await servicer.UpdateTenant(auth_pb2.UpdateTenantRequest(tenant_id=b, serve_successor=True), tenant_admin)
+    assert e.value.status == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(ApiError) as e:  # nothing to change
+        await servicer.UpdateTenant(auth_pb2.UpdateTenantRequest(tenant_id=a), as_admin())
+    assert e.value.status == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(ApiError) as e:
+        await servicer.UpdateTenant(auth_pb2.UpdateTenantRequest(tenant_id="ten_nope", serve_successor=True),
+                                    as_admin())
+    assert e.value.code == "tenant_not_found"
+    off = await servicer.UpdateTenant(auth_pb2.UpdateTenantRequest(tenant_id=a, serve_successor=False), as_admin())
+    assert off.tenant.HasField("serve_successor") and not off.tenant.serve_successor
+    events = (await servicer.ListAuditEvents(auth_pb2.ListAuditEventsRequest(tenant_id=a), as_admin())).events
+    updates = [(e.actor, e.detail) for e in events if e.action == "tenant.update"]
+    assert updates == [("adminkey", "serve_successor=true"), ("admin-token", "serve_successor=false")]

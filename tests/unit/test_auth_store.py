@@ -144,3 +144,57 @@ def test_a_rotation_on_another_replica_accepts_the_new_secret_at_once(engine, te
     assert not isinstance(replica.verify(old), Denial)  # cached for an hour
     _, new = store.rotate_key(tenant, record.id, timedelta(minutes=5))
     assert not isinstance(replica.verify(new), Denial)
+
+
+def test_tenant_opt_in_reaches_its_keys_identities(store, tenant):
+    other = store.create_tenant("other").id
+    _, key = store.create_key(tenant, "app")
+    _, other_key = store.create_key(other, "app")
+    assert store.get_tenant(tenant).serve_successor is False and store.verify(key).identity().serve_successor is False
+    assert store.update_tenant(tenant, serve_successor=True).serve_successor is True
+    assert [t.serve_successor for t in store.list_tenants()] == [True, False]
+    assert store.verify(key).identity().serve_successor is True
+    assert store.get_key(tenant, store.verify(key).id).serve_successor is True
+    assert store.verify(other_key).identity().serve_successor is False
+    assert store.update_tenant(tenant).serve_successor is True  # nothing given: unchanged
+    with pytest.raises(NotFound):
+        store.update_tenant("ten_nope", serve_successor=True)
+
+
+def test_tenant_update_applies_at_once_here_and_within_the_cache_bound_elsewhere(engine, clock, tenant):
+    here, elsewhere = key_store(engine, clock, cache_seconds=0.3), key_store(engine, clock, cache_seconds=0.3)
+    _, key = here.create_key(tenant, "app")
+    assert not here.verify(key).serve_successor and not elsewhere.verify(key).serve_successor  # both cached now
+    here.update_tenant(tenant, serve_successor=True)
+    assert here.verify(key).serve_successor  # this replica dropped the tenant's cached keys
+    assert not elsewhere.verify(key).serve_successor  # another replica: until its cached row expires
+    time.sleep(0.35)
+    assert elsewhere.verify(key).serve_successor
+
+
+def test_opt_in_migration_keeps_existing_tenants_off_and_downgrades(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+    from llmaas.common.db import make_engine
+
+    from tests.support.auth_store import MIGRATIONS
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+
+    def to(revision: str, up: bool = True) -> None:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            (command.upgrade if up else command.downgrade)(cfg, revision)
+
+    to("0002")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO tenants (id, name, created_at) VALUES ('ten_old', 'old', '2026-01-01')"))
+    to("head")
+    store = key_store(engine)
+    assert store.get_tenant("ten_old").serve_successor is False
+    assert store.update_tenant("ten_old", serve_successor=True).serve_successor is True
+    to("0002", up=False)
+    with engine.connect() as conn:
+        assert "serve_successor" not in {c["name"] for c in sa.inspect(conn).get_columns("tenants")}

@@ -24,3 +24,12 @@ def test_model_patterns():
     assert limited.may_use("mistral-small3.2:24b") and limited.may_use("qwen3:14b")
     assert not limited.may_use("qwen3:30b") and not limited.may_use("")
     assert limited.may_use("alias-not-allowed", "qwen3:14b")
+
+
+def test_serve_successor_opt_in_round_trips_and_old_tokens_decode_to_off():
+    opted = Identity("ten_a", "k1", serve_successor=True)
+    assert decode_identity(encode_identity(opted, SECRET), SECRET) == opted
+    plain = encode_identity(Identity("ten_a", "k1"), SECRET)
+    # Off is the absent field: a token signed before the opt-in existed has exactly this shape.
+    assert decode_identity(plain, SECRET).serve_successor is False
+    assert len(plain) < len(encode_identity(opted, SECRET))

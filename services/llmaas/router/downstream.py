@@ -58,7 +58,8 @@ class Downstream:
     async def authenticate(self, request: auth_pb2.AuthenticateRequest) -> Identity:
         i = (await _call("auth", self._auth.Authenticate, request)).identity
         return Identity(i.tenant_id, i.key_id, i.role, tuple(i.allowed_models),
-                        tuple(Quota(q.window_seconds, q.max_requests, q.max_tokens) for q in i.quotas))
+                        tuple(Quota(q.window_seconds, q.max_requests, q.max_tokens) for q in i.quotas),
+                        serve_successor=i.serve_successor)
 
     async def record_request(self, request: auth_pb2.RecordRequestRequest, signed_identity: str,
                              client_address: str) -> None:
