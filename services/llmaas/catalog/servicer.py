@@ -97,7 +97,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self._source = source
         self._served = served
         self._secret = internal_secret
-        self._revisions = revisions or Revisions()
+        self._revisions = revisions if revisions is not None else Revisions()
 
     def _caller(self, context) -> Identity | None:
         """The key behind a /v1/models request (signed by ext_authz). None for internal gRPC callers, who see all;

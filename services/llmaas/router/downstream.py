@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 
 import grpc
+from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from llmaas.common.errors import from_rpc_error
+from llmaas.common.errors import ApiError, from_rpc_error
 from llmaas.common.identity import CLIENT_ADDRESS_HEADER, IDENTITY_HEADER, Identity, Quota
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
 from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
+from llmaas.router.model_cache import ModelCache
 
 # Per-call deadlines (seconds). The services answer in a few milliseconds; these bound a stuck dependency.
 DEADLINE = 5.0
@@ -47,13 +49,20 @@ async def _call(service: str, method, request, timeout: float = DEADLINE):
 
 
 class Downstream:
-    def __init__(self, auth: str, guard: str, catalog: str, metering: str) -> None:
+    def __init__(self, auth: str, guard: str, catalog: str, metering: str, *,
+                 model_cache: ModelCache | None = None) -> None:
         self._channels = [
             _channel(auth, **{"grpc.service_config": _RECORD_RETRY}), _channel(guard), _channel(catalog), _channel(metering, **{"grpc.service_config": _SETTLE_RETRY})]
         self._auth = auth_pb2_grpc.AuthServiceStub(self._channels[0])
         self._guard = guard_pb2_grpc.GuardServiceStub(self._channels[1])
         self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channels[2])
         self._metering = metering_pb2_grpc.MeteringServiceStub(self._channels[3])
+        # The catalog's revision stream lives as long as the router: on its own channel, untraced (one span that
+        # never ends would say nothing).
+        self._watch_channel = grpc.aio.insecure_channel(catalog)
+        self._catalog_watch = catalog_pb2_grpc.CatalogServiceStub(self._watch_channel)
+        # Without a subscribed watcher (llmaas.router.model_cache.CatalogWatcher) the cache stays inactive.
+        self.model_cache = model_cache if model_cache is not None else ModelCache()
 
     async def authenticate(self, request: auth_pb2.AuthenticateRequest) -> Identity:
         i = (await _call("auth", self._auth.Authenticate, request)).identity
@@ -69,8 +78,33 @@ class Downstream:
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e, service="auth") from None
 
-    async def resolve_model(self, model: str) -> catalog_pb2.ResolveModelResponse:
-        return await _call("catalog", self._catalog.ResolveModel, catalog_pb2.ResolveModelRequest(model=model))
+    async def resolve_model(self, model: str, serve_successor: bool = False) -> catalog_pb2.ResolveModelResponse:
+        """Through the resolution cache; `serve_successor`: the caller's tenant opted in to having a retired model
+        served by its successor."""
+        cache, key = self.model_cache, (model, serve_successor)
+        span = trace.get_current_span()
+        try:
+            resolved = cache.get(key)
+        except ApiError:  # a cached not-found answer
+            span.set_attribute("llmaas.model_cache", "hit")
+            raise
+        if resolved is not None:
+            span.set_attribute("llmaas.model_cache", "hit")
+            return resolved
+        span.set_attribute("llmaas.model_cache", "miss" if cache.active else "off")
+        token = cache.token()
+        try:
+            resolved = await _call("catalog", self._catalog.ResolveModel,
+                                   catalog_pb2.ResolveModelRequest(model=model, serve_successor=serve_successor))
+        except ApiError as err:
+            cache.put(key, err, token)
+            raise
+        cache.put(key, resolved, token)
+        return resolved
+
+    def watch_catalog(self):
+        """A WatchCatalog stream (grpc.aio unary-stream call) for llmaas.router.model_cache.CatalogWatcher."""
+        return self._catalog_watch.WatchCatalog(catalog_pb2.WatchCatalogRequest())
 
     async def check_prompt(self, request: guard_pb2.CheckPromptRequest) -> guard_pb2.CheckPromptResponse:
         return await _call("guard", self._guard.CheckPrompt, request)
@@ -83,5 +117,5 @@ class Downstream:
         await _call("metering", self._metering.Settle, request, timeout=4 * DEADLINE)
 
     async def close(self) -> None:
-        for ch in self._channels:
+        for ch in [*self._channels, self._watch_channel]:
             await ch.close()
