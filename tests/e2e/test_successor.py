@@ -12,6 +12,7 @@ import grpc
 import httpx
 import pytest
 from llmaas.auth.store import VERIFY_CACHE_SECONDS
+from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.router.v1 import router_pb2, router_pb2_grpc
 
 from tests.support.stack import FLIP_MODEL, RETIRED_MODEL, TEST_MODEL, lifecycle_catalog_text
@@ -157,3 +158,20 @@ def test_a_catalogue_change_reaches_the_router_at_once(stack):
     restored = chat(stack, stack["api_key"], FLIP_MODEL)
     assert restored.status_code == 200 and restored.headers["x-llmaas-model-phase"] == "production"
     assert "deprecation" not in restored.headers
+
+
+def test_internal_catalog_methods_are_not_routed_by_the_gateway(stack):
+    """Raw gRPC through Envoy's port, with a valid key: the public methods pass, ResolveModel and WatchCatalog (the
+    router's) do not."""
+    gateway = stack["base_url"].removeprefix("http://").removesuffix("/v1")
+    md = (("authorization", f"Bearer {stack['api_key']}"),)
+    with grpc.insecure_channel(gateway) as channel:
+        stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+        assert TEST_MODEL in {m.id for m in stub.ListModels(catalog_pb2.ListModelsRequest(), metadata=md,
+                                                             timeout=10).data}
+        for call in (lambda: stub.ResolveModel(catalog_pb2.ResolveModelRequest(model=TEST_MODEL), metadata=md,
+                                               timeout=10),
+                     lambda: next(stub.WatchCatalog(catalog_pb2.WatchCatalogRequest(), metadata=md, timeout=10))):
+            with pytest.raises(grpc.RpcError) as e:
+                call()
+            assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED  # Envoy's 404
