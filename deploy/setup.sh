@@ -27,6 +27,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
+# PostgreSQL (the storage tests run on it as well as SQLite, each session on a throwaway server it starts itself).
+# Debian puts the server binaries outside PATH, under /usr/lib/postgresql/<version>/bin.
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "PostgreSQL not found: install the Debian package postgresql (needed by the tests)" >&2
+  fi
+fi
+
 if command -v go >/dev/null 2>&1; then
   bash deploy/install-jaeger.sh
 else

@@ -19,8 +19,8 @@ def _record(i: int, tenant: str = "ten_a") -> AuditRecord:
 
 
 @pytest.fixture
-def engine(tmp_path):
-    return auth_engine(f"sqlite:///{tmp_path / 'auth.db'}")
+def engine(database_url):
+    return auth_engine(database_url)
 
 
 async def test_concurrent_appends_from_two_replicas_form_one_valid_chain(engine):

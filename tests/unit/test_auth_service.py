@@ -37,8 +37,8 @@ def as_identity(identity: Identity, secret: str = SECRET) -> Context:
 
 
 @pytest.fixture
-def servicer(tmp_path) -> AuthServicer:
-    engine = auth_engine(f"sqlite:///{tmp_path / 'auth.db'}")
+def servicer(database_url) -> AuthServicer:
+    engine = auth_engine(database_url)
     store, audit = key_store(engine), audit_log(engine)
     return AuthServicer(store, audit, Authorizer(store, audit, ADMIN), ADMIN, SECRET)
 

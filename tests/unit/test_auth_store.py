@@ -16,8 +16,8 @@ from tests.support.auth_store import Clock, auth_engine, key_store
 
 
 @pytest.fixture
-def engine(tmp_path):
-    return auth_engine(f"sqlite:///{tmp_path / 'auth.db'}")
+def engine(database_url):
+    return auth_engine(database_url)
 
 
 @pytest.fixture

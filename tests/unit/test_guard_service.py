@@ -26,10 +26,10 @@ class Context:
 
 
 @pytest.fixture
-def servicer(tmp_path):
+def servicer(database_url):
     from pathlib import Path
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'guard.db'}")
+    engine = make_engine(database_url)
     migrate(engine, Path(guard_init).parent / "migrations")
     store = PolicyStore(engine, Policy("enforce", 0.5))
     return GuardServicer(Detector(NoClassifier()), Behaviour(MemoryWindow()), store, ADMIN, "unit-test-internal-secret-0123456789abcdef")
@@ -101,6 +101,9 @@ async def test_invalid_policies_are_refused(servicer):
     with pytest.raises(ApiError) as e:
         await set_policy(servicer, "t", guard_pb2.GUARD_MODE_ENFORCE, 1.5)
     assert e.value.param == "threshold"
+    with pytest.raises(ApiError) as e:
+        await set_policy(servicer, "t" * 65, guard_pb2.GUARD_MODE_OFF)
+    assert e.value.param == "tenant_id"
 
 
 async def test_repetition_is_blocked_on_the_thirtieth(servicer):

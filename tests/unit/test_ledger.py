@@ -9,8 +9,8 @@ MIGRATIONS = Path(ledger_mod.__file__).parent / "migrations"
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+def ledger(database_url: str) -> Ledger:
+    engine = make_engine(database_url)
     migrate(engine, MIGRATIONS)
     migrate(engine, MIGRATIONS)  # idempotent at start
     return Ledger(engine)

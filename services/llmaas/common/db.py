@@ -1,7 +1,8 @@
 """SQL storage shared by the services that own tables: SQLAlchemy engines and Alembic migrations.
 
-SQLite (one file per service under the data directory) by default; a postgresql:// URL works with the same code.
-Each service keeps its own migrations next to its code and upgrades to head at start.
+SQLite (one file per service under the data directory) by default; a postgresql:// URL (psycopg 3) works with the
+same code and migrations. Each service keeps its own migrations next to its code and upgrades to head at start, so
+each needs a database of its own (as each has its own SQLite file): they all track their schema in alembic_version.
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
+
+
+def database_url(url: str) -> sa.URL:
+    """postgresql:// (and libpq's postgres://) mean psycopg 3, the driver the project ships; others pass through."""
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -30,7 +40,21 @@ def make_engine(url: str) -> sa.Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    parsed = database_url(url)
+    # Pre-ping: a pooled connection the server (or a failover, or an idle timeout) closed is replaced, not handed
+    # out. Recycle under the usual proxy/firewall idle limits. libpq waits forever for an unreachable host by
+    # default: bound it unless the URL says otherwise.
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 10}
+    return sa.create_engine(parsed, pool_pre_ping=True, pool_recycle=1800, connect_args=connect_args)
+
+
+def upsert(conn: sa.Connection, table: sa.Table, values: dict, key: tuple[str, ...]) -> None:
+    """Inserts the row, or updates the one with the same key, in one statement. Update-then-insert is not safe on
+    PostgreSQL: two transactions can both find no row to update, and the second insert then fails."""
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[conn.dialect.name]
+    stmt = insert(table).values(values)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=list(key), set_={name: stmt.excluded[name] for name in values if name not in key}))
 
 
 @contextlib.contextmanager

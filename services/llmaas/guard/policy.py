@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from llmaas.common.db import upsert
 from llmaas.guard.tables import guard_policies
 
 MODES = ("enforce", "shadow", "off")
@@ -48,11 +49,8 @@ class PolicyStore:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         if not 0.0 <= threshold < 1.0:
             raise ValueError("threshold must be in [0, 1) (0: the service's default)")
-        values = {"mode": mode, "threshold": threshold, "updated_at": datetime.now(UTC)}
+        values = {"tenant_id": tenant_id, "mode": mode, "threshold": threshold, "updated_at": datetime.now(UTC)}
         with self._engine.begin() as conn:
-            updated = conn.execute(guard_policies.update().where(guard_policies.c.tenant_id == tenant_id)
-                                   .values(**values)).rowcount
-            if not updated:
-                conn.execute(guard_policies.insert().values(tenant_id=tenant_id, **values))
+            upsert(conn, guard_policies, values, key=("tenant_id",))
         self._cache.pop(tenant_id, None)
         return self.get(tenant_id)

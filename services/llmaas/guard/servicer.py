@@ -62,8 +62,8 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
 
     async def SetTenantPolicy(self, request, context):
         require_admin(context, self._admin_token, self._secret, request.tenant_id)
-        if not request.tenant_id:
-            raise invalid_request("tenant_id is required", param="tenant_id")
+        if not request.tenant_id or len(request.tenant_id) > 64:  # the column's width (PostgreSQL enforces it)
+            raise invalid_request("tenant_id must be 1 to 64 characters", param="tenant_id")
         mode = _MODE_NAME.get(request.policy.mode)
         if mode is None:
             raise invalid_request("mode must be GUARD_MODE_ENFORCE, GUARD_MODE_SHADOW or GUARD_MODE_OFF",
