@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from llmaas.auth import keys
 from llmaas.auth.store import VERIFY_CACHE_SECONDS
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.common.identity import Identity, encode_identity
@@ -215,7 +216,7 @@ def test_no_api_key_or_prompt_in_any_log_or_database(stack, admin, tenant):
     data_dir = Path(stack["data_dir"])
     files = [p for p in data_dir.rglob("*") if p.is_file() and p.name not in ("stack.json", "admin.json")]
     assert any(p.suffix == ".log" for p in files)
-    for needle in (marker, key.rsplit("-", 1)[1], rotated.rsplit("-", 1)[1], stack["admin_token"]):
+    for needle in (marker, keys.parse(key)[1], keys.parse(rotated)[1], stack["admin_token"]):
         leaked = [str(p) for p in files if needle.encode() in p.read_bytes()]
         assert not leaked, f"secret or prompt text found in {leaked}"
 

@@ -67,3 +67,12 @@ async def test_completed_record_is_unique_per_request(engine):
     with pytest.raises(sa.exc.IntegrityError):
         log.store.append_batch([done])
     assert log.store.verify().ok
+
+
+async def test_overlong_values_are_clipped_not_refused(engine):
+    log = audit_log(engine)
+    await log.append(AuditRecord(tenant_id="t", key_id="sso:" + "x" * 300, actor="a" * 500, action="key.create",
+                                 request_id="r" * 200))
+    [stored] = log.store.list("t")
+    assert len(stored.record.key_id) == 64 and len(stored.record.request_id) == 64
+    assert log.store.verify().ok

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -85,6 +85,14 @@ def chain_hash(prev_hash: str, seq: int, record: AuditRecord) -> str:
 
 
 _RECORD_FIELDS = [f.name for f in fields(AuditRecord)]
+_WIDTHS = {c.name: c.type.length for c in audit_events.columns if getattr(c.type, "length", None)}
+
+
+def clipped(record: AuditRecord) -> AuditRecord:
+    """Fits every text to its column (PostgreSQL refuses longer values; an audit write must never fail for it)."""
+    too_long = {name: getattr(record, name)[:width] for name, width in _WIDTHS.items()
+                if name in _RECORD_FIELDS and len(getattr(record, name)) > width}
+    return replace(record, **too_long) if too_long else record
 
 
 def _row_to_record(row) -> AuditRecord:
@@ -107,7 +115,7 @@ class AuditStore:
             tip = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).one()
             seq, prev = tip.seq, tip.hash
             rows, seqs = [], []
-            for record in records:
+            for record in map(clipped, records):
                 seq += 1
                 digest = chain_hash(prev, seq, record)
                 rows.append({**asdict(record), "seq": seq, "prev_hash": prev, "hash": digest})

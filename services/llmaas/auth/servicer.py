@@ -67,6 +67,8 @@ def identity_message(i: Identity) -> auth_pb2.Identity:
 
 
 def _validate_key_request(request: auth_pb2.CreateApiKeyRequest, now: datetime) -> None:
+    if len(request.name) > 200:
+        raise invalid_request("name must be at most 200 characters", param="name", code="invalid_value")
     if request.role and request.role not in KEY_ROLES:
         raise invalid_request(f"role must be one of {list(KEY_ROLES)}", param="role", code="invalid_value")
     for pattern in request.allowed_models:
