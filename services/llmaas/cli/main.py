@@ -13,6 +13,7 @@ from rich.table import Table
 
 from llmaas.catalog import lifecycle as lc
 from llmaas.catalog.entries import CatalogError, load_catalog
+from llmaas.cli.admin import audit_app, keys_app, tenants_app
 from llmaas.cli.guard import guard_app
 from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REFERENCE_CATALOG
 from llmaas.stack.supervisor import StartError, Supervisor
@@ -21,6 +22,9 @@ from llmaas.stack.up import STACK_FILE, StackOptions, start_stack
 app = typer.Typer(help="llmaas: a self-hostable, OpenAI-compatible LLM platform.", no_args_is_help=True)
 console = Console()
 app.add_typer(guard_app, name="guard")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 
 
 @app.callback()

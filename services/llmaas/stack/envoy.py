@@ -25,15 +25,18 @@ def find_envoy() -> Path:
 
 
 def render_config(ports: StackPorts, *, authz_timeout: str = "1s", auth_replicas: int = 1,
-                  ext_authz: bool = True) -> str:
-    """`ext_authz=False` renders the same gateway without the auth check (the latency benchmark's baseline only)."""
+                  ext_authz: bool = True, upstream: StackPorts | None = None) -> str:
+    """`ext_authz=False` renders the same gateway without the auth check (the latency benchmark's baseline only).
+    `upstream`: the stack whose services the clusters point at, when Envoy itself listens elsewhere (default: the
+    same ports)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(GATEWAY_DIR), undefined=jinja2.StrictUndefined)
+    up = upstream or ports
     return env.get_template("envoy.yaml.j2").render(
         host=HOST, http_port=ports.envoy_http, admin_port=ports.envoy_admin, authz_timeout=authz_timeout,
         ext_authz=ext_authz, lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=GATEWAY_DIR / "llmaas.pb",
-        grpc_clusters=[("auth", [ports.auth_replica(i) for i in range(auth_replicas)]),
-                       ("router", [ports.service("router")]), ("catalog", [ports.service("catalog")]),
-                       ("guard", [ports.service("guard")]), ("otlp_collector", [ports.otlp_grpc])])
+        grpc_clusters=[("auth", [up.auth_replica(i) for i in range(auth_replicas)]),
+                       ("router", [up.service("router")]), ("catalog", [up.service("catalog")]),
+                       ("guard", [up.service("guard")]), ("otlp_collector", [up.otlp_grpc])])
 
 
 def _ready(ports: StackPorts) -> bool:
