@@ -128,4 +128,5 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             successor=status.successor or "",
             id=entry.id, triton_model=entry.triton_model, pool=entry.pool, chat_template=entry.chat_template,
             max_model_len=entry.max_model_len, default_max_tokens=entry.default_max_tokens, type=entry.type,
-            capabilities=list(entry.capabilities), bos_token=entry.bos_token, eos_token=entry.eos_token)
+            capabilities=list(entry.capabilities), bos_token=entry.bos_token, eos_token=entry.eos_token,
+            kwh_per_million_tokens=entry.kwh_per_million_tokens)

@@ -348,6 +348,15 @@ class Ledger:
         with self._engine.begin() as conn:
             return conn.execute(limit_window.delete().where(limit_window.c.window_end < before_epoch)).rowcount
 
+    def month_charged(self, tenant_id: str, now: dt.datetime) -> int:
+        """This month's charge against the budget: settled costs plus the worst case of requests in flight."""
+        start, _ = tw.month_window(now)
+        w = limit_window.c
+        with self._engine.connect() as conn:
+            value = conn.execute(sa.select(w.cost_nano).where(w.scope == f"tenant:{tenant_id}:month",
+                                                              w.window_start == start)).scalar()
+        return int(value or 0)
+
     # --- queries -------------------------------------------------------------------------------------------------
 
     def usage(self, *, tenant_id: str = "", key_id: str = "", model: str = "", start_day: str = "",

@@ -163,9 +163,16 @@ class ChatPipeline:
             params=params, caller=caller, triton_model=model.triton_model, prompt=prompt,
             sampling=_sampling(params, max_tokens), headers=lifecycle_headers(model) + guard_headers(verdict))
         # Worst case: a token covers at least one byte of the prompt, so its byte length bounds the input tokens.
-        await self._downstream.reserve(metering_pb2.ReserveRequest(
+        # Refused (a quota, the tier or the budget): RESOURCE_EXHAUSTED, whose error carries Retry-After and the
+        # x-ratelimit-* headers to the client; granted: the same headers go out with the response.
+        reserved = await self._downstream.reserve(metering_pb2.ReserveRequest(
             request_id=request_id, tenant_id=identity.tenant_id, key_id=identity.key_id, model=model.id,
-            max_input_tokens=len(prompt.encode()), max_output_tokens=max_tokens))
+            max_input_tokens=len(prompt.encode()), max_output_tokens=max_tokens, kind="chat",
+            quotas=[metering_pb2.Quota(window_seconds=q.window_seconds, max_requests=q.max_requests,
+                                       max_tokens=q.max_tokens) for q in identity.quotas],
+            kwh_per_million_tokens=(model.kwh_per_million_tokens if model.HasField("kwh_per_million_tokens")
+                                    else None)))
+        run.headers += tuple((h.name, h.value) for h in reserved.headers)
         return run
 
     @staticmethod

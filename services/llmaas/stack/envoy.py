@@ -33,7 +33,8 @@ def render_config(ports: StackPorts, *, authz_timeout: str = "1s", auth_replicas
         ext_authz=ext_authz, lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=GATEWAY_DIR / "llmaas.pb",
         grpc_clusters=[("auth", [ports.auth_replica(i) for i in range(auth_replicas)]),
                        ("router", [ports.service("router")]), ("catalog", [ports.service("catalog")]),
-                       ("guard", [ports.service("guard")]), ("otlp_collector", [ports.otlp_grpc])])
+                       ("guard", [ports.service("guard")]), ("metering", [ports.service("metering")]),
+                       ("otlp_collector", [ports.otlp_grpc])])
 
 
 def _ready(ports: StackPorts) -> bool:

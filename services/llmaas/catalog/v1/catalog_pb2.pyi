@@ -120,7 +120,7 @@ class ResolveModelRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ResolveModelResponse(_message.Message):
-    __slots__ = ("id", "triton_model", "pool", "chat_template", "max_model_len", "default_max_tokens", "type", "capabilities", "bos_token", "eos_token", "phase", "deprecation", "sunset", "successor")
+    __slots__ = ("id", "triton_model", "pool", "chat_template", "max_model_len", "default_max_tokens", "type", "capabilities", "bos_token", "eos_token", "phase", "deprecation", "sunset", "successor", "kwh_per_million_tokens")
     ID_FIELD_NUMBER: _ClassVar[int]
     TRITON_MODEL_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class ResolveModelResponse(_message.Message):
     DEPRECATION_FIELD_NUMBER: _ClassVar[int]
     SUNSET_FIELD_NUMBER: _ClassVar[int]
     SUCCESSOR_FIELD_NUMBER: _ClassVar[int]
+    KWH_PER_MILLION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     id: str
     triton_model: str
     pool: str
@@ -149,4 +150,5 @@ class ResolveModelResponse(_message.Message):
     deprecation: str
     sunset: str
     successor: str
-    def __init__(self, id: _Optional[str] = ..., triton_model: _Optional[str] = ..., pool: _Optional[str] = ..., chat_template: _Optional[str] = ..., max_model_len: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., type: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., bos_token: _Optional[str] = ..., eos_token: _Optional[str] = ..., phase: _Optional[str] = ..., deprecation: _Optional[str] = ..., sunset: _Optional[str] = ..., successor: _Optional[str] = ...) -> None: ...
+    kwh_per_million_tokens: float
+    def __init__(self, id: _Optional[str] = ..., triton_model: _Optional[str] = ..., pool: _Optional[str] = ..., chat_template: _Optional[str] = ..., max_model_len: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., type: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., bos_token: _Optional[str] = ..., eos_token: _Optional[str] = ..., phase: _Optional[str] = ..., deprecation: _Optional[str] = ..., sunset: _Optional[str] = ..., successor: _Optional[str] = ..., kwh_per_million_tokens: _Optional[float] = ...) -> None: ...
