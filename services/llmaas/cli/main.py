@@ -14,6 +14,7 @@ from rich.table import Table
 from llmaas.catalog import lifecycle as lc
 from llmaas.catalog.entries import CatalogError, load_catalog
 from llmaas.cli.guard import guard_app
+from llmaas.cli.usage import usage_app
 from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REFERENCE_CATALOG
 from llmaas.stack.supervisor import StartError, Supervisor
 from llmaas.stack.up import STACK_FILE, StackOptions, start_stack
@@ -21,6 +22,7 @@ from llmaas.stack.up import STACK_FILE, StackOptions, start_stack
 app = typer.Typer(help="llmaas: a self-hostable, OpenAI-compatible LLM platform.", no_args_is_help=True)
 console = Console()
 app.add_typer(guard_app, name="guard")
+app.add_typer(usage_app, name="usage")
 
 
 @app.callback()
