@@ -26,7 +26,9 @@ requests_per_minute, output tokens per hour and per day; the month's cost agains
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -159,6 +161,52 @@ def _insert_ignore(conn: sa.Connection, table: sa.Table, **values) -> int:
     return conn.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount
 
 
+# The hot path's statements, written once as plain SQL that SQLite (3.35+) and PostgreSQL both run as is
+# (ON CONFLICT DO NOTHING, RETURNING): building SQLAlchemy expressions per call cost more than the database work.
+_TS = sa.DateTime(timezone=True)
+_INSERT_USAGE = sa.text(
+    "INSERT INTO usage (request_id, tenant_id, key_id, model, kind, reserved_input_tokens, reserved_output_tokens,"
+    " reserved_audio_ms, reserved_cost_nano, kwh_per_million, windows, reserved_at, day, month)"
+    " VALUES (:request_id, :tenant_id, :key_id, :model, :kind, :max_in, :max_out, :max_audio, :cost, :kwh, :windows,"
+    " :reserved_at, :day, :month) ON CONFLICT DO NOTHING").bindparams(sa.bindparam("reserved_at", type_=_TS))
+_INSERT_WINDOW = sa.text(
+    "INSERT INTO limit_window (scope, window_start, window_end, requests, tokens, output_tokens, cost_nano)"
+    " VALUES (:scope, :start, :end, 0, 0, 0, 0) ON CONFLICT DO NOTHING")
+_SELECT_WINDOW = sa.text("SELECT requests, tokens, output_tokens, cost_nano FROM limit_window"
+                         " WHERE scope = :scope AND window_start = :start")
+_ADJUST_WINDOW = sa.text(
+    "UPDATE limit_window SET requests = requests + :r, tokens = tokens + :t, output_tokens = output_tokens + :o,"
+    " cost_nano = cost_nano + :c WHERE scope = :scope AND window_start = :start")
+_CLAIM = sa.text(
+    "UPDATE usage SET settled_at = :now WHERE request_id = :id AND settled_at IS NULL RETURNING tenant_id, key_id,"
+    " model, kind, reserved_input_tokens, reserved_output_tokens, reserved_cost_nano, kwh_per_million, windows,"
+    " reserved_at").bindparams(sa.bindparam("now", type_=_TS))
+_EXISTS = sa.text("SELECT 1 FROM usage WHERE request_id = :id")
+_RECORD = sa.text(
+    "UPDATE usage SET prompt_tokens = :p, completion_tokens = :c, reasoning_tokens = :r, audio_ms = :a,"
+    " cost_nano = :cost, energy_uwh = :energy, outcome = :outcome WHERE request_id = :id")
+TIER_CACHE_SECONDS = 5.0
+
+
+@functools.cache
+def _update_window(requests: bool, tokens: bool, output: bool, cost: bool) -> sa.TextClause:
+    """Charges a window, only if it stays within the limits checked; returns its new counters (no row: refused)."""
+    checks = "".join(clause for on, clause in (
+        (requests, " AND requests + :r <= :max_r"), (tokens, " AND tokens + :t <= :max_t"),
+        (output, " AND output_tokens + :o <= :max_o"), (cost, " AND cost_nano + :c <= :max_c")) if on)
+    return sa.text(
+        "UPDATE limit_window SET requests = requests + :r, tokens = tokens + :t, output_tokens = output_tokens + :o,"
+        " cost_nano = cost_nano + :c WHERE scope = :scope AND window_start = :start" + checks
+        + " RETURNING requests, tokens, output_tokens, cost_nano")
+
+
+def _as_datetime(value) -> dt.datetime:
+    # SQLite hands back text (or a naive datetime); PostgreSQL an aware datetime. Everything written here is UTC.
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return _aware(value)
+
+
 def plan(r: Reservation, tier: Tier, now: dt.datetime) -> list[Limit]:
     """Every window a request is charged to, in lock order."""
     limits: list[Limit] = []
@@ -222,6 +270,7 @@ class Ledger:
         self._engine = engine
         self.prices = prices
         self.tiers = tiers
+        self._tier_cache: dict[str, tuple[float, Tier]] = {}
 
     # --- tiers ---------------------------------------------------------------------------------------------------
 
@@ -241,13 +290,14 @@ class Ledger:
             values = {"tier": tier_id, "monthly_budget_nano": budget_nano, "updated_at": now}
             if not _insert_ignore(conn, tenant_tier, tenant_id=tenant_id, **values):
                 conn.execute(tenant_tier.update().where(tenant_tier.c.tenant_id == tenant_id).values(**values))
+        self._tier_cache.pop(tenant_id, None)
         return self.tiers.get(tier_id).with_budget(budget_nano)
 
     # --- reserve / settle ----------------------------------------------------------------------------------------
 
     def reserve(self, r: Reservation, now: dt.datetime) -> Decision:
         """Charges the worst case to every window, atomically, or refuses without charging anything."""
-        tier, _ = self.tenant_tier(r.tenant_id)
+        tier = self._cached_tier(r.tenant_id)
         prices = self.prices.at(now)
         charge = Charge(1, r.max_input_tokens + r.max_output_tokens, r.max_output_tokens,
                         worst_case_nano(prices, r.kind, r.max_input_tokens, r.max_output_tokens, r.max_audio_ms))
@@ -263,76 +313,75 @@ class Ledger:
         window = by_scope.get((refused.scope, refused.start), Window(refused))
         return Decision(False, charge, windows, refused_by=window, exhausted=_exhausted(window, charge))
 
+    def _cached_tier(self, tenant_id: str) -> Tier:
+        """The tenant's tier, read at most every TIER_CACHE_SECONDS (an assignment reaches every replica within that
+        time; this replica sees its own at once)."""
+        hit = self._tier_cache.get(tenant_id)
+        if hit is not None and time.monotonic() - hit[0] < TIER_CACHE_SECONDS:
+            return hit[1]
+        tier, _ = self.tenant_tier(tenant_id)
+        self._tier_cache[tenant_id] = (time.monotonic(), tier)
+        return tier
+
     def _charge(self, conn: sa.Connection, r: Reservation, charge: Charge, limits: list[Limit],
                 now: dt.datetime) -> Decision:
-        inserted = _insert_ignore(
-            conn, usage, request_id=r.request_id, tenant_id=r.tenant_id, key_id=r.key_id, model=r.model,
-            kind=r.kind, reserved_input_tokens=r.max_input_tokens, reserved_output_tokens=r.max_output_tokens,
-            reserved_audio_ms=r.max_audio_ms, reserved_cost_nano=charge.cost_nano,
-            kwh_per_million=str(r.kwh_per_million) if r.kwh_per_million is not None else None,
-            windows=json.dumps([[lim.scope, lim.start] for lim in limits]), reserved_at=now,
-            day=now.astimezone(dt.UTC).strftime("%Y-%m-%d"), month=now.astimezone(dt.UTC).strftime("%Y-%m"))
+        # The first statement writes: on SQLite the write lock is taken before anything is read.
+        inserted = conn.execute(_INSERT_USAGE, {
+            "request_id": r.request_id, "tenant_id": r.tenant_id, "key_id": r.key_id, "model": r.model,
+            "kind": r.kind, "max_in": r.max_input_tokens, "max_out": r.max_output_tokens,
+            "max_audio": r.max_audio_ms, "cost": charge.cost_nano,
+            "kwh": str(r.kwh_per_million) if r.kwh_per_million is not None else None,
+            "windows": json.dumps([[lim.scope, lim.start] for lim in limits]), "reserved_at": now,
+            "day": now.astimezone(dt.UTC).strftime("%Y-%m-%d"), "month": now.astimezone(dt.UTC).strftime("%Y-%m"),
+        }).rowcount
         if not inserted:  # a retried Reserve: already charged once
             return Decision(True, charge, self._windows(conn, limits), replay=True)
-        w = limit_window.c
+        windows = []
         for lim in limits:
-            _insert_ignore(conn, limit_window, scope=lim.scope, window_start=lim.start, window_end=lim.end,
-                           requests=0, tokens=0, output_tokens=0, cost_nano=0)
-        for lim in limits:
-            done = conn.execute(
-                limit_window.update()
-                .where(w.scope == lim.scope, w.window_start == lim.start, *_check(lim, charge))
-                .values(requests=w.requests + charge.requests, tokens=w.tokens + charge.tokens,
-                        output_tokens=w.output_tokens + charge.output_tokens,
-                        cost_nano=w.cost_nano + charge.cost_nano)).rowcount
-            if not done:
-                raise _Refused(lim)  # rolls the whole transaction back: nothing was charged
-        return Decision(True, charge, self._windows(conn, limits))
+            stmt = _update_window(lim.max_requests is not None, lim.max_tokens is not None,
+                                  lim.max_output is not None, lim.max_cost is not None)
+            params = {"scope": lim.scope, "start": lim.start, "r": charge.requests, "t": charge.tokens,
+                      "o": charge.output_tokens, "c": charge.cost_nano, "max_r": lim.max_requests,
+                      "max_t": lim.max_tokens, "max_o": lim.max_output, "max_c": lim.max_cost}
+            row = conn.execute(stmt, params).first()
+            if row is None:  # a new window, or a full one
+                conn.execute(_INSERT_WINDOW, {"scope": lim.scope, "start": lim.start, "end": lim.end})
+                row = conn.execute(stmt, params).first()
+                if row is None:
+                    raise _Refused(lim)  # rolls the whole transaction back: nothing was charged
+            windows.append(Window(lim, *row))
+        return Decision(True, charge, tuple(windows))
 
     @staticmethod
     def _windows(conn: sa.Connection, limits: list[Limit]) -> tuple[Window, ...]:
-        if not limits:
-            return ()
-        w = limit_window.c
-        rows = conn.execute(sa.select(w.scope, w.window_start, w.requests, w.tokens, w.output_tokens, w.cost_nano)
-                            .where(sa.or_(*[sa.and_(w.scope == lim.scope, w.window_start == lim.start)
-                                            for lim in limits]))).all()
-        found = {(row.scope, row.window_start): row for row in rows}
         out = []
         for lim in limits:
-            row = found.get((lim.scope, lim.start))
-            out.append(Window(lim, row.requests, row.tokens, row.output_tokens, row.cost_nano) if row else Window(lim))
+            row = conn.execute(_SELECT_WINDOW, {"scope": lim.scope, "start": lim.start}).first()
+            out.append(Window(lim, *row) if row else Window(lim))
         return tuple(out)
 
     def settle(self, request_id: str, used: Usage, outcome: str, now: dt.datetime) -> Settlement:
         """Writes the real usage once and corrects every window charged at reservation. recorded=False if the
         request was already settled (the earlier settlement stands)."""
         with self._engine.begin() as conn:
-            claimed = conn.execute(usage.update().where(usage.c.request_id == request_id, usage.c.settled_at.is_(None))
-                                   .values(settled_at=now)).rowcount
-            if not claimed:
-                if conn.execute(sa.select(usage.c.request_id).where(usage.c.request_id == request_id)).first() is None:
+            row = conn.execute(_CLAIM, {"id": request_id, "now": now}).first()
+            if row is None:
+                if conn.execute(_EXISTS, {"id": request_id}).first() is None:
                     raise UnknownReservation(request_id)
                 return Settlement(False)
-            row = conn.execute(sa.select(usage).where(usage.c.request_id == request_id)).one()
-            prices = self.prices.at(_aware(row.reserved_at))
+            prices = self.prices.at(_as_datetime(row.reserved_at))
             cost = cost_nano(prices, row.kind, used)
             energy = energy_uwh(Decimal(row.kwh_per_million) if row.kwh_per_million else None, used.total_tokens)
-            conn.execute(usage.update().where(usage.c.request_id == request_id).values(
-                prompt_tokens=used.prompt_tokens, completion_tokens=used.completion_tokens,
-                reasoning_tokens=used.reasoning_tokens, audio_ms=used.audio_ms, cost_nano=cost, energy_uwh=energy,
-                outcome=outcome))
+            conn.execute(_RECORD, {"id": request_id, "p": used.prompt_tokens, "c": used.completion_tokens,
+                                   "r": used.reasoning_tokens, "a": used.audio_ms, "cost": cost, "energy": energy,
+                                   "outcome": outcome})
             # A request that ended without using anything gives its request slot back too.
             nothing_used = outcome != "completed" and used.total_tokens == 0 and used.audio_ms == 0
-            d_requests = -1 if nothing_used else 0
-            d_tokens = used.total_tokens - (row.reserved_input_tokens + row.reserved_output_tokens)
-            d_output = used.completion_tokens - row.reserved_output_tokens
-            d_cost = cost - row.reserved_cost_nano
-            w = limit_window.c
+            deltas = {"r": -1 if nothing_used else 0,
+                      "t": used.total_tokens - (row.reserved_input_tokens + row.reserved_output_tokens),
+                      "o": used.completion_tokens - row.reserved_output_tokens, "c": cost - row.reserved_cost_nano}
             for scope, start in sorted(json.loads(row.windows)):
-                conn.execute(limit_window.update().where(w.scope == scope, w.window_start == start).values(
-                    requests=w.requests + d_requests, tokens=w.tokens + d_tokens,
-                    output_tokens=w.output_tokens + d_output, cost_nano=w.cost_nano + d_cost))
+                conn.execute(_ADJUST_WINDOW, {"scope": scope, "start": start, **deltas})
         return Settlement(True, row.tenant_id, row.key_id, row.model, row.kind, used, cost, energy)
 
     def expire(self, older_than: dt.datetime, now: dt.datetime, limit: int = 500) -> int:
