@@ -43,6 +43,8 @@ log = logging.getLogger("llmaas.router")
 REST_CHAT = "POST /v1/chat/completions"
 # The audit trail's status for a client that went away before the end (nginx's convention).
 CLIENT_CLOSED = 499
+# How long a settlement keeps being retried while metering is unavailable (beyond gRPC's own retries).
+SETTLE_PATIENCE = 120.0
 
 _SOURCE = {"system": guard_pb2.PART_SOURCE_SYSTEM, "developer": guard_pb2.PART_SOURCE_SYSTEM,
            "user": guard_pb2.PART_SOURCE_USER, "assistant": guard_pb2.PART_SOURCE_ASSISTANT,
@@ -236,12 +238,23 @@ class ChatPipeline:
             log.error("audit record failed", extra={"fields": {"request_id": caller.request_id, "error": e.message}})
 
     async def _settle(self, run: ChatRun, outcome: str) -> None:
-        try:
-            await self._downstream.settle(metering_pb2.SettleRequest(
-                request_id=run.request_id, prompt_tokens=run.usage.prompt_tokens,
-                completion_tokens=run.usage.completion_tokens, outcome=outcome))
-        except ApiError as e:
-            log.error("settlement failed", extra={"fields": {"request_id": run.request_id, "error": e.message}})
+        """Hands the real usage to metering. While metering is unavailable (restarting, killed) the hand-off is retried
+        for SETTLE_PATIENCE seconds: settlement is idempotent by request id, so a retry never counts twice."""
+        request = metering_pb2.SettleRequest(
+            request_id=run.request_id, prompt_tokens=run.usage.prompt_tokens,
+            completion_tokens=run.usage.completion_tokens, outcome=outcome)
+        deadline, delay = time.monotonic() + SETTLE_PATIENCE, 0.5
+        while True:
+            try:
+                await self._downstream.settle(request)
+                return
+            except ApiError as e:
+                if e.status != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    log.error("settlement failed",
+                              extra={"fields": {"request_id": run.request_id, "error": e.message}})
+                    return
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 5.0)
 
     async def drain(self) -> None:
         """Waits for pending settlements and audit records (called on shutdown)."""
