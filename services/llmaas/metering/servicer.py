@@ -117,8 +117,10 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
                    "start_day": _day(request.start_day, "start_day"), "end_day": _day(request.end_day, "end_day")}
         total = self._ledger.usage(**filters)[0]
         rows = self._ledger.usage(**filters, group_by=group_by) if group_by else []
-        return metering_pb2.GetUsageResponse(tenant_id=request.tenant_id, currency=self._ledger.prices.currency,
-                                             total=usage_row(total), rows=[usage_row(r) for r in rows])
+        return metering_pb2.GetUsageResponse(
+            requests=total.requests, prompt_tokens=total.prompt_tokens, completion_tokens=total.completion_tokens,
+            tenant_id=request.tenant_id, currency=self._ledger.prices.currency, total=usage_row(total),
+            rows=[usage_row(r) for r in rows])
 
     async def ListTiers(self, request, context):
         require_admin(context, self._admin_token, self._secret)

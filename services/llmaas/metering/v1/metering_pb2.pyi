@@ -128,16 +128,22 @@ class UsageRow(_message.Message):
     def __init__(self, key_id: _Optional[str] = ..., model: _Optional[str] = ..., day: _Optional[str] = ..., month: _Optional[str] = ..., kind: _Optional[str] = ..., requests: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., audio_ms: _Optional[int] = ..., cost_eur: _Optional[str] = ..., energy_kwh: _Optional[str] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
-    __slots__ = ("tenant_id", "currency", "total", "rows")
+    __slots__ = ("requests", "prompt_tokens", "completion_tokens", "tenant_id", "currency", "total", "rows")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
     tenant_id: str
     currency: str
     total: UsageRow
     rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
-    def __init__(self, tenant_id: _Optional[str] = ..., currency: _Optional[str] = ..., total: _Optional[_Union[UsageRow, _Mapping]] = ..., rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ...) -> None: ...
+    def __init__(self, requests: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., tenant_id: _Optional[str] = ..., currency: _Optional[str] = ..., total: _Optional[_Union[UsageRow, _Mapping]] = ..., rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ...) -> None: ...
 
 class Tier(_message.Message):
     __slots__ = ("id", "name", "description", "purchase_credit_eur", "monthly_budget_eur", "output_tokens_per_hour", "output_tokens_per_day", "requests_per_minute")
