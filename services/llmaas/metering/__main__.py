@@ -49,7 +49,8 @@ def main() -> None:
     metrics_port = env_int("LLMAAS_METERING_METRICS_PORT", 0)
     migrate(engine, Path(__file__).parent / "migrations")
     ledger = Ledger(engine, prices, tiers)
-    servicer = MeteringServicer(ledger, env_str("LLMAAS_ADMIN_TOKEN"), internal_secret())
+    servicer = MeteringServicer(ledger, env_str("LLMAAS_ADMIN_TOKEN"), internal_secret(),
+                                db_threads=env_int("LLMAAS_METERING_DB_THREADS", 0 if engine.dialect.name == "sqlite" else 4))
     if metrics_port:
         start_http_server(metrics_port, addr=os.environ.get("LLMAAS_BIND_HOST", "127.0.0.1"), registry=metrics.REGISTRY)
 

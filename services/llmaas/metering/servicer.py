@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import grpc
@@ -59,11 +62,20 @@ def usage_row(row: UsageRow) -> metering_pb2.UsageRow:
 
 class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
     def __init__(self, ledger: Ledger, admin_token: str = "", internal_secret: str = "",
-                 clock: Callable[[], dt.datetime] = _now) -> None:
+                 clock: Callable[[], dt.datetime] = _now, db_threads: int = 1) -> None:
         self._ledger = ledger
         self._admin_token = admin_token
         self._secret = internal_secret
         self._clock = clock
+        # Reserve and settle run their transactions here, off the event loop, so that gRPC I/O goes on during a
+        # commit. One thread for SQLite (one writer at a time anyway: threads would only wait on its lock).
+        # 0: on the event loop itself.
+        self._db = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="ledger") if db_threads else None
+
+    async def _in_db(self, fn, *args, **kwargs):
+        if self._db is None:
+            return fn(*args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._db, functools.partial(fn, *args, **kwargs))
 
     async def Reserve(self, request, context):
         if not request.request_id or not request.tenant_id:
@@ -79,7 +91,7 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
             quotas=tuple(Quota(q.window_seconds, q.max_requests, q.max_tokens) for q in request.quotas))
         now = self._clock()
         t0 = time.perf_counter()
-        decision = self._ledger.reserve(reservation, now)
+        decision = await self._in_db(self._ledger.reserve, reservation, now)
         metrics.RESERVE_SECONDS.observe(time.perf_counter() - t0)
         headers = rate_limit_headers(decision, now)
         if not decision.granted:
@@ -95,7 +107,7 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
         used = Usage(request.prompt_tokens, request.completion_tokens, request.reasoning_tokens, request.audio_ms)
         t0 = time.perf_counter()
         try:
-            s = self._ledger.settle(request.request_id, used, request.outcome, self._clock())
+            s = await self._in_db(self._ledger.settle, request.request_id, used, request.outcome, self._clock())
         except UnknownReservation:
             raise ApiError(grpc.StatusCode.NOT_FOUND, "No reservation for this request id",
                            param="request_id", code="reservation_not_found") from None
