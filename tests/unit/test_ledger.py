@@ -18,15 +18,15 @@ TIERS = load_tiers(DEPLOY_DIR / "metering" / "tiers.yaml")
 NOW = dt.datetime(2026, 11, 23, 15, 4, 5, tzinfo=dt.UTC)
 
 
-def _ledger(path: Path) -> Ledger:
-    engine = make_engine(f"sqlite:///{path}")
+def _ledger(url: str) -> Ledger:
+    engine = make_engine(url)
     migrate(engine, MIGRATIONS)
     return Ledger(engine, PRICES, TIERS)
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    led = _ledger(tmp_path / "m.db")
+def ledger(database_url: str) -> Ledger:
+    led = _ledger(database_url)
     migrate(led._engine, MIGRATIONS)  # idempotent at start
     return led
 
@@ -115,10 +115,9 @@ def test_budget_is_never_overshot_and_spend_is_exact(ledger: Ledger):
     assert granted == 2 and spent == 2 * 232_000 <= budget
 
 
-def test_concurrent_replicas_never_overshoot(tmp_path: Path):
+def test_concurrent_replicas_never_overshoot(database_url: str):
     """Two 'replicas' (engines) on one database, 16 threads racing for a 1 000-token key quota."""
-    db = tmp_path / "m.db"
-    replicas = [_ledger(db), _ledger(db)]
+    replicas = [_ledger(database_url), _ledger(database_url)]
     quota = (Quota(3600, max_tokens=1000),)
     granted: list[str] = []
     lock = threading.Lock()
