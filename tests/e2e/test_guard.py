@@ -26,7 +26,7 @@ def tenant(stack):
     with grpc.insecure_channel(stack["services"]["auth"]) as channel:
         auth = auth_pb2_grpc.AuthServiceStub(channel)
         tenant_id = auth.CreateTenant(auth_pb2.CreateTenantRequest(name=f"guard-{secrets.token_hex(4)}"),
-                                      metadata=md, timeout=10).tenant_id
+                                      metadata=md, timeout=10).tenant.tenant_id
         key = auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(tenant_id=tenant_id), metadata=md, timeout=10).api_key
     return tenant_id, key
 

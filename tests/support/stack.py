@@ -25,16 +25,32 @@ TEST_MODEL = "llmaas-test:deterministic"
 REAL_MODEL = "smollm2:135m"
 # Served by the deterministic model, with an end of support 30 days from today: always in its notice period.
 SUNSETTING_MODEL = "llmaas-test:sunsetting"
+# Past its end of support (30 days ago) and not served; its migration is the deterministic model, which serves it
+# for tenants that opted in.
+RETIRED_MODEL = "llmaas-test:retired"
+# Served by the deterministic model, in production; tests/e2e/test_successor.py moves its end of support into the
+# past (rewriting the overlay: stack["lifecycle_catalog"]) to see the change reach the router at once.
+FLIP_MODEL = "llmaas-test:flip"
+
+
+def lifecycle_catalog_text(flip_end_of_support: dt.date | None = None) -> str:
+    today = dt.date.today()
+    template = DEFAULT_CATALOG.parent / "chat_templates" / "smollm2.jinja"
+    served = (f"licence: Apache-2.0, max_model_len: 4096, default_max_tokens: 64, triton_model: "
+              f"llmaas-test-deterministic, pool: local-cpu, chat_template: '{template}', bos_token: '<|im_start|>',"
+              f" eos_token: '<|im_end|>'")
+    flip_end = f" end_of_support: {flip_end_of_support.isoformat()}," if flip_end_of_support else ""
+    return (
+        f"models:\n  - {{id: '{SUNSETTING_MODEL}', editor: llmaas tests, type: chat, production_date: 2026-01-01,"
+        f" end_of_support: {(today + dt.timedelta(days=30)).isoformat()}, migration: '{TEST_MODEL}', {served}}}\n"
+        f"  - {{id: '{RETIRED_MODEL}', editor: llmaas tests, type: chat, production_date: 2025-01-01,"
+        f" end_of_support: {(today - dt.timedelta(days=30)).isoformat()}, migration: '{TEST_MODEL}'}}\n"
+        f"  - {{id: '{FLIP_MODEL}', editor: llmaas tests, type: chat, production_date: 2025-01-01,{flip_end}"
+        f" {served}}}\n")
 
 
 def _lifecycle_catalog(path: Path) -> Path:
-    end = dt.date.today() + dt.timedelta(days=30)
-    template = DEFAULT_CATALOG.parent / "chat_templates" / "smollm2.jinja"
-    path.write_text(
-        f"models:\n  - {{id: '{SUNSETTING_MODEL}', editor: llmaas tests, type: chat, production_date: 2026-01-01,"
-        f" end_of_support: {end.isoformat()}, migration: '{TEST_MODEL}', licence: Apache-2.0, max_model_len: 4096,"
-        f" default_max_tokens: 64, triton_model: llmaas-test-deterministic, pool: local-cpu,"
-        f" chat_template: '{template}', bos_token: '<|im_start|>', eos_token: '<|im_end|>'}}\n")
+    path.write_text(lifecycle_catalog_text())
     return path
 
 
@@ -57,6 +73,7 @@ def running_stack(data_dir: Path, *, start_timeout: float = 240.0) -> Iterator[d
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "COLUMNS": "200"})
     stack_file = data_dir / STACK_FILE
+    lifecycle_catalog = Path(argv[-1])
     try:
         deadline = time.monotonic() + start_timeout
         while not stack_file.exists():
@@ -67,6 +84,7 @@ def running_stack(data_dir: Path, *, start_timeout: float = 240.0) -> Iterator[d
         stack = json.loads(stack_file.read_text())
         stack["base_port"] = base
         stack["data_dir"] = str(data_dir)
+        stack["lifecycle_catalog"] = str(lifecycle_catalog)
         yield stack
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does

@@ -7,6 +7,7 @@ serialise in the database, and an automatic rotation is claimed by exactly one r
 import asyncio
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 from envoy.service.auth.v3 import external_auth_pb2_grpc
@@ -16,6 +17,7 @@ from llmaas.auth.authorizer import Authorizer
 from llmaas.auth.ext_authz import ExtAuthzServicer
 from llmaas.auth.sealed import Sealer
 from llmaas.auth.servicer import AuthServicer
+from llmaas.auth.sso import SsoVerifier
 from llmaas.auth.store import KeyStore
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.common.config import env_float, env_str, grpc_port, internal_secret
@@ -38,6 +40,14 @@ async def rotate_periodically(store: KeyStore, audit: AuditLog, every_seconds: f
         await asyncio.sleep(every_seconds)
 
 
+def _sso() -> SsoVerifier | None:
+    """Admin sign-in with OIDC JWTs, when an identity provider is configured."""
+    url = os.environ.get("LLMAAS_ADMIN_JWKS_URL", "")
+    if not url:
+        return None
+    return SsoVerifier(url, env_str("LLMAAS_ADMIN_JWT_ISSUER"), env_str("LLMAAS_ADMIN_JWT_AUDIENCE"))
+
+
 async def run() -> None:
     engine = make_engine(env_str("LLMAAS_AUTH_DATABASE_URL"))
     migrate(engine, Path(__file__).parent / "migrations")
@@ -45,7 +55,7 @@ async def run() -> None:
     admin_token = env_str("LLMAAS_ADMIN_TOKEN")
     store = KeyStore(engine, Sealer(secret), cache_seconds=env_float("LLMAAS_AUTH_CACHE_SECONDS", 2.0))
     audit = AuditLog(AuditStore(engine))
-    authorizer = Authorizer(store, audit, admin_token)
+    authorizer = Authorizer(store, audit, admin_token, _sso())
     rotation = asyncio.create_task(
         rotate_periodically(store, audit, env_float("LLMAAS_AUTH_ROTATION_CHECK_SECONDS", 60.0)))
 

@@ -14,6 +14,7 @@ import grpc
 from opentelemetry import trace
 
 from llmaas.auth.audit import AuditLog, AuditRecord
+from llmaas.auth.sso import SsoVerifier, looks_like_jwt
 from llmaas.auth.store import Denial, KeyStore
 from llmaas.common.errors import ApiError
 from llmaas.common.identity import PLATFORM_ADMIN, ROLE_KEY, ROLE_TENANT_ADMIN, Identity, is_admin_token
@@ -37,6 +38,9 @@ _ADMIN_KEY_ON_MODELS = ApiError(
 _APP_KEY_ON_ADMIN = ApiError(
     grpc.StatusCode.PERMISSION_DENIED, "This API key cannot call the admin API. Use a tenant admin key or the "
     "platform admin token.", code="permission_denied")
+_BAD_SSO_TOKEN = ApiError(
+    grpc.StatusCode.UNAUTHENTICATED, "The SSO token was not accepted (signature, issuer, audience, expiry or role).",
+    code="invalid_sso_token")
 _ADMIN_TOKEN_ON_MODELS = ApiError(
     grpc.StatusCode.PERMISSION_DENIED, "The platform admin token cannot call models. Use an application API key.",
     code="permission_denied")
@@ -62,16 +66,19 @@ def current_trace_id(fallback_traceparent: str = "") -> str:
 
 
 class Authorizer:
-    def __init__(self, store: KeyStore, audit: AuditLog, admin_token: str) -> None:
+    def __init__(self, store: KeyStore, audit: AuditLog, admin_token: str, sso: SsoVerifier | None = None) -> None:
         self._store = store
         self._audit = audit
         self._admin_token = admin_token
+        self._sso = sso
 
     def _decide(self, token: str | None, admin_api: bool) -> Identity | ApiError:
         if not token:
             return MISSING
         if is_admin_token(token, self._admin_token):
             return PLATFORM_ADMIN if admin_api else _ADMIN_TOKEN_ON_MODELS
+        if admin_api and self._sso is not None and looks_like_jwt(token):
+            return self._sso.verify(token) or _BAD_SSO_TOKEN
         verdict = self._store.verify(token)
         if isinstance(verdict, Denial):
             return _DENIALS[verdict]

@@ -42,7 +42,8 @@ def _ts(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 
 
 def tenant_message(t: Tenant) -> auth_pb2.Tenant:
-    return auth_pb2.Tenant(tenant_id=t.id, name=t.name, created_at=_ts(t.created_at))
+    return auth_pb2.Tenant(tenant_id=t.id, name=t.name, created_at=_ts(t.created_at),
+                           serve_successor=t.serve_successor)
 
 
 def _quota_messages(quotas) -> list[auth_pb2.Quota]:
@@ -62,7 +63,7 @@ def key_message(k: KeyRecord, now: datetime) -> auth_pb2.ApiKey:
 
 def identity_message(i: Identity) -> auth_pb2.Identity:
     return auth_pb2.Identity(tenant_id=i.tenant_id, key_id=i.key_id, role=i.role, allowed_models=list(i.models),
-                             quotas=_quota_messages(i.quotas))
+                             quotas=_quota_messages(i.quotas), serve_successor=i.serve_successor)
 
 
 def _validate_key_request(request: auth_pb2.CreateApiKeyRequest, now: datetime) -> None:
@@ -142,6 +143,19 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def ListTenants(self, request, context):
         self._admin(context)
         return auth_pb2.ListTenantsResponse(tenants=[tenant_message(t) for t in self._store.list_tenants()])
+
+    async def UpdateTenant(self, request, context):
+        actor = self._admin(context, request.tenant_id)
+        if not request.HasField("serve_successor"):
+            raise invalid_request("Nothing to update: give serve_successor.", param="serve_successor")
+        try:
+            tenant = self._store.update_tenant(request.tenant_id, serve_successor=request.serve_successor)
+        except NotFound:
+            raise ApiError(grpc.StatusCode.NOT_FOUND, f"Tenant {request.tenant_id!r} does not exist",
+                           param="tenant_id", code="tenant_not_found") from None
+        await self._record(context, actor, "tenant.update", tenant_id=tenant.id,
+                           detail=f"serve_successor={str(tenant.serve_successor).lower()}")
+        return auth_pb2.UpdateTenantResponse(tenant=tenant_message(tenant))
 
     async def CreateApiKey(self, request, context):
         actor = self._admin(context, request.tenant_id)

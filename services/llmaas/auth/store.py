@@ -4,6 +4,10 @@ Verification is the hot path (one per request). A key's row is cached by key id 
 secret itself is compared against the cached digests every time, in constant time, and expiry and the rotation
 grace window are evaluated against the clock at each check. Every replica reads the same database, so a revocation
 or rotation takes effect everywhere within VERIFY_CACHE_SECONDS: the documented bound.
+
+A key's row is read joined with its tenant's settings (today: the opt-in to being served by a retired model's
+successor), which then travel in the key's signed identity. They are cached with the key, so a tenant update reaches
+requests within the same bound (at once on the replica that made it, which drops that tenant's cached keys).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Tenant:
     id: str
     name: str
     created_at: datetime
+    serve_successor: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,8 @@ class KeyRecord:
     rotation_grace_seconds: int
     next_rotation_at: datetime | None
     rotated_secret_pending: bool
+    # The key's tenant's opt-in (tenants.serve_successor), as of when the row was read.
+    serve_successor: bool = False
 
     def status(self, now: datetime) -> str:
         if self.revoked_at is not None:
@@ -83,7 +90,7 @@ class KeyRecord:
 
     def identity(self) -> Identity:
         return Identity(tenant_id=self.tenant_id, key_id=self.id, role=self.role, models=self.allowed_models,
-                        quotas=self.quotas)
+                        quotas=self.quotas, serve_successor=self.serve_successor)
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,18 @@ def _record(row) -> KeyRecord:
         created_at=_utc(row.created_at), expires_at=_utc(row.expires_at), revoked_at=_utc(row.revoked_at),
         rotated_at=_utc(row.rotated_at), previous_valid_until=_utc(row.previous_valid_until),
         rotation_period_days=row.rotation_period_days, rotation_grace_seconds=row.rotation_grace_seconds,
-        next_rotation_at=_utc(row.next_rotation_at), rotated_secret_pending=row.pending_secret is not None)
+        next_rotation_at=_utc(row.next_rotation_at), rotated_secret_pending=row.pending_secret is not None,
+        serve_successor=bool(row.serve_successor))
+
+
+def _keys():
+    """SELECT of key rows with their tenant's settings (every key has a tenant: api_keys.tenant_id is a foreign
+    key)."""
+    return sa.select(api_keys, tenants.c.serve_successor).join(tenants, tenants.c.id == api_keys.c.tenant_id)
+
+
+def _tenant(row) -> Tenant:
+    return Tenant(row.id, row.name, _utc(row.created_at), bool(row.serve_successor))
 
 
 class KeyStore:
@@ -134,7 +152,26 @@ class KeyStore:
     def list_tenants(self) -> list[Tenant]:
         with self._engine.connect() as conn:
             rows = conn.execute(sa.select(tenants).order_by(tenants.c.created_at, tenants.c.id)).all()
-        return [Tenant(r.id, r.name, _utc(r.created_at)) for r in rows]
+        return [_tenant(r) for r in rows]
+
+    def get_tenant(self, tenant_id: str) -> Tenant:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id)).first()
+        if row is None:
+            raise NotFound(tenant_id)
+        return _tenant(row)
+
+    def update_tenant(self, tenant_id: str, *, serve_successor: bool | None = None) -> Tenant:
+        """Changes the given settings (None: unchanged). Keys of this tenant cached here are dropped, so the change
+        applies at once on this replica; the others see it within the verification cache's bound."""
+        values = {} if serve_successor is None else {"serve_successor": serve_successor}
+        if values:
+            with self._engine.begin() as conn:
+                if conn.execute(tenants.update().where(tenants.c.id == tenant_id).values(**values)).rowcount != 1:
+                    raise NotFound(tenant_id)
+            for key_id in [k for k, c in list(self._cache.items()) if c.record.tenant_id == tenant_id]:
+                self._cache.pop(key_id, None)
+        return self.get_tenant(tenant_id)
 
     # Keys
 
@@ -156,14 +193,14 @@ class KeyStore:
 
     def get_key(self, tenant_id: str, key_id: str) -> KeyRecord:
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(api_keys).where(
+            row = conn.execute(_keys().where(
                 api_keys.c.id == key_id, api_keys.c.tenant_id == tenant_id)).first()
         if row is None:
             raise NotFound(key_id)
         return _record(row)
 
     def list_keys(self, tenant_id: str, *, include_revoked: bool = False) -> list[KeyRecord]:
-        query = sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id).order_by(api_keys.c.created_at)
+        query = _keys().where(api_keys.c.tenant_id == tenant_id).order_by(api_keys.c.created_at)
         if not include_revoked:
             query = query.where(api_keys.c.revoked_at.is_(None))
         with self._engine.connect() as conn:
@@ -203,7 +240,7 @@ class KeyStore:
         """Automatic rotations that are due (each replica calls this; a key is rotated by exactly one of them). The
         new secret is kept sealed until the tenant's admin retrieves it."""
         with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(api_keys).where(
+            rows = conn.execute(_keys().where(
                 api_keys.c.next_rotation_at <= self._now(), api_keys.c.revoked_at.is_(None))).all()
         rotated = []
         for row in rows:
@@ -243,7 +280,7 @@ class KeyStore:
         if hit is not None and hit.until > now:
             return hit
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+            row = conn.execute(_keys().where(api_keys.c.id == key_id)).first()
         if row is None:
             self._cache.pop(key_id, None)
             return None
@@ -252,6 +289,13 @@ class KeyStore:
         cached = _Cached(now + self._cache_seconds, _record(row), row.secret_sha256, row.previous_secret_sha256)
         self._cache[key_id] = cached
         return cached
+
+    def _secret_valid(self, cached: _Cached, secret: str) -> bool:
+        """The current secret, or the previous one inside its grace window (both compared, in constant time)."""
+        current = keys.matches(secret, cached.secret_sha256)
+        previous = cached.previous_secret_sha256 is not None and keys.matches(secret, cached.previous_secret_sha256)
+        until = cached.record.previous_valid_until
+        return current or (previous and until is not None and self._now() < until)
 
     def verify(self, api_key: str) -> KeyRecord | Denial:
         parsed = keys.parse(api_key)
@@ -262,12 +306,13 @@ class KeyStore:
         if cached is None:
             keys.matches(secret, keys.digest(""))  # same work as a real comparison
             return Denial.INVALID
+        if not self._secret_valid(cached, secret):
+            # Perhaps rotated on another replica since this row was cached: a new secret works at once.
+            self._cache.pop(key_id, None)
+            cached = self._load(key_id)
+            if cached is None or not self._secret_valid(cached, secret):
+                return Denial.INVALID
         record, now = cached.record, self._now()
-        current = keys.matches(secret, cached.secret_sha256)
-        previous = cached.previous_secret_sha256 is not None and keys.matches(secret, cached.previous_secret_sha256)
-        in_grace = previous and record.previous_valid_until is not None and now < record.previous_valid_until
-        if not (current or in_grace):
-            return Denial.INVALID
         # Only a caller who holds a valid secret learns that the key is revoked or expired.
         if record.revoked_at is not None:
             return Denial.REVOKED

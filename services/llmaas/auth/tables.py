@@ -10,6 +10,8 @@ tenants = sa.Table(
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False, unique=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Opt-in: a retired model is served by its recommended successor (carried in the keys' signed identities).
+    sa.Column("serve_successor", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 api_keys = sa.Table(

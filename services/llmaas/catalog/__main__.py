@@ -8,28 +8,33 @@ from llmaas.catalog.reload import CatalogSource
 from llmaas.catalog.served import ServedModels
 from llmaas.catalog.servicer import CatalogServicer
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from llmaas.catalog.watch import Revisions
 from llmaas.common.config import ConfigError, env_str, grpc_port, internal_secret
 from llmaas.common.server import serve
 
 
 async def run() -> None:
     paths = [Path(p) for p in env_str("LLMAAS_CATALOG_FILES").split(os.pathsep) if p]
+    revisions = Revisions()  # pushed to the router (WatchCatalog), whose resolution cache it invalidates
     try:
-        source = CatalogSource(paths)
+        source = CatalogSource(paths, on_change=lambda: revisions.bump("catalogue reloaded"))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    watcher = asyncio.create_task(source.watch())
-    served = ServedModels(env_str("LLMAAS_TRITON_GRPC"))  # inside the loop: its gRPC channel belongs to it
+    # Inside the loop: its gRPC channel belongs to it.
+    served = ServedModels(env_str("LLMAAS_TRITON_GRPC"), on_change=lambda: revisions.bump("served models changed"))
+    watchers = [asyncio.create_task(source.watch()), asyncio.create_task(served.watch())]
 
     def register(server):
-        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(source, served, internal_secret()), server)
+        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(
+            CatalogServicer(source, served, internal_secret(), revisions), server)
         return [catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name]
 
     async def on_stop():
-        watcher.cancel()
+        for watcher in watchers:
+            watcher.cancel()
         await served.close()
 
-    await serve("catalog", grpc_port(), register, on_stop=on_stop)
+    await serve("catalog", grpc_port(), register, on_stop=on_stop, on_drain=revisions.close)
 
 
 def main() -> None:

@@ -1,10 +1,16 @@
-"""Which Triton models are ready right now, asked of Triton itself (repository index), cached for a moment."""
+"""Which Triton models are ready right now, asked of Triton itself (repository index), cached for a moment.
+
+`watch()` asks again every CACHE_SECONDS in the background, so that a model Triton loads or unloads is noticed
+without waiting for a request: a set that differs from the previous one calls `on_change` (the catalog service moves
+its revision, llmaas.catalog.watch, which invalidates the router's cache).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import grpc
 import tritonclient.grpc.aio as triton_aio
@@ -17,9 +23,12 @@ CACHE_SECONDS = 2.0
 
 
 class ServedModels:
-    def __init__(self, triton_url: str) -> None:
-        self._client = triton_aio.InferenceServerClient(url=triton_url)
+    def __init__(self, triton_url: str, *, on_change: Callable[[], None] | None = None, client=None) -> None:
+        self._client = client if client is not None else triton_aio.InferenceServerClient(url=triton_url)
+        self._on_change = on_change
         self._ready: frozenset[str] = frozenset()
+        self._known = False  # whether _ready came from Triton at least once
+        self._failing = False
         self._expires = 0.0
         self._lock = asyncio.Lock()
 
@@ -28,15 +37,37 @@ class ServedModels:
             return self._ready
         async with self._lock:
             if time.monotonic() >= self._expires:
-                try:
-                    index = await self._client.get_model_repository_index(as_json=True)
-                except Exception as e:  # tritonclient raises its own exception type for every failure
-                    log.warning("triton repository index failed", extra={"fields": {"error": str(e)[:200]}})
-                    raise ApiError(grpc.StatusCode.UNAVAILABLE, "The inference backend is temporarily unavailable",
-                                   code="backend_unavailable") from None
-                self._ready = frozenset(m["name"] for m in index.get("models", []) if m.get("state") == "READY")
-                self._expires = time.monotonic() + CACHE_SECONDS
+                await self._fetch()
         return self._ready
+
+    async def _fetch(self) -> None:
+        try:
+            index = await self._client.get_model_repository_index(as_json=True)
+        except Exception as e:  # tritonclient raises its own exception type for every failure
+            if not self._failing:  # once per outage, not at every poll
+                log.warning("triton repository index failed", extra={"fields": {"error": str(e)[:200]}})
+            self._failing = True
+            raise ApiError(grpc.StatusCode.UNAVAILABLE, "The inference backend is temporarily unavailable",
+                           code="backend_unavailable") from None
+        if self._failing:
+            log.info("triton repository index answers again")
+        self._failing = False
+        ready = frozenset(m["name"] for m in index.get("models", []) if m.get("state") == "READY")
+        changed = self._known and ready != self._ready
+        self._ready, self._known = ready, True
+        self._expires = time.monotonic() + CACHE_SECONDS
+        if changed:
+            log.info("served models changed", extra={"fields": {"models": sorted(ready)}})
+            if self._on_change is not None:
+                self._on_change()
+
+    async def watch(self, interval: float = CACHE_SECONDS) -> None:
+        while True:
+            try:
+                await self.ready()
+            except ApiError:
+                pass  # logged once per outage; requests meanwhile get UNAVAILABLE from ready()
+            await asyncio.sleep(interval)
 
     async def close(self) -> None:
         await self._client.close()

@@ -1,4 +1,10 @@
-"""llmaas.catalog.v1.CatalogService: /v1/models and model resolution for the router."""
+"""llmaas.catalog.v1.CatalogService: /v1/models and model resolution for the router.
+
+A retired model (end of support or removed, and not served) answers model_retired naming its recommended migration.
+If the caller's tenant opted in (ResolveModelRequest.serve_successor, from its signed identity), the model of its
+migration chain that is served answers instead (`serving_successor`), and the response says which model it stands in
+for (`substituted_for`) so that the router can tell the client.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from llmaas.catalog.entries import Catalog, ModelEntry
 from llmaas.catalog.reload import CatalogSource
 from llmaas.catalog.served import ServedModels
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from llmaas.catalog.watch import Revisions
 from llmaas.common.errors import ApiError, invalid_request
 from llmaas.common.identity import IDENTITY_HEADER, Identity, identity_from_metadata, metadata_dict
 
@@ -22,15 +29,37 @@ def model_not_found(name: str) -> ApiError:
                     param="model", code="model_not_found")
 
 
-def model_retired(entry: ModelEntry, catalog: Catalog, today: dt.date) -> ApiError | None:
-    """The error for a model that is not served because its life is over, naming what to migrate to."""
-    st = lifecycle.status(entry, catalog, today)
-    if st.phase not in ("end_of_support", "removed"):
+def is_retired(entry: ModelEntry, today: dt.date) -> bool:
+    return lifecycle.phase(entry, today) in (lifecycle.END_OF_SUPPORT, lifecycle.REMOVED)
+
+
+def model_retired(entry: ModelEntry, catalog: Catalog, today: dt.date, *,
+                  opted_in: bool = False) -> ApiError | None:
+    """The error for a model that is not served because its life is over, naming what to migrate to. `opted_in`:
+    the caller asked to be served by the successor, and no model of the migration chain is served here."""
+    if not is_retired(entry, today):
         return None
+    st = lifecycle.status(entry, catalog, today)
     when = f" on {st.sunset.isoformat()}" if st.sunset else ""
     advice = f" Please migrate to '{st.successor}'." if st.successor else ""
+    if opted_in and st.successor:
+        advice += " No model of its migration chain is served here to answer in its place."
     return ApiError(grpc.StatusCode.NOT_FOUND, f"The model '{entry.id}' was retired{when}.{advice}",
                     param="model", code="model_retired")
+
+
+def serving_successor(entry: ModelEntry, catalog: Catalog, ready: frozenset[str]) -> ModelEntry | None:
+    """The model that answers in place of a retired `entry` for a tenant that opted in: the recommended successor
+    (the end of the migration chain) when it is served, else the served model closest to it along the chain
+    (A -> B -> C with C not deployed here gives B), else None."""
+    for candidate in reversed(lifecycle.migration_chain(entry, catalog)):
+        if _is_served(candidate, ready):
+            return candidate
+    return None
+
+
+def _is_served(entry: ModelEntry, ready: frozenset[str]) -> bool:
+    return bool(entry.triton_model) and entry.triton_model in ready
 
 
 def _iso(day: dt.date | None) -> str:
@@ -63,10 +92,12 @@ def _model_message(entry: ModelEntry, catalog: Catalog, today: dt.date) -> catal
 
 
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
-    def __init__(self, source: CatalogSource, served: ServedModels, internal_secret: str) -> None:
+    def __init__(self, source: CatalogSource, served: ServedModels, internal_secret: str,
+                 revisions: Revisions | None = None) -> None:
         self._source = source
         self._served = served
         self._secret = internal_secret
+        self._revisions = revisions if revisions is not None else Revisions()
 
     def _caller(self, context) -> Identity | None:
         """The key behind a /v1/models request (signed by ext_authz). None for internal gRPC callers, who see all;
@@ -84,12 +115,24 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         return caller is None or caller.may_use(entry.id, *entry.aliases)
 
     async def _served_entry(self, catalog: Catalog, name: str) -> ModelEntry:
+        entry, _ = await self._resolve(catalog, name, serve_successor=False)
+        return entry
+
+    async def _resolve(self, catalog: Catalog, name: str, *,
+                       serve_successor: bool) -> tuple[ModelEntry, ModelEntry | None]:
+        """The served model that answers for `name`, and the retired model it stands in for (None: itself)."""
         entry = catalog.lookup(name)
         if entry is None:
             raise model_not_found(name)
-        if not entry.triton_model or entry.triton_model not in await self._served.ready():
-            raise model_retired(entry, catalog, dt.date.today()) or model_not_found(name)
-        return entry
+        ready = await self._served.ready()
+        if _is_served(entry, ready):
+            return entry, None
+        today = dt.date.today()
+        if serve_successor and is_retired(entry, today):
+            successor = serving_successor(entry, catalog, ready)
+            if successor is not None:
+                return successor, entry
+        raise model_retired(entry, catalog, today, opted_in=serve_successor) or model_not_found(name)
 
     async def ListModels(self, request, context):
         ready = await self._served.ready()
@@ -119,7 +162,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     async def ResolveModel(self, request, context):
         catalog = self._source.current  # one catalogue for the whole call, even if a reload lands meanwhile
-        entry = await self._served_entry(catalog, request.model)
+        entry, retired = await self._resolve(catalog, request.model, serve_successor=request.serve_successor)
         today = dt.date.today()
         status = lifecycle.status(entry, catalog, today)
         headers = lifecycle.deprecation_headers(entry, today)
@@ -129,4 +172,10 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             id=entry.id, triton_model=entry.triton_model, pool=entry.pool, chat_template=entry.chat_template,
             max_model_len=entry.max_model_len, default_max_tokens=entry.default_max_tokens, type=entry.type,
             capabilities=list(entry.capabilities), bos_token=entry.bos_token, eos_token=entry.eos_token,
+            substituted_for=retired.id if retired else "", aliases=list(entry.aliases),
             kwh_per_million_tokens=entry.kwh_per_million_tokens)
+
+    async def WatchCatalog(self, request, context):
+        async for revision in self._revisions.stream():
+            yield catalog_pb2.CatalogRevision(revision=revision, instance=self._revisions.instance,
+                                              heartbeat_seconds=max(1, round(self._revisions.heartbeat)))

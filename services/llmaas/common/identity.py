@@ -4,7 +4,11 @@ Envoy's ext_authz filter asks auth to verify the client's credential; auth answe
 anything the client sent) and Envoy removes `authorization`. The header is an HMAC-SHA256-signed token made with
 the stack's internal secret, so a caller that reaches a service port directly cannot forge an identity: a missing,
 unsigned or tampered header is simply not an identity. It carries what the services behind auth need to enforce
-the key's limits without asking auth again: the role, the allowed model patterns and the per-key quotas.
+the key's limits without asking auth again: the role, the allowed model patterns, the per-key quotas, and the
+tenant's opt-in to being served by a retired model's successor.
+
+The payload is compact JSON; a field at its default is left out ("s", serve_successor, only appears when true), so
+identities signed before a field existed still decode, to that default.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ class Identity:
     # fnmatch patterns over canonical model ids and aliases ("mistral*", "qwen3:*"); empty: every model.
     models: tuple[str, ...] = ()
     quotas: tuple[Quota, ...] = field(default=())
+    # The tenant's opt-in: a request for a retired model is served by its recommended successor, saying so.
+    serve_successor: bool = False
 
     def may_use(self, *model_names: str) -> bool:
         """True if any of the names (canonical id, the alias the client used) matches an allowed pattern."""
@@ -76,6 +82,8 @@ def _mac(payload: str, secret: str) -> str:
 def encode_identity(identity: Identity, secret: str) -> str:
     body = {"t": identity.tenant_id, "k": identity.key_id, "r": identity.role, "m": list(identity.models),
             "q": [[q.window_seconds, q.max_requests, q.max_tokens] for q in identity.quotas]}
+    if identity.serve_successor:
+        body["s"] = 1
     payload = _b64(json.dumps(body, separators=(",", ":")).encode())
     return f"{_VERSION}.{payload}.{_mac(payload, secret)}"
 
@@ -89,7 +97,7 @@ def decode_identity(value: str, secret: str) -> Identity | None:
     try:
         body = json.loads(_unb64(payload))
         return Identity(tenant_id=body["t"], key_id=body["k"], role=body["r"], models=tuple(body["m"]),
-                        quotas=tuple(Quota(*q) for q in body["q"]))
+                        quotas=tuple(Quota(*q) for q in body["q"]), serve_successor=body.get("s") == 1)
     except (ValueError, KeyError, TypeError):
         return None
 

@@ -80,8 +80,11 @@ async def serve(
     register: Callable[[grpc.aio.Server], Iterable[str]],
     *,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    on_drain: Callable[[], None] | None = None,
 ) -> None:
-    """Runs a service until SIGTERM/SIGINT. `register` adds the servicers and returns their full service names."""
+    """Runs a service until SIGTERM/SIGINT. `register` adds the servicers and returns their full service names.
+    `on_drain` runs as the drain starts, to end long-lived streams that would otherwise hold it for its whole grace;
+    `on_stop` once the server has stopped."""
     setup_logging()
     provider = setup_tracing(name)
     server = grpc.aio.server(
@@ -112,6 +115,8 @@ async def serve(
 
     log.info("stopping", extra={"fields": {"service": name}})
     await health_servicer.enter_graceful_shutdown()
+    if on_drain is not None:
+        on_drain()
     await server.stop(GRACE_SECONDS)
     if on_stop is not None:
         await on_stop()

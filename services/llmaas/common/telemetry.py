@@ -24,6 +24,7 @@ SPAN_ATTRIBUTES = {
     "llmaas.tenant_id": "tenant that made the request",
     "llmaas.key_id": "API key id (never the secret)",
     "llmaas.model": "public model id after alias resolution",
+    "llmaas.model_cache": "the router's model resolution: hit (cached), miss (asked the catalog) or off (unsubscribed)",
     "llmaas.triton_model": "Triton model that served the request",
     "llmaas.stream": "whether the client asked for SSE",
     "llmaas.prompt_tokens": "input tokens reported by the backend",

@@ -5,6 +5,7 @@ import asyncio
 from llmaas.common.config import env_str, grpc_port, internal_secret
 from llmaas.common.server import serve
 from llmaas.router.downstream import Downstream
+from llmaas.router.model_cache import CatalogWatcher, ModelCache
 from llmaas.router.pipeline import ChatPipeline
 from llmaas.router.servicer import RouterServicer
 from llmaas.router.triton import TritonDispatcher
@@ -13,9 +14,12 @@ from llmaas.router.v1 import router_pb2, router_pb2_grpc
 
 async def run() -> None:
     # Clients are made inside the running loop: grpc.aio channels belong to the loop that creates them.
+    cache = ModelCache()
     downstream = Downstream(
         auth=env_str("LLMAAS_AUTH_ADDR"), guard=env_str("LLMAAS_GUARD_ADDR"),
-        catalog=env_str("LLMAAS_CATALOG_ADDR"), metering=env_str("LLMAAS_METERING_ADDR"))
+        catalog=env_str("LLMAAS_CATALOG_ADDR"), metering=env_str("LLMAAS_METERING_ADDR"), model_cache=cache)
+    # Subscribes the resolution cache to the catalog's revisions (uncached until the first one arrives).
+    watcher = asyncio.create_task(CatalogWatcher(downstream.watch_catalog, cache).run())
     triton = TritonDispatcher(env_str("LLMAAS_TRITON_GRPC"))
     pipeline = ChatPipeline(downstream, triton, internal_secret())
 
@@ -24,6 +28,7 @@ async def run() -> None:
         return [router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name]
 
     async def on_stop():
+        watcher.cancel()
         await pipeline.drain()
         await triton.close()
         await downstream.close()

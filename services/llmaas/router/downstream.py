@@ -2,29 +2,37 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
+from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from llmaas.common.errors import from_rpc_error
+from llmaas.common.errors import ApiError, from_rpc_error
 from llmaas.common.identity import CLIENT_ADDRESS_HEADER, IDENTITY_HEADER, Identity, Quota
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
 from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
+from llmaas.router.model_cache import ModelCache
 
 # Per-call deadlines (seconds). The services answer in a few milliseconds; these bound a stuck dependency.
 DEADLINE = 5.0
-# Settlement must land even if metering restarts: retried by gRPC itself on UNAVAILABLE (it is idempotent by
-# request id, so a retry never counts twice).
-def _retry_config(service: str, method: str) -> str:
-    return ('{"methodConfig": [{"name": [{"service": "%s", "method": "%s"}],'
-            '"retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "2s",'
-            '"backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}') % (service, method)
+def _retry_config(service: str, method: str, *, balanced: bool = False) -> str:
+    """Settlement must land even if metering restarts: retried by gRPC itself on UNAVAILABLE (it is idempotent by
+    request id, so a retry never counts twice). `balanced`: round robin over every address of the target (auth runs
+    as several replicas), so a retry goes to a replica that is up."""
+    config = {"methodConfig": [{"name": [{"service": service, "method": method}], "retryPolicy": {
+        "maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "2s", "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"]}}]}
+    if balanced:
+        config["loadBalancingConfig"] = [{"round_robin": {}}]
+    return json.dumps(config)
 
 
 _SETTLE_RETRY = _retry_config("llmaas.metering.v1.MeteringService", "Settle")
 # The audit record of how a request ended: idempotent by request id as well.
-_RECORD_RETRY = _retry_config("llmaas.auth.v1.AuthService", "RecordRequest")
+_RECORD_RETRY = _retry_config("llmaas.auth.v1.AuthService", "RecordRequest", balanced=True)
 
 
 def _channel(address: str, **options) -> grpc.aio.Channel:
@@ -41,18 +49,26 @@ async def _call(service: str, method, request, timeout: float = DEADLINE):
 
 
 class Downstream:
-    def __init__(self, auth: str, guard: str, catalog: str, metering: str) -> None:
+    def __init__(self, auth: str, guard: str, catalog: str, metering: str, *,
+                 model_cache: ModelCache | None = None) -> None:
         self._channels = [
             _channel(auth, **{"grpc.service_config": _RECORD_RETRY}), _channel(guard), _channel(catalog), _channel(metering, **{"grpc.service_config": _SETTLE_RETRY})]
         self._auth = auth_pb2_grpc.AuthServiceStub(self._channels[0])
         self._guard = guard_pb2_grpc.GuardServiceStub(self._channels[1])
         self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channels[2])
         self._metering = metering_pb2_grpc.MeteringServiceStub(self._channels[3])
+        # The catalog's revision stream lives as long as the router: on its own channel, untraced (one span that
+        # never ends would say nothing).
+        self._watch_channel = grpc.aio.insecure_channel(catalog)
+        self._catalog_watch = catalog_pb2_grpc.CatalogServiceStub(self._watch_channel)
+        # Without a subscribed watcher (llmaas.router.model_cache.CatalogWatcher) the cache stays inactive.
+        self.model_cache = model_cache if model_cache is not None else ModelCache()
 
     async def authenticate(self, request: auth_pb2.AuthenticateRequest) -> Identity:
         i = (await _call("auth", self._auth.Authenticate, request)).identity
         return Identity(i.tenant_id, i.key_id, i.role, tuple(i.allowed_models),
-                        tuple(Quota(q.window_seconds, q.max_requests, q.max_tokens) for q in i.quotas))
+                        tuple(Quota(q.window_seconds, q.max_requests, q.max_tokens) for q in i.quotas),
+                        serve_successor=i.serve_successor)
 
     async def record_request(self, request: auth_pb2.RecordRequestRequest, signed_identity: str,
                              client_address: str) -> None:
@@ -62,8 +78,33 @@ class Downstream:
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e, service="auth") from None
 
-    async def resolve_model(self, model: str) -> catalog_pb2.ResolveModelResponse:
-        return await _call("catalog", self._catalog.ResolveModel, catalog_pb2.ResolveModelRequest(model=model))
+    async def resolve_model(self, model: str, serve_successor: bool = False) -> catalog_pb2.ResolveModelResponse:
+        """Through the resolution cache; `serve_successor`: the caller's tenant opted in to having a retired model
+        served by its successor."""
+        cache, key = self.model_cache, (model, serve_successor)
+        span = trace.get_current_span()
+        try:
+            resolved = cache.get(key)
+        except ApiError:  # a cached not-found answer
+            span.set_attribute("llmaas.model_cache", "hit")
+            raise
+        if resolved is not None:
+            span.set_attribute("llmaas.model_cache", "hit")
+            return resolved
+        span.set_attribute("llmaas.model_cache", "miss" if cache.active else "off")
+        token = cache.token()
+        try:
+            resolved = await _call("catalog", self._catalog.ResolveModel,
+                                   catalog_pb2.ResolveModelRequest(model=model, serve_successor=serve_successor))
+        except ApiError as err:
+            cache.put(key, err, token)
+            raise
+        cache.put(key, resolved, token)
+        return resolved
+
+    def watch_catalog(self):
+        """A WatchCatalog stream (grpc.aio unary-stream call) for llmaas.router.model_cache.CatalogWatcher."""
+        return self._catalog_watch.WatchCatalog(catalog_pb2.WatchCatalogRequest())
 
     async def check_prompt(self, request: guard_pb2.CheckPromptRequest) -> guard_pb2.CheckPromptResponse:
         return await _call("guard", self._guard.CheckPrompt, request)
@@ -76,5 +117,5 @@ class Downstream:
         await _call("metering", self._metering.Settle, request, timeout=4 * DEADLINE)
 
     async def close(self) -> None:
-        for ch in self._channels:
+        for ch in [*self._channels, self._watch_channel]:
             await ch.close()

@@ -144,10 +144,10 @@ class ChatPipeline:
             tenant_id=identity.tenant_id, end_user_id=params.user, request_id=caller.request_id,
             parts=[guard_pb2.PromptPart(source=_SOURCE[m.role], text=m.content) for m in params.messages])
         model, verdict = await asyncio.gather(
-            self._downstream.resolve_model(params.model), self._downstream.check_prompt(guard_request))
+            self._downstream.resolve_model(params.model, identity.serve_successor),
+            self._downstream.check_prompt(guard_request))
         span.set_attribute("llmaas.model", model.id)
-        if not identity.may_use(params.model, model.id):
-            raise permission_denied(f"This API key is not allowed to use the model '{model.id}'.", param="model")
+        check_model_permission(identity, params.model, model)
         if verdict.decision == guard_pb2.DECISION_BLOCK:
             raise invalid_request(f"The prompt was rejected by the prompt security policy ({guard_reasons(verdict)}).",
                                   param="messages", code="prompt_rejected")
@@ -267,10 +267,25 @@ def _trace_id() -> str:
     return format(ctx.trace_id, "032x") if ctx.trace_id else ""
 
 
+def check_model_permission(identity: Identity, requested: str, model) -> None:
+    """The key's allowed models must cover the model that serves (its id or an alias; the name asked for is one of
+    them) and, when it stands in for a retired model, that retired model as well (the name asked for or its id)."""
+    if model.substituted_for and not identity.may_use(requested, model.substituted_for):
+        raise permission_denied(f"This API key is not allowed to use the model '{model.substituted_for}'.",
+                                param="model")
+    if not identity.may_use(model.id, *model.aliases):
+        stands_in = f" (which serves the retired '{model.substituted_for}')" if model.substituted_for else ""
+        raise permission_denied(f"This API key is not allowed to use the model '{model.id}'{stands_in}.",
+                                param="model")
+
+
 def lifecycle_headers(model) -> tuple[tuple[str, str], ...]:
     """Response headers for a model at the end of its life (Envoy passes gRPC response metadata on as HTTP headers):
-    RFC 9745 Deprecation, RFC 8594 Sunset, and a Link to the recommended successor."""
-    headers = [("x-llmaas-model-phase", model.phase)] if model.phase else []
+    RFC 9745 Deprecation, RFC 8594 Sunset, and a Link to the recommended successor. A retired model served by its
+    successor (the tenant opted in) says so: `x-llmaas-model-substituted: <retired id>; served-by=<successor id>`."""
+    headers = [("x-llmaas-model-substituted", f"{model.substituted_for}; served-by={model.id}")] \
+        if model.substituted_for else []
+    headers += [("x-llmaas-model-phase", model.phase)] if model.phase else []
     if model.deprecation:
         headers += [("deprecation", model.deprecation), ("sunset", model.sunset)]
         if model.successor:

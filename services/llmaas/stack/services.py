@@ -49,7 +49,8 @@ def service_components(
         "auth": {"LLMAAS_AUTH_DATABASE_URL": f"sqlite:///{data_dir / 'auth.db'}", "LLMAAS_ADMIN_TOKEN": admin_token},
         "guard": {"LLMAAS_GUARD_MODE": guard_mode, "LLMAAS_GUARD_DATABASE_URL": f"sqlite:///{data_dir / 'guard.db'}",
                   "LLMAAS_ADMIN_TOKEN": admin_token},
-        "router": {"LLMAAS_AUTH_ADDR": address(ports, "auth"), "LLMAAS_GUARD_ADDR": address(ports, "guard"),
+        # Every auth replica, balanced by the router's channel (gRPC's multi-address target).
+        "router": {"LLMAAS_AUTH_ADDR": "ipv4:" + ",".join(auth_addresses(ports, auth_replicas)), "LLMAAS_GUARD_ADDR": address(ports, "guard"),
                    "LLMAAS_CATALOG_ADDR": address(ports, "catalog"), "LLMAAS_METERING_ADDR": address(ports, "metering"),
                    "LLMAAS_TRITON_GRPC": triton},
         "metering": {"LLMAAS_METERING_DATABASE_URL": f"sqlite:///{data_dir / 'metering.db'}",

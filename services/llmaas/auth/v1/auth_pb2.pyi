@@ -39,28 +39,32 @@ class Quota(_message.Message):
     def __init__(self, window_seconds: _Optional[int] = ..., max_requests: _Optional[int] = ..., max_tokens: _Optional[int] = ...) -> None: ...
 
 class Identity(_message.Message):
-    __slots__ = ("tenant_id", "key_id", "role", "allowed_models", "quotas")
+    __slots__ = ("tenant_id", "key_id", "role", "allowed_models", "quotas", "serve_successor")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
     QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    SERVE_SUCCESSOR_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     key_id: str
     role: str
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
     quotas: _containers.RepeatedCompositeFieldContainer[Quota]
-    def __init__(self, tenant_id: _Optional[str] = ..., key_id: _Optional[str] = ..., role: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., quotas: _Optional[_Iterable[_Union[Quota, _Mapping]]] = ...) -> None: ...
+    serve_successor: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., key_id: _Optional[str] = ..., role: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., quotas: _Optional[_Iterable[_Union[Quota, _Mapping]]] = ..., serve_successor: _Optional[bool] = ...) -> None: ...
 
 class Tenant(_message.Message):
-    __slots__ = ("tenant_id", "name", "created_at")
+    __slots__ = ("tenant_id", "name", "created_at", "serve_successor")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SERVE_SUCCESSOR_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     name: str
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    serve_successor: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., serve_successor: _Optional[bool] = ...) -> None: ...
 
 class CreateTenantRequest(_message.Message):
     __slots__ = ("name",)
@@ -83,6 +87,20 @@ class ListTenantsResponse(_message.Message):
     TENANTS_FIELD_NUMBER: _ClassVar[int]
     tenants: _containers.RepeatedCompositeFieldContainer[Tenant]
     def __init__(self, tenants: _Optional[_Iterable[_Union[Tenant, _Mapping]]] = ...) -> None: ...
+
+class UpdateTenantRequest(_message.Message):
+    __slots__ = ("tenant_id", "serve_successor")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVE_SUCCESSOR_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    serve_successor: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., serve_successor: _Optional[bool] = ...) -> None: ...
+
+class UpdateTenantResponse(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: Tenant
+    def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("key_id", "tenant_id", "name", "labels", "role", "allowed_models", "quotas", "created_at", "expires_at", "revoked_at", "rotated_at", "previous_valid_until", "rotation_period_days", "next_rotation_at", "rotated_secret_pending", "status")

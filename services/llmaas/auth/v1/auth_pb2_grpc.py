@@ -52,6 +52,11 @@ class AuthServiceStub:
                 request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListTenantsRequest.SerializeToString,
                 response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListTenantsResponse.FromString,
                 _registered_method=True)
+        self.UpdateTenant = channel.unary_unary(
+                '/llmaas.auth.v1.AuthService/UpdateTenant',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.UpdateTenantRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.UpdateTenantResponse.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/llmaas.auth.v1.AuthService/CreateApiKey',
                 request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyRequest.SerializeToString,
@@ -121,6 +126,13 @@ class AuthServiceServicer:
 
     def ListTenants(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTenant(self, request, context):
+        """Changes a tenant's settings: only the fields present in the request (platform admin, or the tenant's admin).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -203,6 +215,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ListTenants,
                     request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListTenantsRequest.FromString,
                     response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.ListTenantsResponse.SerializeToString,
+            ),
+            'UpdateTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTenant,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.UpdateTenantRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.UpdateTenantResponse.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -334,6 +351,33 @@ class AuthService:
             '/llmaas.auth.v1.AuthService/ListTenants',
             llmaas_dot_auth_dot_v1_dot_auth__pb2.ListTenantsRequest.SerializeToString,
             llmaas_dot_auth_dot_v1_dot_auth__pb2.ListTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.auth.v1.AuthService/UpdateTenant',
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.UpdateTenantRequest.SerializeToString,
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.UpdateTenantResponse.FromString,
             options,
             channel_credentials,
             insecure,

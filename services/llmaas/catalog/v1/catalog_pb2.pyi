@@ -114,13 +114,15 @@ class ModelPermission(_message.Message):
     def __init__(self, id: _Optional[str] = ..., object: _Optional[str] = ..., allow_sampling: _Optional[bool] = ..., allow_view: _Optional[bool] = ..., allow_fine_tuning: _Optional[bool] = ...) -> None: ...
 
 class ResolveModelRequest(_message.Message):
-    __slots__ = ("model",)
+    __slots__ = ("model", "serve_successor")
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    SERVE_SUCCESSOR_FIELD_NUMBER: _ClassVar[int]
     model: str
-    def __init__(self, model: _Optional[str] = ...) -> None: ...
+    serve_successor: bool
+    def __init__(self, model: _Optional[str] = ..., serve_successor: _Optional[bool] = ...) -> None: ...
 
 class ResolveModelResponse(_message.Message):
-    __slots__ = ("id", "triton_model", "pool", "chat_template", "max_model_len", "default_max_tokens", "type", "capabilities", "bos_token", "eos_token", "phase", "deprecation", "sunset", "successor", "kwh_per_million_tokens")
+    __slots__ = ("id", "triton_model", "pool", "chat_template", "max_model_len", "default_max_tokens", "type", "capabilities", "bos_token", "eos_token", "phase", "deprecation", "sunset", "successor", "substituted_for", "aliases", "kwh_per_million_tokens")
     ID_FIELD_NUMBER: _ClassVar[int]
     TRITON_MODEL_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +137,8 @@ class ResolveModelResponse(_message.Message):
     DEPRECATION_FIELD_NUMBER: _ClassVar[int]
     SUNSET_FIELD_NUMBER: _ClassVar[int]
     SUCCESSOR_FIELD_NUMBER: _ClassVar[int]
+    SUBSTITUTED_FOR_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
     KWH_PER_MILLION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     id: str
     triton_model: str
@@ -150,5 +154,21 @@ class ResolveModelResponse(_message.Message):
     deprecation: str
     sunset: str
     successor: str
+    substituted_for: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
     kwh_per_million_tokens: float
-    def __init__(self, id: _Optional[str] = ..., triton_model: _Optional[str] = ..., pool: _Optional[str] = ..., chat_template: _Optional[str] = ..., max_model_len: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., type: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., bos_token: _Optional[str] = ..., eos_token: _Optional[str] = ..., phase: _Optional[str] = ..., deprecation: _Optional[str] = ..., sunset: _Optional[str] = ..., successor: _Optional[str] = ..., kwh_per_million_tokens: _Optional[float] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., triton_model: _Optional[str] = ..., pool: _Optional[str] = ..., chat_template: _Optional[str] = ..., max_model_len: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., type: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., bos_token: _Optional[str] = ..., eos_token: _Optional[str] = ..., phase: _Optional[str] = ..., deprecation: _Optional[str] = ..., sunset: _Optional[str] = ..., successor: _Optional[str] = ..., substituted_for: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., kwh_per_million_tokens: _Optional[float] = ...) -> None: ...
+
+class WatchCatalogRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CatalogRevision(_message.Message):
+    __slots__ = ("revision", "instance", "heartbeat_seconds")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    instance: str
+    heartbeat_seconds: int
+    def __init__(self, revision: _Optional[int] = ..., instance: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ...) -> None: ...

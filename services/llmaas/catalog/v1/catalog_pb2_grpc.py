@@ -55,6 +55,11 @@ class CatalogServiceStub:
                 request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelRequest.SerializeToString,
                 response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelResponse.FromString,
                 _registered_method=True)
+        self.WatchCatalog = channel.unary_stream(
+                '/llmaas.catalog.v1.CatalogService/WatchCatalog',
+                request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogRequest.SerializeToString,
+                response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.CatalogRevision.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
@@ -86,7 +91,17 @@ class CatalogServiceServicer:
 
     def ResolveModel(self, request, context):
         """Resolves a public model id or alias to what the router needs to dispatch. NOT_FOUND (model_not_found) when the
-        model is unknown or not currently served.
+        model is unknown or not currently served, model_retired when its life is over (unless the caller's tenant opted
+        in to being served by its successor, and a model of its migration chain is served).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchCatalog(self, request, context):
+        """Internal (never routed by the gateway): a revision now, then a new one whenever what ResolveModel answers may
+        have changed (the catalogue reloaded, the set of models Triton serves changed), and the same one again every
+        `heartbeat_seconds` while nothing changes. The router caches resolutions while it is subscribed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,6 +129,11 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.ResolveModel,
                     request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelRequest.FromString,
                     response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelResponse.SerializeToString,
+            ),
+            'WatchCatalog': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCatalog,
+                    request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogRequest.FromString,
+                    response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.CatalogRevision.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +245,33 @@ class CatalogService:
             '/llmaas.catalog.v1.CatalogService/ResolveModel',
             llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelRequest.SerializeToString,
             llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/llmaas.catalog.v1.CatalogService/WatchCatalog',
+            llmaas_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogRequest.SerializeToString,
+            llmaas_dot_catalog_dot_v1_dot_catalog__pb2.CatalogRevision.FromString,
             options,
             channel_credentials,
             insecure,
