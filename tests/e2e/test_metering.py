@@ -10,6 +10,7 @@ import asyncio
 import secrets
 import time
 import urllib.request
+import warnings
 
 import httpx
 import pytest
@@ -76,6 +77,19 @@ def settled_usage(stack, tenant_id: str, requests: int) -> dict:
         time.sleep(0.2)
 
 
+def split(responses: list[httpx.Response]) -> tuple[list[httpx.Response], list[httpx.Response]]:
+    """(answered 200, refused). A burst of 200 can also overrun auth's ext_authz deadline (1 s, then Envoy answers 503
+    ext_authz_error): those requests never reached the router or metering, so they are not refusals of a limit. They
+    are reported and bounded, everything else must be a 200 or a 429."""
+    gateway = [r for r in responses if r.status_code == 503 and "ext_authz" in r.text]
+    if gateway:
+        warnings.warn(f"{len(gateway)} of {len(responses)} requests got 503 ext_authz_error (auth overrun)",
+                      stacklevel=2)
+    assert len(gateway) < len(responses) // 4
+    return ([r for r in responses if r.status_code == 200],
+            [r for r in responses if r.status_code != 200 and r not in gateway])
+
+
 def assert_429_shape(r: httpx.Response) -> None:
     assert r.status_code == 429, r.text
     error = r.json()["error"]
@@ -97,8 +111,7 @@ async def test_200_concurrent_requests_never_overshoot_a_tiny_budget(stack):
 
     responses = await burst(stack, key)
 
-    ok = [r for r in responses if r.status_code == 200]
-    refused = [r for r in responses if r.status_code != 200]
+    ok, refused = split(responses)
     assert ok and refused, [r.status_code for r in responses][:5]
     for r in refused:
         assert_429_shape(r)
@@ -122,12 +135,11 @@ async def test_200_concurrent_requests_never_overshoot_a_key_quota(stack):
     responses = await burst(stack, key)
     ended = time.time()
 
-    ok = [r for r in responses if r.status_code == 200]
-    assert ok and len(ok) < CONCURRENCY
-    for r in responses:
-        if r.status_code != 200:
-            assert_429_shape(r)
-            assert r.headers["x-ratelimit-limit-tokens"] == str(limit)
+    ok, refused = split(responses)
+    assert ok and refused
+    for r in refused:
+        assert_429_shape(r)
+        assert r.headers["x-ratelimit-limit-tokens"] == str(limit)
     for r in ok:
         assert r.headers["x-ratelimit-limit-tokens"] == str(limit)
         assert 0 <= int(r.headers["x-ratelimit-remaining-tokens"]) < limit
