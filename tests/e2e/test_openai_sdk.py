@@ -152,7 +152,8 @@ def test_usage_is_metered_exactly(stack, client):
     def totals():
         with grpc.insecure_channel(stack["services"]["metering"]) as ch:
             return metering_pb2_grpc.MeteringServiceStub(ch).GetUsage(
-                metering_pb2.GetUsageRequest(tenant_id=stack["tenant_id"]), timeout=5)
+                metering_pb2.GetUsageRequest(tenant_id=stack["tenant_id"]), timeout=5,
+                metadata=(("authorization", f"Bearer {stack['admin_token']}"),))
 
     before = totals()
     r = client.chat.completions.create(model=TEST_MODEL, messages=HELLO, max_tokens=7)

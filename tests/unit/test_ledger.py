@@ -1,27 +1,46 @@
+import datetime as dt
+import threading
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from llmaas.common.db import make_engine, migrate
+from llmaas.common.identity import Quota
 from llmaas.metering import ledger as ledger_mod
-from llmaas.metering.ledger import Ledger, UnknownReservation
+from llmaas.metering.ledger import Ledger, Reservation, UnknownReservation
+from llmaas.metering.pricing import Usage, load_prices
+from llmaas.metering.tiers import load_tiers
+from llmaas.stack.paths import DEPLOY_DIR
 
 MIGRATIONS = Path(ledger_mod.__file__).parent / "migrations"
+PRICES = load_prices(DEPLOY_DIR / "metering" / "prices.yaml")
+TIERS = load_tiers(DEPLOY_DIR / "metering" / "tiers.yaml")
+NOW = dt.datetime(2026, 11, 23, 15, 4, 5, tzinfo=dt.UTC)
+
+
+def _ledger(url: str) -> Ledger:
+    engine = make_engine(url)
+    migrate(engine, MIGRATIONS)
+    return Ledger(engine, PRICES, TIERS)
 
 
 @pytest.fixture
 def ledger(database_url: str) -> Ledger:
-    engine = make_engine(database_url)
-    migrate(engine, MIGRATIONS)
-    migrate(engine, MIGRATIONS)  # idempotent at start
-    return Ledger(engine)
+    led = _ledger(database_url)
+    migrate(led._engine, MIGRATIONS)  # idempotent at start
+    return led
+
+
+def _r(request_id: str, tenant="t", key="k", max_in=100, max_out=50, **kw) -> Reservation:
+    return Reservation(request_id, tenant, key, kw.pop("model", "m"), max_in, max_out, **kw)
 
 
 def test_settlement_is_idempotent_by_request_id(ledger: Ledger):
-    assert ledger.reserve("r1", "t", "k", "m", 100, 50)
-    assert ledger.settle("r1", 10, 5, "completed") is True
-    assert ledger.settle("r1", 99, 99, "completed") is False  # a retried hand-off changes nothing
-    ledger.reserve("r2", "t", "k2", "m", 100, 50)
-    ledger.settle("r2", 1, 2, "cancelled")
+    assert ledger.reserve(_r("r1"), NOW).granted
+    assert ledger.settle("r1", Usage(10, 5), "completed", NOW).recorded is True
+    assert ledger.settle("r1", Usage(99, 99), "completed", NOW).recorded is False  # a retried hand-off: no change
+    ledger.reserve(_r("r2", key="k2"), NOW)
+    ledger.settle("r2", Usage(1, 2), "cancelled", NOW)
     t = ledger.totals("t")
     assert (t.requests, t.prompt_tokens, t.completion_tokens) == (2, 11, 7)
     assert ledger.totals("t", "k2").completion_tokens == 2
@@ -30,4 +49,126 @@ def test_settlement_is_idempotent_by_request_id(ledger: Ledger):
 
 def test_unreserved_settlement_is_an_error(ledger: Ledger):
     with pytest.raises(UnknownReservation):
-        ledger.settle("nope", 1, 1, "completed")
+        ledger.settle("nope", Usage(1, 1), "completed", NOW)
+
+
+def test_a_retried_reserve_charges_once(ledger: Ledger):
+    quota = (Quota(60, max_requests=5),)
+    first = ledger.reserve(_r("r1", quotas=quota), NOW)
+    again = ledger.reserve(_r("r1", quotas=quota), NOW)
+    assert again.granted and again.replay
+    key_window = next(w for w in again.windows if w.limit.scope.startswith("key:"))
+    assert key_window.requests == 1 and first.windows == again.windows
+
+
+def test_refusal_charges_nothing_and_names_the_window(ledger: Ledger):
+    quota = (Quota(60, max_tokens=400),)
+    assert ledger.reserve(_r("a", quotas=quota), NOW).granted  # 150 worst case
+    assert ledger.reserve(_r("b", quotas=quota), NOW).granted  # 300
+    refused = ledger.reserve(_r("c", quotas=quota), NOW)
+    assert not refused.granted and refused.exhausted == "tokens"
+    assert refused.refused_by.limit.scope == "key:k:60s" and refused.refused_by.tokens == 300
+    with pytest.raises(UnknownReservation):  # no ledger row either
+        ledger.settle("c", Usage(), "failed", NOW)
+    # Settlement releases the unused part of the reservation: room again.
+    ledger.settle("a", Usage(20, 10), "completed", NOW)
+    assert ledger.reserve(_r("d", quotas=quota), NOW).granted
+
+
+def test_request_quota_and_release_on_failure(ledger: Ledger):
+    quota = (Quota(60, max_requests=2),)
+    assert ledger.reserve(_r("a", quotas=quota), NOW).granted
+    assert ledger.reserve(_r("b", quotas=quota), NOW).granted
+    refused = ledger.reserve(_r("c", quotas=quota), NOW)
+    assert refused.exhausted == "requests"
+    ledger.settle("a", Usage(), "failed", NOW)  # nothing used: the request slot comes back
+    assert ledger.reserve(_r("c2", quotas=quota), NOW).granted
+    # A new slot starts from zero.
+    assert ledger.reserve(_r("e", quotas=quota), NOW + dt.timedelta(seconds=60)).granted
+
+
+def test_tier_output_tokens_per_hour(ledger: Ledger):
+    # Tier 1: 150 000 output tokens per hour.
+    assert ledger.reserve(_r("a", max_out=100_000), NOW).granted
+    refused = ledger.reserve(_r("b", max_out=60_000), NOW)
+    assert not refused.granted and refused.exhausted == "output_tokens"
+    assert refused.refused_by.limit.scope == "tenant:t:hour"
+    ledger.settle("a", Usage(10, 1000), "completed", NOW)
+    assert ledger.reserve(_r("b2", max_out=60_000), NOW).granted
+
+
+def test_budget_is_never_overshot_and_spend_is_exact(ledger: Ledger):
+    budget = 1_000_000  # 0.001 EUR
+    ledger.set_tenant_tier("t", "tier1", budget, NOW)
+    tier, assigned = ledger.tenant_tier("t")
+    assert assigned and tier.monthly_budget_nano == budget
+    granted = 0
+    for i in range(50):
+        d = ledger.reserve(_r(f"r{i}", max_in=100, max_out=50), NOW)  # worst 580 000 nEUR
+        if d.granted:
+            granted += 1
+            ledger.settle(f"r{i}", Usage(40, 20), "completed", NOW)  # 232 000 nEUR
+        else:
+            assert d.exhausted == "budget"
+    spent = ledger.usage(tenant_id="t")[0].cost_nano
+    # 2 * 232 000 spent + a 580 000 worst case would pass the budget: the third is refused.
+    assert granted == 2 and spent == 2 * 232_000 <= budget
+
+
+def test_concurrent_replicas_never_overshoot(database_url: str):
+    """Two 'replicas' (engines) on one database, 16 threads racing for a 1 000-token key quota."""
+    replicas = [_ledger(database_url), _ledger(database_url)]
+    quota = (Quota(3600, max_tokens=1000),)
+    granted: list[str] = []
+    lock = threading.Lock()
+
+    def worker(n: int):
+        led = replicas[n % 2]
+        for i in range(10):
+            rid = f"w{n}-{i}"
+            if led.reserve(_r(rid, quotas=quota), NOW).granted:  # 150 tokens worst case
+                with lock:
+                    granted.append(rid)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(granted) == 1000 // 150
+    window = next(w for w in replicas[0].reserve(_r("probe", quotas=quota), NOW).windows
+                  if w.limit.scope.startswith("key:"))
+    assert window.tokens == 150 * len(granted)
+
+
+def test_usage_groups_add_up_exactly(ledger: Ledger):
+    days = [NOW, NOW + dt.timedelta(days=1), NOW + dt.timedelta(days=9)]
+    n = 0
+    for day in days:
+        for key in ("k1", "k2"):
+            for model in ("m1", "m2"):
+                n += 1
+                rid = f"{n}"
+                ledger.reserve(_r(rid, key=key, model=model, kwh_per_million=Decimal("6.32")), day)
+                ledger.settle(rid, Usage(n * 7, n * 3, reasoning_tokens=n), "completed", day)
+    total = ledger.usage(tenant_id="t")[0]
+    assert total.requests == 12
+    for group in (("day",), ("month",), ("key",), ("model",), ("day", "key", "model")):
+        rows = ledger.usage(tenant_id="t", group_by=group)
+        assert sum(r.cost_nano for r in rows) == total.cost_nano
+        assert sum(r.energy_uwh for r in rows) == total.energy_uwh
+        assert sum(r.reasoning_tokens for r in rows) == total.reasoning_tokens
+    by_day = ledger.usage(tenant_id="t", group_by=("day",))
+    assert [r.group["day"] for r in by_day] == ["2026-11-23", "2026-11-24", "2026-12-02"]
+    november = ledger.usage(tenant_id="t", start_day="2026-11-01", end_day="2026-11-30")[0]
+    assert november.requests == 8
+    assert total.energy_uwh == sum(6320 * n * 10 for n in range(1, 13))  # 6.32 kWh/M = 6320 uWh per token
+
+
+def test_expired_reservations_release_their_charge(ledger: Ledger):
+    quota = (Quota(3600, max_tokens=200),)
+    assert ledger.reserve(_r("lost", quotas=quota), NOW).granted
+    assert not ledger.reserve(_r("next", quotas=quota), NOW).granted
+    assert ledger.expire(NOW + dt.timedelta(seconds=1), NOW) == 1
+    assert ledger.reserve(_r("next2", quotas=quota), NOW).granted
+    assert ledger.usage(tenant_id="t")[0].cost_nano == 0

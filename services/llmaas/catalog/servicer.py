@@ -172,7 +172,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             id=entry.id, triton_model=entry.triton_model, pool=entry.pool, chat_template=entry.chat_template,
             max_model_len=entry.max_model_len, default_max_tokens=entry.default_max_tokens, type=entry.type,
             capabilities=list(entry.capabilities), bos_token=entry.bos_token, eos_token=entry.eos_token,
-            substituted_for=retired.id if retired else "", aliases=list(entry.aliases))
+            substituted_for=retired.id if retired else "", aliases=list(entry.aliases),
+            kwh_per_million_tokens=entry.kwh_per_million_tokens)
 
     async def WatchCatalog(self, request, context):
         async for revision in self._revisions.stream():

@@ -15,6 +15,7 @@ from llmaas.catalog import lifecycle as lc
 from llmaas.catalog.entries import CatalogError, load_catalog
 from llmaas.cli.admin import audit_app, keys_app, tenants_app
 from llmaas.cli.guard import guard_app
+from llmaas.cli.usage import usage_app
 from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REFERENCE_CATALOG
 from llmaas.stack.supervisor import StartError, Supervisor
 from llmaas.stack.up import STACK_FILE, StackOptions, start_stack
@@ -25,6 +26,7 @@ app.add_typer(guard_app, name="guard")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(usage_app, name="usage")
 
 
 @app.callback()

@@ -13,6 +13,8 @@ import json
 import grpc
 
 ERROR_METADATA_KEY = "x-llmaas-error"
+CLIENT_HEADER_PREFIX = "x-ratelimit-"
+CLIENT_HEADERS = frozenset({"retry-after"})
 
 # OpenAI's error `type` for each gRPC status we use.
 _TYPE_BY_STATUS = {
@@ -53,6 +55,7 @@ class ApiError(Exception):
         type: str | None = None,
         param: str | None = None,
         code: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -60,6 +63,10 @@ class ApiError(Exception):
         self.type = type or _TYPE_BY_STATUS.get(status, "server_error")
         self.param = param
         self.code = code
+        # HTTP response headers for the client (a 429's Retry-After and X-RateLimit-*): sent next to the error JSON in
+        # the trailing metadata, which Envoy hands to the client as headers (an error before any message is a gRPC
+        # trailers-only response).
+        self.headers = tuple(h for h in headers if is_client_header(h[0]))
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -69,7 +76,12 @@ class ApiError(Exception):
         return json.dumps(self.body(), ensure_ascii=True, separators=(",", ":"))
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((ERROR_METADATA_KEY, self.body_json()),)
+        return ((ERROR_METADATA_KEY, self.body_json()), *self.headers)
+
+
+def is_client_header(name: str) -> bool:
+    """Headers an error may carry to the client across hops (ASCII values only, like all gRPC metadata)."""
+    return name in CLIENT_HEADERS or name.startswith(CLIENT_HEADER_PREFIX)
 
 
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
@@ -83,11 +95,13 @@ def internal_error() -> ApiError:
 
 def from_rpc_error(err: grpc.RpcError, *, service: str) -> ApiError:
     """Rebuilds the ApiError a downstream service raised, or a generic one if it did not shape its error."""
-    for key, value in err.trailing_metadata() or ():
+    trailing = [(k, v) for k, v in err.trailing_metadata() or () if isinstance(v, str)]
+    for key, value in trailing:
         if key == ERROR_METADATA_KEY:
             try:
                 e = json.loads(value)["error"]
-                return ApiError(err.code(), e["message"], type=e.get("type"), param=e.get("param"), code=e.get("code"))
+                return ApiError(err.code(), e["message"], type=e.get("type"), param=e.get("param"), code=e.get("code"),
+                                headers=tuple((k, v) for k, v in trailing if is_client_header(k)))
             except (ValueError, KeyError, TypeError):
                 break
     code = err.code()

@@ -1,26 +1,71 @@
 """python -m llmaas.metering — the metering service."""
 
 import asyncio
+import datetime as dt
+import logging
+import os
 from pathlib import Path
 
-from llmaas.common.config import env_str, grpc_port
+from prometheus_client import start_http_server
+
+from llmaas.common.config import ConfigError, env_int, env_str, grpc_port, internal_secret
 from llmaas.common.db import make_engine, migrate
 from llmaas.common.server import serve
+from llmaas.metering import metrics
 from llmaas.metering.ledger import Ledger
+from llmaas.metering.pricing import PricingError, load_prices
 from llmaas.metering.servicer import MeteringServicer
+from llmaas.metering.tiers import TierError, load_tiers
 from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
+from llmaas.stack.paths import DEPLOY_DIR
+
+log = logging.getLogger("llmaas.metering")
+SWEEP_SECONDS = 60
+
+
+async def sweep(ledger: Ledger, ttl_seconds: int) -> None:
+    """Releases reservations never settled (their router died) and drops limit windows long over."""
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        now = dt.datetime.now(dt.UTC)
+        try:
+            expired = ledger.expire(now - dt.timedelta(seconds=ttl_seconds), now)
+            pruned = ledger.prune_windows(int(now.timestamp()) - 2 * ttl_seconds)
+            if expired or pruned:
+                log.info("sweep", extra={"fields": {"expired_reservations": expired, "pruned_windows": pruned}})
+        except Exception:
+            log.exception("sweep failed")
 
 
 def main() -> None:
     engine = make_engine(env_str("LLMAAS_METERING_DATABASE_URL"))
+    try:
+        prices = load_prices(Path(env_str("LLMAAS_METERING_PRICES", str(DEPLOY_DIR / "metering" / "prices.yaml"))))
+        tiers = load_tiers(Path(env_str("LLMAAS_METERING_TIERS", str(DEPLOY_DIR / "metering" / "tiers.yaml"))))
+    except (PricingError, TierError) as e:
+        raise ConfigError(str(e)) from None
+    # Longer than any request may run (the gateway's 900 s route timeout), so only abandoned reservations expire.
+    ttl = env_int("LLMAAS_METERING_RESERVATION_TTL", 3600)
+    metrics_port = env_int("LLMAAS_METERING_METRICS_PORT", 0)
     migrate(engine, Path(__file__).parent / "migrations")
-    servicer = MeteringServicer(Ledger(engine))
+    ledger = Ledger(engine, prices, tiers)
+    servicer = MeteringServicer(ledger, env_str("LLMAAS_ADMIN_TOKEN"), internal_secret(),
+                                db_threads=env_int("LLMAAS_METERING_DB_THREADS", 0 if engine.dialect.name == "sqlite" else 4))
+    if metrics_port:
+        start_http_server(metrics_port, addr=os.environ.get("LLMAAS_BIND_HOST", "127.0.0.1"), registry=metrics.REGISTRY)
 
     def register(server):
         metering_pb2_grpc.add_MeteringServiceServicer_to_server(servicer, server)
         return [metering_pb2.DESCRIPTOR.services_by_name["MeteringService"].full_name]
 
-    asyncio.run(serve("metering", grpc_port(), register))
+    async def run():
+        sweeper = asyncio.create_task(sweep(ledger, ttl))
+        try:
+            await serve("metering", grpc_port(), register)
+        finally:
+            sweeper.cancel()
+
+    asyncio.run(run())
 
 
 if __name__ == "__main__":

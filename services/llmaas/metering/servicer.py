@@ -1,39 +1,178 @@
-"""llmaas.metering.v1.MeteringService."""
+"""llmaas.metering.v1.MeteringService: protobuf in and out; the logic lives in ledger, pricing, tiers and headers."""
 
 from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 import grpc
 
 from llmaas.common.errors import ApiError, invalid_request
-from llmaas.metering.ledger import Ledger, UnknownReservation
+from llmaas.common.identity import Quota, require_admin
+from llmaas.metering import metrics
+from llmaas.metering.headers import rate_limit_headers, refusal_message, retry_after
+from llmaas.metering.ledger import GROUPS, Ledger, Reservation, UnknownReservation, UnknownTier, UsageRow
+from llmaas.metering.pricing import KINDS, PricingError, Usage, eur_to_nano, format_eur, format_kwh, parse_eur
+from llmaas.metering.tiers import Tier
 from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
 
 OUTCOMES = {"completed", "failed", "cancelled"}
+RATE_LIMITED = "rate_limit_exceeded"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _day(value: str, param: str) -> str:
+    if value:
+        try:
+            dt.date.fromisoformat(value)
+        except ValueError:
+            raise invalid_request(f"{param} must be a day, YYYY-MM-DD", param=param, code="invalid_value") from None
+    return value
+
+
+def tier_message(tier: Tier) -> metering_pb2.Tier:
+    msg = metering_pb2.Tier(id=tier.id, name=tier.name, description=tier.description)
+    if tier.purchase_credit_nano is not None:
+        msg.purchase_credit_eur = format_eur(tier.purchase_credit_nano)
+    if tier.monthly_budget_nano is not None:
+        msg.monthly_budget_eur = format_eur(tier.monthly_budget_nano)
+    for name in ("output_tokens_per_hour", "output_tokens_per_day", "requests_per_minute"):
+        if getattr(tier, name) is not None:
+            setattr(msg, name, getattr(tier, name))
+    return msg
+
+
+def usage_row(row: UsageRow) -> metering_pb2.UsageRow:
+    g = row.group
+    return metering_pb2.UsageRow(
+        key_id=g.get("key", ""), model=g.get("model", ""), day=g.get("day", ""), month=g.get("month", ""),
+        kind=g.get("kind", ""), requests=row.requests, prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens, reasoning_tokens=row.reasoning_tokens,
+        total_tokens=row.prompt_tokens + row.completion_tokens, audio_ms=row.audio_ms,
+        cost_eur=format_eur(row.cost_nano), energy_kwh=format_kwh(row.energy_uwh))
 
 
 class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, admin_token: str = "", internal_secret: str = "",
+                 clock: Callable[[], dt.datetime] = _now, db_threads: int = 1) -> None:
         self._ledger = ledger
+        self._admin_token = admin_token
+        self._secret = internal_secret
+        self._clock = clock
+        # Reserve and settle run their transactions here, off the event loop, so that gRPC I/O goes on during a
+        # commit. One thread for SQLite (one writer at a time anyway: threads would only wait on its lock).
+        # 0: on the event loop itself.
+        self._db = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="ledger") if db_threads else None
+
+    async def _in_db(self, fn, *args, **kwargs):
+        if self._db is None:
+            return fn(*args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._db, functools.partial(fn, *args, **kwargs))
 
     async def Reserve(self, request, context):
         if not request.request_id or not request.tenant_id:
             raise invalid_request("request_id and tenant_id are required", param="request_id")
-        granted = self._ledger.reserve(request.request_id, request.tenant_id, request.key_id, request.model,
-                                       request.max_input_tokens, request.max_output_tokens)
-        return metering_pb2.ReserveResponse(granted=granted)
+        kind = request.kind or "chat"
+        if kind not in KINDS:
+            raise invalid_request(f"kind must be one of {list(KINDS)}", param="kind")
+        kwh = (Decimal(repr(request.kwh_per_million_tokens)) if request.HasField("kwh_per_million_tokens") else None)
+        reservation = Reservation(
+            request_id=request.request_id, tenant_id=request.tenant_id, key_id=request.key_id, model=request.model,
+            max_input_tokens=request.max_input_tokens, max_output_tokens=request.max_output_tokens, kind=kind,
+            max_audio_ms=request.max_audio_ms, kwh_per_million=kwh,
+            quotas=tuple(Quota(q.window_seconds, q.max_requests, q.max_tokens) for q in request.quotas))
+        now = self._clock()
+        t0 = time.perf_counter()
+        decision = await self._in_db(self._ledger.reserve, reservation, now)
+        metrics.RESERVE_SECONDS.observe(time.perf_counter() - t0)
+        headers = rate_limit_headers(decision, now)
+        if not decision.granted:
+            metrics.refused(request.tenant_id, request.model, decision.exhausted)
+            raise ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal_message(decision, now), code=RATE_LIMITED,
+                           headers=(("retry-after", str(retry_after(decision, now))), *headers))
+        return metering_pb2.ReserveResponse(
+            granted=True, headers=[metering_pb2.ResponseHeader(name=k, value=v) for k, v in headers])
 
     async def Settle(self, request, context):
         if request.outcome not in OUTCOMES:
             raise invalid_request(f"outcome must be one of {sorted(OUTCOMES)}", param="outcome")
+        used = Usage(request.prompt_tokens, request.completion_tokens, request.reasoning_tokens, request.audio_ms)
+        t0 = time.perf_counter()
         try:
-            recorded = self._ledger.settle(request.request_id, request.prompt_tokens, request.completion_tokens,
-                                           request.outcome)
+            s = await self._in_db(self._ledger.settle, request.request_id, used, request.outcome, self._clock())
         except UnknownReservation:
             raise ApiError(grpc.StatusCode.NOT_FOUND, "No reservation for this request id",
                            param="request_id", code="reservation_not_found") from None
-        return metering_pb2.SettleResponse(recorded=recorded)
+        metrics.SETTLE_SECONDS.observe(time.perf_counter() - t0)
+        if not s.recorded:
+            return metering_pb2.SettleResponse(recorded=False)
+        metrics.settled(s, request.outcome)
+        return metering_pb2.SettleResponse(recorded=True, cost_eur=format_eur(s.cost_nano))
 
     async def GetUsage(self, request, context):
-        t = self._ledger.totals(request.tenant_id, request.key_id)
+        require_admin(context, self._admin_token, self._secret, request.tenant_id)
+        if not request.tenant_id:
+            raise invalid_request("tenant_id is required", param="tenant_id")
+        group_by = tuple(dict.fromkeys(request.group_by))
+        if unknown := [g for g in group_by if g not in GROUPS or g == "tenant"]:
+            raise invalid_request(f"group_by {unknown} is not among key, model, day, month, kind", param="group_by",
+                                  code="invalid_value")
+        filters = {"tenant_id": request.tenant_id, "key_id": request.key_id, "model": request.model,
+                   "start_day": _day(request.start_day, "start_day"), "end_day": _day(request.end_day, "end_day")}
+        total = self._ledger.usage(**filters)[0]
+        rows = self._ledger.usage(**filters, group_by=group_by) if group_by else []
         return metering_pb2.GetUsageResponse(
-            requests=t.requests, prompt_tokens=t.prompt_tokens, completion_tokens=t.completion_tokens)
+            requests=total.requests, prompt_tokens=total.prompt_tokens, completion_tokens=total.completion_tokens,
+            tenant_id=request.tenant_id, currency=self._ledger.prices.currency, total=usage_row(total),
+            rows=[usage_row(r) for r in rows])
+
+    async def ListTiers(self, request, context):
+        require_admin(context, self._admin_token, self._secret)
+        tiers = self._ledger.tiers
+        return metering_pb2.ListTiersResponse(default_tier=tiers.default,
+                                              tiers=[tier_message(t) for t in tiers.by_id.values()])
+
+    async def GetTenantTier(self, request, context):
+        require_admin(context, self._admin_token, self._secret, request.tenant_id)
+        if not request.tenant_id:
+            raise invalid_request("tenant_id is required", param="tenant_id")
+        tier, assigned = self._ledger.tenant_tier(request.tenant_id)
+        month = self._clock().strftime("%Y-%m")
+        spent = self._ledger.usage(tenant_id=request.tenant_id, start_day=f"{month}-01", end_day=f"{month}-31")[0]
+        charged = self._ledger.month_charged(request.tenant_id, self._clock())
+        return metering_pb2.GetTenantTierResponse(
+            tenant_id=request.tenant_id, tier=tier_message(tier), assigned=assigned,
+            month_spent_eur=format_eur(spent.cost_nano), month_charged_eur=format_eur(charged))
+
+    async def SetTenantTier(self, request, context):
+        require_admin(context, self._admin_token, self._secret)  # the platform admin only: no self-upgrades
+        if not request.tenant_id:
+            raise invalid_request("tenant_id is required", param="tenant_id")
+        budget = None
+        if request.HasField("monthly_budget_eur"):
+            try:
+                budget = eur_to_nano(parse_eur(request.monthly_budget_eur, "monthly_budget_eur"))
+            except PricingError as e:
+                raise invalid_request(str(e), param="monthly_budget_eur", code="invalid_value") from None
+        try:
+            tier = self._ledger.set_tenant_tier(request.tenant_id, request.tier, budget, self._clock())
+        except UnknownTier:
+            raise invalid_request(f"Unknown tier {request.tier!r}; tiers: {sorted(self._ledger.tiers.by_id)}",
+                                  param="tier", code="invalid_value") from None
+        return metering_pb2.SetTenantTierResponse(tenant_id=request.tenant_id, tier=tier_message(tier))
+
+    async def ListPrices(self, request, context):
+        require_admin(context, self._admin_token, self._secret)
+        out = []
+        for p in self._ledger.prices.entries:
+            eur = {k: str(v) for k, v in p.as_eur().items()}
+            out.append(metering_pb2.Prices(effective_from=p.effective_from.date().isoformat(), **eur))
+        return metering_pb2.ListPricesResponse(currency=self._ledger.prices.currency, prices=out)

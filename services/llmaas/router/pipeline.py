@@ -43,6 +43,8 @@ log = logging.getLogger("llmaas.router")
 REST_CHAT = "POST /v1/chat/completions"
 # The audit trail's status for a client that went away before the end (nginx's convention).
 CLIENT_CLOSED = 499
+# How long a settlement keeps being retried while metering is unavailable (beyond gRPC's own retries).
+SETTLE_PATIENCE = 120.0
 
 _SOURCE = {"system": guard_pb2.PART_SOURCE_SYSTEM, "developer": guard_pb2.PART_SOURCE_SYSTEM,
            "user": guard_pb2.PART_SOURCE_USER, "assistant": guard_pb2.PART_SOURCE_ASSISTANT,
@@ -163,9 +165,16 @@ class ChatPipeline:
             params=params, caller=caller, triton_model=model.triton_model, prompt=prompt,
             sampling=_sampling(params, max_tokens), headers=lifecycle_headers(model) + guard_headers(verdict))
         # Worst case: a token covers at least one byte of the prompt, so its byte length bounds the input tokens.
-        await self._downstream.reserve(metering_pb2.ReserveRequest(
+        # Refused (a quota, the tier or the budget): RESOURCE_EXHAUSTED, whose error carries Retry-After and the
+        # x-ratelimit-* headers to the client; granted: the same headers go out with the response.
+        reserved = await self._downstream.reserve(metering_pb2.ReserveRequest(
             request_id=request_id, tenant_id=identity.tenant_id, key_id=identity.key_id, model=model.id,
-            max_input_tokens=len(prompt.encode()), max_output_tokens=max_tokens))
+            max_input_tokens=len(prompt.encode()), max_output_tokens=max_tokens, kind="chat",
+            quotas=[metering_pb2.Quota(window_seconds=q.window_seconds, max_requests=q.max_requests,
+                                       max_tokens=q.max_tokens) for q in identity.quotas],
+            kwh_per_million_tokens=(model.kwh_per_million_tokens if model.HasField("kwh_per_million_tokens")
+                                    else None)))
+        run.headers += tuple((h.name, h.value) for h in reserved.headers)
         return run
 
     @staticmethod
@@ -229,12 +238,23 @@ class ChatPipeline:
             log.error("audit record failed", extra={"fields": {"request_id": caller.request_id, "error": e.message}})
 
     async def _settle(self, run: ChatRun, outcome: str) -> None:
-        try:
-            await self._downstream.settle(metering_pb2.SettleRequest(
-                request_id=run.request_id, prompt_tokens=run.usage.prompt_tokens,
-                completion_tokens=run.usage.completion_tokens, outcome=outcome))
-        except ApiError as e:
-            log.error("settlement failed", extra={"fields": {"request_id": run.request_id, "error": e.message}})
+        """Hands the real usage to metering. While metering is unavailable (restarting, killed) the hand-off is retried
+        for SETTLE_PATIENCE seconds: settlement is idempotent by request id, so a retry never counts twice."""
+        request = metering_pb2.SettleRequest(
+            request_id=run.request_id, prompt_tokens=run.usage.prompt_tokens,
+            completion_tokens=run.usage.completion_tokens, outcome=outcome)
+        deadline, delay = time.monotonic() + SETTLE_PATIENCE, 0.5
+        while True:
+            try:
+                await self._downstream.settle(request)
+                return
+            except ApiError as e:
+                if e.status != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    log.error("settlement failed",
+                              extra={"fields": {"request_id": run.request_id, "error": e.message}})
+                    return
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 5.0)
 
     async def drain(self) -> None:
         """Waits for pending settlements and audit records (called on shutdown)."""

@@ -36,7 +36,8 @@ def render_config(ports: StackPorts, *, authz_timeout: str = "1s", auth_replicas
         ext_authz=ext_authz, lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=GATEWAY_DIR / "llmaas.pb",
         grpc_clusters=[("auth", [up.auth_replica(i) for i in range(auth_replicas)]),
                        ("router", [up.service("router")]), ("catalog", [up.service("catalog")]),
-                       ("guard", [up.service("guard")]), ("otlp_collector", [up.otlp_grpc])])
+                       ("guard", [up.service("guard")]), ("metering", [up.service("metering")]),
+                       ("otlp_collector", [up.otlp_grpc])])
 
 
 def _ready(ports: StackPorts) -> bool:

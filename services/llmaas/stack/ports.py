@@ -59,6 +59,11 @@ class StackPorts:
     def jaeger_metrics(self) -> int:
         return self.base + 15
 
+    @property
+    def metering_metrics(self) -> int:
+        """Prometheus metrics of the metering service (HTTP)."""
+        return self.base + 18
+
     def auth_replica(self, index: int) -> int:
         """gRPC port of auth replica `index` (0 is the main one, at service("auth"))."""
         if index == 0:
@@ -67,7 +72,7 @@ class StackPorts:
             raise ValueError(f"at most {AUTH_MAX_REPLICAS} auth replicas")
         return self.base + 15 + index
 
-    # base + 16 .. base + 17: extra auth replicas; base + 18 .. base + 19 are reserved for components added later.
+    # base + 16 .. base + 17: extra auth replicas; base + 18 metering's metrics; base + 19 is reserved for later.
     SPAN = 20
 
 

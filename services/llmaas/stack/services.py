@@ -53,7 +53,9 @@ def service_components(
         "router": {"LLMAAS_AUTH_ADDR": "ipv4:" + ",".join(auth_addresses(ports, auth_replicas)), "LLMAAS_GUARD_ADDR": address(ports, "guard"),
                    "LLMAAS_CATALOG_ADDR": address(ports, "catalog"), "LLMAAS_METERING_ADDR": address(ports, "metering"),
                    "LLMAAS_TRITON_GRPC": triton},
-        "metering": {"LLMAAS_METERING_DATABASE_URL": f"sqlite:///{data_dir / 'metering.db'}"},
+        "metering": {"LLMAAS_METERING_DATABASE_URL": f"sqlite:///{data_dir / 'metering.db'}",
+                     "LLMAAS_ADMIN_TOKEN": admin_token,
+                     "LLMAAS_METERING_METRICS_PORT": str(ports.metering_metrics)},
         "catalog": {"LLMAAS_CATALOG_FILES": os.pathsep.join(str(p) for p in catalog_files),
                     "LLMAAS_TRITON_GRPC": triton},
     }

@@ -22,27 +22,64 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!llmaas/metering/v1/metering.proto\x12\x12llmaas.metering.v1\"\x8b\x01\n\x0eReserveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x18\n\x10max_input_tokens\x18\x05 \x01(\x04\x12\x19\n\x11max_output_tokens\x18\x06 \x01(\x04\"\"\n\x0fReserveResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\"f\n\rSettleRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x04\x12\x0f\n\x07outcome\x18\x04 \x01(\t\"\"\n\x0eSettleResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x08\"4\n\x0fGetUsageRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"V\n\x10GetUsageResponse\x12\x10\n\x08requests\x18\x01 \x01(\x04\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x04\x32\x8d\x02\n\x0fMeteringService\x12R\n\x07Reserve\x12\".llmaas.metering.v1.ReserveRequest\x1a#.llmaas.metering.v1.ReserveResponse\x12O\n\x06Settle\x12!.llmaas.metering.v1.SettleRequest\x1a\".llmaas.metering.v1.SettleResponse\x12U\n\x08GetUsage\x12#.llmaas.metering.v1.GetUsageRequest\x1a$.llmaas.metering.v1.GetUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!llmaas/metering/v1/metering.proto\x12\x12llmaas.metering.v1\x1a\x1cgoogle/api/annotations.proto\"I\n\x05Quota\x12\x16\n\x0ewindow_seconds\x18\x01 \x01(\r\x12\x14\n\x0cmax_requests\x18\x02 \x01(\x04\x12\x12\n\nmax_tokens\x18\x03 \x01(\x04\"\x9a\x02\n\x0eReserveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x18\n\x10max_input_tokens\x18\x05 \x01(\x04\x12\x19\n\x11max_output_tokens\x18\x06 \x01(\x04\x12)\n\x06quotas\x18\x07 \x03(\x0b\x32\x19.llmaas.metering.v1.Quota\x12\x0c\n\x04kind\x18\x08 \x01(\t\x12\x14\n\x0cmax_audio_ms\x18\t \x01(\x04\x12#\n\x16kwh_per_million_tokens\x18\n \x01(\x01H\x00\x88\x01\x01\x42\x19\n\x17_kwh_per_million_tokens\"-\n\x0eResponseHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"W\n\x0fReserveResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x33\n\x07headers\x18\x02 \x03(\x0b\x32\".llmaas.metering.v1.ResponseHeader\"\x92\x01\n\rSettleRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x04\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x18\n\x10reasoning_tokens\x18\x05 \x01(\x04\x12\x10\n\x08\x61udio_ms\x18\x06 \x01(\x04\"4\n\x0eSettleResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x08\x12\x10\n\x08\x63ost_eur\x18\x02 \x01(\t\"y\n\x0fGetUsageRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08group_by\x18\x04 \x03(\t\x12\x11\n\tstart_day\x18\x05 \x01(\t\x12\x0f\n\x07\x65nd_day\x18\x06 \x01(\t\"\xff\x01\n\x08UsageRow\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x03 \x01(\t\x12\r\n\x05month\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x10\n\x08requests\x18\x06 \x01(\x04\x12\x15\n\rprompt_tokens\x18\x07 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x08 \x01(\x04\x12\x18\n\x10reasoning_tokens\x18\t \x01(\x04\x12\x14\n\x0ctotal_tokens\x18\n \x01(\x04\x12\x10\n\x08\x61udio_ms\x18\x0b \x01(\x04\x12\x10\n\x08\x63ost_eur\x18\x0c \x01(\t\x12\x12\n\nenergy_kwh\x18\r \x01(\t\"\xd4\x01\n\x10GetUsageResponse\x12\x10\n\x08requests\x18\x01 \x01(\x04\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x04\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12+\n\x05total\x18\x06 \x01(\x0b\x32\x1c.llmaas.metering.v1.UsageRow\x12*\n\x04rows\x18\x07 \x03(\x0b\x32\x1c.llmaas.metering.v1.UsageRow\"\xdf\x02\n\x04Tier\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12 \n\x13purchase_credit_eur\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x1f\n\x12monthly_budget_eur\x18\x05 \x01(\tH\x01\x88\x01\x01\x12#\n\x16output_tokens_per_hour\x18\x06 \x01(\x04H\x02\x88\x01\x01\x12\"\n\x15output_tokens_per_day\x18\x07 \x01(\x04H\x03\x88\x01\x01\x12 \n\x13requests_per_minute\x18\x08 \x01(\x04H\x04\x88\x01\x01\x42\x16\n\x14_purchase_credit_eurB\x15\n\x13_monthly_budget_eurB\x19\n\x17_output_tokens_per_hourB\x18\n\x16_output_tokens_per_dayB\x16\n\x14_requests_per_minute\"\x12\n\x10ListTiersRequest\"R\n\x11ListTiersResponse\x12\x14\n\x0c\x64\x65\x66\x61ult_tier\x18\x01 \x01(\t\x12\'\n\x05tiers\x18\x02 \x03(\x0b\x32\x18.llmaas.metering.v1.Tier\")\n\x14GetTenantTierRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"\x98\x01\n\x15GetTenantTierResponse\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12&\n\x04tier\x18\x02 \x01(\x0b\x32\x18.llmaas.metering.v1.Tier\x12\x10\n\x08\x61ssigned\x18\x03 \x01(\x08\x12\x17\n\x0fmonth_spent_eur\x18\x04 \x01(\t\x12\x19\n\x11month_charged_eur\x18\x05 \x01(\t\"o\n\x14SetTenantTierRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x1f\n\x12monthly_budget_eur\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x15\n\x13_monthly_budget_eur\"R\n\x15SetTenantTierResponse\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12&\n\x04tier\x18\x02 \x01(\x0b\x32\x18.llmaas.metering.v1.Tier\"\x13\n\x11ListPricesRequest\"\xa3\x01\n\x06Prices\x12\x16\n\x0e\x65\x66\x66\x65\x63tive_from\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x0e\n\x06output\x18\x03 \x01(\t\x12\x11\n\treasoning\x18\x04 \x01(\t\x12\x0e\n\x06rerank\x18\x05 \x01(\t\x12\x13\n\x0b\x62\x61tch_input\x18\x06 \x01(\t\x12\x14\n\x0c\x62\x61tch_output\x18\x07 \x01(\t\x12\x14\n\x0c\x61udio_minute\x18\x08 \x01(\t\"R\n\x12ListPricesResponse\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12*\n\x06prices\x18\x02 \x03(\x0b\x32\x1a.llmaas.metering.v1.Prices2\xce\x06\n\x0fMeteringService\x12R\n\x07Reserve\x12\".llmaas.metering.v1.ReserveRequest\x1a#.llmaas.metering.v1.ReserveResponse\x12O\n\x06Settle\x12!.llmaas.metering.v1.SettleRequest\x1a\".llmaas.metering.v1.SettleResponse\x12\x82\x01\n\x08GetUsage\x12#.llmaas.metering.v1.GetUsageRequest\x1a$.llmaas.metering.v1.GetUsageResponse\"+\x82\xd3\xe4\x93\x02%\x12#/admin/v1/tenants/{tenant_id}/usage\x12q\n\tListTiers\x12$.llmaas.metering.v1.ListTiersRequest\x1a%.llmaas.metering.v1.ListTiersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/tiers\x12\x90\x01\n\rGetTenantTier\x12(.llmaas.metering.v1.GetTenantTierRequest\x1a).llmaas.metering.v1.GetTenantTierResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/admin/v1/tenants/{tenant_id}/tier\x12\x93\x01\n\rSetTenantTier\x12(.llmaas.metering.v1.SetTenantTierRequest\x1a).llmaas.metering.v1.SetTenantTierResponse\"-\x82\xd3\xe4\x93\x02\'\x1a\"/admin/v1/tenants/{tenant_id}/tier:\x01*\x12u\n\nListPrices\x12%.llmaas.metering.v1.ListPricesRequest\x1a&.llmaas.metering.v1.ListPricesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/admin/v1/pricesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmaas.metering.v1.metering_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESERVEREQUEST']._serialized_start=58
-  _globals['_RESERVEREQUEST']._serialized_end=197
-  _globals['_RESERVERESPONSE']._serialized_start=199
-  _globals['_RESERVERESPONSE']._serialized_end=233
-  _globals['_SETTLEREQUEST']._serialized_start=235
-  _globals['_SETTLEREQUEST']._serialized_end=337
-  _globals['_SETTLERESPONSE']._serialized_start=339
-  _globals['_SETTLERESPONSE']._serialized_end=373
-  _globals['_GETUSAGEREQUEST']._serialized_start=375
-  _globals['_GETUSAGEREQUEST']._serialized_end=427
-  _globals['_GETUSAGERESPONSE']._serialized_start=429
-  _globals['_GETUSAGERESPONSE']._serialized_end=515
-  _globals['_METERINGSERVICE']._serialized_start=518
-  _globals['_METERINGSERVICE']._serialized_end=787
+  _globals['_METERINGSERVICE'].methods_by_name['GetUsage']._loaded_options = None
+  _globals['_METERINGSERVICE'].methods_by_name['GetUsage']._serialized_options = b'\202\323\344\223\002%\022#/admin/v1/tenants/{tenant_id}/usage'
+  _globals['_METERINGSERVICE'].methods_by_name['ListTiers']._loaded_options = None
+  _globals['_METERINGSERVICE'].methods_by_name['ListTiers']._serialized_options = b'\202\323\344\223\002\021\022\017/admin/v1/tiers'
+  _globals['_METERINGSERVICE'].methods_by_name['GetTenantTier']._loaded_options = None
+  _globals['_METERINGSERVICE'].methods_by_name['GetTenantTier']._serialized_options = b'\202\323\344\223\002$\022\"/admin/v1/tenants/{tenant_id}/tier'
+  _globals['_METERINGSERVICE'].methods_by_name['SetTenantTier']._loaded_options = None
+  _globals['_METERINGSERVICE'].methods_by_name['SetTenantTier']._serialized_options = b'\202\323\344\223\002\'\032\"/admin/v1/tenants/{tenant_id}/tier:\001*'
+  _globals['_METERINGSERVICE'].methods_by_name['ListPrices']._loaded_options = None
+  _globals['_METERINGSERVICE'].methods_by_name['ListPrices']._serialized_options = b'\202\323\344\223\002\022\022\020/admin/v1/prices'
+  _globals['_QUOTA']._serialized_start=87
+  _globals['_QUOTA']._serialized_end=160
+  _globals['_RESERVEREQUEST']._serialized_start=163
+  _globals['_RESERVEREQUEST']._serialized_end=445
+  _globals['_RESPONSEHEADER']._serialized_start=447
+  _globals['_RESPONSEHEADER']._serialized_end=492
+  _globals['_RESERVERESPONSE']._serialized_start=494
+  _globals['_RESERVERESPONSE']._serialized_end=581
+  _globals['_SETTLEREQUEST']._serialized_start=584
+  _globals['_SETTLEREQUEST']._serialized_end=730
+  _globals['_SETTLERESPONSE']._serialized_start=732
+  _globals['_SETTLERESPONSE']._serialized_end=784
+  _globals['_GETUSAGEREQUEST']._serialized_start=786
+  _globals['_GETUSAGEREQUEST']._serialized_end=907
+  _globals['_USAGEROW']._serialized_start=910
+  _globals['_USAGEROW']._serialized_end=1165
+  _globals['_GETUSAGERESPONSE']._serialized_start=1168
+  _globals['_GETUSAGERESPONSE']._serialized_end=1380
+  _globals['_TIER']._serialized_start=1383
+  _globals['_TIER']._serialized_end=1734
+  _globals['_LISTTIERSREQUEST']._serialized_start=1736
+  _globals['_LISTTIERSREQUEST']._serialized_end=1754
+  _globals['_LISTTIERSRESPONSE']._serialized_start=1756
+  _globals['_LISTTIERSRESPONSE']._serialized_end=1838
+  _globals['_GETTENANTTIERREQUEST']._serialized_start=1840
+  _globals['_GETTENANTTIERREQUEST']._serialized_end=1881
+  _globals['_GETTENANTTIERRESPONSE']._serialized_start=1884
+  _globals['_GETTENANTTIERRESPONSE']._serialized_end=2036
+  _globals['_SETTENANTTIERREQUEST']._serialized_start=2038
+  _globals['_SETTENANTTIERREQUEST']._serialized_end=2149
+  _globals['_SETTENANTTIERRESPONSE']._serialized_start=2151
+  _globals['_SETTENANTTIERRESPONSE']._serialized_end=2233
+  _globals['_LISTPRICESREQUEST']._serialized_start=2235
+  _globals['_LISTPRICESREQUEST']._serialized_end=2254
+  _globals['_PRICES']._serialized_start=2257
+  _globals['_PRICES']._serialized_end=2420
+  _globals['_LISTPRICESRESPONSE']._serialized_start=2422
+  _globals['_LISTPRICESRESPONSE']._serialized_end=2504
+  _globals['_METERINGSERVICE']._serialized_start=2507
+  _globals['_METERINGSERVICE']._serialized_end=3353
 # @@protoc_insertion_point(module_scope)

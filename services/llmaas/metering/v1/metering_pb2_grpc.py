@@ -26,8 +26,10 @@ if _version_not_supported:
 
 
 class MeteringServiceStub:
-    """Usage metering: a reservation before dispatch, a settlement with the backend's real token counts after it.
-    Settlement is idempotent by request id, so a retried hand-off never counts twice.
+    """Usage metering, prices and limits. The router reserves the worst case before dispatch (RESOURCE_EXHAUSTED, i.e.
+    HTTP 429, when a limit or the budget would be passed) and settles the backend's real usage after it. Settlement is
+    idempotent by request id, so a retried hand-off never counts twice. Reserve and Settle are internal (never routed
+    by the gateway); the others are the admin API (platform admin; a tenant admin for its own tenant's usage and tier).
     """
 
     def __init__(self, channel):
@@ -51,11 +53,33 @@ class MeteringServiceStub:
                 request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.ListTiers = channel.unary_unary(
+                '/llmaas.metering.v1.MeteringService/ListTiers',
+                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ListTiersRequest.SerializeToString,
+                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ListTiersResponse.FromString,
+                _registered_method=True)
+        self.GetTenantTier = channel.unary_unary(
+                '/llmaas.metering.v1.MeteringService/GetTenantTier',
+                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.GetTenantTierRequest.SerializeToString,
+                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.GetTenantTierResponse.FromString,
+                _registered_method=True)
+        self.SetTenantTier = channel.unary_unary(
+                '/llmaas.metering.v1.MeteringService/SetTenantTier',
+                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SetTenantTierRequest.SerializeToString,
+                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SetTenantTierResponse.FromString,
+                _registered_method=True)
+        self.ListPrices = channel.unary_unary(
+                '/llmaas.metering.v1.MeteringService/ListPrices',
+                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ListPricesRequest.SerializeToString,
+                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ListPricesResponse.FromString,
+                _registered_method=True)
 
 
 class MeteringServiceServicer:
-    """Usage metering: a reservation before dispatch, a settlement with the backend's real token counts after it.
-    Settlement is idempotent by request id, so a retried hand-off never counts twice.
+    """Usage metering, prices and limits. The router reserves the worst case before dispatch (RESOURCE_EXHAUSTED, i.e.
+    HTTP 429, when a limit or the budget would be passed) and settles the backend's real usage after it. Settlement is
+    idempotent by request id, so a retried hand-off never counts twice. Reserve and Settle are internal (never routed
+    by the gateway); the others are the admin API (platform admin; a tenant admin for its own tenant's usage and tier).
     """
 
     def Reserve(self, request, context):
@@ -71,6 +95,32 @@ class MeteringServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUsage(self, request, context):
+        """Settled usage of a tenant, per key, model, day or month: tokens by type, cost and estimated energy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTiers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTenantTier(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTenantTier(self, request, context):
+        """Platform admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPrices(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +144,26 @@ def add_MeteringServiceServicer_to_server(servicer, server):
                     request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.GetUsageRequest.FromString,
                     response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.GetUsageResponse.SerializeToString,
             ),
+            'ListTiers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTiers,
+                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ListTiersRequest.FromString,
+                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ListTiersResponse.SerializeToString,
+            ),
+            'GetTenantTier': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantTier,
+                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.GetTenantTierRequest.FromString,
+                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.GetTenantTierResponse.SerializeToString,
+            ),
+            'SetTenantTier': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTenantTier,
+                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SetTenantTierRequest.FromString,
+                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SetTenantTierResponse.SerializeToString,
+            ),
+            'ListPrices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPrices,
+                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ListPricesRequest.FromString,
+                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ListPricesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'llmaas.metering.v1.MeteringService', rpc_method_handlers)
@@ -103,8 +173,10 @@ def add_MeteringServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class MeteringService:
-    """Usage metering: a reservation before dispatch, a settlement with the backend's real token counts after it.
-    Settlement is idempotent by request id, so a retried hand-off never counts twice.
+    """Usage metering, prices and limits. The router reserves the worst case before dispatch (RESOURCE_EXHAUSTED, i.e.
+    HTTP 429, when a limit or the budget would be passed) and settles the backend's real usage after it. Settlement is
+    idempotent by request id, so a retried hand-off never counts twice. Reserve and Settle are internal (never routed
+    by the gateway); the others are the admin API (platform admin; a tenant admin for its own tenant's usage and tier).
     """
 
     @staticmethod
@@ -178,6 +250,114 @@ class MeteringService:
             '/llmaas.metering.v1.MeteringService/GetUsage',
             llmaas_dot_metering_dot_v1_dot_metering__pb2.GetUsageRequest.SerializeToString,
             llmaas_dot_metering_dot_v1_dot_metering__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTiers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.metering.v1.MeteringService/ListTiers',
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.ListTiersRequest.SerializeToString,
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.ListTiersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantTier(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.metering.v1.MeteringService/GetTenantTier',
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.GetTenantTierRequest.SerializeToString,
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.GetTenantTierResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTenantTier(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.metering.v1.MeteringService/SetTenantTier',
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.SetTenantTierRequest.SerializeToString,
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.SetTenantTierResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPrices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.metering.v1.MeteringService/ListPrices',
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.ListPricesRequest.SerializeToString,
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.ListPricesResponse.FromString,
             options,
             channel_credentials,
             insecure,
