@@ -14,6 +14,9 @@ from llmaas.stack.paths import GATEWAY_DIR
 from llmaas.stack.ports import StackPorts
 
 HOST = "127.0.0.1"
+# Auth slower than this is auth down: Envoy answers 503 (fail closed). Sized for a burst of a few hundred requests
+# on a small machine, where every service shares the cores.
+AUTHZ_TIMEOUT = "2s"
 
 
 def find_envoy() -> Path:
@@ -24,7 +27,7 @@ def find_envoy() -> Path:
     return Path(found)
 
 
-def render_config(ports: StackPorts, *, authz_timeout: str = "1s", auth_replicas: int = 1,
+def render_config(ports: StackPorts, *, authz_timeout: str = AUTHZ_TIMEOUT, auth_replicas: int = 1,
                   ext_authz: bool = True, upstream: StackPorts | None = None) -> str:
     """`ext_authz=False` renders the same gateway without the auth check (the latency benchmark's baseline only).
     `upstream`: the stack whose services the clusters point at, when Envoy itself listens elsewhere (default: the
