@@ -12,8 +12,8 @@ process, in alternating rounds, so that the machine's load moves them alike: com
 
 Then auth's own part: the Check RPC asked straight of one replica or of both in turn (their audit appends contend
 for the one SQLite database), an empty RPC to the same server (what any gRPC hop costs), and the audit append alone
-on scratch databases beside the stack's, with the service's SQLite settings (WAL, synchronous=FULL) and, for
-comparison only, synchronous=NORMAL.
+on scratch databases beside the stack's, with the service's SQLite settings (WAL, synchronous=NORMAL) and, for
+comparison only, synchronous=FULL (an fsync per commit).
 """
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ async def end_to_end(stack: dict, plain_url: str, requests: int, rounds: int) ->
             (await without_authz.get("/models")).raise_for_status()
 
         a, b = (await with_authz.get("/models")).json(), (await without_authz.get("/models")).json()
+        assert "data" in a and "data" in b, f"a path failed: {a} {b}"
         assert [m["id"] for m in a["data"]] == [m["id"] for m in b["data"]], "the two paths answer differently"
         sides = {"with ext_authz": via_authz, "without ext_authz": via_plain}
         for send in sides.values():  # warm-up: connections, caches
@@ -213,8 +214,8 @@ def _record(i: int) -> AuditRecord:
 
 def _audit_log(url: str, synchronous: str) -> tuple[AuditLog, sa.Engine]:
     auth_engine(url).dispose()  # migrated
-    engine = make_engine(url)  # the service's settings: WAL, synchronous=FULL
-    if synchronous != "FULL":
+    engine = make_engine(url)  # the service's settings: WAL, synchronous=NORMAL
+    if synchronous != "NORMAL":
         @sa.event.listens_for(engine, "connect")
         def _relaxed(dbapi_conn, _record):
             dbapi_conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -223,9 +224,9 @@ def _audit_log(url: str, synchronous: str) -> tuple[AuditLog, sa.Engine]:
 
 async def audit_append(work: Path, requests: int, rounds: int) -> None:
     """AuditLog.append (group commit, one writer) on scratch databases in the same file system as the stack's: with
-    the service's settings, and with synchronous=NORMAL for comparison."""
-    logs = {"synchronous=FULL": _audit_log(f"sqlite:///{work / 'audit-full.db'}", "FULL"),
-            "NORMAL (what if)": _audit_log(f"sqlite:///{work / 'audit-normal.db'}", "NORMAL")}
+    the service's settings, and with synchronous=FULL for comparison."""
+    logs = {"synchronous=NORMAL": _audit_log(f"sqlite:///{work / 'audit-normal.db'}", "NORMAL"),
+            "FULL (what if)": _audit_log(f"sqlite:///{work / 'audit-full.db'}", "FULL")}
     counter = itertools.count()
 
     def appender(log: AuditLog) -> Send:

@@ -20,11 +20,16 @@ from llmaas.common.errors import ApiError
 log = logging.getLogger("llmaas.catalog.served")
 
 CACHE_SECONDS = 2.0
+# The poll starts with the stack, usually before Triton listens: gRPC's default reconnect backoff (growing to two
+# minutes) would keep reporting "unavailable" long after Triton is up. Retry the connection at least every second.
+_CHANNEL_ARGS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+                 ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
 class ServedModels:
     def __init__(self, triton_url: str, *, on_change: Callable[[], None] | None = None, client=None) -> None:
-        self._client = client if client is not None else triton_aio.InferenceServerClient(url=triton_url)
+        self._client = client if client is not None else triton_aio.InferenceServerClient(
+            url=triton_url, channel_args=_CHANNEL_ARGS)
         self._on_change = on_change
         self._ready: frozenset[str] = frozenset()
         self._known = False  # whether _ready came from Triton at least once
