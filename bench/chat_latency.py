@@ -55,8 +55,12 @@ async def run(stack: dict, requests: int, max_tokens: int) -> None:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=stack["base_url"], limits=limits, timeout=120,
                                  headers={"Authorization": f"Bearer {stack['api_key']}"}) as http:
+        variants = iter(range(10**9))
+
         async def via_envoy():
-            r = await http.post("/chat/completions", json=body)
+            # Not 30 identical prompts in a row: the guard's repetition rule (as in the reference) would refuse them.
+            content = f"{PROMPT} ({next(variants) % 7})"
+            r = await http.post("/chat/completions", json={**body, "messages": [{"role": "user", "content": content}]})
             r.raise_for_status()
 
         counter = iter(range(10**9))
