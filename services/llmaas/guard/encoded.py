@@ -13,8 +13,10 @@ MAX_CANDIDATES = 8
 MAX_BLOB_CHARS = 8192
 MAX_DEPTH = 2
 
-_BASE64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/_-])")
-_HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[\s:]?){12,}(?![0-9A-Fa-f])")
+# Both start with a character class, the look-behind second: the regex engine then skips over every character that
+# cannot start a payload (all of a Chinese or Japanese text) instead of trying the look-behind at each position.
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-](?<![A-Za-z0-9+/_-].)[A-Za-z0-9+/_-]{15,}={0,2}(?![A-Za-z0-9+/_-])")
+_HEX = re.compile(r"[0-9A-Fa-f](?<![0-9A-Fa-f].)[0-9A-Fa-f][\s:]?(?:[0-9A-Fa-f]{2}[\s:]?){11,}(?![0-9A-Fa-f])")
 _LETTERS = re.compile(r"[A-Za-z]")
 _HEX_PAIRS = frozenset(a + b for a in "0123456789abcdefABCDEF" for b in "0123456789abcdefABCDEF")
 
@@ -50,21 +52,16 @@ def _hex(blob: str) -> str | None:
 _ROT13_HINT = ("rot13", "rot-13", "rot 13", "caesar", "cesar", "cipher", "chiffr", "decod", "decipher", "rotat")
 
 
+# A run of at least 12 two-digit hex tokens ("de ad be ef ...", "de:ad:..." split by spaces), each token alone.
+_HEX_RUN = re.compile(r"\s(?:[0-9A-Fa-f]{2}:?(?:\s+|$)){12,}")
+
+
 def _candidates(text: str) -> str:
     """The parts of a text that can hold a payload: long tokens, and runs of two-digit hex tokens. Scanning only
-    these keeps honest prose cheap."""
+    these keeps honest prose cheap (C-level passes only: no Python loop over its words)."""
     tokens = text.split()
-    keep = [t for t in tokens if len(t) >= 16]
-    run: list[str] = []
-    for t in tokens:
-        if len(t) <= 3 and t.rstrip(":") in _HEX_PAIRS:
-            run.append(t)
-            continue
-        if len(run) >= 12:
-            keep.append(" ".join(run))
-        run = []
-    if len(run) >= 12:
-        keep.append(" ".join(run))
+    keep = [t for t in tokens if len(t) >= 16] if max(map(len, tokens), default=0) >= 16 else []
+    keep += [" ".join(run.split()) for run in _HEX_RUN.findall(" " + text)]
     return "\n".join(keep)
 
 

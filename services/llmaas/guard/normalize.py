@@ -48,35 +48,82 @@ def _fold_homoglyphs(text: str) -> str:
 
 
 _LEET_HINT = re.compile(r"[a-z][0-9@$]|[0-9@$][a-z]")
+_LEET_CHAR = re.compile(r"[0-9@$]")
 
 
 def _fold_leet(text: str) -> str:
-    if not any(c in text for c in "0134578@$") or not _LEET_HINT.search(text):
+    """_LEET_WORD folded on a whitespace-normalised text. A leet word holds a digit, @ or $, and never spans a space:
+    only the words with one are looked at, so the regular expression never crawls over honest prose."""
+    if not _LEET_HINT.search(text):
         return text
-    return _LEET_WORD.sub(lambda m: m.group().translate(_LEET) if not m.group().isdigit() else m.group(), text)
+    pieces, done, folded = [], 0, {}
+    m = _LEET_CHAR.search(text)
+    while m:
+        start = text.rfind(" ", 0, m.start()) + 1
+        end = text.find(" ", m.end())
+        end = len(text) if end == -1 else end
+        word = text[start:end]
+        if word not in folded:
+            folded[word] = _LEET_WORD.sub(lambda w: w.group().translate(_LEET), word)
+        pieces += (text[done:start], folded[word])
+        done = end
+        m = _LEET_CHAR.search(text, end)
+    return "".join(pieces) + text[done:] if pieces else text
 
 
 _DROPPED = re.compile("[" + INVISIBLE + BIDI_CONTROLS + "\U000e0000-\U000e007f\ufe00-\ufe0f]")
 
 
+def has_droppable(text: str) -> bool:
+    """Any invisible, bidi, tag character or variation selector: one scan, after which an honest text (none of
+    them) skips every other check for hidden characters."""
+    return not text.isascii() and _DROPPED.search(text) is not None
+
+
 # Typographic punctuation NFKC keeps: folded so that "n’es" matches "n'es" (and French text becomes ASCII).
 _TYPOGRAPHY = (("\u2019", "'"), ("\u2018", "'"), ("\u201c", '"'), ("\u201d", '"'), ("\u00ab", '"'), ("\u00bb", '"'),
                ("\u2013", "-"), ("\u2014", "-"), ("\u2026", "..."))
+# What makes honest text fail NFKC's quick check (Chinese and Japanese full-width punctuation, French non-breaking
+# spaces): replaced by their NFKC form first, a plain substring replacement (none of them composes with a
+# neighbour), so that NFKC itself usually finds the text already normalised and returns at once.
+_COMMON_COMPAT = tuple((c, unicodedata.normalize("NFKC", c))
+                       for c in "\uff0c\uff1f\uff1a\uff01\uff1b\uff08\uff09\uff5e\u3000\u00a0\u202f\u2009\u2026")
+# After accents are taken apart, a text whose only non-ASCII characters are the combining marks loses them by an
+# ASCII encoding; anything else (Cyrillic, kana voicing marks, CJK, emoji) takes the precise path.
+_NOT_ASCII_OR_DIACRITIC = re.compile("[^\x00-\x7f\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 
 
-def comparison_form(text: str) -> str:
-    if _DROPPED.search(text):
-        text = text.translate(_DROP)
-    text = unicodedata.normalize("NFKC", text).casefold()
-    if not text.isascii():
-        for typographic, plain in _TYPOGRAPHY:
-            if typographic in text:
-                text = text.replace(typographic, plain)
-        if _ACCENTED.search(text):
-            text = unicodedata.normalize("NFC", _DIACRITICS.sub("", unicodedata.normalize("NFD", text)))
+def _nfkc(text: str) -> str:
+    for compat, plain in _COMMON_COMPAT:
+        if compat in text:
+            text = text.replace(compat, plain)
+    return unicodedata.normalize("NFKC", text)
+
+
+def _strip_diacritics(text: str) -> str:
+    decomposed = unicodedata.normalize("NFD", text)
+    if not _NOT_ASCII_OR_DIACRITIC.search(decomposed):
+        return decomposed.encode("ascii", "ignore").decode("ascii")
+    return unicodedata.normalize("NFC", _DIACRITICS.sub("", decomposed))
+
+
+def comparison_form(text: str, *, droppable: bool | None = None) -> str:
+    """droppable: has_droppable(text), when the caller already knows it."""
+    if text.isascii():
+        text = text.lower()  # NFKC keeps ASCII as it is, and casefold() is lower() there
+    else:
+        if droppable if droppable is not None else _DROPPED.search(text):
+            text = text.translate(_DROP)
+        text = _nfkc(text).casefold()
         if not text.isascii():
-            text = _fold_homoglyphs(text)
-    return " ".join(_fold_leet(text).split())
+            for typographic, plain in _TYPOGRAPHY:
+                if typographic in text:
+                    text = text.replace(typographic, plain)
+            if _ACCENTED.search(text):
+                text = _strip_diacritics(text)
+            if not text.isascii():
+                text = _fold_homoglyphs(text)
+    return _fold_leet(" ".join(text.split()))
 
 
 # --- suspicious differences --------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ layer's job; these are the precise, explainable part.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
+from itertools import islice
 
 # Words reused across patterns. The gaps (.{0,n}) bound how far apart the parts of one phrase may be.
 _EN_PREVIOUS = r"(?:previous|prior|above|earlier|preceding|former|foregoing|initial|original|all|your|system|these|those|developer)"
@@ -152,7 +154,8 @@ _STEMS: dict[str, tuple[str, ...]] = {
         "verwerfen", "hor auf", "gelten nicht", "aufgehoben", "ungultig", "nichtig", "hinfallig", "zahlen nicht",
         "nicht mehr", "ohne deine", "ohne ihre", "ohne die", "gehorch", "olvid", "omit", "descart", "caso omiso",
         "anulad", "revocad", "cancelad", "suspendid", "validas", "obsoletas", "sin efecto", "deja", "para de",
-        "sin tus", "sin sus", "obedece", "忽略", "忽视", "忽視", "无视", "無視", "忘记", "忘記", "忘掉", "理会", "理會",
+        "sin tus", "sin sus", "obedece", "hagas caso", "dejen", "suis plus", "consigne", "regle",
+        "ordre", "tache", "indication", "directive", "instruction", "忽略", "忽视", "忽視", "无视", "無視", "忘记", "忘記", "忘掉", "理会", "理會",
         "抛开", "拋開", "跳过", "跳過", "放弃", "放棄", "绕过", "繞過", "丢弃", "丟棄", "遵守", "作废", "作廢", "无效",
         "無效", "失效", "取消", "不再适用", "不再適用", "不算", "当作没", "當作沒", "不用管", "不要管", "别管", "別管",
         "服从", "服從", "只听", "只聽", "忘れ", "破棄", "取り消", "従わ", "リセット", "捨て", "なかったこと", "無効",
@@ -162,7 +165,7 @@ _STEMS: dict[str, tuple[str, ...]] = {
         "texte ci-dessus", "texte precedent", "tes regles", "anweisung", "text", "deine regeln", "deine vorgaben",
         "alles oben", "alles daruber", "mensaje del sistema", "instrucciones", "tus reglas", "texto", "系统提示",
         "系統提示", "提示词", "提示詞", "系统指令", "系統指令", "初始指令", "原始指令", "隐藏指令", "隱藏指令", "系统消息",
-        "系統訊息", "你的指令", "设定", "設定", "システムプロンプト", "システムメッセージ", "の指示", "上記の"),
+        "系統訊息", "你的指令", "设定", "設定", "システムプロンプト", "システムメッセージ", "指示", "上記の", "preprompt"),
     "persona_override": (
         "from now on", "starting now", "rest of this conversation", "do anything now", "developer mode", "jailbr",
         "dan mode", "evil confidant", "ethical", "moral", "you are no", "you are not", "pretend",
@@ -180,36 +183,74 @@ _MAX_HITS = 48  # beyond that many stems, one pass over the whole text is cheape
 
 # Punctuation becomes space before tokens are taken, so that "(ignore," is the word "ignore".
 _PUNCTUATION = str.maketrans({c: " " for c in "()[]{}<>,.;:!?\"`*_/|#=+&%~^\\"})
+_TOKEN = re.compile(r"[^\s()\[\]{}<>,.;:!?\"`*_/|#=+&%~^\\]+")
+# Words as the patterns' \b sees them: runs of \w. In ASCII, everything else becomes a space.
+_NOT_WORD = str.maketrans({chr(c): " " for c in range(128) if not (chr(c).isalnum() or chr(c) == "_")})
+_WORD = re.compile(r"\w+")
+_HEAD = operator.itemgetter(slice(0, 4))
+
+
+def _tokens(form: str) -> list[str]:
+    """The form's tokens, punctuation as space (str.translate is fast on ASCII only; a regex elsewhere)."""
+    return form.translate(_PUNCTUATION).split() if form.isascii() else _TOKEN.findall(form)
+
+
+def _word_heads(form: str) -> set[str]:
+    r"""The first four characters of every word (every run of \w, as \b sees them): distinct words first, so that a
+    long prompt costs its vocabulary, not its length."""
+    words = form.translate(_NOT_WORD).split() if form.isascii() else _WORD.findall(form)
+    return set(map(_HEAD, set(words)))
 
 
 @dataclass(frozen=True)
-class _Gate:
-    """A reason's stems, sorted by how they are found: single Latin words by their first four letters (one pass
-    over the text for all of them), the rest (phrases, CJK, symbols) by substring search."""
+class _Index:
+    r"""Every reason's stems, sorted by how they are found, so that finding them all costs a few passes over the text
+    whatever their number: a stem starting with a word by that word's first four letters (one set intersection with
+    the text's word heads: the patterns put \b before it), a CJK stem by its first character (one regex character
+    class), and the few others (symbols) by substring search. A stem found this way may still be absent (a word
+    head is not the word): _windows() looks for each, so the gate only has to never miss one."""
 
-    by_prefix: dict[str, tuple[str, ...]]
-    literal: tuple[str, ...]
-    cjk: tuple[str, ...]
+    by_head: dict[str, tuple[tuple[str, str], ...]]
+    heads: frozenset[str]
+    by_char: dict[str, tuple[tuple[str, str], ...]]
+    first_chars: re.Pattern[str]
+    symbols: tuple[tuple[str, str], ...]
 
     @classmethod
-    def of(cls, stems: tuple[str, ...]) -> _Gate:
-        by_prefix: dict[str, list[str]] = {}
-        literal, cjk = [], []
-        for stem in stems:
-            if re.fullmatch(r"[a-z]+", stem):
-                by_prefix.setdefault(stem[:4], []).append(stem)
-            else:
-                (literal if stem.isascii() else cjk).append(stem)
-        return cls({k: tuple(v) for k, v in by_prefix.items()}, tuple(literal), tuple(cjk))
+    def of(cls, stems_by_reason: dict[str, tuple[str, ...]]) -> _Index:
+        by_head: dict[str, list[tuple[str, str]]] = {}
+        by_char: dict[str, list[tuple[str, str]]] = {}
+        symbols: list[tuple[str, str]] = []
+        for reason, stems in stems_by_reason.items():
+            for stem in dict.fromkeys(stems):
+                word = re.match(r"[a-z]*", stem).group()
+                # The head of the word in the text is the stem's own when the stem spells four letters of it, or
+                # the whole word when the stem ends it ("no longer", "s'appliquent").
+                if len(word) >= 4 or (word and len(stem) > len(word) and not (stem[len(word)].isalnum()
+                                                                              or stem[len(word)] == "_")):
+                    by_head.setdefault(word[:4], []).append((reason, stem))
+                elif not stem.isascii() and not stem[0].isascii():
+                    by_char.setdefault(stem[0], []).append((reason, stem))
+                else:
+                    symbols.append((reason, stem))
+        return cls({k: tuple(v) for k, v in by_head.items()}, frozenset(by_head),
+                   {k: tuple(v) for k, v in by_char.items()},
+                   re.compile("[" + "".join(re.escape(c) for c in sorted(by_char)) + "]"), tuple(symbols))
 
-    def present(self, form: str, prefixes: set[str], has_cjk: bool) -> list[str]:
-        """The stems in form; prefixes: the first four letters of each of its words."""
-        found = [stem for key in self.by_prefix.keys() & prefixes for stem in self.by_prefix[key]]
-        found += [stem for stem in self.literal if stem in form]
-        return found + [stem for stem in self.cjk if stem in form] if has_cjk else found
-
-
-_GATES = {reason: _Gate.of(stems) for reason, stems in _STEMS.items()}
+    def present(self, form: str, heads: set[str]) -> dict[str, list[str]]:
+        """reason -> its stems that may be in form; heads: _word_heads(form)."""
+        found: dict[str, list[str]] = {}
+        for head in self.heads.intersection(heads):
+            for reason, stem in self.by_head[head]:
+                found.setdefault(reason, []).append(stem)
+        for reason, stem in self.symbols:
+            if stem in form:
+                found.setdefault(reason, []).append(stem)
+        if not form.isascii():
+            for char in set(self.first_chars.findall(form)):
+                for reason, stem in self.by_char[char]:
+                    found.setdefault(reason, []).append(stem)
+        return found
 
 
 def _windows(form: str, stems: list[str]) -> list[tuple[int, int]]:
@@ -279,7 +320,7 @@ _LONG_TOKEN = 40
 
 def _flooded(tokens: list[str]) -> bool:
     # Cheap first: a run of 20 needs at least 19 equal neighbours anywhere.
-    if len(tokens) >= _FLOOD_RUN and sum(map(str.__eq__, tokens, tokens[1:])) >= _FLOOD_RUN - 1:
+    if len(tokens) >= _FLOOD_RUN and sum(map(operator.eq, tokens, islice(tokens, 1, None))) >= _FLOOD_RUN - 1:
         run, previous = 0, None
         for token in tokens:
             run = run + 1 if token == previous and token and not token.isdigit() else 1
@@ -301,21 +342,24 @@ _ADDRESSES_ASSISTANT = re.compile(
     r"|在(?:你的|您的)?(?:回答|回复|回覆|答复)中|(?:回答|返答|返信)(?:に|の中で|で)(?:は)?.{0,20}(?:含め|追加|入れ|加え)")
 
 _ADDRESSES_STEMS = ("your respon", "your answer", "your repl", "your output", "your elucid", "your summar", "assistant",
-                    "language model", "llm", "chatbot", "gpt", "ai,", "ai:", "reponse", "antwort", "respuesta", "回答",
+                    "language model", "llm", "chatbot", "gpt", "ai,", "ai:", "ai ,", "ai :", "reponse", "antwort", "respuesta", "回答",
                     "回复", "回覆", "答复", "返答", "返信")
 
 _GENERIC = {"hidden_html": 0.6, "markdown_script_link": 0.9, "markdown_image_exfiltration": 0.9,
             "excessive_repetition": 0.8, "token_flooding": 0.6, "document_addresses_assistant": 0.7}
 
 
+_INDEX = _Index.of({**_STEMS, "document_addresses_assistant": _ADDRESSES_STEMS})
+assert _TRIGGER_PREFIXES <= _INDEX.heads  # the repetition check below reads its triggers from the same word heads
+
+
 def scan(form: str, *, document: bool = False) -> list[PatternHit]:
     """Patterns over a comparison form; `document` adds the checks that only make sense in third-party text."""
     hits = []
-    tokens = form.translate(_PUNCTUATION).split()
-    prefixes = {t[:4] for t in tokens}
-    has_cjk = not form.isascii() and _CJK.search(form) is not None
+    heads = _word_heads(form)
+    stems = _INDEX.present(form, heads)
     for reason, pattern in _COMPILED.items():
-        m = _search(pattern, form, _GATES[reason].present(form, prefixes, has_cjk))
+        m = _search(pattern, form, stems[reason]) if reason in stems else None
         if m:
             hits.append(PatternHit(reason, m.lastgroup or "any", _SCORES[reason]))
     if "<" in form:
@@ -331,12 +375,13 @@ def scan(form: str, *, document: bool = False) -> list[PatternHit]:
             hits.append(PatternHit("markdown_script_link", "any", _GENERIC["markdown_script_link"]))
         if _MARKDOWN_IMAGE_EXFIL.search(form):
             hits.append(PatternHit("markdown_image_exfiltration", "any", _GENERIC["markdown_image_exfiltration"]))
-    if (_TRIGGER_PREFIXES & prefixes or has_cjk and any(t in form for t in _CJK_TRIGGERS)) and \
+    if (_TRIGGER_PREFIXES & heads or not form.isascii() and any(t in form for t in _CJK_TRIGGERS)) and \
             _REPEATED_TRIGGER.search(form):
         hits.append(PatternHit("excessive_repetition", "any", _GENERIC["excessive_repetition"]))
-    elif _flooded(tokens):
+    elif _flooded(_tokens(form)):
         hits.append(PatternHit("token_flooding", "any", _GENERIC["token_flooding"]))
-    if document and _search(_ADDRESSES_ASSISTANT, form, [s for s in _ADDRESSES_STEMS if s in form]):
+    if document and "document_addresses_assistant" in stems and \
+            _search(_ADDRESSES_ASSISTANT, form, stems["document_addresses_assistant"]):
         hits.append(PatternHit("document_addresses_assistant", "any", _GENERIC["document_addresses_assistant"]))
     return hits
 

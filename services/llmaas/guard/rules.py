@@ -34,11 +34,13 @@ def _pattern_findings(form: str, document: bool, layer: str = "pattern", prefix:
 
 def analyse(text: str, *, document: bool = False) -> Analysis:
     """`document`: the text comes from a third party (a tool result, a retrieved document), not the user."""
-    findings = [Finding("structure", reason, score) for reason, score in structure.findings(text)]
-    form = normalize.comparison_form(text)
+    # One scan for invisible, bidi and tag characters: honest text has none and skips every check for them.
+    droppable = normalize.has_droppable(text)
+    findings = [Finding("structure", reason, score) for reason, score in structure.findings(text, droppable=droppable)]
+    form = normalize.comparison_form(text, droppable=droppable)
     findings += _pattern_findings(form, document)
     forms = [form]
-    hidden = normalize.hidden_tag_text(text)
+    hidden = normalize.hidden_tag_text(text) if droppable else ""
     payloads = ([("tag", hidden)] if hidden else []) + encoded.decoded_payloads(text)
     for encoding, decoded in payloads:
         decoded_form = normalize.comparison_form(decoded)

@@ -49,12 +49,13 @@ _HOMOGLYPH = ("homoglyph_mixed_script", 0.45)
 _ROLE_INJECTION = ("role_injection_json", 0.85)
 
 
-def findings(text: str) -> list[tuple[str, float]]:
+def findings(text: str, *, droppable: bool | None = None) -> list[tuple[str, float]]:
     """(reason, score) of the structural findings. Hidden characters and look-alikes are all outside ASCII, and a
-    role claim needs the word "role": the cheap tests come first."""
+    role claim needs the word "role": the cheap tests come first. droppable: normalize.has_droppable(text), when the
+    caller already knows it (no droppable character, no hidden one)."""
     found = []
     if not text.isascii():
-        if normalize.has_hidden_characters(text):
+        if (droppable is not False) and normalize.has_hidden_characters(text):
             found += [(reason, score) for reason, score, check in _HIDDEN if check(text)]
         if normalize.has_homoglyph_word(text):
             found.append(_HOMOGLYPH)
