@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmaas.guard.classifier import LocalClassifier, NoClassifier
-from llmaas.guard.evaluation import Confusion, Report, evaluate
-from llmaas.guard.training.corpus import read_jsonl, shared_data_dir
-from llmaas.guard.training.train import DEFAULT_MODEL_DIR
-from llmaas.guard.verdict import DOCUMENT, PROMPT, Detector
+from llmaas.stack.paths import DEPLOY_DIR
+
+if TYPE_CHECKING:
+    from llmaas.guard.evaluation import Confusion, Report
+
+# The guard's modules (scikit-learn, numpy) are imported by the commands that need them: every other `llmaas`
+# command starts without paying for them.
+DEFAULT_MODEL_DIR = DEPLOY_DIR / "guard" / "model"  # = llmaas.guard.training.train.DEFAULT_MODEL_DIR
 
 guard_app = typer.Typer(help="The prompt security guard: training and evaluation.", no_args_is_help=True)
 console = Console()
@@ -24,6 +28,7 @@ def train(
     data_dir: Path = typer.Option(None, help="The shared guard data (default: deploy/guard/data/public)."),
 ) -> None:
     """Train the local classifier from the guard data (reproducible: same data, same model)."""
+    from llmaas.guard.training.corpus import shared_data_dir
     from llmaas.guard.training.train import train as build
 
     source = data_dir or shared_data_dir()
@@ -70,6 +75,8 @@ def print_report(report: Report) -> None:
 
 
 def _classifier(model_dir: Path, rules_only: bool):
+    from llmaas.guard.classifier import LocalClassifier, NoClassifier
+
     if rules_only:
         return NoClassifier()
     if (model_dir / "model.json").exists():
@@ -86,6 +93,8 @@ def check(
     rules_only: bool = typer.Option(False, help="Leave the learned layer out."),
 ) -> None:
     """The verdict on one text: score and findings (layer, reason, score)."""
+    from llmaas.guard.verdict import DOCUMENT, PROMPT, Detector
+
     verdict = Detector(_classifier(model_dir, rules_only)).part(text, DOCUMENT if document else PROMPT)
     table = Table(title=f"score {verdict.score:.3f}")
     for column in ("layer", "reason", "score"):
@@ -104,4 +113,8 @@ def eval_(
     rules_only: bool = typer.Option(False, help="Leave the learned layer out."),
 ) -> None:
     """Recall, false positives and confusion per source, language and category, and latency."""
+    from llmaas.guard.evaluation import evaluate
+    from llmaas.guard.training.corpus import read_jsonl
+    from llmaas.guard.verdict import Detector
+
     print_report(evaluate(read_jsonl(file), Detector(_classifier(model_dir, rules_only)), threshold))
