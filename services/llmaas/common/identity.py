@@ -39,7 +39,8 @@ _VERSION = "v1"
 
 @dataclass(frozen=True)
 class Quota:
-    """A per-key limit over a sliding window; 0 means unlimited."""
+    """A per-key limit over a fixed window (W-second slots aligned to the epoch, enforced by metering); 0 means
+    unlimited."""
     window_seconds: int
     max_requests: int = 0
     max_tokens: int = 0
