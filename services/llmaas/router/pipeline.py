@@ -43,7 +43,8 @@ log = logging.getLogger("llmaas.router")
 REST_CHAT = "POST /v1/chat/completions"
 # The audit trail's status for a client that went away before the end (nginx's convention).
 CLIENT_CLOSED = 499
-# How long a settlement keeps being retried while metering is unavailable (beyond gRPC's own retries).
+# How long a settlement (or audit record) keeps being retried while its service is unavailable (beyond gRPC's own
+# retries).
 SETTLE_PATIENCE = 120.0
 
 _SOURCE = {"system": guard_pb2.PART_SOURCE_SYSTEM, "developer": guard_pb2.PART_SOURCE_SYSTEM,
@@ -227,39 +228,43 @@ class ChatPipeline:
 
     async def _record(self, caller: Caller, model: str, usage: Usage, error: ApiError | None,
                       status: int = 200) -> None:
+        """The audit record of how the request ended (idempotent by request id, so retried like a settlement)."""
         if error is not None:
             status = HTTP_STATUS.get(error.status, 500)
-        try:
-            await self._downstream.record_request(auth_pb2.RecordRequestRequest(
-                request_id=caller.request_id, endpoint=caller.endpoint, model=model, status=status,
-                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                trace_id=_trace_id(), detail=(error.code or "") if error else ""), caller.signed, caller.client_address)
-        except ApiError as e:
-            log.error("audit record failed", extra={"fields": {"request_id": caller.request_id, "error": e.message}})
+        request = auth_pb2.RecordRequestRequest(
+            request_id=caller.request_id, endpoint=caller.endpoint, model=model, status=status,
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            trace_id=_trace_id(), detail=(error.code or "") if error else "")
+        await _hand_off("audit record", caller.request_id,
+                        lambda: self._downstream.record_request(request, caller.signed, caller.client_address))
 
     async def _settle(self, run: ChatRun, outcome: str) -> None:
-        """Hands the real usage to metering. While metering is unavailable (restarting, killed) the hand-off is retried
-        for SETTLE_PATIENCE seconds: settlement is idempotent by request id, so a retry never counts twice."""
+        """Hands the real usage to metering (idempotent by request id: a retry never counts twice)."""
         request = metering_pb2.SettleRequest(
             request_id=run.request_id, prompt_tokens=run.usage.prompt_tokens,
             completion_tokens=run.usage.completion_tokens, outcome=outcome)
-        deadline, delay = time.monotonic() + SETTLE_PATIENCE, 0.5
-        while True:
-            try:
-                await self._downstream.settle(request)
-                return
-            except ApiError as e:
-                if e.status != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                    log.error("settlement failed",
-                              extra={"fields": {"request_id": run.request_id, "error": e.message}})
-                    return
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 5.0)
+        await _hand_off("settlement", run.request_id, lambda: self._downstream.settle(request))
 
     async def drain(self) -> None:
         """Waits for pending settlements and audit records (called on shutdown)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+async def _hand_off(what: str, request_id: str, send) -> None:
+    """An idempotent call that must land: while the service is unavailable (restarting, killed) it is retried for
+    SETTLE_PATIENCE seconds; any other error is final, and logged."""
+    deadline, delay = time.monotonic() + SETTLE_PATIENCE, 0.5
+    while True:
+        try:
+            await send()
+            return
+        except ApiError as e:
+            if e.status != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                log.error(f"{what} failed", extra={"fields": {"request_id": request_id, "error": e.message}})
+                return
+        await asyncio.sleep(delay)
+        delay = min(2 * delay, 5.0)
 
 
 def _trace_id() -> str:
