@@ -32,7 +32,8 @@ tenants_app = typer.Typer(help="Tenants (platform admin).", no_args_is_help=True
 keys_app = typer.Typer(help="A tenant's API keys: create, list, rotate, revoke.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail: a tenant's records, and the hash chain's integrity.",
                         no_args_is_help=True)
-console = Console()
+# Piped output (scripts, logs) gets wide tables instead of rich's 80-column default, which squeezes them unreadable.
+console = Console(width=None if Console().is_terminal else 200)
 errors = Console(stderr=True)
 
 TIMEOUT = 15.0

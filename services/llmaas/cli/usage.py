@@ -21,7 +21,8 @@ from rich.table import Table
 from llmaas.stack.up import STACK_FILE
 
 usage_app = typer.Typer(help="Consumption (tokens, cost, energy), tiers and prices.", no_args_is_help=True)
-console = Console()
+# Piped output (scripts, logs) gets wide tables instead of rich's 80-column default, which squeezes them unreadable.
+console = Console(width=None if Console().is_terminal else 200)
 
 GROUPS = ("key", "model", "day", "month", "kind")
 _GROUP_FIELD = {"key": "key_id", "model": "model", "day": "day", "month": "month", "kind": "kind"}
@@ -65,6 +66,17 @@ def _admin(admin_url: str, token: str, data_dir: Path) -> Admin:
     return Admin(url, tok)
 
 
+def _tenant(admin: Admin, tenant: str) -> str:
+    """A tenant id (ten_...) as given, or the id of the tenant with that name (asked of auth's admin API)."""
+    if tenant.startswith("ten_"):
+        return tenant
+    ids = [t["tenant_id"] for t in admin.call("GET", "/tenants").get("tenants", []) if t.get("name") == tenant]
+    if not ids:
+        console.print(f"[red]no tenant named {tenant!r}[/]")
+        raise typer.Exit(1)
+    return ids[0]
+
+
 _URL = typer.Option("", "--admin-url", help="e.g. http://127.0.0.1:8080/admin/v1 ($LLMAAS_ADMIN_URL).")
 _TOKEN = typer.Option("", "--token", help="Admin token, or a tenant admin's key ($LLMAAS_ADMIN_TOKEN).")
 _DATA = typer.Option(Path(".llmaas"), "--data-dir", help="A local stack's data directory (for its stack file).")
@@ -76,7 +88,7 @@ def _n(value) -> str:
 
 @usage_app.command("show")
 def show(
-    tenant_id: str = typer.Argument(..., help="The tenant."),
+    tenant: str = typer.Argument(..., help="The tenant: its id (ten_...) or name."),
     by: list[str] = typer.Option([], "--by", help=f"Group by (repeatable): {', '.join(GROUPS)}."),
     key: str = typer.Option("", help="Only this API key id."),
     model: str = typer.Option("", help="Only this model."),
@@ -91,7 +103,9 @@ def show(
         raise typer.Exit(2)
     query = [("group_by", g) for g in by] + [(k, v) for k, v in (("key_id", key), ("model", model),
                                                                   ("start_day", start), ("end_day", end)) if v]
-    data = _admin(admin_url, token, data_dir).call("GET", f"/tenants/{urllib.parse.quote(tenant_id)}/usage", query)
+    admin = _admin(admin_url, token, data_dir)
+    tenant_id = _tenant(admin, tenant)
+    data = admin.call("GET", f"/tenants/{urllib.parse.quote(tenant_id)}/usage", query)
     if as_json:
         console.print_json(json.dumps(data))
         return
@@ -147,13 +161,14 @@ def tiers(admin_url: str = _URL, token: str = _TOKEN, data_dir: Path = _DATA) ->
 
 @usage_app.command("tier")
 def tier(
-    tenant_id: str = typer.Argument(..., help="The tenant."),
+    tenant: str = typer.Argument(..., help="The tenant: its id (ten_...) or name."),
     set_tier: str = typer.Option("", "--set", help="Assign this tier (platform admin)."),
     budget: str = typer.Option("", "--budget", help="With --set: a monthly budget of its own, in EUR."),
     admin_url: str = _URL, token: str = _TOKEN, data_dir: Path = _DATA,
 ) -> None:
     """A tenant's tier and this month's spend; --set assigns another."""
     admin = _admin(admin_url, token, data_dir)
+    tenant_id = _tenant(admin, tenant)
     path = f"/tenants/{urllib.parse.quote(tenant_id)}/tier"
     if set_tier:
         body = {"tier": set_tier, **({"monthly_budget_eur": budget} if budget else {})}
