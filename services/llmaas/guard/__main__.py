@@ -11,6 +11,7 @@ from llmaas.common.config import ConfigError, env_float, env_int, env_str, grpc_
 from llmaas.common.db import make_engine, migrate
 from llmaas.common.server import serve
 from llmaas.common.telemetry import setup_logging
+from llmaas.guard import runtime
 from llmaas.guard.behaviour import Behaviour, BehaviourConfig, MemoryWindow, RedisWindow
 from llmaas.guard.classifier import Classifier, LocalClassifier, NoClassifier, PendingClassifier
 from llmaas.guard.policy import MODES, Policy, PolicyStore
@@ -52,6 +53,7 @@ def _classifier() -> Classifier:
                       extra={"fields": {"model_dir": str(model_dir), "error": done.stderr[-500:]}})
             return
         pending.ready(LocalClassifier.load(model_dir))
+        runtime.settle()  # the model is start-up state too
         log.info("guard model ready", extra={"fields": {"model_dir": str(model_dir)}})
 
     threading.Thread(target=build, name="guard-train", daemon=True).start()
@@ -81,6 +83,8 @@ def main() -> None:
 
     def register(server):
         guard_pb2_grpc.add_GuardServiceServicer_to_server(servicer, server)
+        # Runs once serve() has built the server and yields to the loop: everything built so far is start-up state.
+        asyncio.get_running_loop().call_soon(runtime.settle)
         return [guard_pb2.DESCRIPTOR.services_by_name["GuardService"].full_name]
 
     asyncio.run(serve("guard", grpc_port(), register))

@@ -8,6 +8,7 @@ import base64
 import binascii
 import codecs
 import re
+from itertools import compress, repeat
 
 MAX_CANDIDATES = 8
 MAX_BLOB_CHARS = 8192
@@ -18,6 +19,8 @@ MAX_DEPTH = 2
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-](?<![A-Za-z0-9+/_-].)[A-Za-z0-9+/_-]{15,}={0,2}(?![A-Za-z0-9+/_-])")
 _HEX = re.compile(r"[0-9A-Fa-f](?<![0-9A-Fa-f].)[0-9A-Fa-f][\s:]?(?:[0-9A-Fa-f]{2}[\s:]?){11,}(?![0-9A-Fa-f])")
 _LETTERS = re.compile(r"[A-Za-z]")
+_WIDE = re.compile("[\u2e81-\U0010ffff]")  # CJK and beyond: a character each, as letters are
+_DIGIT_OR_UPPER = re.compile("[0-9A-Z]")
 _HEX_PAIRS = frozenset(a + b for a in "0123456789abcdefABCDEF" for b in "0123456789abcdefABCDEF")
 
 
@@ -26,13 +29,14 @@ def _printable_text(raw: bytes) -> str | None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if not text or sum(c.isprintable() or c.isspace() for c in text) < 0.95 * len(text):
+    if not text or not text.isprintable() and sum(c.isprintable() or c.isspace() for c in text) < 0.95 * len(text):
         return None
-    return text if len(_LETTERS.findall(text)) + sum(ord(c) > 0x2e80 for c in text) >= 0.5 * len(text) else None
+    wide = 0 if text.isascii() else len(_WIDE.findall(text))
+    return text if len(_LETTERS.findall(text)) + wide >= 0.5 * len(text) else None
 
 
 def _b64(blob: str) -> str | None:
-    if not (_LETTERS.search(blob) and any(c.isdigit() or c.isupper() for c in blob)):
+    if not (_LETTERS.search(blob) and _DIGIT_OR_UPPER.search(blob)):
         return None  # a long plain word is not base64
     padded = blob + "=" * (-len(blob) % 4)
     try:
@@ -49,26 +53,66 @@ def _hex(blob: str) -> str | None:
         return None
 
 
-_ROT13_HINT = ("rot13", "rot-13", "rot 13", "caesar", "cesar", "cipher", "chiffr", "decod", "decipher", "rotat")
+# Two-digit hex tokens ("de", "ad:"), marked "h" in a one-letter-per-token mask where a run of them is a plain
+# substring search: C-level passes only, no Python loop over the words of honest prose.
+_HEX_TOKEN_MARK = {a + b + c: "h" for a in "0123456789abcdefABCDEF" for b in "0123456789abcdefABCDEF" for c in ("", ":")}
+_HEX_TOKEN_RUN = re.compile("h{12,}")
+# The words that ask a model to read rot13 ("decipher" contains "cipher"); those with "rot" only looked for when
+# "rot" is there.
+_ROT13_HINTS = ("caesar", "cesar", "cipher", "chiffr", "decod")
+_ROT_HINTS = ("rot13", "rot-13", "rot 13", "rotat")
 
 
-# A run of at least 12 two-digit hex tokens ("de ad be ef ...", "de:ad:..." split by spaces), each token alone.
-_HEX_RUN = re.compile(r"\s(?:[0-9A-Fa-f]{2}:?(?:\s+|$)){12,}")
+# The shape of an ASCII text, one character for one (str.translate's fast path): whitespace stays a space, the rest
+# is "x"; and the same with hex digits as "h" and colons kept. A long token is then 16 "x" in a row, a hex run a
+# regular expression with a literal start, which the regex engine finds as fast as a substring.
+_TOKEN_SHAPE = str.maketrans({chr(c): " " if chr(c).isspace() else "x" for c in range(128)})
+_HEX_SHAPE = str.maketrans({chr(c): " " if chr(c).isspace() else "h" if chr(c) in "0123456789abcdefABCDEF"
+                            else ":" if chr(c) == ":" else "x" for c in range(128)})
+_HEX_SHAPE_RUN = re.compile(r"hh(?<![^ ]hh):?(?: +hh:?){11}(?![^ ])")
 
 
-def _candidates(text: str) -> str:
+def _ascii_stand_in(text: str, chars: frozenset[str] | None) -> str | None:
+    """text with every non-ASCII character as "?" (one for one; non-ASCII whitespace as a space first): the same
+    tokens, lengths, hex digits and ASCII words, for the pre-checks below. chars: its non-ASCII characters (None:
+    too many to know, no stand-in)."""
+    if text.isascii():
+        return text
+    if chars is None:
+        return None
+    for space in (c for c in chars if c.isspace()):
+        text = text.replace(space, " ")
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+def _candidates(text: str, stand_in: str | None = None) -> str:
     """The parts of a text that can hold a payload: long tokens, and runs of two-digit hex tokens. Scanning only
-    these keeps honest prose cheap (C-level passes only: no Python loop over its words)."""
+    these keeps honest prose cheap. stand_in: _ascii_stand_in(text), if any."""
+    stand_in = text if text.isascii() else stand_in
+    if stand_in is not None and "x" * 16 not in stand_in.translate(_TOKEN_SHAPE) and \
+            not _HEX_SHAPE_RUN.search(stand_in.translate(_HEX_SHAPE)):
+        return ""
     tokens = text.split()
-    keep = [t for t in tokens if len(t) >= 16] if max(map(len, tokens), default=0) >= 16 else []
-    keep += [" ".join(run.split()) for run in _HEX_RUN.findall(" " + text)]
+    keep = list(compress(tokens, map((16).__le__, map(len, tokens)))) if max(map(len, tokens), default=0) >= 16 else []
+    mask = "".join(map(_HEX_TOKEN_MARK.get, tokens, repeat("-")))
+    if "h" * 12 in mask:
+        keep += [" ".join(tokens[m.start():m.end()]) for m in _HEX_TOKEN_RUN.finditer(mask)]
     return "\n".join(keep)
 
 
-def decoded_payloads(text: str) -> list[tuple[str, str]]:
-    """(encoding, decoded text) for every payload found, outermost first."""
+def _asks_for_rot13(text: str) -> bool:
+    """The prompt asks for rot13 to be read (rot13, Caesar, decode...); text may be the ASCII stand-in (the hints
+    are ASCII, and no non-ASCII character lowers into one of their letters but the Kelvin sign's k)."""
+    lowered = text[:MAX_BLOB_CHARS].lower()
+    return any(hint in lowered for hint in _ROT13_HINTS) or "rot" in lowered and any(h in lowered for h in _ROT_HINTS)
+
+
+def decoded_payloads(text: str, chars: frozenset[str] | None = None) -> list[tuple[str, str]]:
+    """(encoding, decoded text) for every payload found, outermost first. chars: normalize.non_ascii(text), when
+    the caller has it (the pre-checks then run on an ASCII stand-in of a mostly-ASCII text)."""
     found: list[tuple[str, str]] = []
-    frontier = [_candidates(text)]
+    stand_in = _ascii_stand_in(text, chars)
+    frontier = [_candidates(text, stand_in)]
     for _ in range(MAX_DEPTH):
         next_frontier = []
         for current in frontier:
@@ -82,7 +126,6 @@ def decoded_payloads(text: str) -> list[tuple[str, str]]:
         if not frontier:
             break
     # A model reads rot13 only when asked to: the prompt says so (rot13, Caesar, decode...).
-    lowered = text[:MAX_BLOB_CHARS].lower()
-    if any(hint in lowered for hint in _ROT13_HINT):
+    if _asks_for_rot13(text if stand_in is None else stand_in):
         found.append(("rot13", codecs.decode(text[:MAX_BLOB_CHARS], "rot13")))
     return found

@@ -10,6 +10,7 @@ Latin words mixed with Cyrillic/Greek look-alikes, invisibles inside words, bidi
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -47,17 +48,18 @@ def _fold_homoglyphs(text: str) -> str:
     return _WORD.sub(fold, text)
 
 
-_LEET_HINT = re.compile(r"[a-z][0-9@$]|[0-9@$][a-z]")
-_LEET_CHAR = re.compile(r"[0-9@$]")
+# A letter next to a digit, @ or $ ("1gn0re", "pr0mpt", "$ystem"), found from the digit side: prose has few digits,
+# and the regex engine skips to them (from the letter side, it stopped at every letter of the text).
+_LEET_HINT = re.compile(r"[0-9@$](?:(?<=[a-z].)|(?=[a-z]))")
 
 
 def _fold_leet(text: str) -> str:
-    """_LEET_WORD folded on a whitespace-normalised text. A leet word holds a digit, @ or $, and never spans a space:
-    only the words with one are looked at, so the regular expression never crawls over honest prose."""
-    if not _LEET_HINT.search(text):
+    """_LEET_WORD folded in the words (of a whitespace-normalised text) where a letter touches a digit, @ or $: the
+    regular expression runs on those words only, never over honest prose."""
+    m = _LEET_HINT.search(text)
+    if not m:
         return text
     pieces, done, folded = [], 0, {}
-    m = _LEET_CHAR.search(text)
     while m:
         start = text.rfind(" ", 0, m.start()) + 1
         end = text.find(" ", m.end())
@@ -67,62 +69,115 @@ def _fold_leet(text: str) -> str:
             folded[word] = _LEET_WORD.sub(lambda w: w.group().translate(_LEET), word)
         pieces += (text[done:start], folded[word])
         done = end
-        m = _LEET_CHAR.search(text, end)
-    return "".join(pieces) + text[done:] if pieces else text
+        m = _LEET_HINT.search(text, end)
+    return "".join(pieces) + text[done:]
 
 
 _DROPPED = re.compile("[" + INVISIBLE + BIDI_CONTROLS + "\U000e0000-\U000e007f\ufe00-\ufe0f]")
 
 
-def has_droppable(text: str) -> bool:
-    """Any invisible, bidi, tag character or variation selector: one scan, after which an honest text (none of
-    them) skips every other check for hidden characters."""
+_DROPPABLE_CHARS = frozenset(INVISIBLE + BIDI_CONTROLS + "".join(map(chr, [*range(0xE0000, 0xE0080),
+                                                                          *range(0xFE00, 0xFE10)])))
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+# Up to this many non-ASCII characters (a French, German or code prompt, English with an emoji), one scan lists them
+# and every later question about them is a set operation; beyond (Chinese, Japanese, Russian), a regex scan per
+# question is the cheaper way.
+_FEW = 512
+
+
+def non_ascii(text: str) -> frozenset[str] | None:
+    """The distinct non-ASCII characters of text, or None when it has more than a few (see _FEW)."""
+    if text.isascii():
+        return frozenset()
+    if len(text) - len(text.encode("ascii", "ignore")) > _FEW:
+        return None
+    return frozenset(_NON_ASCII.findall(text))
+
+
+def has_droppable(text: str, chars: frozenset[str] | None = None) -> bool:
+    """Any invisible, bidi, tag character or variation selector, after which an honest text (none of them) skips
+    every other check for hidden characters. chars: non_ascii(text), when known."""
+    if chars is not None:
+        return not chars.isdisjoint(_DROPPABLE_CHARS)
     return not text.isascii() and _DROPPED.search(text) is not None
 
 
 # Typographic punctuation NFKC keeps: folded so that "n’es" matches "n'es" (and French text becomes ASCII).
-_TYPOGRAPHY = (("\u2019", "'"), ("\u2018", "'"), ("\u201c", '"'), ("\u201d", '"'), ("\u00ab", '"'), ("\u00bb", '"'),
-               ("\u2013", "-"), ("\u2014", "-"), ("\u2026", "..."))
+_TYPOGRAPHY = {"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00ab": '"', "\u00bb": '"', "\u2013": "-",
+               "\u2014": "-", "\u2026": "..."}
 # What makes honest text fail NFKC's quick check (Chinese and Japanese full-width punctuation, French non-breaking
 # spaces): replaced by their NFKC form first, a plain substring replacement (none of them composes with a
 # neighbour), so that NFKC itself usually finds the text already normalised and returns at once.
-_COMMON_COMPAT = tuple((c, unicodedata.normalize("NFKC", c))
-                       for c in "\uff0c\uff1f\uff1a\uff01\uff1b\uff08\uff09\uff5e\u3000\u00a0\u202f\u2009\u2026")
-# After accents are taken apart, a text whose only non-ASCII characters are the combining marks loses them by an
-# ASCII encoding; anything else (Cyrillic, kana voicing marks, CJK, emoji) takes the precise path.
-_NOT_ASCII_OR_DIACRITIC = re.compile("[^\x00-\x7f\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+_COMMON_COMPAT = {c: unicodedata.normalize("NFKC", c)
+                  for c in "\uff0c\uff1f\uff1a\uff01\uff1b\uff08\uff09\uff5e\u3000\u00a0\u202f\u2009\u2026"}
+_COMMON_COMPAT_CHAR = re.compile("[" + "".join(_COMMON_COMPAT) + "]")
+_TYPOGRAPHIC_CHAR = re.compile("[" + "".join(_TYPOGRAPHY) + "]")
+_HOMOGLYPH_CHARS = frozenset(map(chr, HOMOGLYPHS))
+# Beyond this many distinct non-ASCII characters (a Chinese text with an accent in it), one pass over the whole text
+# is cheaper than a replacement per character.
+_MAX_DISTINCT = 64
 
 
-def _nfkc(text: str) -> str:
-    for compat, plain in _COMMON_COMPAT:
-        if compat in text:
-            text = text.replace(compat, plain)
-    return unicodedata.normalize("NFKC", text)
+def _nfkc(text: str, chars: frozenset[str] | None) -> tuple[str, frozenset[str] | None]:
+    """NFKC(text) and its non-ASCII characters (None: unknown); chars: text's (None: unknown)."""
+    compat = set(_COMMON_COMPAT_CHAR.findall(text)) if chars is None else chars & _COMMON_COMPAT.keys()
+    for char in compat:
+        text = text.replace(char, _COMMON_COMPAT[char])
+    normalized = unicodedata.normalize("NFKC", text)
+    if chars is None or normalized is not text and normalized != text:
+        return normalized, None
+    return normalized, chars - compat  # their NFKC forms are ASCII
 
 
-def _strip_diacritics(text: str) -> str:
-    decomposed = unicodedata.normalize("NFD", text)
-    if not _NOT_ASCII_OR_DIACRITIC.search(decomposed):
-        return decomposed.encode("ascii", "ignore").decode("ascii")
-    return unicodedata.normalize("NFC", _DIACRITICS.sub("", decomposed))
+@functools.lru_cache(maxsize=4096)
+def _without_diacritics(char: str) -> str:
+    return unicodedata.normalize("NFC", _DIACRITICS.sub("", unicodedata.normalize("NFD", char)))
 
 
-def comparison_form(text: str, *, droppable: bool | None = None) -> str:
-    """droppable: has_droppable(text), when the caller already knows it."""
+def _strip_diacritics(text: str, chars: set[str]) -> tuple[str, set[str]]:
+    """NFC(text without the diacritics of NFD(text)), and its non-ASCII characters; chars: text's. Character by
+    character (a French text has a handful) with a substring replacement each, then NFC over the result: the same
+    text, each character's piece being canonically equivalent to its part of the whole."""
+    if len(chars) > _MAX_DISTINCT:
+        text = unicodedata.normalize("NFC", _DIACRITICS.sub("", unicodedata.normalize("NFD", text)))
+        return text, set(_NON_ASCII.findall(text))
+    remaining: set[str] = set()
+    for char in chars:
+        plain = _without_diacritics(char)
+        if plain != char:
+            text = text.replace(char, plain)
+        remaining.update(plain)
     if text.isascii():
-        text = text.lower()  # NFKC keeps ASCII as it is, and casefold() is lower() there
-    else:
-        if droppable if droppable is not None else _DROPPED.search(text):
-            text = text.translate(_DROP)
-        text = _nfkc(text).casefold()
-        if not text.isascii():
-            for typographic, plain in _TYPOGRAPHY:
-                if typographic in text:
-                    text = text.replace(typographic, plain)
-            if _ACCENTED.search(text):
-                text = _strip_diacritics(text)
-            if not text.isascii():
-                text = _fold_homoglyphs(text)
+        return text, set()
+    composed = unicodedata.normalize("NFC", text)
+    return composed, remaining if composed == text else set(_NON_ASCII.findall(composed))
+
+
+def comparison_form(text: str, *, chars: frozenset[str] | None = None) -> str:
+    """chars: non_ascii(text), when the caller already has it. With it (a mostly-ASCII text), each step below asks a
+    set of a few characters instead of scanning the text again."""
+    if text.isascii():
+        return _fold_leet(" ".join(text.lower().split()))  # NFKC keeps ASCII as it is, casefold() is lower() there
+    if chars is None:
+        chars = non_ascii(text)
+    if has_droppable(text, chars):
+        text = text.translate(_DROP)
+        chars = None if chars is None else chars - _DROPPABLE_CHARS
+    text, chars = _nfkc(text, chars)
+    text = text.casefold()
+    if chars is not None:  # casefold() works character by character
+        chars = frozenset(c for c in "".join(chars).casefold() if not c.isascii())
+    if not text.isascii():
+        typographic = set(_TYPOGRAPHIC_CHAR.findall(text)) if chars is None else chars & _TYPOGRAPHY.keys()
+        for char in typographic:
+            text = text.replace(char, _TYPOGRAPHY[char])
+        if chars is not None:
+            chars -= typographic
+        if _ACCENTED.search(text if chars is None else "".join(chars)):
+            # Stripping needs the distinct non-ASCII characters (a handful in a French text).
+            text, chars = _strip_diacritics(text, set(_NON_ASCII.findall(text)) if chars is None else set(chars))
+        if chars is None or not chars.isdisjoint(_HOMOGLYPH_CHARS):
+            text = _fold_homoglyphs(text)
     return _fold_leet(" ".join(text.split()))
 
 
@@ -171,9 +226,10 @@ def has_invisible_inside_word(text: str) -> bool:
     return _INVISIBLE_IN_WORD.search(text) is not None
 
 
-def has_homoglyph_word(text: str) -> bool:
+def has_homoglyph_word(text: str, chars: frozenset[str] | None = None) -> bool:
     """A Latin word with a Cyrillic/Greek look-alike inside ("аdmin"). Real Cyrillic, Greek or Japanese words,
-    and formulas like "2πr", are not: only look-alike letters count."""
-    if text.isascii() or not _NON_LATIN_LOOKALIKE.search(text):
+    and formulas like "2πr", are not: only look-alike letters count. chars: non_ascii(text), when known."""
+    if text.isascii() or (chars.isdisjoint(_HOMOGLYPH_CHARS) if chars is not None
+                          else not _NON_LATIN_LOOKALIKE.search(text)):
         return False
     return any(_NON_LATIN_LOOKALIKE.search(w) for w in _MIXED_WORD.findall(unicodedata.normalize("NFKC", text)))

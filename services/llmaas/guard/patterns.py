@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 import re
 from dataclasses import dataclass
-from itertools import islice
+from itertools import compress, islice
 
 # Words reused across patterns. The gaps (.{0,n}) bound how far apart the parts of one phrase may be.
 _EN_PREVIOUS = r"(?:previous|prior|above|earlier|preceding|former|foregoing|initial|original|all|your|system|these|those|developer)"
@@ -140,42 +140,61 @@ _PATTERNS: dict[str, dict[str, str]] = {
 
 _SCORES = {"instruction_override": 0.95, "system_prompt_extraction": 0.9, "persona_override": 0.85, "role_marker": 0.85}
 
-# Every match of a pattern contains one of its reason's stems. Finding stems is a few plain substring searches, so
-# the regular expressions run only around them: honest text rarely has any, and a 4 KB prompt stays well under a
-# millisecond. A pattern added above needs its words here.
-_STEMS: dict[str, tuple[str, ...]] = {
-    "instruction_override": (
-        "ignor", "disregard", "forget", "skip", "overrid", "bypass", "neglect", "abandon", "discard", "dismiss",
-        "set aside", "overlook", "throw away", "follow", "obey", "cancel", "void", "revoked", "obsolete",
-        "supersede", "suspended", "lifted", "disabled", "no longer", "precedence", "replace", "listen to", "pay no",
-        "start", "begin", "oubli", "neglig", "outrepass", "contourn", "tien", "suivre", "abstraction", "tomber",
-        "annul", "revoqu", "caduque", "suspendu", "leve", "desactiv", "s'appliquent", "comptent", "arrete", "cesse",
-        "obei", "ecoute", "sans tes", "sans vos", "vergiss", "vergessen", "missacht", "uberspring", "verwirf",
-        "verwerfen", "hor auf", "gelten nicht", "aufgehoben", "ungultig", "nichtig", "hinfallig", "zahlen nicht",
-        "nicht mehr", "ohne deine", "ohne ihre", "ohne die", "gehorch", "olvid", "omit", "descart", "caso omiso",
-        "anulad", "revocad", "cancelad", "suspendid", "validas", "obsoletas", "sin efecto", "deja", "para de",
-        "sin tus", "sin sus", "obedece", "hagas caso", "dejen", "suis plus", "consigne", "regle",
-        "ordre", "tache", "indication", "directive", "instruction", "忽略", "忽视", "忽視", "无视", "無視", "忘记", "忘記", "忘掉", "理会", "理會",
-        "抛开", "拋開", "跳过", "跳過", "放弃", "放棄", "绕过", "繞過", "丢弃", "丟棄", "遵守", "作废", "作廢", "无效",
-        "無效", "失效", "取消", "不再适用", "不再適用", "不算", "当作没", "當作沒", "不用管", "不要管", "别管", "別管",
-        "服从", "服從", "只听", "只聽", "忘れ", "破棄", "取り消", "従わ", "リセット", "捨て", "なかったこと", "無効",
-        "適用されません", "気にしない", "に従"),
-    "system_prompt_extraction": (
-        "system", "prompt", "instruction", "above", "your rules", "your guidelines", "message systeme", "consignes",
-        "texte ci-dessus", "texte precedent", "tes regles", "anweisung", "text", "deine regeln", "deine vorgaben",
-        "alles oben", "alles daruber", "mensaje del sistema", "instrucciones", "tus reglas", "texto", "系统提示",
-        "系統提示", "提示词", "提示詞", "系统指令", "系統指令", "初始指令", "原始指令", "隐藏指令", "隱藏指令", "系统消息",
-        "系統訊息", "你的指令", "设定", "設定", "システムプロンプト", "システムメッセージ", "指示", "上記の", "preprompt"),
-    "persona_override": (
-        "from now on", "starting now", "rest of this conversation", "do anything now", "developer mode", "jailbr",
-        "dan mode", "evil confidant", "ethical", "moral", "you are no", "you are not", "pretend",
-        "a partir de maintenant", "desormais", "dorenavant", "mode developpeur", "fais comme si", "tu n'es plus",
-        "ab jetzt", "ab sofort", "von nun an", "entwicklermodus", "tu so", "du bist kein", "du bist nicht mehr",
-        "a partir de ahora", "desde ahora", "modo desarrollador", "finge que", "ya no eres", "限制", "约束", "約束",
-        "规则", "規則", "审查", "審查", "过滤", "過濾", "道德", "开发者模式", "開發者模式", "越狱模式", "越獄模式", "制限",
-        "制約", "ルール", "検閲", "倫理", "開発者モード", "脱獄モード"),
-    "role_marker": ("<|", "[inst]", "[/inst]", "<<sys", "<</sys", "##", "system", "sistema", "系统", "系統", "システム"),
+# Every match of a pattern contains one of its stems, at the start of a word (anywhere, for a CJK stem). Finding them
+# all costs a few passes over the text (_Index), so that each language's regular expression runs only around its
+# own stems: honest text has few, and a 4 KB prompt stays well under a millisecond. A pattern added above needs its
+# words here; tests/unit/test_guard_rules.py checks that the gate hides no match of the patterns.
+_STEMS: dict[str, dict[str, tuple[str, ...]]] = {
+    "instruction_override": {
+        "en": ("ignor", "disregard", "forget", "skip", "overrid", "bypass", "neglect", "abandon", "discard", "dismiss",
+               "set aside", "overlook", "throw away", "follow", "obey", "cancel", "void", "revoked", "obsolete",
+               "supersede", "suspended", "lifted", "disabled", "no longer", "precedence", "replace", "listen to",
+               "pay no", "start", "begin"),
+        # The rules' own words stand for "vos consignes ne sont plus ...", where no verb is.
+        "fr": ("ignor", "oubli", "neglig", "outrepass", "contourn", "tien", "suis plus", "abstraction", "tomber",
+               "arrete", "cesse", "obei", "ecoute", "instruction", "consigne", "regle", "directive", "ordre",
+               "indication", "tache", "prompt"),
+        "de": ("ignor", "vergiss", "vergessen", "missacht", "uberspring", "verwirf", "verwerfen", "hor auf",
+               "gelten nicht", "aufgehoben", "ungultig", "nichtig", "hinfallig", "zahlen nicht", "nicht mehr",
+               "ohne deine", "ohne ihre", "ohne die", "gehorch"),
+        "es": ("ignor", "olvid", "omit", "descart", "caso omiso", "hagas caso", "anulad", "revocad", "cancelad",
+               "suspendid", "validas", "obsoletas", "sin efecto", "deja", "dejen", "para de", "sin tus", "sin sus",
+               "obedece"),
+        "zh": ("忽略", "忽视", "忽視", "无视", "無視", "忘记", "忘記", "忘掉", "理会", "理會", "抛开", "拋開", "跳过", "跳過",
+               "放弃", "放棄", "绕过", "繞過", "丢弃", "丟棄", "遵守", "作废", "作廢", "无效", "無效", "失效", "取消", "不再适用",
+               "不再適用", "不算", "当作没", "當作沒", "不用管", "不要管", "别管", "別管", "服从", "服從", "只听", "只聽"),
+        "ja": ("無視", "忘れ", "破棄", "取り消", "従わ", "リセット", "捨て", "なかったこと", "無効", "適用されません", "気にしない",
+               "に従"),
+    },
+    "system_prompt_extraction": {
+        "en": ("prompt", "preprompt", "instruction", "above", "system message", "your rules", "your guidelines"),
+        "fr": ("prompt", "message systeme", "instruction", "consigne", "texte ci-dessus", "texte precedent",
+               "tes regles"),
+        "de": ("systemprompt", "system-prompt", "systemanweisung", "systemnachricht", "prompttext", "prompt-text",
+               "ursprunglich", "anfanglich", "geheim", "versteckt", "obig", "deine anweisungen", "deine regeln",
+               "deine vorgaben", "text oben", "text daruber", "alles oben", "alles daruber"),
+        "es": ("prompt del sistema", "prompt sistema", "prompt inicial", "mensaje del sistema", "instrucciones",
+               "tus reglas", "texto anterior", "texto de arriba"),
+        "zh": ("系统提示", "系統提示", "提示词", "提示詞", "系统指令", "系統指令", "初始指令", "原始指令", "隐藏指令", "隱藏指令",
+               "系统消息", "系統訊息", "你的指令", "设定", "設定", "system prompt"),
+        "ja": ("システムプロンプト", "システムメッセージ", "指示", "上記の"),
+    },
+    "persona_override": {
+        "en": ("from now on", "starting now", "rest of this conversation", "do anything now", "developer mode",
+               "jailbr", "dan mode", "evil confidant", "ethical", "moral", "you are no", "pretend"),
+        "fr": ("a partir de maintenant", "desormais", "dorenavant", "mode developpeur", "fais comme si",
+               "tu n'es plus"),
+        "de": ("ab jetzt", "ab sofort", "von nun an", "entwicklermodus", "tu so", "du bist kein", "du bist nicht mehr"),
+        "es": ("a partir de ahora", "desde ahora", "modo desarrollador", "finge que", "ya no eres"),
+        "zh": ("限制", "约束", "約束", "规则", "規則", "审查", "審查", "过滤", "過濾", "道德", "开发者模式", "開發者模式",
+               "越狱模式", "越獄模式"),
+        "ja": ("制限", "制約", "ルール", "検閲", "倫理", "開発者モード", "脱獄モード"),
+    },
+    "role_marker": {
+        "any": ("<|", "[inst]", "[/inst]", "<<sys", "<</sys", "##", "system", "sistema", "系统", "系統", "システム"),
+    },
 }
+assert all(_STEMS[reason].keys() == by_lang.keys() for reason, by_lang in _PATTERNS.items())
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
 _RADIUS = 300  # longer than any match, so a window around a stem holds every match containing it
 _MAX_HITS = 48  # beyond that many stems, one pass over the whole text is cheaper
@@ -183,85 +202,100 @@ _MAX_HITS = 48  # beyond that many stems, one pass over the whole text is cheape
 
 # Punctuation becomes space before tokens are taken, so that "(ignore," is the word "ignore".
 _PUNCTUATION = str.maketrans({c: " " for c in "()[]{}<>,.;:!?\"`*_/|#=+&%~^\\"})
-_TOKEN = re.compile(r"[^\s()\[\]{}<>,.;:!?\"`*_/|#=+&%~^\\]+")
+_PUNCTUATION_BYTES = bytes.maketrans(b"()[]{}<>,.;:!?\"`*_/|#=+&%~^\\", b" " * 28)
 # Words as the patterns' \b sees them: runs of \w. In ASCII, everything else becomes a space.
 _NOT_WORD = str.maketrans({chr(c): " " for c in range(128) if not (chr(c).isalnum() or chr(c) == "_")})
-_WORD = re.compile(r"\w+")
 _HEAD = operator.itemgetter(slice(0, 4))
 
 
-def _tokens(form: str) -> list[str]:
-    """The form's tokens, punctuation as space (str.translate is fast on ASCII only; a regex elsewhere)."""
-    return form.translate(_PUNCTUATION).split() if form.isascii() else _TOKEN.findall(form)
+def _tokens(form: str) -> list[bytes]:
+    """The form's tokens (punctuation as space), in UTF-8: bytes.translate and split are C loops in every script,
+    where str.translate is fast on ASCII only. A comparison form's only whitespace is a plain space."""
+    return form.encode().translate(_PUNCTUATION_BYTES).split()
 
 
-def _word_heads(form: str) -> set[str]:
-    r"""The first four characters of every word (every run of \w, as \b sees them): distinct words first, so that a
-    long prompt costs its vocabulary, not its length."""
-    words = form.translate(_NOT_WORD).split() if form.isascii() else _WORD.findall(form)
-    return set(map(_HEAD, set(words)))
+def _words(form: str) -> tuple[set[str], set[str]]:
+    r"""The distinct words of form, as \b sees them (runs of \w), and their heads (first four characters): a long
+    prompt costs its vocabulary rather than its length. Outside ASCII, every other character becomes "?", which ends
+    a word: an ASCII word or head, all a stem has, is still found (and a few more that match nothing)."""
+    if not form.isascii():
+        form = form.encode("ascii", "replace").decode("ascii")
+    words = set(form.translate(_NOT_WORD).split())
+    return words, set(map(_HEAD, words))
+
+
+_Key = tuple[str, str]  # (reason, language) of a pattern
 
 
 @dataclass(frozen=True)
 class _Index:
-    r"""Every reason's stems, sorted by how they are found, so that finding them all costs a few passes over the text
+    r"""Every pattern's stems, sorted by how they are found, so that finding them all costs a few passes over the text
     whatever their number: a stem starting with a word by that word's first four letters (one set intersection with
-    the text's word heads: the patterns put \b before it), a CJK stem by its first character (one regex character
-    class), and the few others (symbols) by substring search. A stem found this way may still be absent (a word
-    head is not the word): _windows() looks for each, so the gate only has to never miss one."""
+    the text's word heads: the patterns put \b before it) and, for a phrase, its other whole words; a CJK stem by its
+    first two characters (one regex over the text); the few others (symbols) by substring search. A stem found this
+    way may still be absent (a head is not the word): _windows() looks for each, so the gate only has to never miss
+    one."""
 
-    by_head: dict[str, tuple[tuple[str, str], ...]]
+    by_head: dict[str, tuple[tuple[_Key, str, tuple[str, ...]], ...]]
     heads: frozenset[str]
-    by_char: dict[str, tuple[tuple[str, str], ...]]
-    first_chars: re.Pattern[str]
-    symbols: tuple[tuple[str, str], ...]
+    by_bigram: dict[str, tuple[tuple[_Key, str], ...]]
+    bigrams: re.Pattern[str]
+    symbols: tuple[tuple[_Key, str], ...]
 
     @classmethod
-    def of(cls, stems_by_reason: dict[str, tuple[str, ...]]) -> _Index:
-        by_head: dict[str, list[tuple[str, str]]] = {}
-        by_char: dict[str, list[tuple[str, str]]] = {}
-        symbols: list[tuple[str, str]] = []
-        for reason, stems in stems_by_reason.items():
+    def of(cls, stems_by_key: dict[_Key, tuple[str, ...]]) -> _Index:
+        by_head: dict[str, list[tuple[_Key, str, tuple[str, ...]]]] = {}
+        by_bigram: dict[str, list[tuple[_Key, str]]] = {}
+        symbols: list[tuple[_Key, str]] = []
+        for key, stems in stems_by_key.items():
             for stem in dict.fromkeys(stems):
                 word = re.match(r"[a-z]*", stem).group()
                 # The head of the word in the text is the stem's own when the stem spells four letters of it, or
-                # the whole word when the stem ends it ("no longer", "s'appliquent").
+                # the whole word when the stem ends it ("no longer", "s'appliquent"); every word of a phrase but
+                # its last ("respon" in "your respon") is a whole word of the text.
                 if len(word) >= 4 or (word and len(stem) > len(word) and not (stem[len(word)].isalnum()
                                                                               or stem[len(word)] == "_")):
-                    by_head.setdefault(word[:4], []).append((reason, stem))
-                elif not stem.isascii() and not stem[0].isascii():
-                    by_char.setdefault(stem[0], []).append((reason, stem))
+                    by_head.setdefault(word[:4], []).append((key, stem, tuple(re.findall(r"\w+", stem)[:-1])))
+                elif not stem[0].isascii() and len(stem) >= 2:
+                    by_bigram.setdefault(stem[:2], []).append((key, stem))
                 else:
-                    symbols.append((reason, stem))
+                    symbols.append((key, stem))
         return cls({k: tuple(v) for k, v in by_head.items()}, frozenset(by_head),
-                   {k: tuple(v) for k, v in by_char.items()},
-                   re.compile("[" + "".join(re.escape(c) for c in sorted(by_char)) + "]"), tuple(symbols))
+                   {k: tuple(v) for k, v in by_bigram.items()},
+                   re.compile("|".join(re.escape(b) for b in sorted(by_bigram))), tuple(symbols))
 
-    def present(self, form: str, heads: set[str]) -> dict[str, list[str]]:
-        """reason -> its stems that may be in form; heads: _word_heads(form)."""
-        found: dict[str, list[str]] = {}
+    def present(self, form: str, words: set[str], heads: set[str], cjk: bool) -> dict[_Key, list[str]]:
+        """(reason, language) -> its stems that may be in form; words, heads: _words(form); cjk: whether form has CJK
+        characters (the only non-ASCII stems)."""
+        found: dict[_Key, list[str]] = {}
         for head in self.heads.intersection(heads):
-            for reason, stem in self.by_head[head]:
-                found.setdefault(reason, []).append(stem)
-        for reason, stem in self.symbols:
+            for key, stem, whole in self.by_head[head]:
+                if not whole or words.issuperset(whole):
+                    found.setdefault(key, []).append(stem)
+        for key, stem in self.symbols:
             if stem in form:
-                found.setdefault(reason, []).append(stem)
-        if not form.isascii():
-            for char in set(self.first_chars.findall(form)):
-                for reason, stem in self.by_char[char]:
-                    found.setdefault(reason, []).append(stem)
+                found.setdefault(key, []).append(stem)
+        if cjk:
+            for bigram in set(self.bigrams.findall(form)):
+                for key, stem in self.by_bigram[bigram]:
+                    found.setdefault(key, []).append(stem)
         return found
 
 
-def _windows(form: str, stems: list[str]) -> list[tuple[int, int]]:
+def _windows(form: str, stems: list[str], where: dict[str, list[int]], radius: int = _RADIUS) -> list[tuple[int, int]]:
+    """The spans of form around its stems, merged; where: the positions of the stems already looked for (patterns
+    share stems); radius: at least the longest match of the pattern."""
     spans: list[tuple[int, int]] = []
     for stem in stems:
-        at = form.find(stem)
-        while at != -1:
-            spans.append((max(0, at - _RADIUS), at + len(stem) + _RADIUS))
-            if len(spans) > _MAX_HITS:
-                return [(0, len(form))]
-            at = form.find(stem, at + 1)
+        if stem not in where:
+            found, at = [], form.find(stem)
+            while at != -1 and len(found) <= _MAX_HITS:
+                found.append(at)
+                at = form.find(stem, at + 1)
+            where[stem] = found
+        spans += [(max(0, at - radius), at + len(stem) + radius) for at in where[stem]]
+        if len(spans) > _MAX_HITS:
+            return [(0, len(form))]
     spans.sort()
     merged: list[tuple[int, int]] = []
     for start, end in spans:
@@ -272,9 +306,9 @@ def _windows(form: str, stems: list[str]) -> list[tuple[int, int]]:
     return merged
 
 
-def _search(pattern: re.Pattern[str], form: str, stems: list[str]) -> re.Match[str] | None:
+def _search(pattern: re.Pattern[str], form: str, windows: list[tuple[int, int]]) -> re.Match[str] | None:
     # search(form, pos, endpos), not a slice: ^, \b and look-behinds still see the real text around a window.
-    for start, end in _windows(form, stems):
+    for start, end in windows:
         m = pattern.search(form, start, end)
         if m:
             return m
@@ -294,12 +328,85 @@ def _compile(by_lang: dict[str, str]) -> re.Pattern[str]:
 
 _COMPILED = {reason: _compile(by_lang) for reason, by_lang in _PATTERNS.items()}
 
+
+def _first_characters(pattern: str) -> str | None:
+    r"""The characters a match of pattern can start with, when they are a known few (None otherwise): read from the
+    parsed pattern, past \b, ^ and look-behinds."""
+    from re import _constants as c
+    from re import _parser
+
+    def first(items) -> set[str] | None:
+        for op, av in items:
+            if op in (c.AT, c.ASSERT_NOT) or op is c.ASSERT and av[0] < 0:
+                continue  # zero-width, and looks back or at a boundary: the match starts at the next item
+            if op is c.LITERAL:
+                return {chr(av)}
+            if op is c.SUBPATTERN:
+                return first(av[-1])
+            if op is c.BRANCH:
+                chars: set[str] = set()
+                for branch in av[1]:
+                    more = first(branch)
+                    if more is None:
+                        return None
+                    chars |= more
+                return chars
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] > 0:
+                return first(av[2])
+            if op is c.IN and all(o is c.LITERAL for o, _ in av):
+                return {chr(a) for _, a in av}
+            return None
+        return None
+
+    try:
+        chars = first(_parser.parse(pattern, re.M))
+    except (AttributeError, ImportError, TypeError, ValueError):  # another Python's parser: no look-ahead then
+        return None
+    return "".join(sorted(chars)) if chars and "" not in chars else None
+
+
+def _max_width(pattern: str) -> int:
+    """The length of the longest match of pattern (_RADIUS when unbounded or unknown)."""
+    from re import _parser
+
+    try:
+        return min(_RADIUS, _parser.parse(pattern, re.M).getwidth()[1])
+    except (AttributeError, ImportError, TypeError, ValueError):
+        return _RADIUS
+
+
+def _compile_with_lookahead(pattern: str) -> re.Pattern[str]:
+    """The pattern behind a look-ahead for its first characters: the regex engine tries the whole pattern only where
+    a match can start (a Chinese pattern's look-behinds were tried at every position of a window, 3 to 5 times
+    slower)."""
+    chars = _first_characters(pattern)
+    if chars is None:
+        return re.compile(pattern, re.M)
+    return re.compile("(?=[" + "".join(re.escape(ch) for ch in chars) + "])(?:" + pattern + ")", re.M)
+
+
+# One regex per reason and language, each run only around its own stems: a window around "instructions" in English
+# text runs the English and French patterns, not the Chinese one.
+_BY_LANG = {(reason, lang): _compile_with_lookahead(p)
+            for reason, by_lang in _PATTERNS.items() for lang, p in by_lang.items()}
+# A window around a stem reaches as far as the pattern's longest match (and a few characters more, for \b and
+# look-aheads at its end): 30 characters for a Chinese pattern, not _RADIUS. Patterns with an unbounded part (\w*)
+# keep _RADIUS.
+_RADII = {key: min(_RADIUS, _max_width(pattern.pattern) + 8) for key, pattern in _BY_LANG.items()}
+# Every Chinese and Japanese pattern spells CJK characters: they run only on text that has some.
+_CJK_LANGUAGES = frozenset({"zh", "ja"})
+
 # Hidden HTML: an element a reader never sees, carrying text. Asking how to hide a div is honest; a hidden element
 # with a sentence inside is not.
 _HIDDEN_HTML = re.compile(
     r"<\s*(?:[a-z0-9]+\s+)?[^>]{0,80}?(?:\bhidden\b|\bcache\b|\bversteckt\b|\boculto\b|隐藏|隱藏|非表示|"
     r"display\s*:\s*none|visibility\s*:\s*hidden|opacity\s*:\s*0(?:\.0+)?\s*[;\"']|font-size\s*:\s*0(?:px)?\s*[;\"']|"
     r"color\s*:\s*(?:white|#fff(?:fff)?)\b)[^>]{0,80}>\s*([^<]{0,400})</")
+# Every hidden element names how it hides: the regex runs only around these words. In a comparison form (one space
+# between words) a match reaches at most a tag name and 80 characters before its word, 490 after.
+_HIDDEN_MARKERS = ("hidden", "cache", "versteckt", "oculto", "隐藏", "隱藏", "非表示", "none", "opacity", "font-size",
+                   "white", "#fff")
+_HIDDEN_RADIUS = 600
 _HTML_COMMENT_WITH_INSTRUCTION = re.compile(r"<!--(.{0,400}?)-->", re.S)
 # Markdown links that run code, and images whose URL would carry data out when the client renders them.
 _MARKDOWN_SCRIPT_LINK = re.compile(r"\[[^\]]{0,200}\]\(\s*(?:javascript|vbscript|data|file)\s*:")
@@ -318,19 +425,23 @@ _FLOOD_IN_TOKEN = re.compile(r"([^\W\d_].{0,11}?)\1{19,}")
 _LONG_TOKEN = 40
 
 
-def _flooded(tokens: list[str]) -> bool:
+def _flooded(tokens: list[bytes]) -> bool:
+    """tokens: _tokens(form), in UTF-8."""
     # Cheap first: a run of 20 needs at least 19 equal neighbours anywhere.
     if len(tokens) >= _FLOOD_RUN and sum(map(operator.eq, tokens, islice(tokens, 1, None))) >= _FLOOD_RUN - 1:
         run, previous = 0, None
         for token in tokens:
-            run = run + 1 if token == previous and token and not token.isdigit() else 1
+            run = run + 1 if token == previous and token and not token.decode().isdigit() else 1
             previous = token
             if run >= _FLOOD_RUN:
                 return True
-    # A unit repeated inside one long token has few distinct characters (base64 or a URL has many).
+    # A unit repeated inside one long token has few distinct characters (base64 or a URL has many). Bytes are at
+    # least as many as characters: the length is checked again on the characters.
     if max(map(len, tokens), default=0) < _LONG_TOKEN:
         return False
-    return any(len(t) >= _LONG_TOKEN and len(set(t)) <= 24 and _FLOOD_IN_TOKEN.search(t) for t in tokens)
+    long = (t.decode() for t in compress(tokens, map((_LONG_TOKEN).__le__, map(len, tokens))))
+    return any(len(t) >= _LONG_TOKEN and len(set(t)) <= 24 and _FLOOD_IN_TOKEN.search(t) for t in long)
+
 
 # In a document or tool result (never in the user's own prompt), text that speaks to the assistant about its answer.
 _ADDRESSES_ASSISTANT = re.compile(
@@ -349,21 +460,29 @@ _GENERIC = {"hidden_html": 0.6, "markdown_script_link": 0.9, "markdown_image_exf
             "excessive_repetition": 0.8, "token_flooding": 0.6, "document_addresses_assistant": 0.7}
 
 
-_INDEX = _Index.of({**_STEMS, "document_addresses_assistant": _ADDRESSES_STEMS})
+_ADDRESSES_KEY = ("document_addresses_assistant", "any")
+_INDEX = _Index.of({(reason, lang): stems for reason, by_lang in _STEMS.items() for lang, stems in by_lang.items()}
+                   | {_ADDRESSES_KEY: _ADDRESSES_STEMS})
 assert _TRIGGER_PREFIXES <= _INDEX.heads  # the repetition check below reads its triggers from the same word heads
+assert all(_CJK.match(bigram) for bigram in _INDEX.by_bigram)  # looked for only in text with CJK characters
 
 
 def scan(form: str, *, document: bool = False) -> list[PatternHit]:
     """Patterns over a comparison form; `document` adds the checks that only make sense in third-party text."""
     hits = []
-    heads = _word_heads(form)
-    stems = _INDEX.present(form, heads)
-    for reason, pattern in _COMPILED.items():
-        m = _search(pattern, form, stems[reason]) if reason in stems else None
-        if m:
-            hits.append(PatternHit(reason, m.lastgroup or "any", _SCORES[reason]))
+    words, heads = _words(form)
+    cjk = not form.isascii() and _CJK.search(form) is not None
+    stems = _INDEX.present(form, words, heads, cjk)
+    where: dict[str, list[int]] = {}
+    for reason, by_lang in _PATTERNS.items():
+        for lang in by_lang:
+            if (reason, lang) not in stems or lang in _CJK_LANGUAGES and not cjk:
+                continue
+            if _search(_BY_LANG[reason, lang], form, _windows(form, stems[reason, lang], where, _RADII[reason, lang])):
+                hits.append(PatternHit(reason, lang, _SCORES[reason]))
+                break
     if "<" in form:
-        hidden = _HIDDEN_HTML.search(form)
+        hidden = _search(_HIDDEN_HTML, form, _windows(form, _HIDDEN_MARKERS, where, _HIDDEN_RADIUS))
         if hidden and len(hidden.group(1).strip()) >= 12:
             hits.append(PatternHit("hidden_html", "any", _GENERIC["hidden_html"]))
         for comment in _HTML_COMMENT_WITH_INSTRUCTION.findall(form):
@@ -380,8 +499,8 @@ def scan(form: str, *, document: bool = False) -> list[PatternHit]:
         hits.append(PatternHit("excessive_repetition", "any", _GENERIC["excessive_repetition"]))
     elif _flooded(_tokens(form)):
         hits.append(PatternHit("token_flooding", "any", _GENERIC["token_flooding"]))
-    if document and "document_addresses_assistant" in stems and \
-            _search(_ADDRESSES_ASSISTANT, form, stems["document_addresses_assistant"]):
+    if document and _ADDRESSES_KEY in stems and \
+            _search(_ADDRESSES_ASSISTANT, form, _windows(form, stems[_ADDRESSES_KEY], where)):
         hits.append(PatternHit("document_addresses_assistant", "any", _GENERIC["document_addresses_assistant"]))
     return hits
 
@@ -390,7 +509,7 @@ def scan(form: str, *, document: bool = False) -> list[PatternHit]:
 
 def _vocabulary() -> tuple[frozenset[str], frozenset[str]]:
     sources = " ".join([p for by_lang in _PATTERNS.values() for p in by_lang.values()]
-                       + [stem for stems in _STEMS.values() for stem in stems])
+                       + [stem for by_lang in _STEMS.values() for stems in by_lang.values() for stem in stems])
     words = frozenset(w[:4] for w in re.findall(r"[a-z]{2,}", sources))
     return words, frozenset(_CJK.findall(sources))
 

@@ -34,14 +34,14 @@ def _pattern_findings(form: str, document: bool, layer: str = "pattern", prefix:
 
 def analyse(text: str, *, document: bool = False) -> Analysis:
     """`document`: the text comes from a third party (a tool result, a retrieved document), not the user."""
-    # One scan for invisible, bidi and tag characters: honest text has none and skips every check for them.
-    droppable = normalize.has_droppable(text)
-    findings = [Finding("structure", reason, score) for reason, score in structure.findings(text, droppable=droppable)]
-    form = normalize.comparison_form(text, droppable=droppable)
+    # The text's non-ASCII characters, listed once (when few) for every layer's questions about them.
+    chars = normalize.non_ascii(text)
+    findings = [Finding("structure", reason, score) for reason, score in structure.findings(text, chars=chars)]
+    form = normalize.comparison_form(text, chars=chars)
     findings += _pattern_findings(form, document)
     forms = [form]
-    hidden = normalize.hidden_tag_text(text) if droppable else ""
-    payloads = ([("tag", hidden)] if hidden else []) + encoded.decoded_payloads(text)
+    hidden = normalize.hidden_tag_text(text) if normalize.has_droppable(text, chars) else ""
+    payloads = ([("tag", hidden)] if hidden else []) + encoded.decoded_payloads(text, chars)
     for encoding, decoded in payloads:
         decoded_form = normalize.comparison_form(decoded)
         # Only what the plain text did not already show (rot13 keeps repetitions, for one).

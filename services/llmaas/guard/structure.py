@@ -40,6 +40,12 @@ def has_role_injection(text: str) -> bool:
     return True
 
 
+def _role_claim_possible(text: str) -> bool:
+    """A quoted "role" (any case): two substring searches before the regular expression scans the whole text."""
+    lowered = text.lower()
+    return 'role"' in lowered or "role'" in lowered
+
+
 _HIDDEN = (
     ("bidi_override", 0.6, normalize.has_bidi_override),
     ("tag_characters", 0.8, normalize.has_tag_characters),
@@ -49,16 +55,15 @@ _HOMOGLYPH = ("homoglyph_mixed_script", 0.45)
 _ROLE_INJECTION = ("role_injection_json", 0.85)
 
 
-def findings(text: str, *, droppable: bool | None = None) -> list[tuple[str, float]]:
+def findings(text: str, *, chars: frozenset[str] | None = None) -> list[tuple[str, float]]:
     """(reason, score) of the structural findings. Hidden characters and look-alikes are all outside ASCII, and a
-    role claim needs the word "role": the cheap tests come first. droppable: normalize.has_droppable(text), when the
-    caller already knows it (no droppable character, no hidden one)."""
+    role claim needs the word "role": the cheap tests come first. chars: normalize.non_ascii(text), when known."""
     found = []
     if not text.isascii():
-        if (droppable is not False) and normalize.has_hidden_characters(text):
+        if normalize.has_droppable(text, chars) and normalize.has_hidden_characters(text):
             found += [(reason, score) for reason, score, check in _HIDDEN if check(text)]
-        if normalize.has_homoglyph_word(text):
+        if normalize.has_homoglyph_word(text, chars):
             found.append(_HOMOGLYPH)
-    if ("ole" in text or "OLE" in text) and has_role_injection(text):
+    if ("ole" in text or "OLE" in text) and _role_claim_possible(text) and has_role_injection(text):
         found.append(_ROLE_INJECTION)
     return found
