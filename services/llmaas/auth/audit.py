@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from llmaas.auth.tables import audit_events, audit_head
+from llmaas.common.db import as_utc
 
 log = logging.getLogger("llmaas.auth.audit")
 
@@ -67,15 +68,12 @@ class DuplicateRecord(Exception):
     """A request.completed record for this request id already exists."""
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands timestamps back naive; they were written in UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def canonical(seq: int, record: AuditRecord) -> bytes:
     """The bytes a record's hash covers: every field, in a fixed order, time to the microsecond in UTC."""
     body = asdict(record)
-    body["at"] = _utc(record.at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    body["at"] = as_utc(record.at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     body["seq"] = seq
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
@@ -97,7 +95,7 @@ def clipped(record: AuditRecord) -> AuditRecord:
 
 def _row_to_record(row) -> AuditRecord:
     values = {name: getattr(row, name) for name in _RECORD_FIELDS}
-    values["at"] = _utc(values["at"])
+    values["at"] = as_utc(values["at"])
     return AuditRecord(**values)
 
 

@@ -23,7 +23,6 @@ from llmaas.common.identity import (
     ROLE_KEY,
     Identity,
     Quota,
-    bearer_token,
     client_address,
     identity_from_metadata,
     metadata_dict,
@@ -248,9 +247,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         caller = identity_from_metadata(md, self._secret)
         if caller is None:
             # Only a service holding the internal secret (the router, forwarding the caller's signed identity).
-            token = bearer_token(md.get("authorization", "")) or ""
             raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "RecordRequest needs a signed identity",
-                           code="invalid_identity" if token else "missing_identity")
+                           code="missing_identity")
         if not request.request_id:
             raise invalid_request("request_id is required", param="request_id")
         record = AuditRecord(

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from llmaas.auth import keys
 from llmaas.auth.sealed import Sealer
 from llmaas.auth.tables import api_keys, tenants
+from llmaas.common.db import as_utc
 from llmaas.common.identity import ROLE_KEY, ROLE_TENANT_ADMIN, Identity, Quota
 
 VERIFY_CACHE_SECONDS = 2.0
@@ -45,10 +46,6 @@ class Denial(Enum):
     REVOKED = "revoked_api_key"
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -105,10 +102,10 @@ def _record(row) -> KeyRecord:
     return KeyRecord(
         id=row.id, tenant_id=row.tenant_id, name=row.name, role=row.role, labels=dict(row.labels or {}),
         allowed_models=tuple(row.allowed_models or ()), quotas=tuple(Quota(*q) for q in row.quotas or ()),
-        created_at=_utc(row.created_at), expires_at=_utc(row.expires_at), revoked_at=_utc(row.revoked_at),
-        rotated_at=_utc(row.rotated_at), previous_valid_until=_utc(row.previous_valid_until),
+        created_at=as_utc(row.created_at), expires_at=as_utc(row.expires_at), revoked_at=as_utc(row.revoked_at),
+        rotated_at=as_utc(row.rotated_at), previous_valid_until=as_utc(row.previous_valid_until),
         rotation_period_days=row.rotation_period_days, rotation_grace_seconds=row.rotation_grace_seconds,
-        next_rotation_at=_utc(row.next_rotation_at), rotated_secret_pending=row.pending_secret is not None,
+        next_rotation_at=as_utc(row.next_rotation_at), rotated_secret_pending=row.pending_secret is not None,
         serve_successor=bool(row.serve_successor))
 
 
@@ -119,7 +116,7 @@ def _keys():
 
 
 def _tenant(row) -> Tenant:
-    return Tenant(row.id, row.name, _utc(row.created_at), bool(row.serve_successor))
+    return Tenant(row.id, row.name, as_utc(row.created_at), bool(row.serve_successor))
 
 
 class KeyStore:

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import zlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -25,6 +26,14 @@ def database_url(url: str) -> sa.URL:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """A timestamp read back from the database, in UTC: SQLite returns them naive (they were written in UTC),
+    PostgreSQL in the session's time zone."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def make_engine(url: str) -> sa.Engine:

@@ -109,8 +109,15 @@ def metadata_dict(context) -> dict[str, str]:
 
 
 def identity_from_metadata(md: dict[str, str], secret: str) -> Identity | None:
-    value = md.get(IDENTITY_HEADER, "")
-    return decode_identity(value, secret) if value else None
+    """The caller's signed identity; None when there is none. A header that does not verify was forged: it is
+    refused (UNAUTHENTICATED), never trusted and never ignored."""
+    value = md.get(IDENTITY_HEADER)
+    if value is None:
+        return None
+    identity = decode_identity(value, secret)
+    if identity is None:
+        raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "Invalid identity header.", code="invalid_identity")
+    return identity
 
 
 def client_address(md: dict[str, str], context) -> str:

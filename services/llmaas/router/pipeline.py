@@ -25,8 +25,8 @@ from llmaas.common.identity import (
     Identity,
     bearer_token,
     client_address,
-    decode_identity,
     encode_identity,
+    identity_from_metadata,
     metadata_dict,
     permission_denied,
 )
@@ -105,12 +105,10 @@ class ChatPipeline:
         request_id = md.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
         # ext_authz sets the client address next to the identity; a direct caller is the gRPC peer itself.
         client = client_address(md, context) if IDENTITY_HEADER in md else (context.peer() or "")
-        signed = md.get(IDENTITY_HEADER)
-        if signed is not None:
-            # Set by ext_authz behind Envoy. A value that does not verify was forged: never trusted, never ignored.
-            identity = decode_identity(signed, self._secret)
-            if identity is None:
-                raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "Invalid identity header.", code="invalid_identity")
+        # Set by ext_authz behind Envoy (a forged one is refused here).
+        identity = identity_from_metadata(md, self._secret)
+        if identity is not None:
+            signed = md[IDENTITY_HEADER]
         else:
             # Direct gRPC callers do not pass through Envoy's ext_authz: auth verifies their key (and audits it).
             token = bearer_token(md.get("authorization", ""))
