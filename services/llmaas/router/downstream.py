@@ -40,10 +40,10 @@ def _channel(address: str, **options) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, options=opts, interceptors=aio_client_interceptors())
 
 
-async def _call(service: str, method, request, timeout: float = DEADLINE):
+async def _call(service: str, method, request, timeout: float = DEADLINE, metadata=None):
     """One RPC; a failure comes back as the ApiError the downstream service raised (or a generic one)."""
     try:
-        return await method(request, timeout=timeout)
+        return await method(request, timeout=timeout, metadata=metadata)
     except grpc.aio.AioRpcError as e:
         raise from_rpc_error(e, service=service) from None
 
@@ -73,10 +73,7 @@ class Downstream:
     async def record_request(self, request: auth_pb2.RecordRequestRequest, signed_identity: str,
                              client_address: str) -> None:
         metadata = ((IDENTITY_HEADER, signed_identity), (CLIENT_ADDRESS_HEADER, client_address))
-        try:
-            await self._auth.RecordRequest(request, metadata=metadata, timeout=4 * DEADLINE)
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e, service="auth") from None
+        await _call("auth", self._auth.RecordRequest, request, timeout=4 * DEADLINE, metadata=metadata)
 
     async def resolve_model(self, model: str, serve_successor: bool = False) -> catalog_pb2.ResolveModelResponse:
         """Through the resolution cache; `serve_successor`: the caller's tenant opted in to having a retired model
