@@ -8,7 +8,8 @@ import base64
 import binascii
 import codecs
 import re
-from itertools import compress, repeat
+import string
+from itertools import repeat
 
 MAX_CANDIDATES = 8
 MAX_BLOB_CHARS = 8192
@@ -19,20 +20,30 @@ MAX_DEPTH = 2
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-](?<![A-Za-z0-9+/_-].)[A-Za-z0-9+/_-]{15,}={0,2}(?![A-Za-z0-9+/_-])")
 _HEX = re.compile(r"[0-9A-Fa-f](?<![0-9A-Fa-f].)[0-9A-Fa-f][\s:]?(?:[0-9A-Fa-f]{2}[\s:]?){11,}(?![0-9A-Fa-f])")
 _LETTERS = re.compile(r"[A-Za-z]")
+_ASCII_LETTER_BYTES = string.ascii_letters.encode()
+_CONTROL_BYTES = bytes(c for c in range(128) if not (chr(c).isprintable() or chr(c).isspace()))
 _WIDE = re.compile("[\u2e81-\U0010ffff]")  # CJK and beyond: a character each, as letters are
 _DIGIT_OR_UPPER = re.compile("[0-9A-Z]")
 _HEX_PAIRS = frozenset(a + b for a in "0123456789abcdefABCDEF" for b in "0123456789abcdefABCDEF")
 
 
 def _printable_text(raw: bytes) -> str | None:
+    """raw as text, if it reads as text: at least 95% printable or whitespace, at least half letters (or CJK and
+    beyond, a character each). On ASCII, both are counted by bytes.translate, a C loop, not per character."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if not text or not text.isprintable() and sum(c.isprintable() or c.isspace() for c in text) < 0.95 * len(text):
+    if not text:
         return None
+    if not text.isprintable():
+        unprintable = (len(raw) - len(raw.translate(None, _CONTROL_BYTES)) if text.isascii()
+                       else sum(not (c.isprintable() or c.isspace()) for c in text))
+        if unprintable > 0.05 * len(text):
+            return None
+    letters = len(raw) - len(raw.translate(None, _ASCII_LETTER_BYTES))  # UTF-8 spells no ASCII byte otherwise
     wide = 0 if text.isascii() else len(_WIDE.findall(text))
-    return text if len(_LETTERS.findall(text)) + wide >= 0.5 * len(text) else None
+    return text if letters + wide >= 0.5 * len(text) else None
 
 
 def _b64(blob: str) -> str | None:
@@ -67,6 +78,7 @@ _ROT_HINTS = ("rot13", "rot-13", "rot 13", "rotat")
 # is "x"; and the same with hex digits as "h" and colons kept. A long token is then 16 "x" in a row, a hex run a
 # regular expression with a literal start, which the regex engine finds as fast as a substring.
 _TOKEN_SHAPE = str.maketrans({chr(c): " " if chr(c).isspace() else "x" for c in range(128)})
+_LONG = "x" * 16
 _HEX_SHAPE = str.maketrans({chr(c): " " if chr(c).isspace() else "h" if chr(c) in "0123456789abcdefABCDEF"
                             else ":" if chr(c) == ":" else "x" for c in range(128)})
 _HEX_SHAPE_RUN = re.compile(r"hh(?<![^ ]hh):?(?: +hh:?){11}(?![^ ])")
@@ -85,18 +97,33 @@ def _ascii_stand_in(text: str, chars: frozenset[str] | None) -> str | None:
     return text.encode("ascii", "replace").decode("ascii")
 
 
+def _long_tokens(text: str, shape: str) -> list[str]:
+    """The tokens of text of 16 characters or more, found on its shape (_TOKEN_SHAPE of its stand-in: the same
+    length, a space for each whitespace): a substring search per long token, none per word of honest prose."""
+    found, at = [], shape.find(_LONG)
+    while at != -1:
+        end = shape.find(" ", at)
+        end = len(shape) if end == -1 else end
+        found.append(text[at:end])
+        at = shape.find(_LONG, end)
+    return found
+
+
+def _hex_runs(tokens: list[str]) -> list[str]:
+    mask = "".join(map(_HEX_TOKEN_MARK.get, tokens, repeat("-")))
+    return [" ".join(tokens[m.start():m.end()]) for m in _HEX_TOKEN_RUN.finditer(mask)]
+
+
 def _candidates(text: str, stand_in: str | None = None) -> str:
     """The parts of a text that can hold a payload: long tokens, and runs of two-digit hex tokens. Scanning only
     these keeps honest prose cheap. stand_in: _ascii_stand_in(text), if any."""
     stand_in = text if text.isascii() else stand_in
-    if stand_in is not None and "x" * 16 not in stand_in.translate(_TOKEN_SHAPE) and \
-            not _HEX_SHAPE_RUN.search(stand_in.translate(_HEX_SHAPE)):
-        return ""
-    tokens = text.split()
-    keep = list(compress(tokens, map((16).__le__, map(len, tokens)))) if max(map(len, tokens), default=0) >= 16 else []
-    mask = "".join(map(_HEX_TOKEN_MARK.get, tokens, repeat("-")))
-    if "h" * 12 in mask:
-        keep += [" ".join(tokens[m.start():m.end()]) for m in _HEX_TOKEN_RUN.finditer(mask)]
+    if stand_in is None:  # many non-ASCII characters (Chinese, Japanese): the tokens themselves, which are few
+        tokens = text.split()
+        return "\n".join([t for t in tokens if len(t) >= 16] + _hex_runs(tokens))
+    keep = _long_tokens(text, stand_in.translate(_TOKEN_SHAPE))
+    if _HEX_SHAPE_RUN.search(stand_in.translate(_HEX_SHAPE)):
+        keep += _hex_runs(text.split())
     return "\n".join(keep)
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import operator
 import re
+import string
 from dataclasses import dataclass
 from itertools import compress, islice
+
+import ahocorasick_rs
 
 # Words reused across patterns. The gaps (.{0,n}) bound how far apart the parts of one phrase may be.
 _EN_PREVIOUS = r"(?:previous|prior|above|earlier|preceding|former|foregoing|initial|original|all|your|system|these|those|developer)"
@@ -141,8 +144,8 @@ _PATTERNS: dict[str, dict[str, str]] = {
 _SCORES = {"instruction_override": 0.95, "system_prompt_extraction": 0.9, "persona_override": 0.85, "role_marker": 0.85}
 
 # Every match of a pattern contains one of its stems, at the start of a word (anywhere, for a CJK stem). Finding them
-# all costs a few passes over the text (_Index), so that each language's regular expression runs only around its
-# own stems: honest text has few, and a 4 KB prompt stays well under a millisecond. A pattern added above needs its
+# all costs one pass over the text (_Index), so that each language's regular expression runs only around its own
+# stems: honest text has few. A pattern added above needs its
 # words here; tests/unit/test_guard_rules.py checks that the gate hides no match of the patterns.
 _STEMS: dict[str, dict[str, tuple[str, ...]]] = {
     "instruction_override": {
@@ -203,9 +206,6 @@ _MAX_HITS = 48  # beyond that many stems, one pass over the whole text is cheape
 # Punctuation becomes space before tokens are taken, so that "(ignore," is the word "ignore".
 _PUNCTUATION = str.maketrans({c: " " for c in "()[]{}<>,.;:!?\"`*_/|#=+&%~^\\"})
 _PUNCTUATION_BYTES = bytes.maketrans(b"()[]{}<>,.;:!?\"`*_/|#=+&%~^\\", b" " * 28)
-# Words as the patterns' \b sees them: runs of \w. In ASCII, everything else becomes a space.
-_NOT_WORD = str.maketrans({chr(c): " " for c in range(128) if not (chr(c).isalnum() or chr(c) == "_")})
-_HEAD = operator.itemgetter(slice(0, 4))
 
 
 def _tokens(form: str) -> list[bytes]:
@@ -214,91 +214,47 @@ def _tokens(form: str) -> list[bytes]:
     return form.encode().translate(_PUNCTUATION_BYTES).split()
 
 
-def _words(form: str) -> tuple[set[str], set[str]]:
-    r"""The distinct words of form, as \b sees them (runs of \w), and their heads (first four characters): a long
-    prompt costs its vocabulary rather than its length. Outside ASCII, every other character becomes "?", which ends
-    a word: an ASCII word or head, all a stem has, is still found (and a few more that match nothing)."""
-    if not form.isascii():
-        form = form.encode("ascii", "replace").decode("ascii")
-    words = set(form.translate(_NOT_WORD).split())
-    return words, set(map(_HEAD, words))
-
-
 _Key = tuple[str, str]  # (reason, language) of a pattern
+_Span = tuple[int, int]
+# After one of these, a Latin stem does not start a word. Any other character ends a word, as \b sees it or more
+# (a CJK character is a letter to \b, but "你的system prompt" has its stem): the gate keeps every match and a few
+# more, which the patterns then refuse.
+_ASCII_WORD = frozenset(string.ascii_letters + string.digits + "_")
 
 
-@dataclass(frozen=True)
 class _Index:
-    r"""Every pattern's stems, sorted by how they are found, so that finding them all costs a few passes over the text
-    whatever their number: a stem starting with a word by that word's first four letters (one set intersection with
-    the text's word heads: the patterns put \b before it) and, for a phrase, its other whole words; a CJK stem by its
-    first two characters (one regex over the text); the few others (symbols) by substring search. A stem found this
-    way may still be absent (a head is not the word): _windows() looks for each, so the gate only has to never miss
-    one."""
+    """Every stem in one Aho-Corasick automaton (the Rust aho-corasick crate): a single pass over the text finds them
+    all, whatever their number. A stem spelt from an ASCII letter or digit counts only at the start of a word (the
+    patterns put \b, a space or a separator before it); CJK stems and symbols count anywhere, as does every stem of
+    the `anywhere` keys."""
 
-    by_head: dict[str, tuple[tuple[_Key, str, tuple[str, ...]], ...]]
-    heads: frozenset[str]
-    by_bigram: dict[str, tuple[tuple[_Key, str], ...]]
-    bigrams: re.Pattern[str]
-    symbols: tuple[tuple[_Key, str], ...]
-
-    @classmethod
-    def of(cls, stems_by_key: dict[_Key, tuple[str, ...]]) -> _Index:
-        by_head: dict[str, list[tuple[_Key, str, tuple[str, ...]]]] = {}
-        by_bigram: dict[str, list[tuple[_Key, str]]] = {}
-        symbols: list[tuple[_Key, str]] = []
+    def __init__(self, stems_by_key: dict[_Key, tuple[str, ...]], anywhere: frozenset[_Key] = frozenset()) -> None:
+        keys_by_stem: dict[str, dict[_Key, None]] = {}
         for key, stems in stems_by_key.items():
-            for stem in dict.fromkeys(stems):
-                word = re.match(r"[a-z]*", stem).group()
-                # The head of the word in the text is the stem's own when the stem spells four letters of it, or
-                # the whole word when the stem ends it ("no longer", "s'appliquent"); every word of a phrase but
-                # its last ("respon" in "your respon") is a whole word of the text.
-                if len(word) >= 4 or (word and len(stem) > len(word) and not (stem[len(word)].isalnum()
-                                                                              or stem[len(word)] == "_")):
-                    by_head.setdefault(word[:4], []).append((key, stem, tuple(re.findall(r"\w+", stem)[:-1])))
-                elif not stem[0].isascii() and len(stem) >= 2:
-                    by_bigram.setdefault(stem[:2], []).append((key, stem))
-                else:
-                    symbols.append((key, stem))
-        return cls({k: tuple(v) for k, v in by_head.items()}, frozenset(by_head),
-                   {k: tuple(v) for k, v in by_bigram.items()},
-                   re.compile("|".join(re.escape(b) for b in sorted(by_bigram))), tuple(symbols))
+            for stem in stems:
+                keys_by_stem.setdefault(stem, {})[key] = None
+        self._automaton = ahocorasick_rs.AhoCorasick(list(keys_by_stem))
+        # Per stem, in the automaton's order: its keys at the start of a word, and inside one.
+        self._keys = [(tuple(keys), tuple(keys) if stem[0] not in _ASCII_WORD else tuple(k for k in keys if k in anywhere))
+                      for stem, keys in keys_by_stem.items()]
 
-    def present(self, form: str, words: set[str], heads: set[str], cjk: bool) -> dict[_Key, list[str]]:
-        """(reason, language) -> its stems that may be in form; words, heads: _words(form); cjk: whether form has CJK
-        characters (the only non-ASCII stems)."""
-        found: dict[_Key, list[str]] = {}
-        for head in self.heads.intersection(heads):
-            for key, stem, whole in self.by_head[head]:
-                if not whole or words.issuperset(whole):
-                    found.setdefault(key, []).append(stem)
-        for key, stem in self.symbols:
-            if stem in form:
-                found.setdefault(key, []).append(stem)
-        if cjk:
-            for bigram in set(self.bigrams.findall(form)):
-                for key, stem in self.by_bigram[bigram]:
-                    found.setdefault(key, []).append(stem)
+    def present(self, form: str) -> dict[_Key, list[_Span]]:
+        """(reason, language) -> the spans of its stems in form."""
+        found: dict[_Key, list[_Span]] = {}
+        for stem, start, end in self._automaton.find_matches_as_indexes(form, overlapping=True):
+            at_word_start, inside = self._keys[stem]
+            for key in inside if start and form[start - 1] in _ASCII_WORD else at_word_start:
+                found.setdefault(key, []).append((start, end))
         return found
 
 
-def _windows(form: str, stems: list[str], where: dict[str, list[int]], radius: int = _RADIUS) -> list[tuple[int, int]]:
-    """The spans of form around its stems, merged; where: the positions of the stems already looked for (patterns
-    share stems); radius: at least the longest match of the pattern."""
-    spans: list[tuple[int, int]] = []
-    for stem in stems:
-        if stem not in where:
-            found, at = [], form.find(stem)
-            while at != -1 and len(found) <= _MAX_HITS:
-                found.append(at)
-                at = form.find(stem, at + 1)
-            where[stem] = found
-        spans += [(max(0, at - radius), at + len(stem) + radius) for at in where[stem]]
-        if len(spans) > _MAX_HITS:
-            return [(0, len(form))]
-    spans.sort()
-    merged: list[tuple[int, int]] = []
-    for start, end in spans:
+def _windows(form: str, spans: list[_Span], radius: int = _RADIUS) -> list[_Span]:
+    """The spans of form around its stems' spans, merged; radius: at least the longest match of the pattern."""
+    if len(spans) > _MAX_HITS:
+        return [(0, len(form))]
+    merged: list[_Span] = []
+    for start, end in sorted(spans):
+        start, end = max(0, start - radius), end + radius
         if merged and start <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
         else:
@@ -393,16 +349,14 @@ _BY_LANG = {(reason, lang): _compile_with_lookahead(p)
 # look-aheads at its end): 30 characters for a Chinese pattern, not _RADIUS. Patterns with an unbounded part (\w*)
 # keep _RADIUS.
 _RADII = {key: min(_RADIUS, _max_width(pattern.pattern) + 8) for key, pattern in _BY_LANG.items()}
-# Every Chinese and Japanese pattern spells CJK characters: they run only on text that has some.
-_CJK_LANGUAGES = frozenset({"zh", "ja"})
 
 # Hidden HTML: an element a reader never sees, carrying text. Asking how to hide a div is honest; a hidden element
 # with a sentence inside is not.
 _HIDDEN_HTML = re.compile(
     r"<\s*(?:[a-z0-9]+\s+)?[^>]{0,80}?(?:\bhidden\b|\bcache\b|\bversteckt\b|\boculto\b|隐藏|隱藏|非表示|"
-    r"display\s*:\s*none|visibility\s*:\s*hidden|opacity\s*:\s*0(?:\.0+)?\s*[;\"']|font-size\s*:\s*0(?:px)?\s*[;\"']|"
+    r"display\s*:\s*none|visibility\s*:\s*hidden|\bopacity\s*:\s*0(?:\.0+)?\s*[;\"']|\bfont-size\s*:\s*0(?:px)?\s*[;\"']|"
     r"color\s*:\s*(?:white|#fff(?:fff)?)\b)[^>]{0,80}>\s*([^<]{0,400})</")
-# Every hidden element names how it hides: the regex runs only around these words. In a comparison form (one space
+# Every hidden element names how it hides, at the start of a word: the regex runs only around these words. In a comparison form (one space
 # between words) a match reaches at most a tag name and 80 characters before its word, 490 after.
 _HIDDEN_MARKERS = ("hidden", "cache", "versteckt", "oculto", "隐藏", "隱藏", "非表示", "none", "opacity", "font-size",
                    "white", "#fff")
@@ -417,8 +371,8 @@ _MARKDOWN_IMAGE_EXFIL = re.compile(
 # Repetition: the reference's "oublie oublie oublie", and token flooding in any script.
 _TRIGGERS = r"(?:forget|ignore|oublie|ignore[sz]?|vergiss|ignoriere|olvida|ignora|忘记|忘記|忽略|无视|無視|忘れろ)"
 _REPEATED_TRIGGER = re.compile(rf"({_TRIGGERS})(?:[\s,.!;:]*\1){{2,}}")
-_TRIGGER_PREFIXES = {"forg", "igno", "oubl", "verg", "olvi"}
-_CJK_TRIGGERS = ("忘记", "忘記", "忽略", "无视", "無視", "忘れろ")
+# Where a repetition can start: a trigger is one of these, and may be glued to the one before it.
+_TRIGGER_STEMS = ("forget", "ignor", "oubli", "vergiss", "olvid", "忘记", "忘記", "忽略", "无视", "無視", "忘れろ")
 _FLOOD_RUN = 20
 # Within one unspaced token (Chinese, Japanese, "hahaha..."): a unit of up to 12 characters repeated 20 times.
 _FLOOD_IN_TOKEN = re.compile(r"([^\W\d_].{0,11}?)\1{19,}")
@@ -461,28 +415,25 @@ _GENERIC = {"hidden_html": 0.6, "markdown_script_link": 0.9, "markdown_image_exf
 
 
 _ADDRESSES_KEY = ("document_addresses_assistant", "any")
-_INDEX = _Index.of({(reason, lang): stems for reason, by_lang in _STEMS.items() for lang, stems in by_lang.items()}
-                   | {_ADDRESSES_KEY: _ADDRESSES_STEMS})
-assert _TRIGGER_PREFIXES <= _INDEX.heads  # the repetition check below reads its triggers from the same word heads
-assert all(_CJK.match(bigram) for bigram in _INDEX.by_bigram)  # looked for only in text with CJK characters
+_HIDDEN_KEY = ("hidden_html", "any")
+_REPETITION_KEY = ("excessive_repetition", "any")
+_INDEX = _Index({(reason, lang): stems for reason, by_lang in _STEMS.items() for lang, stems in by_lang.items()}
+                | {_ADDRESSES_KEY: _ADDRESSES_STEMS, _HIDDEN_KEY: _HIDDEN_MARKERS, _REPETITION_KEY: _TRIGGER_STEMS},
+                anywhere=frozenset({_REPETITION_KEY}))
 
 
 def scan(form: str, *, document: bool = False) -> list[PatternHit]:
     """Patterns over a comparison form; `document` adds the checks that only make sense in third-party text."""
     hits = []
-    words, heads = _words(form)
-    cjk = not form.isascii() and _CJK.search(form) is not None
-    stems = _INDEX.present(form, words, heads, cjk)
-    where: dict[str, list[int]] = {}
+    stems = _INDEX.present(form)
     for reason, by_lang in _PATTERNS.items():
         for lang in by_lang:
-            if (reason, lang) not in stems or lang in _CJK_LANGUAGES and not cjk:
-                continue
-            if _search(_BY_LANG[reason, lang], form, _windows(form, stems[reason, lang], where, _RADII[reason, lang])):
+            spans = stems.get((reason, lang))
+            if spans and _search(_BY_LANG[reason, lang], form, _windows(form, spans, _RADII[reason, lang])):
                 hits.append(PatternHit(reason, lang, _SCORES[reason]))
                 break
     if "<" in form:
-        hidden = _search(_HIDDEN_HTML, form, _windows(form, _HIDDEN_MARKERS, where, _HIDDEN_RADIUS))
+        hidden = _HIDDEN_KEY in stems and _search(_HIDDEN_HTML, form, _windows(form, stems[_HIDDEN_KEY], _HIDDEN_RADIUS))
         if hidden and len(hidden.group(1).strip()) >= 12:
             hits.append(PatternHit("hidden_html", "any", _GENERIC["hidden_html"]))
         for comment in _HTML_COMMENT_WITH_INSTRUCTION.findall(form):
@@ -494,13 +445,12 @@ def scan(form: str, *, document: bool = False) -> list[PatternHit]:
             hits.append(PatternHit("markdown_script_link", "any", _GENERIC["markdown_script_link"]))
         if _MARKDOWN_IMAGE_EXFIL.search(form):
             hits.append(PatternHit("markdown_image_exfiltration", "any", _GENERIC["markdown_image_exfiltration"]))
-    if (_TRIGGER_PREFIXES & heads or not form.isascii() and any(t in form for t in _CJK_TRIGGERS)) and \
-            _REPEATED_TRIGGER.search(form):
+    if _REPETITION_KEY in stems and _REPEATED_TRIGGER.search(form):
         hits.append(PatternHit("excessive_repetition", "any", _GENERIC["excessive_repetition"]))
     elif _flooded(_tokens(form)):
         hits.append(PatternHit("token_flooding", "any", _GENERIC["token_flooding"]))
     if document and _ADDRESSES_KEY in stems and \
-            _search(_ADDRESSES_ASSISTANT, form, _windows(form, stems[_ADDRESSES_KEY], where)):
+            _search(_ADDRESSES_ASSISTANT, form, _windows(form, stems[_ADDRESSES_KEY])):
         hits.append(PatternHit("document_addresses_assistant", "any", _GENERIC["document_addresses_assistant"]))
     return hits
 
