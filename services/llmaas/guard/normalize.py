@@ -78,7 +78,15 @@ _DROPPED = re.compile("[" + INVISIBLE + BIDI_CONTROLS + "\U000e0000-\U000e007f\u
 
 _DROPPABLE_CHARS = frozenset(INVISIBLE + BIDI_CONTROLS + "".join(map(chr, [*range(0xE0000, 0xE0080),
                                                                           *range(0xFE00, 0xFE10)])))
-_NON_ASCII = re.compile("[^\x00-\x7f]")
+_ASCII_BYTES = bytes(range(128))
+
+
+def _non_ascii_chars(text: str) -> set[str]:
+    """The distinct non-ASCII characters of text: its UTF-8 without the ASCII bytes is still UTF-8 (a multi-byte
+    sequence has no ASCII byte), and bytes.translate drops them in one C loop, where a regex visits each character."""
+    return set(text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
+
+
 # Up to this many non-ASCII characters (a French, German or code prompt, English with an emoji), one scan lists them
 # and every later question about them is a set operation; beyond (Chinese, Japanese, Russian), a regex scan per
 # question is the cheaper way.
@@ -91,7 +99,7 @@ def non_ascii(text: str) -> frozenset[str] | None:
         return frozenset()
     if len(text) - len(text.encode("ascii", "ignore")) > _FEW:
         return None
-    return frozenset(_NON_ASCII.findall(text))
+    return frozenset(_non_ascii_chars(text))
 
 
 def has_droppable(text: str, chars: frozenset[str] | None = None) -> bool:
@@ -140,7 +148,7 @@ def _strip_diacritics(text: str, chars: set[str]) -> tuple[str, set[str]]:
     text, each character's piece being canonically equivalent to its part of the whole."""
     if len(chars) > _MAX_DISTINCT:
         text = unicodedata.normalize("NFC", _DIACRITICS.sub("", unicodedata.normalize("NFD", text)))
-        return text, set(_NON_ASCII.findall(text))
+        return text, _non_ascii_chars(text)
     remaining: set[str] = set()
     for char in chars:
         plain = _without_diacritics(char)
@@ -150,7 +158,7 @@ def _strip_diacritics(text: str, chars: set[str]) -> tuple[str, set[str]]:
     if text.isascii():
         return text, set()
     composed = unicodedata.normalize("NFC", text)
-    return composed, remaining if composed == text else set(_NON_ASCII.findall(composed))
+    return composed, remaining if composed == text else _non_ascii_chars(composed)
 
 
 def comparison_form(text: str, *, chars: frozenset[str] | None = None) -> str:
@@ -175,7 +183,7 @@ def comparison_form(text: str, *, chars: frozenset[str] | None = None) -> str:
             chars -= typographic
         if _ACCENTED.search(text if chars is None else "".join(chars)):
             # Stripping needs the distinct non-ASCII characters (a handful in a French text).
-            text, chars = _strip_diacritics(text, set(_NON_ASCII.findall(text)) if chars is None else set(chars))
+            text, chars = _strip_diacritics(text, _non_ascii_chars(text) if chars is None else set(chars))
         if chars is None or not chars.isdisjoint(_HOMOGLYPH_CHARS):
             text = _fold_homoglyphs(text)
     return _fold_leet(" ".join(text.split()))

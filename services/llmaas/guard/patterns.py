@@ -208,10 +208,11 @@ _PUNCTUATION = str.maketrans({c: " " for c in "()[]{}<>,.;:!?\"`*_/|#=+&%~^\\"})
 _PUNCTUATION_BYTES = bytes.maketrans(b"()[]{}<>,.;:!?\"`*_/|#=+&%~^\\", b" " * 28)
 
 
-def _tokens(form: str) -> list[bytes]:
-    """The form's tokens (punctuation as space), in UTF-8: bytes.translate and split are C loops in every script,
-    where str.translate is fast on ASCII only. A comparison form's only whitespace is a plain space."""
-    return form.encode().translate(_PUNCTUATION_BYTES).split()
+def _spaced(form: str) -> bytes:
+    """The form in UTF-8 with punctuation as space, so that "(ignore," is the word "ignore": bytes.translate is a C
+    loop in every script, where str.translate is fast on ASCII only. A comparison form's only whitespace is a plain
+    space."""
+    return form.encode().translate(_PUNCTUATION_BYTES)
 
 
 _Key = tuple[str, str]  # (reason, language) of a pattern
@@ -377,10 +378,14 @@ _FLOOD_RUN = 20
 # Within one unspaced token (Chinese, Japanese, "hahaha..."): a unit of up to 12 characters repeated 20 times.
 _FLOOD_IN_TOKEN = re.compile(r"([^\W\d_].{0,11}?)\1{19,}")
 _LONG_TOKEN = 40
+# A byte string's shape: a space stays one, anything else is "x"; a token of _LONG_TOKEN bytes is then a substring.
+_TOKEN_SHAPE = bytes.maketrans(bytes(range(256)), bytes(32 if c == 32 else 120 for c in range(256)))
+_LONG_TOKEN_SHAPE = b"x" * _LONG_TOKEN
 
 
-def _flooded(tokens: list[bytes]) -> bool:
-    """tokens: _tokens(form), in UTF-8."""
+def _flooded(spaced: bytes) -> bool:
+    """spaced: _spaced(form)."""
+    tokens = spaced.split()
     # Cheap first: a run of 20 needs at least 19 equal neighbours anywhere.
     if len(tokens) >= _FLOOD_RUN and sum(map(operator.eq, tokens, islice(tokens, 1, None))) >= _FLOOD_RUN - 1:
         run, previous = 0, None
@@ -391,7 +396,7 @@ def _flooded(tokens: list[bytes]) -> bool:
                 return True
     # A unit repeated inside one long token has few distinct characters (base64 or a URL has many). Bytes are at
     # least as many as characters: the length is checked again on the characters.
-    if max(map(len, tokens), default=0) < _LONG_TOKEN:
+    if _LONG_TOKEN_SHAPE not in spaced.translate(_TOKEN_SHAPE):
         return False
     long = (t.decode() for t in compress(tokens, map((_LONG_TOKEN).__le__, map(len, tokens))))
     return any(len(t) >= _LONG_TOKEN and len(set(t)) <= 24 and _FLOOD_IN_TOKEN.search(t) for t in long)
@@ -447,7 +452,7 @@ def scan(form: str, *, document: bool = False) -> list[PatternHit]:
             hits.append(PatternHit("markdown_image_exfiltration", "any", _GENERIC["markdown_image_exfiltration"]))
     if _REPETITION_KEY in stems and _REPEATED_TRIGGER.search(form):
         hits.append(PatternHit("excessive_repetition", "any", _GENERIC["excessive_repetition"]))
-    elif _flooded(_tokens(form)):
+    elif _flooded(_spaced(form)):
         hits.append(PatternHit("token_flooding", "any", _GENERIC["token_flooding"]))
     if document and _ADDRESSES_KEY in stems and \
             _search(_ADDRESSES_ASSISTANT, form, _windows(form, stems[_ADDRESSES_KEY])):
