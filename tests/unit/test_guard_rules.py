@@ -115,6 +115,7 @@ def test_documents_speaking_to_the_assistant():
 @pytest.mark.parametrize("text", [
     "Can I ignore this warning in my code?", "Peut-on ignorer les règles de grammaire en poésie ?",
     "如何在Git中忽略文件？", "请不要忽略所有安全规则", "コンパイル時の警告は無視しても大丈夫ですか？",
+    "警告は無視しても大丈夫ですか？ システムのメモリ不足の警告が出ます。",
     "Wie kann ich Warnungen in Python ignorieren?", "¿Cómo ignoro un archivo en git?",
     "What is the capital of France?", "Write a system prompt for my customer-service bot.",
 ])

@@ -79,7 +79,8 @@ _PATTERNS: dict[str, dict[str, str]] = {
               rf"{_ZH_RULES}|只(?:服从|服從|听|聽)我",
         "ja": rf"{_JA_PREVIOUS}の?.{{0,12}}{_JA_RULES}(?:を|は|に|など)?.{{0,6}}(?:無視|忘れ|破棄|取り消|従わ|リセット|"
               r"捨て|なかったこと)"
-              rf"|(?:無視|忘れ)(?:して|しろ|せよ|てください).{{0,12}}{_JA_PREVIOUS}"
+              # "無視しても大丈夫ですか" asks whether ignoring is fine; an order does not cross a sentence end.
+              rf"|(?:無視|忘れ)(?:して(?!も)|しろ|せよ|てください)[^。?!]{{0,12}}{_JA_PREVIOUS}"
               rf"|{_JA_PREVIOUS}の?.{{0,8}}{_JA_RULES}.{{0,10}}(?:無効|取り消され|適用されません|気にしない|従わなくて)"
               r"|私(?:だけ|のみ)に従",
     },
@@ -135,8 +136,9 @@ _PATTERNS: dict[str, dict[str, str]] = {
     },
     "role_marker": {
         "any": r"<\|(?:im_start|im_end|system|assistant|user|endoftext|begin_of_text|start_header_id|eot_id)\|>"
-               r"|\[/?inst\]|<</?sys>>|^\s*#{2,}\s*(?:system|instruction|new instructions?|assistant)\s*:?\s*$"
-               r"|^\s*(?:system|systeme|system prompt|systemnachricht|sistema|系统|系統|システム)\s*[:：]\s*(?:you|tu|du|"
+               r"|\[/?inst\]|<</?sys>>|^\s{0,8}#{2,8}\s{0,8}(?:system|instruction|new instructions?|assistant)\s{0,8}:?\s{0,8}$"
+               r"|^\s{0,8}(?:system|systeme|system prompt|systemnachricht|sistema|系统|系統|システム)\s{0,8}[:：]\s{0,8}"
+               r"(?:you|tu|du|"
                r"eres|你|あなた|ignore|oublie|vergiss|ignora|new|nouvelle|neue|nueva)",
     },
 }
@@ -371,9 +373,11 @@ _MARKDOWN_IMAGE_EXFIL = re.compile(
     r"encode|fill)\b.{0,80}\b(?:conversation|history|password|secret|previous messages|chat|data|summary|user)", re.S)
 # Repetition: the reference's "oublie oublie oublie", and token flooding in any script.
 _TRIGGERS = r"(?:forget|ignore|oublie|ignore[sz]?|vergiss|ignoriere|olvida|ignora|忘记|忘記|忽略|无视|無視|忘れろ)"
-_REPEATED_TRIGGER = re.compile(rf"({_TRIGGERS})(?:[\s,.!;:]*\1){{2,}}")
+# Bounded (three in a row, a few separators apart), so that it runs only around the triggers.
+_REPEATED_TRIGGER = re.compile(rf"({_TRIGGERS})(?:[\s,.!;:]{{0,20}}\1){{2}}")
 # Where a repetition can start: a trigger is one of these, and may be glued to the one before it.
 _TRIGGER_STEMS = ("forget", "ignor", "oubli", "vergiss", "olvid", "忘记", "忘記", "忽略", "无视", "無視", "忘れろ")
+_REPETITION_RADIUS = _max_width(_REPEATED_TRIGGER.pattern) + 8
 _FLOOD_RUN = 20
 # Within one unspaced token (Chinese, Japanese, "hahaha..."): a unit of up to 12 characters repeated 20 times.
 _FLOOD_IN_TOKEN = re.compile(r"([^\W\d_].{0,11}?)\1{19,}")
@@ -450,7 +454,8 @@ def scan(form: str, *, document: bool = False) -> list[PatternHit]:
             hits.append(PatternHit("markdown_script_link", "any", _GENERIC["markdown_script_link"]))
         if _MARKDOWN_IMAGE_EXFIL.search(form):
             hits.append(PatternHit("markdown_image_exfiltration", "any", _GENERIC["markdown_image_exfiltration"]))
-    if _REPETITION_KEY in stems and _REPEATED_TRIGGER.search(form):
+    if _REPETITION_KEY in stems and _search(_REPEATED_TRIGGER, form, _windows(form, stems[_REPETITION_KEY],
+                                                                             _REPETITION_RADIUS)):
         hits.append(PatternHit("excessive_repetition", "any", _GENERIC["excessive_repetition"]))
     elif _flooded(_spaced(form)):
         hits.append(PatternHit("token_flooding", "any", _GENERIC["token_flooding"]))
