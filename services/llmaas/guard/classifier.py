@@ -16,7 +16,7 @@ from llmaas.guard import features
 
 log = logging.getLogger("llmaas.guard")
 
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2  # 2: character n-grams hashed by features.char_ngram_buckets
 
 
 class Classifier(Protocol):
