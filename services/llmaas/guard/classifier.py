@@ -43,8 +43,8 @@ class LinearHead:
     threshold: float
 
     def probabilities(self, forms: list[str]) -> np.ndarray:
-        x = features.tfidf(features.counts(forms), self.idf)
-        return 1 / (1 + np.exp(-(x @ self.coef + self.intercept)))
+        logits = np.array([features.score(form, self.idf, self.coef) for form in forms]) + self.intercept
+        return 1 / (1 + np.exp(-logits))
 
 
 class LocalClassifier:

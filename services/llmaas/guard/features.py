@@ -53,25 +53,39 @@ def char_ngram_buckets(form: str) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(buckets, return_counts=True)
 
 
+def ngram_counts(form: str) -> tuple[np.ndarray, np.ndarray]:
+    """One form's n-grams: their columns (word n-grams in the first BUCKETS, character n-grams after) and counts."""
+    words = _WORDS.transform([form])
+    buckets, occurrences = char_ngram_buckets(form)
+    return np.concatenate((words.indices, buckets + BUCKETS)), np.concatenate((words.data, occurrences))
+
+
 def counts(forms: list[str]) -> sp.csr_matrix:
-    """One row per form: its word n-gram counts in the first BUCKETS columns, its character n-gram counts after."""
-    words = _WORDS.transform(forms)
-    indices, data, indptr = [], [], [0]
-    for row, form in enumerate(forms):
-        start, end = words.indptr[row], words.indptr[row + 1]
-        buckets, occurrences = char_ngram_buckets(form)
-        indices += [words.indices[start:end], buckets + BUCKETS]
-        data += [words.data[start:end], occurrences]
-        indptr.append(indptr[-1] + (end - start) + len(buckets))
-    return sp.csr_matrix((np.concatenate(data).astype(np.float64), np.concatenate(indices), np.array(indptr)),
-                         shape=(len(forms), DIMENSIONS))
+    """One row per form, for training: ngram_counts as a sparse matrix."""
+    rows = [ngram_counts(form) for form in forms]
+    indptr = np.cumsum([0] + [len(columns) for columns, _ in rows])
+    return sp.csr_matrix((np.concatenate([c for _, c in rows]).astype(np.float64),
+                          np.concatenate([columns for columns, _ in rows]), indptr), shape=(len(forms), DIMENSIONS))
+
+
+def weights(occurrences: np.ndarray, idf: np.ndarray) -> np.ndarray:
+    """TF-IDF with sublinear tf (1 + log count), before normalisation; idf: the idf of each occurrence's column."""
+    return (np.log(occurrences.astype(np.float32)) + 1.0) * idf
 
 
 def tfidf(x: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
     x = x.astype(np.float32, copy=True)
-    np.log(x.data, out=x.data)
-    x.data += 1.0
-    return normalize(x.multiply(idf).tocsr())
+    x.data = weights(x.data, idf[x.indices])
+    return normalize(x)
+
+
+def score(form: str, idf: np.ndarray, coef: np.ndarray) -> float:
+    """The linear score coef . tfidf(form), L2-normalised as tfidf() does, without building a sparse matrix: a
+    prompt is one row, and scipy's per-matrix checks cost more than the arithmetic."""
+    columns, occurrences = ngram_counts(form)
+    w = weights(occurrences, idf[columns])
+    norm = float(np.sqrt(w @ w))
+    return float(w @ coef[columns]) / norm if norm else 0.0
 
 
 def fit_idf(x: sp.csr_matrix) -> np.ndarray:
