@@ -10,7 +10,6 @@ from llmaas.cli.guard import guard_app
 from llmaas.guard.classifier import LocalClassifier
 from llmaas.guard.evaluation import evaluate
 from llmaas.guard.training.corpus import corpus, read_jsonl
-from llmaas.guard.training.train import train
 from llmaas.guard.verdict import Detector
 from typer.testing import CliRunner
 
@@ -18,10 +17,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("guard-model")
-    train(directory)
-    return directory
+def model_dir(guard_model_dir):
+    return guard_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -61,19 +61,20 @@ def _port_open(port: int) -> bool:
 
 
 @contextmanager
-def running_stack(data_dir: Path, *, start_timeout: float = 240.0) -> Iterator[dict]:
+def running_stack(data_dir: Path, *options: str, start_timeout: float = 240.0) -> Iterator[dict]:
+    """options: more `llmaas up` options."""
     base = free_base_port()
+    lifecycle_catalog = _lifecycle_catalog(data_dir.parent / f"{data_dir.name}-lifecycle.yaml")
     argv = [sys.executable, "-m", "llmaas.cli", "up", "--data-dir", str(data_dir), "--base-port", str(base),
             "--model-repository", str(DEFAULT_MODEL_REPOSITORY),
             "--model-repository", str(E2E_DIR / "model_repository"),
             "--catalog", str(DEFAULT_CATALOG), "--catalog", str(REFERENCE_CATALOG),
             "--catalog", str(E2E_DIR / "catalog.yaml"),
-            "--catalog", str(_lifecycle_catalog(data_dir.parent / f"{data_dir.name}-lifecycle.yaml"))]
+            "--catalog", str(lifecycle_catalog), *options]
     log = open(data_dir.parent / f"{data_dir.name}-up.log", "wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "COLUMNS": "200"})
     stack_file = data_dir / STACK_FILE
-    lifecycle_catalog = Path(argv[-1])
     try:
         deadline = time.monotonic() + start_timeout
         while not stack_file.exists():

@@ -57,13 +57,18 @@ def up(
     catalog: list[Path] = typer.Option([DEFAULT_CATALOG, REFERENCE_CATALOG], help="Model catalogue file (repeatable)."),
     jaeger: bool = typer.Option(True, help="Run Jaeger for traces when its binary is installed."),
     guard_mode: str = typer.Option("enforce", help="Prompt guard mode: enforce, shadow or off."),
+    guard_classifier: str = typer.Option("local", help="The guard's learned layer: local (in the guard) or triton "
+                                         "(Triton serves deploy/triton/guard_repository/llmaas-guard)."),
     auth_replicas: int = typer.Option(2, min=1, max=3, help="Auth service replicas (one database, Envoy balances)."),
 ) -> None:
     """Start the whole local stack in the foreground; Ctrl-C stops it."""
+    if guard_classifier not in ("local", "triton"):
+        raise typer.BadParameter("must be local or triton", param_hint="--guard-classifier")
     signal.signal(signal.SIGTERM, _on_sigterm)
     supervisor = Supervisor(data_dir, on_event=_report)
     options = StackOptions(data_dir=data_dir, base_port=base_port, model_repositories=list(model_repository),
                            catalog_files=list(catalog), jaeger=jaeger, guard_mode=guard_mode,
+                           guard_classifier=guard_classifier,
                            auth_replicas=auth_replicas)
     console.print(f"[bold]llmaas[/] starting the local stack (data in {data_dir.resolve()})")
     code = 0

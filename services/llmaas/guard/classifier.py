@@ -57,12 +57,13 @@ class LocalClassifier:
         self.meta = meta
 
     def score(self, forms: list[str], pieces: list[str] | None = None) -> float:
-        prompt = self._heads["prompt"]
-        best = calibrated(float(prompt.probabilities(forms).max()), prompt.threshold)
-        if pieces:
-            head = self._heads["document"]
-            best = max(best, calibrated(float(head.probabilities(pieces).max()), head.threshold))
-        return best
+        best = max(self.scores(forms, "prompt"))
+        return max(best, *self.scores(pieces, "document")) if pieces else best
+
+    def scores(self, texts: list[str], head: str = "prompt") -> list[float]:
+        """Each comparison form's score by one head ("prompt" or "document"), its threshold at 0.5."""
+        linear = self._heads[head]
+        return [calibrated(float(p), linear.threshold) for p in linear.probabilities(texts)]
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

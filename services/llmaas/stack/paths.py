@@ -9,3 +9,6 @@ DEFAULT_CATALOG = DEPLOY_DIR / "catalog" / "models.yaml"
 # The reference product's whole catalogue with its lifecycle (described, not deployed here).
 REFERENCE_CATALOG = DEPLOY_DIR / "catalog" / "reference.yaml"
 DEFAULT_MODEL_REPOSITORY = DEPLOY_DIR / "triton" / "model_repository"
+# The guard's learned layer as a Triton model (llmaas up --guard-classifier triton).
+GUARD_MODEL_REPOSITORY = DEPLOY_DIR / "triton" / "guard_repository"
+GUARD_TRITON_MODEL = "llmaas-guard"

@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmaas.stack.component import Component
+from llmaas.stack.paths import GUARD_TRITON_MODEL
 from llmaas.stack.ports import SERVICES, StackPorts
 
 HOST = "127.0.0.1"
@@ -42,13 +43,16 @@ def service_components(
     catalog_files: list[Path],
     otlp_endpoint: str | None,
     guard_mode: str = "enforce",
+    guard_classifier: str = "local",
     auth_replicas: int = 1,
 ) -> list[Component]:
     triton = f"{HOST}:{ports.triton_grpc}"
     specific = {
         "auth": {"LLMAAS_AUTH_DATABASE_URL": f"sqlite:///{data_dir / 'auth.db'}", "LLMAAS_ADMIN_TOKEN": admin_token},
         "guard": {"LLMAAS_GUARD_MODE": guard_mode, "LLMAAS_GUARD_DATABASE_URL": f"sqlite:///{data_dir / 'guard.db'}",
-                  "LLMAAS_ADMIN_TOKEN": admin_token},
+                  "LLMAAS_ADMIN_TOKEN": admin_token, "LLMAAS_GUARD_CLASSIFIER": guard_classifier,
+                  **({"LLMAAS_GUARD_TRITON_GRPC": triton, "LLMAAS_GUARD_TRITON_MODEL": GUARD_TRITON_MODEL}
+                     if guard_classifier == "triton" else {})},
         # Every auth replica, balanced by the router's channel (gRPC's multi-address target).
         "router": {"LLMAAS_AUTH_ADDR": "ipv4:" + ",".join(auth_addresses(ports, auth_replicas)), "LLMAAS_GUARD_ADDR": address(ports, "guard"),
                    "LLMAAS_CATALOG_ADDR": address(ports, "catalog"), "LLMAAS_METERING_ADDR": address(ports, "metering"),

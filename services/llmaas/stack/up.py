@@ -13,7 +13,7 @@ import grpc
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.stack.envoy import envoy_component
 from llmaas.stack.jaeger import find_jaeger, jaeger_component, query_url
-from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REFERENCE_CATALOG
+from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, GUARD_MODEL_REPOSITORY, REFERENCE_CATALOG
 from llmaas.stack.ports import SERVICES, StackPorts
 from llmaas.stack.services import address, auth_addresses, service_components
 from llmaas.stack.supervisor import Supervisor
@@ -31,6 +31,8 @@ class StackOptions:
     catalog_files: list[Path] = field(default_factory=lambda: [DEFAULT_CATALOG, REFERENCE_CATALOG])
     jaeger: bool = True
     guard_mode: str = "enforce"
+    # "local": the guard scores with its own copy of the model; "triton": Triton serves it (llmaas-guard).
+    guard_classifier: str = "local"
     # Two by default: the stack runs as it should in production, and revocation is proven across replicas.
     auth_replicas: int = 2
 
@@ -88,11 +90,13 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
         supervisor.start_stage([jaeger_component(data_dir, ports, jaeger_bin)])
         otlp_grpc, otlp_http = f"http://127.0.0.1:{ports.otlp_grpc}", f"http://127.0.0.1:{ports.otlp_http}"
 
+    repositories = options.model_repositories + ([GUARD_MODEL_REPOSITORY] if options.guard_classifier == "triton" else [])
     supervisor.start_stage([
-        triton_component(data_dir, ports, options.model_repositories, otlp_http),
+        triton_component(data_dir, ports, repositories, otlp_http),
         *service_components(data_dir, ports, admin_token=state["admin_token"], internal_secret=secret,
                             catalog_files=options.catalog_files, otlp_endpoint=otlp_grpc,
-                            guard_mode=options.guard_mode, auth_replicas=options.auth_replicas),
+                            guard_mode=options.guard_mode, guard_classifier=options.guard_classifier,
+                            auth_replicas=options.auth_replicas),
     ])
     supervisor.start_stage([envoy_component(data_dir, ports, options.auth_replicas)])
 
