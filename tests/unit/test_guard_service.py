@@ -111,3 +111,27 @@ async def test_repetition_is_blocked_on_the_thirtieth(servicer):
     assert {r.decision for r in results[:29]} == {guard_pb2.DECISION_ALLOW}
     assert results[29].decision == guard_pb2.DECISION_BLOCK
     assert [f.reason for f in results[29].findings] == ["repetition_abuse"]
+
+
+class SlowRemoteFakeClassifier:
+    """Unit-test fake of a remote model (Triton): each score waits 0.3 s, as a network round trip would."""
+
+    name = "slow-remote-fake"
+    remote = True
+
+    def score(self, forms, pieces=None):
+        import time
+
+        time.sleep(0.3)
+        return 0.0
+
+
+async def test_a_remote_model_does_not_hold_the_event_loop(servicer):
+    import asyncio
+    import time
+
+    servicer._detector = Detector(SlowRemoteFakeClassifier())
+    started = time.monotonic()
+    verdicts = await asyncio.gather(*(servicer.CheckPrompt(check("t", f"question {i}"), Context()) for i in range(4)))
+    assert all(v.decision == guard_pb2.DECISION_ALLOW for v in verdicts)
+    assert time.monotonic() - started < 0.9  # four round trips side by side, not 1.2 s one after the other

@@ -21,6 +21,8 @@ MODEL_FORMAT = 2  # 2: character n-grams hashed by features.char_ngram_buckets
 
 class Classifier(Protocol):
     name: str
+    # True when scoring waits on another process (Triton): the service then scores off its event loop.
+    remote: bool
 
     def score(self, forms: list[str], pieces: list[str] | None = None) -> float:
         """Attack likelihood of a text given its comparison forms (the text, then decoded payloads) and, for a
@@ -51,6 +53,7 @@ class LocalClassifier:
     """Logistic regressions over hashed n-grams: one head for prompts, one for pieces of documents."""
 
     name = "local"
+    remote = False
 
     def __init__(self, heads: dict[str, LinearHead], meta: dict) -> None:
         self._heads = heads
@@ -89,6 +92,7 @@ class NoClassifier:
     """Rules only (no model built yet): scores nothing."""
 
     name = "none"
+    remote = False
 
     def score(self, forms: list[str], pieces: list[str] | None = None) -> float:
         return 0.0
@@ -104,6 +108,10 @@ class PendingClassifier:
     @property
     def name(self) -> str:
         return self._current.name
+
+    @property
+    def remote(self) -> bool:
+        return self._current.remote
 
     def ready(self, classifier: Classifier) -> None:
         self._current = classifier

@@ -3,6 +3,7 @@ operations on a tenant's policy."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from opentelemetry import trace
@@ -41,7 +42,10 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
         users = [p.text for p in request.parts if p.source == guard_pb2.PART_SOURCE_USER and p.text.strip()]
         behaviour = (await self._behaviour.observe(request.tenant_id, request.end_user_id, users[-1])
                      if users else [])
-        verdict = self._detector.request(parts, behaviour)
+        # A remote model's round trip must not hold the event loop (every other request would wait behind it);
+        # the local model is CPU work under the GIL, where a thread would only add its hop.
+        verdict = (await asyncio.to_thread(self._detector.request, parts, behaviour) if self._detector.remote
+                   else self._detector.request(parts, behaviour))
         flagged = verdict.score >= policy.threshold
         block = flagged and mode == guard_pb2.GUARD_MODE_ENFORCE
         _record(request, policy.mode, verdict, flagged, block)

@@ -14,6 +14,7 @@ TIMEOUT_SECONDS = 2.0
 
 class TritonClassifier:
     name = "triton"
+    remote = True
 
     def __init__(self, address: str, model: str, threshold: float = 0.5) -> None:
         self._client = triton.InferenceServerClient(address)

@@ -43,6 +43,11 @@ class Detector:
     def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier
 
+    @property
+    def remote(self) -> bool:
+        """Whether a verdict waits on another process (see Classifier.remote)."""
+        return self.classifier.remote
+
     def part(self, text: str, kind: str = PROMPT) -> Verdict:
         analysis = rules.analyse(text, document=kind == DOCUMENT)
         learned = self.classifier.score(analysis.forms, analysis.pieces)
