@@ -83,3 +83,23 @@ async def test_a_change_of_the_served_set_moves_the_revision(monkeypatch):
         assert changes == [1, 1]
     finally:
         watcher.cancel()
+
+
+async def test_the_served_set_is_known_only_once_triton_has_answered(monkeypatch):
+    """The catalog is not healthy before (every request would be UNAVAILABLE): watch() asks again every
+    FIRST_POLL_SECONDS until Triton answers, then known() returns."""
+    from llmaas.catalog import served as served_module
+    monkeypatch.setattr(served_module, "FIRST_POLL_SECONDS", 0.01)
+    triton = FakeTriton("a-t")
+    triton.fail = True
+    served = ServedModels("unused", client=triton)
+    watcher = asyncio.create_task(served.watch(interval=60))
+    try:
+        known = asyncio.create_task(served.known())
+        await asyncio.sleep(0.05)
+        assert not known.done()
+        triton.fail = False
+        await asyncio.wait_for(known, 1.0)  # well before the 60 s interval
+        assert await served.ready() == {"a-t"}
+    finally:
+        watcher.cancel()

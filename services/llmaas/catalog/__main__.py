@@ -34,7 +34,7 @@ async def run() -> None:
             watcher.cancel()
         await served.close()
 
-    await serve("catalog", grpc_port(), register, on_stop=on_stop, on_drain=revisions.close)
+    await serve("catalog", grpc_port(), register, on_stop=on_stop, on_drain=revisions.close, ready=served.known)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from llmaas.common.errors import ApiError
 log = logging.getLogger("llmaas.catalog.served")
 
 CACHE_SECONDS = 2.0
+FIRST_POLL_SECONDS = 0.2
 # The poll starts with the stack, usually before Triton listens: gRPC's default reconnect backoff (growing to two
 # minutes) would keep reporting "unavailable" long after Triton is up. Retry the connection at least every second.
 _CHANNEL_ARGS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
@@ -32,7 +33,7 @@ class ServedModels:
             url=triton_url, channel_args=_CHANNEL_ARGS)
         self._on_change = on_change
         self._ready: frozenset[str] = frozenset()
-        self._known = False  # whether _ready came from Triton at least once
+        self._known = asyncio.Event()  # set once _ready came from Triton
         self._failing = False
         self._expires = 0.0
         self._lock = asyncio.Lock()
@@ -58,13 +59,18 @@ class ServedModels:
             log.info("triton repository index answers again")
         self._failing = False
         ready = frozenset(m["name"] for m in index.get("models", []) if m.get("state") == "READY")
-        changed = self._known and ready != self._ready
-        self._ready, self._known = ready, True
+        changed = self._known.is_set() and ready != self._ready
+        self._ready = ready
+        self._known.set()
         self._expires = time.monotonic() + CACHE_SECONDS
         if changed:
             log.info("served models changed", extra={"fields": {"models": sorted(ready)}})
             if self._on_change is not None:
                 self._on_change()
+
+    async def known(self) -> None:
+        """Returns once Triton's model index has been read: before, every request would be UNAVAILABLE."""
+        await self._known.wait()
 
     async def watch(self, interval: float = CACHE_SECONDS) -> None:
         while True:
@@ -72,7 +78,8 @@ class ServedModels:
                 await self.ready()
             except ApiError:
                 pass  # logged once per outage; requests meanwhile get UNAVAILABLE from ready()
-            await asyncio.sleep(interval)
+            # Until Triton first answers, ask again soon: the service is not healthy before.
+            await asyncio.sleep(interval if self._known.is_set() else FIRST_POLL_SECONDS)
 
     async def close(self) -> None:
         await self._client.close()

@@ -81,10 +81,12 @@ async def serve(
     *,
     on_stop: Callable[[], Awaitable[None]] | None = None,
     on_drain: Callable[[], None] | None = None,
+    ready: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Runs a service until SIGTERM/SIGINT. `register` adds the servicers and returns their full service names.
     `on_drain` runs as the drain starts, to end long-lived streams that would otherwise hold it for its whole grace;
-    `on_stop` once the server has stopped."""
+    `on_stop` once the server has stopped. `ready` is awaited before the health checks answer SERVING, for a service
+    that cannot answer its first requests yet (the catalog before it has Triton's model index)."""
     setup_logging()
     provider = setup_tracing(name)
     server = grpc.aio.server(
@@ -97,12 +99,16 @@ async def serve(
     )
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
+    # Its overall status starts as SERVING: not until `ready` has returned.
+    await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     address = f"{os.environ.get('LLMAAS_BIND_HOST', '127.0.0.1')}:{port}"
     if server.add_insecure_port(address) == 0:
         raise SystemExit(f"{name}: cannot bind {address}")
     await server.start()
+    if ready is not None:
+        await ready()
     for svc in ["", *service_names]:
         await health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving", extra={"fields": {"service": name, "address": address}})

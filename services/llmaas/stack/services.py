@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llmaas.stack.component import Component
 from llmaas.stack.paths import GUARD_TRITON_MODEL
 from llmaas.stack.ports import SERVICES, StackPorts
+from llmaas.stack.triton import TRITON_READY_TIMEOUT
 
 HOST = "127.0.0.1"
 
@@ -77,6 +78,7 @@ def service_components(
             env={"LLMAAS_GRPC_PORT": str(port), "OTEL_SERVICE_NAME": service, "PYTHONUNBUFFERED": "1",
                  "LLMAAS_INTERNAL_SECRET": internal_secret, **telemetry, **specific[service]},
             ready=lambda addr=addr: grpc_healthy(addr),
-            ready_timeout=30.0,
+            # The catalog is healthy once it has read Triton's model index: as long as Triton takes to load.
+            ready_timeout=TRITON_READY_TIMEOUT if service == "catalog" else 30.0,
         ))
     return components

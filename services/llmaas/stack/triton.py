@@ -23,6 +23,8 @@ _REPO_ROOT = Path(__file__).resolve().parents[3]
 BACKEND_SOURCE_ENV = "LLMAAS_TRITON_BACKEND_SRC"
 # How often Triton's batch span processor exports (its default, 5 s, makes traces lag behind the test/demo).
 TRACE_EXPORT_DELAY_MS = 500
+# Seconds Triton may take to load every model of its repositories.
+TRITON_READY_TIMEOUT = 120.0
 
 
 def _pytriton_dir() -> Path:
@@ -143,6 +145,6 @@ def triton_component(data_dir: Path, ports: StackPorts, model_repositories: list
         argv=triton_argv(backends_dir, ports, model_repositories, otlp_http_endpoint),
         env=triton_env(),
         ready=lambda: triton_ready(ports.triton_http),
-        ready_timeout=120.0,
+        ready_timeout=TRITON_READY_TIMEOUT,
         prepare=lambda: prepare_backends(backends_dir),
     )
