@@ -22,6 +22,8 @@ _EN_RULES = (r"(?:instructions?|prompts?|rules?|directives?|guidelines?|commands
              r"programming|guidance|tasks?|assignments?|context|information|messages?|text)")
 _FR_PREVIOUS = r"(?:precedent|anterieur|ci-dessus|plus haut|d'avant|initia|d'origine|originel|systeme|recu|donne|toutes|tous|tes|vos)"
 _FR_RULES = r"(?:instructions?|consignes?|regles?|directives?|ordres?|indications?|taches?|prompts?)"
+_FR_OVERRIDE = (r"(?:ignore|oublie|neglige|outrepasse|contourne|ne tien[st] pas compte d|ne suis plus|"
+                r"fai[st]e?s? abstraction d|laisse[sz]? tomber|ne prete[sz]? (?:aucune|pas|plus) (?:d')?attention)")
 _DE_RULES = r"(?:anweisung|instruktion|befehl|regel|vorgabe|auftrag|auftrage|aufgabe|richtlinie|prompt)"
 _ES_RULES = r"(?:instrucciones|instruccion|indicaciones|reglas|ordenes|directrices|directivas|tareas|prompts?)"
 _ZH_PREVIOUS = r"(?:之前|以前|先前|上面|上述|前面|此前|原来|原來|原有|所有|一切|全部|你的|系统|系統|开发者|開發者)"
@@ -45,10 +47,12 @@ _PATTERNS: dict[str, dict[str, str]] = {
               r"|\b(?:stop|quit|cease) (?:following|obeying)\b.{0,20}\b(?:your|the|any|all|those)\b.{0,15}"
               rf"\b{_EN_RULES}|\bpay no (?:attention|heed) to\b.{{0,30}}\b{_EN_PREVIOUS}\b"
               r"|\b(?:start|begin) (?:over|again|afresh|from scratch)\b.{0,15}\bwithout\b.{0,30}\b(?:your|the|any)\b"
-              rf".{{0,20}}{_EN_RULES}|\b(?:obey|listen to|follow) only (?:me|my)\b",
-        "fr": rf"\b(?:ignore|oublie|neglige|outrepasse|contourne|ne tien[st] pas compte d|ne suis plus|fai[st]e?s? "
-              rf"abstraction d|laisse[sz]? tomber)\w*\b.{{0,40}}\b{_FR_PREVIOUS}\w*\b.{{0,30}}\b{_FR_RULES}"
-              rf"|\b(?:ignore|oublie|neglige)\w*\b.{{0,30}}\b{_FR_RULES}\b.{{0,30}}\b{_FR_PREVIOUS}"
+              rf".{{0,20}}{_EN_RULES}|\b(?:obey|listen to|follow) only (?:me|my)\b"
+              rf"|\b(?:ignore|disregard|forget|skip|override|bypass|set aside|drop|abandon|discard)\b.{{0,25}}"
+              rf"\b{_EN_RULES}\b.{{0,15}}\byou (?:were|have been|got|'ve been) (?:given|told|configured|programmed|"
+              r"trained|set up|assigned)",
+        "fr": rf"\b{_FR_OVERRIDE}\w*\b.{{0,40}}\b{_FR_PREVIOUS}\w*\b.{{0,30}}\b{_FR_RULES}"
+              rf"|\b{_FR_OVERRIDE}\w*\b.{{0,30}}\b{_FR_RULES}\b.{{0,30}}\b{_FR_PREVIOUS}"
               r"|\boublie\w* tout(?: ce (?:qui|que))?.{0,30}\b(?:precede|avant|dit|plus haut|ci-dessus|jusqu'ici)"
               rf"|\b(?:tes|vos|les|mes)\b.{{0,25}}\b{_FR_RULES}\b.{{0,25}}\b(?:sont|est|ne s'appliquent|ne comptent)\b"
               r".{0,10}\b(?:annulee|revoquee|caduque|obsolete|suspendue|levee|plus|desactivee)"
@@ -63,11 +67,14 @@ _PATTERNS: dict[str, dict[str, str]] = {
               r"ist aufgehoben|sind ungultig|sind nichtig|sind hinfallig|zahlen nicht mehr)"
               rf"|\b(?:beachte|befolge|folge)\b.{{0,40}}{_DE_RULES}\w*\b.{{0,20}}\bnicht mehr"
               rf"|\bohne (?:deine|ihre|die) (?:alten |bisherigen )?{_DE_RULES}\w*\b|\bnur (?:noch )?mir gehorchen|"
-              r"\bgehorche nur mir",
+              r"\bgehorche nur mir"
+              rf"|\babweichend (?:von|zu) (?:den |deinen |ihren |allen )?(?:vorherig|bisherig|obig|vorangegangen)\w* "
+              rf"{_DE_RULES}",
         "es": rf"\b(?:ignora|ignore|ignorar|ignoren|olvida|olvide|olvidar|olviden|omite|omita|descarta|descarte|"
               rf"haz caso omiso|hagan caso omiso|no hagas caso)\w*\b.{{0,30}}\b(?:anterior|previ|de arriba|todas|todo|"
               rf"tus|sus|inicial|original|del sistema)\w*\b.{{0,30}}\b{_ES_RULES}"
-              r"|\b(?:olvida|olvide|ignora|ignore) todo (?:lo )?(?:anterior|lo que (?:te )?(?:dije|dijeron|hemos hablado))"
+              r"|\b(?:olvida|olvide|olviden|ignora|ignore|ignoren) todo\b.{0,25}\b(?:anterior|antes|dije|digo|dicho|"
+              r"dijeron|hablado|hablamos)"
               rf"|\b(?:tus|sus|las)\b.{{0,25}}\b{_ES_RULES}\b.{{0,25}}\b(?:quedan|estan|son|ya no)\b.{{0,10}}"
               r"\b(?:anuladas|revocadas|canceladas|suspendidas|validas|obsoletas|sin efecto)"
               rf"|\b(?:deja|dejen|para) de (?:seguir|obedecer|respetar)\b.{{0,30}}{_ES_RULES}"
@@ -86,15 +93,19 @@ _PATTERNS: dict[str, dict[str, str]] = {
     },
     "system_prompt_extraction": {
         "en": r"\b(?:reveal|print|show|display|repeat|output|leak|tell me|give me|write out|write down|spell ?check|"
-              r"share|disclose|dump|recite|return|translate|summari[sz]e|what (?:is|are|were))\b.{0,30}"
+              r"share|disclose|dump|recite|return|translate|summari[sz]e|copy|paste|reproduce|quote|"
+              r"what (?:is|are|were))\b.{0,30}"
               r"\b(?:system prompt|system message|system instructions|initial prompt|original prompt|hidden prompt|"
               r"prompt texts?|(?:initial|original|hidden|secret|first|full|exact) instructions|instructions (?:above|"
               r"you (?:were|have been) given)|pre-?prompt|(?:text|prompt|words|everything|instructions) above|"
-              r"above (?:text|prompt|instructions)|your (?:instructions|rules|guidelines|prompt))",
-        "fr": r"\b(?:revele|affiche|montre|repete|donne|ecri|imprime|divulgue|recite|dis-moi|quel(?:le)?s? (?:est|sont)|"
+              r"above (?:text|prompt|instructions)|your (?:instructions|rules|guidelines|prompt)|"
+              r"(?:everything|all|the text|what was written) (?:before|above) (?:my|this) (?:first )?"
+              r"(?:message|question|prompt))",
+        "fr": r"\b(?:revele|affiche|montre|repete|donne|ecri|imprime|divulgue|recite|recopie|copie|reproduis|cite|"
+              r"dis-moi|quel(?:le)?s? (?:est|sont)|"
               r"traduis|resume)\w*\b.{0,30}\b(?:prompt (?:systeme|initial|d'origine|cache)|message systeme|"
               r"(?:instructions|consignes) (?:initiales|systeme|d'origine|cachees|secretes|ci-dessus|precedentes)|"
-              r"texte (?:ci-dessus|precedent)|tes (?:instructions|consignes|regles))",
+              r"texte (?:ci-dessus|au-dessus|precedent)|tes (?:instructions|consignes|regles))",
         "de": r"\b(?:zeig|gib|druck|wiederhol|verrat|nenn|schreib|ausgeb|gib aus|ubersetz)\w*\b.{0,30}"
               r"\b(?:systemprompt|system-prompt|systemanweisung|systemnachricht|prompt-?texte?|(?:ursprunglich|"
               r"anfanglich|geheim|versteckt|obig)\w* (?:anweisungen|prompt|text)|deine (?:anweisungen|regeln|vorgaben)|"
@@ -119,7 +130,10 @@ _PATTERNS: dict[str, dict[str, str]] = {
               r"(?:guidelines|restrictions|constraints|boundaries)|without (?:any )?(?:ethical|moral) (?:guidelines|"
               r"restrictions|constraints))\b"
               r"|\byou are (?:no longer|not) (?:an? )?(?:ai|assistant|language model|chatbot|bound)"
-              r"|\bpretend (?:that )?you (?:are|have|were) (?:an? )?(?:no|not|unrestricted|unfiltered|evil|free)",
+              r"|\bpretend (?:that )?you (?:are|have|were) (?:an? )?(?:no|not|unrestricted|unfiltered|evil|free)"
+              r"|\b(?:act|roleplay|role-play|behave|pose) (?:as|like)\b.{0,40}\b(?:with no|without|never (?:been )?given|"
+              r"has no|have no|free of|unbound by|not bound by)\b.{0,20}\b(?:content polic|safety|guidelines|"
+              r"restrictions|rules|filters|limits|ethic|moral|censorship)",
         "fr": r"\b(?:a partir de maintenant|desormais|dorenavant)\b.{0,10}\b(?:tu es|tu seras|vous etes)\b.{0,60}"
               r"\b(?:sans|aucune?|libre)\b|\bmode developpeur\b|\bfais comme si tu n'avais (?:aucune|pas de) "
               r"(?:regle|restriction|limite)|\btu n'es plus (?:une? )?(?:ia|assistant|modele)",
@@ -154,14 +168,14 @@ _STEMS: dict[str, dict[str, tuple[str, ...]]] = {
         "en": ("ignor", "disregard", "forget", "skip", "overrid", "bypass", "neglect", "abandon", "discard", "dismiss",
                "set aside", "overlook", "throw away", "follow", "obey", "cancel", "void", "revoked", "obsolete",
                "supersede", "suspended", "lifted", "disabled", "no longer", "precedence", "replace", "listen to",
-               "pay no", "start", "begin"),
+               "pay no", "start", "begin", "drop"),
         # The rules' own words stand for "vos consignes ne sont plus ...", where no verb is.
         "fr": ("ignor", "oubli", "neglig", "outrepass", "contourn", "tien", "suis plus", "abstraction", "tomber",
-               "arrete", "cesse", "obei", "ecoute", "instruction", "consigne", "regle", "directive", "ordre",
+               "arrete", "cesse", "obei", "ecoute", "prete", "instruction", "consigne", "regle", "directive", "ordre",
                "indication", "tache", "prompt"),
         "de": ("ignor", "vergiss", "vergessen", "missacht", "uberspring", "verwirf", "verwerfen", "hor auf",
                "gelten nicht", "aufgehoben", "ungultig", "nichtig", "hinfallig", "zahlen nicht", "nicht mehr",
-               "ohne deine", "ohne ihre", "ohne die", "gehorch"),
+               "ohne deine", "ohne ihre", "ohne die", "gehorch", "abweichend"),
         "es": ("ignor", "olvid", "omit", "descart", "caso omiso", "hagas caso", "anulad", "revocad", "cancelad",
                "suspendid", "validas", "obsoletas", "sin efecto", "deja", "dejen", "para de", "sin tus", "sin sus",
                "obedece"),
@@ -172,8 +186,10 @@ _STEMS: dict[str, dict[str, tuple[str, ...]]] = {
                "に従"),
     },
     "system_prompt_extraction": {
-        "en": ("prompt", "preprompt", "instruction", "above", "system message", "your rules", "your guidelines"),
-        "fr": ("prompt", "message systeme", "instruction", "consigne", "texte ci-dessus", "texte precedent",
+        "en": ("prompt", "preprompt", "instruction", "above", "system message", "your rules", "your guidelines",
+               "before my", "before this"),
+        "fr": ("prompt", "message systeme", "instruction", "consigne", "texte ci-dessus", "texte au-dessus",
+               "texte precedent",
                "tes regles"),
         "de": ("systemprompt", "system-prompt", "systemanweisung", "systemnachricht", "prompttext", "prompt-text",
                "ursprunglich", "anfanglich", "geheim", "versteckt", "obig", "deine anweisungen", "deine regeln",
@@ -186,7 +202,8 @@ _STEMS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "persona_override": {
         "en": ("from now on", "starting now", "rest of this conversation", "do anything now", "developer mode",
-               "jailbr", "dan mode", "evil confidant", "ethical", "moral", "you are no", "pretend"),
+               "jailbr", "dan mode", "evil confidant", "ethical", "moral", "you are no", "pretend", "act as",
+               "act like", "roleplay", "role-play", "behave as", "behave like", "pose as", "pose like"),
         "fr": ("a partir de maintenant", "desormais", "dorenavant", "mode developpeur", "fais comme si",
                "tu n'es plus"),
         "de": ("ab jetzt", "ab sofort", "von nun an", "entwicklermodus", "tu so", "du bist kein", "du bist nicht mehr"),
