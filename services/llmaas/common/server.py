@@ -99,7 +99,7 @@ async def serve(
     )
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
-    # Its overall status starts as SERVING: not until `ready` has returned.
+    # grpc starts the overall status as SERVING: not so before `ready` has returned.
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

@@ -161,8 +161,8 @@ _SCORES = {"instruction_override": 0.95, "system_prompt_extraction": 0.9, "perso
 
 # Every match of a pattern contains one of its stems, at the start of a word (anywhere, for a CJK stem). Finding them
 # all costs one pass over the text (_Index), so that each language's regular expression runs only around its own
-# stems: honest text has few. A pattern added above needs its
-# words here; tests/unit/test_guard_rules.py checks that the gate hides no match of the patterns.
+# stems: honest text has few. A pattern added above needs its words here; tests/unit/test_guard_rules.py checks that
+# the gate hides no match of the patterns.
 _STEMS: dict[str, dict[str, tuple[str, ...]]] = {
     "instruction_override": {
         "en": ("ignor", "disregard", "forget", "skip", "overrid", "bypass", "neglect", "abandon", "discard", "dismiss",
