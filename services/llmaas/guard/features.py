@@ -35,9 +35,9 @@ def _mixed(h: np.ndarray) -> np.ndarray:
     return h
 
 
-def char_ngram_buckets(form: str) -> tuple[np.ndarray, np.ndarray]:
-    """The buckets of the character 2-5-grams of the words of form, each word padded with a space on both sides
-    (so its start and end are n-grams of their own; n-grams never span two words), and how often each occurs."""
+def char_ngram_occurrences(form: str) -> np.ndarray:
+    """The bucket of every occurrence of a character 2-5-gram of the words of form, each word padded with a space on
+    both sides (so its start and end are n-grams of their own; n-grams never span two words)."""
     points = np.frombuffer(f" {form} ".encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
     # spaces[k]: the spaces among points[:k]; an n-gram from i keeps its word when points[i+1 : i+n-1] has none.
     spaces = np.concatenate(([0], np.cumsum(points == _SPACE)))
@@ -49,8 +49,12 @@ def char_ngram_buckets(form: str) -> tuple[np.ndarray, np.ndarray]:
         if length in CHAR_NGRAMS:
             starts = np.arange(len(rolling))
             hashes.append(rolling[spaces[starts + length - 1] == spaces[starts + 1]])
-    buckets = (_mixed(np.concatenate(hashes)) % np.uint64(BUCKETS)).astype(np.int64)
-    return np.unique(buckets, return_counts=True)
+    return (_mixed(np.concatenate(hashes)) % np.uint64(BUCKETS)).astype(np.int64)
+
+
+def char_ngram_buckets(form: str) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct buckets of char_ngram_occurrences(form), and how often each occurs."""
+    return np.unique(char_ngram_occurrences(form), return_counts=True)
 
 
 def ngram_counts(form: str) -> tuple[np.ndarray, np.ndarray]:
@@ -81,11 +85,18 @@ def tfidf(x: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
 
 def score(form: str, idf: np.ndarray, coef: np.ndarray) -> float:
     """The linear score coef . tfidf(form), L2-normalised as tfidf() does, without building a sparse matrix: a
-    prompt is one row, and scipy's per-matrix checks cost more than the arithmetic."""
-    columns, occurrences = ngram_counts(form)
-    w = weights(occurrences, idf[columns])
-    norm = float(np.sqrt(w @ w))
-    return float(w @ coef[columns]) / norm if norm else 0.0
+    prompt is one row, and scipy's per-matrix checks cost more than the arithmetic. Character n-grams are not sorted
+    into distinct buckets either (np.unique's sort of 16,000 of them was the dearest step): each occurrence carries
+    1/count of its bucket's weight, so that sums over occurrences are sums over buckets."""
+    words = _WORDS.transform([form])
+    w_words = weights(words.data, idf[words.indices])
+    chars = char_ngram_occurrences(form)
+    occurrences = np.bincount(chars, minlength=BUCKETS)[chars]
+    columns = chars + BUCKETS
+    w_chars = weights(occurrences, idf[columns])
+    share = w_chars / occurrences
+    norm = float(np.sqrt(w_words @ w_words + share @ w_chars))
+    return float(w_words @ coef[words.indices] + share @ coef[columns]) / norm if norm else 0.0
 
 
 def fit_idf(x: sp.csr_matrix) -> np.ndarray:
