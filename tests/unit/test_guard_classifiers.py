@@ -80,6 +80,16 @@ def test_serving_scores_a_form_as_training_weighs_it():
 
 
 def test_character_ngrams_stay_inside_words():
-    buckets, occurrences = features.char_ngram_buckets("ab cd")
+    columns = features.ngram_occurrences("ab cd")
+    chars = columns[columns >= features.BUCKETS]
     # " ab " and " cd ": 3 bigrams, 2 trigrams and 1 four-gram each; none spans the space between the words.
-    assert occurrences.sum() == 12 and len(buckets) == 12
+    assert len(chars) == 12 and len(set(chars.tolist())) == 12
+
+
+def test_words_and_word_pairs_as_the_patterns_see_words():
+    columns = features.ngram_occurrences("ignore all, previous! 忽略指令")
+    words = columns[columns < features.BUCKETS]
+    assert len(words) == 4 + 3  # ignore, all, previous, 忽略指令, and the three pairs of neighbours
+    # The same word hashes alike wherever it stands.
+    again = features.ngram_occurrences("previous")
+    assert again[0] in words.tolist()

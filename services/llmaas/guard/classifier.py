@@ -16,7 +16,7 @@ from llmaas.guard import features
 
 log = logging.getLogger("llmaas.guard")
 
-MODEL_FORMAT = 2  # 2: character n-grams hashed by features.char_ngram_buckets
+MODEL_FORMAT = 3  # 3: word and character n-grams hashed by features.ngram_occurrences
 
 
 class Classifier(Protocol):
