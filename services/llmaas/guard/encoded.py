@@ -24,7 +24,6 @@ _ASCII_LETTER_BYTES = string.ascii_letters.encode()
 _CONTROL_BYTES = bytes(c for c in range(128) if not (chr(c).isprintable() or chr(c).isspace()))
 _WIDE = re.compile("[\u2e81-\U0010ffff]")  # CJK and beyond: a character each, as letters are
 _DIGIT_OR_UPPER = re.compile("[0-9A-Z]")
-_HEX_PAIRS = frozenset(a + b for a in "0123456789abcdefABCDEF" for b in "0123456789abcdefABCDEF")
 
 
 def _printable_text(raw: bytes) -> str | None:
