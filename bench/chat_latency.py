@@ -21,7 +21,7 @@ import httpx
 from llmaas.catalog.entries import load_catalog
 from llmaas.router.params import Message
 from llmaas.router.template import render_prompt
-from llmaas.router.triton import TritonDispatcher
+from llmaas.router.triton import TritonReplica
 
 from tests.support.stack import E2E_DIR, TEST_MODEL, running_stack
 
@@ -50,7 +50,7 @@ def _pct(values: list[float], p: float) -> float:
 async def run(stack: dict, requests: int, max_tokens: int) -> None:
     entry = load_catalog([E2E_DIR / "catalog.yaml"]).lookup(TEST_MODEL)
     prompt = render_prompt(entry.chat_template, (Message("user", PROMPT),), entry.bos_token, entry.eos_token)
-    triton = TritonDispatcher(stack["triton_grpc"])
+    triton = TritonReplica(stack["triton_grpc"])
     body = {"model": TEST_MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=stack["base_url"], limits=limits, timeout=120,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the stack and its tests need, from package registries only; idempotent and cached.
-#   .venv/            the project and its pinned dependencies (pip's wheel cache keeps llama-cpp-python's
-#                     ~11 min build to the first run on a machine)
+#   .venv/            the project and its pinned dependencies; llama-cpp-python is built for a portable
+#                     instruction-set baseline by deploy/llama-cpp.sh (~11 min the first time on a machine, then
+#                     reused from a wheel keyed by its build settings)
 #   $GOPATH/bin/      Jaeger v2 (built once from the Go module proxy, ~8 min cold, seconds warm)
 # Usage: bash deploy/setup.sh
 set -euo pipefail
@@ -11,6 +12,8 @@ python=${LLMAAS_PYTHON:-$(command -v python3.11 || command -v python3)}
 "$python" -c 'import sys; assert sys.version_info[:2] == (3, 11), "llmaas needs Python 3.11"'
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade "pip==25.3"
+# Before the project: pip would otherwise build llama-cpp-python for this machine's CPU (-march=native).
+bash deploy/llama-cpp.sh .venv
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 # xds-protos ships old copies of opentelemetry/proto that overwrite opentelemetry-proto's and break the OTLP
 # exporter: put the pinned ones back.

@@ -60,17 +60,28 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def up_argv(data_dir: Path, base_port: int, *options: str) -> list[str]:
+    """`llmaas up` as the tests run it (the interpreter of this venv); options: more `llmaas up` options."""
+    return [sys.executable, "-m", "llmaas.cli", "up", "--data-dir", str(data_dir), "--base-port", str(base_port),
+            *options]
+
+
+def live_pids(stack: dict) -> dict[str, int]:
+    """The stack's process ids now: `llmaas up` rewrites stack.json whenever it restarts a component."""
+    return json.loads((Path(stack["data_dir"]) / STACK_FILE).read_text())["pids"]
+
+
 @contextmanager
 def running_stack(data_dir: Path, *options: str, start_timeout: float = 240.0) -> Iterator[dict]:
     """options: more `llmaas up` options."""
     base = free_base_port()
     lifecycle_catalog = _lifecycle_catalog(data_dir.parent / f"{data_dir.name}-lifecycle.yaml")
-    argv = [sys.executable, "-m", "llmaas.cli", "up", "--data-dir", str(data_dir), "--base-port", str(base),
-            "--model-repository", str(DEFAULT_MODEL_REPOSITORY),
-            "--model-repository", str(E2E_DIR / "model_repository"),
-            "--catalog", str(DEFAULT_CATALOG), "--catalog", str(REFERENCE_CATALOG),
-            "--catalog", str(E2E_DIR / "catalog.yaml"),
-            "--catalog", str(lifecycle_catalog), *options]
+    argv = up_argv(data_dir, base,
+                   "--model-repository", str(DEFAULT_MODEL_REPOSITORY),
+                   "--model-repository", str(E2E_DIR / "model_repository"),
+                   "--catalog", str(DEFAULT_CATALOG), "--catalog", str(REFERENCE_CATALOG),
+                   "--catalog", str(E2E_DIR / "catalog.yaml"),
+                   "--catalog", str(lifecycle_catalog), *options)
     log = open(data_dir.parent / f"{data_dir.name}-up.log", "wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "COLUMNS": "200"})

@@ -7,8 +7,9 @@ from pathlib import Path
 import grpc
 import pytest
 from llmaas.catalog.entries import load_catalog
+from llmaas.catalog.pools import Pools
 from llmaas.catalog.reload import CatalogSource
-from llmaas.catalog.served import ServedModels
+from llmaas.catalog.served import ServedModels, Snapshot
 from llmaas.catalog.servicer import CatalogServicer, serving_successor
 from llmaas.catalog.v1 import catalog_pb2
 from llmaas.common.errors import ApiError
@@ -29,20 +30,43 @@ models:
 
 
 class FakeTriton:
-    """Triton's repository index, as tritonclient returns it (as_json=True); `ready` is what is loaded."""
+    """A fake Triton replica (unit tests only), as tritonclient answers: its repository index (as_json=True), the
+    models' own readiness, and the repository API. `ready`: loaded and answering; `broken`: loaded, but the model's
+    instance is dead (the index still says READY, ModelReady says no), until it is reloaded."""
 
     def __init__(self, *ready: str) -> None:
         self.ready = set(ready)
+        self.broken: set[str] = set()
         self.fail = False
+        self.calls: list[tuple[str, str]] = []
 
     async def get_model_repository_index(self, as_json: bool = False):
         if self.fail:
             raise RuntimeError("connection refused")
-        return {"models": [{"name": n, "state": "READY"} for n in sorted(self.ready)]
+        return {"models": [{"name": n, "state": "READY"} for n in sorted(self.ready | self.broken)]
                 + [{"name": "loading-t", "state": "LOADING"}]}
+
+    async def is_model_ready(self, model: str) -> bool:
+        return model in self.ready
+
+    async def unload_model(self, model: str) -> None:
+        self.calls.append(("unload", model))
+        self.ready.discard(model)
+        self.broken.discard(model)
+
+    async def load_model(self, model: str) -> None:
+        self.calls.append(("load", model))
+        self.broken.discard(model)
+        self.ready.add(model)
 
     async def close(self) -> None:
         pass
+
+
+def served_by(*replicas: FakeTriton, **options) -> ServedModels:
+    """ServedModels over fake replicas named r0, r1, ... in one pool `p` (the catalogue's pool)."""
+    fakes = {f"r{i}:1": fake for i, fake in enumerate(replicas)}
+    return ServedModels(Pools({"p": tuple(fakes)}), client_factory=fakes.__getitem__, **options)
 
 
 class Context:
@@ -58,7 +82,7 @@ def catalog_file(tmp_path: Path) -> Path:
 
 
 def servicer(catalog_file: Path, triton: FakeTriton) -> CatalogServicer:
-    return CatalogServicer(CatalogSource([catalog_file]), ServedModels("unused", client=triton), "secret")
+    return CatalogServicer(CatalogSource([catalog_file]), served_by(triton), "secret")
 
 
 async def resolve(svc: CatalogServicer, model: str, opted_in: bool) -> catalog_pb2.ResolveModelResponse:
@@ -123,7 +147,11 @@ async def test_get_model_never_substitutes(catalog_file):
 def test_serving_successor_walks_the_chain_from_its_end(catalog_file):
     catalog = load_catalog([catalog_file])
     old = catalog.lookup("old")
-    assert serving_successor(old, catalog, frozenset({"mid-t", "new-t"})).id == "new"
-    assert serving_successor(old, catalog, frozenset({"mid-t"})).id == "mid"
-    assert serving_successor(old, catalog, frozenset()) is None
-    assert serving_successor(catalog.lookup("new"), catalog, frozenset({"new-t"})) is None  # no chain
+
+    def ready(*models: str) -> Snapshot:
+        return Snapshot(Pools({"p": ("r0:1",)}), {"r0:1": frozenset(models)})
+
+    assert serving_successor(old, catalog, ready("mid-t", "new-t")).id == "new"
+    assert serving_successor(old, catalog, ready("mid-t")).id == "mid"
+    assert serving_successor(old, catalog, ready()) is None
+    assert serving_successor(catalog.lookup("new"), catalog, ready("new-t")) is None  # no chain

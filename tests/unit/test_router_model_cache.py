@@ -9,7 +9,6 @@ from pathlib import Path
 import grpc
 import pytest
 from llmaas.catalog.reload import CatalogSource
-from llmaas.catalog.served import ServedModels
 from llmaas.catalog.servicer import CatalogServicer
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.catalog.watch import Revisions
@@ -19,7 +18,7 @@ from llmaas.router import model_cache
 from llmaas.router.downstream import Downstream
 from llmaas.router.model_cache import CatalogWatcher, ModelCache
 
-from tests.unit.test_catalog_successor import FakeTriton
+from tests.unit.test_catalog_successor import FakeTriton, served_by
 
 
 class Clock:
@@ -209,7 +208,7 @@ async def test_a_catalogue_reload_reaches_the_router_cache_at_once(tmp_path: Pat
     path.write_text(CATALOG.format(max_tokens=8))
     revisions = Revisions(heartbeat=1)
     source = CatalogSource([path], on_change=lambda: revisions.bump("test"))
-    servicer = CountingCatalog(source, ServedModels("unused", client=FakeTriton("m-t")), "secret", revisions)
+    servicer = CountingCatalog(source, served_by(FakeTriton("m-t")), "secret", revisions)
     server = grpc.aio.server(interceptors=[ErrorInterceptor()])
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")

@@ -4,6 +4,7 @@ import asyncio
 import os
 from pathlib import Path
 
+from llmaas.catalog.pools import Pools
 from llmaas.catalog.reload import CatalogSource
 from llmaas.catalog.served import ServedModels
 from llmaas.catalog.servicer import CatalogServicer
@@ -20,8 +21,14 @@ async def run() -> None:
         source = CatalogSource(paths, on_change=lambda: revisions.bump("catalogue reloaded"))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    # Inside the loop: its gRPC channel belongs to it.
-    served = ServedModels(env_str("LLMAAS_TRITON_GRPC"), on_change=lambda: revisions.bump("served models changed"))
+    try:
+        pools = Pools.parse(os.environ["LLMAAS_TRITON_POOLS"]) if os.environ.get("LLMAAS_TRITON_POOLS") \
+            else Pools.single(env_str("LLMAAS_TRITON_GRPC"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    # Inside the loop: its gRPC channels belong to it. Only models the catalogue in force references are reloaded.
+    served = ServedModels(pools, on_change=lambda: revisions.bump("served models changed"),
+                          wanted=lambda: frozenset(m.triton_model for m in source.current.models if m.triton_model))
     watchers = [asyncio.create_task(source.watch()), asyncio.create_task(served.watch())]
 
     def register(server):

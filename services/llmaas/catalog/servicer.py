@@ -15,7 +15,7 @@ import grpc
 from llmaas.catalog import lifecycle
 from llmaas.catalog.entries import Catalog, ModelEntry
 from llmaas.catalog.reload import CatalogSource
-from llmaas.catalog.served import ServedModels
+from llmaas.catalog.served import ServedModels, Snapshot
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.catalog.watch import Revisions
 from llmaas.common.errors import ApiError, invalid_request
@@ -33,6 +33,17 @@ def is_retired(entry: ModelEntry, today: dt.date) -> bool:
     return lifecycle.phase(entry, today) in (lifecycle.END_OF_SUPPORT, lifecycle.REMOVED)
 
 
+# A crashed model is reloaded within a few seconds (llmaas.catalog.served).
+RETRY_AFTER_SECONDS = 3
+
+
+def model_unavailable(entry: ModelEntry) -> ApiError:
+    return ApiError(grpc.StatusCode.UNAVAILABLE,
+                    f"The model '{entry.id}' is temporarily unavailable: its backend is recovering. Please retry in "
+                    f"{RETRY_AFTER_SECONDS} s.", param="model", code="model_unavailable",
+                    headers=(("retry-after", str(RETRY_AFTER_SECONDS)),))
+
+
 def model_retired(entry: ModelEntry, catalog: Catalog, today: dt.date, *,
                   opted_in: bool = False) -> ApiError | None:
     """The error for a model that is not served because its life is over, naming what to migrate to. `opted_in`:
@@ -48,18 +59,14 @@ def model_retired(entry: ModelEntry, catalog: Catalog, today: dt.date, *,
                     param="model", code="model_retired")
 
 
-def serving_successor(entry: ModelEntry, catalog: Catalog, ready: frozenset[str]) -> ModelEntry | None:
+def serving_successor(entry: ModelEntry, catalog: Catalog, served: Snapshot) -> ModelEntry | None:
     """The model that answers in place of a retired `entry` for a tenant that opted in: the recommended successor
     (the end of the migration chain) when it is served, else the served model closest to it along the chain
     (A -> B -> C with C not deployed here gives B), else None."""
     for candidate in reversed(lifecycle.migration_chain(entry, catalog)):
-        if _is_served(candidate, ready):
+        if served.served(candidate):
             return candidate
     return None
-
-
-def _is_served(entry: ModelEntry, ready: frozenset[str]) -> bool:
-    return bool(entry.triton_model) and entry.triton_model in ready
 
 
 def _iso(day: dt.date | None) -> str:
@@ -109,30 +116,33 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         return caller is None or caller.may_use(entry.id, *entry.aliases)
 
     async def _served_entry(self, catalog: Catalog, name: str) -> ModelEntry:
-        entry, _ = await self._resolve(catalog, name, serve_successor=False)
+        entry, _, _ = await self._resolve(catalog, name, serve_successor=False)
         return entry
 
     async def _resolve(self, catalog: Catalog, name: str, *,
-                       serve_successor: bool) -> tuple[ModelEntry, ModelEntry | None]:
-        """The served model that answers for `name`, and the retired model it stands in for (None: itself)."""
+                       serve_successor: bool) -> tuple[ModelEntry, ModelEntry | None, tuple[str, ...]]:
+        """The served model that answers for `name`, the retired model it stands in for (None: itself), and the
+        replicas that serve it now."""
         entry = catalog.lookup(name)
         if entry is None:
             raise model_not_found(name)
-        ready = await self._served.ready()
-        if _is_served(entry, ready):
-            return entry, None
+        served = await self._served.snapshot()
+        if replicas := served.replicas(entry):
+            return entry, None, replicas
         today = dt.date.today()
         if serve_successor and is_retired(entry, today):
-            successor = serving_successor(entry, catalog, ready)
+            successor = serving_successor(entry, catalog, served)
             if successor is not None:
-                return successor, entry
+                return successor, entry, served.replicas(successor)
+        if served.down(entry):
+            raise model_unavailable(entry)
         raise model_retired(entry, catalog, today, opted_in=serve_successor) or model_not_found(name)
 
     async def ListModels(self, request, context):
-        ready = await self._served.ready()
+        served = await self._served.snapshot()
         catalog, today, caller = self._source.current, dt.date.today(), self._caller(context)
         data = [_model_message(m, catalog, today) for m in catalog.models
-                if m.triton_model and m.triton_model in ready and self._visible(m, caller)]
+                if served.served(m) and self._visible(m, caller)]
         return catalog_pb2.ListModelsResponse(object="list", data=data)
 
     async def GetModel(self, request, context):
@@ -147,16 +157,17 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             day = dt.date.fromisoformat(request.date) if request.date else dt.date.today()
         except ValueError:
             raise invalid_request("Invalid 'date': expected YYYY-MM-DD.", param="date", code="invalid_value") from None
-        catalog, ready = self._source.current, await self._served.ready()
+        catalog, served = self._source.current, await self._served.snapshot()
         return catalog_pb2.ListLifecycleResponse(object="list", date=day.isoformat(), data=[
             catalog_pb2.ModelLifecycleEntry(
-                id=m.id, editor=m.editor, type=m.type, served=bool(m.triton_model and m.triton_model in ready),
+                id=m.id, editor=m.editor, type=m.type, served=served.served(m),
                 lifecycle=_lifecycle_message(m, catalog, day))
             for m in catalog.models])
 
     async def ResolveModel(self, request, context):
         catalog = self._source.current  # one catalogue for the whole call, even if a reload lands meanwhile
-        entry, retired = await self._resolve(catalog, request.model, serve_successor=request.serve_successor)
+        entry, retired, replicas = await self._resolve(catalog, request.model,
+                                                       serve_successor=request.serve_successor)
         today = dt.date.today()
         status = lifecycle.status(entry, catalog, today)
         headers = lifecycle.deprecation_headers(entry, today)
@@ -167,7 +178,11 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             max_model_len=entry.max_model_len, default_max_tokens=entry.default_max_tokens, type=entry.type,
             capabilities=list(entry.capabilities), bos_token=entry.bos_token, eos_token=entry.eos_token,
             substituted_for=retired.id if retired else "", aliases=list(entry.aliases),
-            kwh_per_million_tokens=entry.kwh_per_million_tokens)
+            kwh_per_million_tokens=entry.kwh_per_million_tokens, endpoints=replicas)
+
+    async def ReportReplicaFailure(self, request, context):
+        accepted = self._served.report(request.replica, request.triton_model)
+        return catalog_pb2.ReportReplicaFailureResponse(accepted=accepted)
 
     async def WatchCatalog(self, request, context):
         async for revision in self._revisions.stream():

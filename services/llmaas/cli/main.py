@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmaas.catalog import lifecycle as lc
@@ -17,8 +18,9 @@ from llmaas.cli.admin import audit_app, keys_app, tenants_app
 from llmaas.cli.guard import guard_app
 from llmaas.cli.usage import usage_app
 from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REFERENCE_CATALOG
-from llmaas.stack.supervisor import StartError, Supervisor
-from llmaas.stack.up import STACK_FILE, StackOptions, start_stack
+from llmaas.stack.ports import TRITON_MAX_REPLICAS, StackPorts
+from llmaas.stack.supervisor import RestartError, Running, StartError, Supervisor
+from llmaas.stack.up import STACK_FILE, PortTaken, StackOptions, refuse_taken_ports, start_stack, update_stack_pids
 
 app = typer.Typer(help="llmaas: a self-hostable, OpenAI-compatible LLM platform.", no_args_is_help=True)
 console = Console()
@@ -34,10 +36,23 @@ def _root() -> None:
     """llmaas: a self-hostable, OpenAI-compatible LLM platform."""
 
 
+# How often `llmaas up` looks for dead children once the stack is up (restarts are due at back-off precision).
+WATCH_INTERVAL = 0.2
+
+
 def _report(component: str, event: str, seconds: float) -> None:
+    if event.startswith("exited"):  # 'exited (signal SIGKILL), restart in 0.5s': shown after the component's name
+        console.print(f"  [red]{'exited':>8}[/] {component}{escape(event.removeprefix('exited'))}", soft_wrap=True)
+        return
     styles = {"starting": "yellow", "healthy": "green", "stopping": "yellow", "stopped": "dim"}
     timing = f" in {seconds:.1f}s" if event in ("healthy", "stopped") else ""
     console.print(f"  [{styles.get(event, 'white')}]{event:>8}[/] {component}{timing}")
+
+
+def _giving_up(failing: Running, supervisor: Supervisor) -> str:
+    policy = supervisor.policy
+    return (f"[red]{failing.component.name} exited more than {policy.max_restarts} times within "
+            f"{policy.window:.0f} s[/]; stopping the stack; see {escape(str(failing.log_path))}")
 
 
 class _Terminate(Exception):
@@ -51,7 +66,8 @@ def _on_sigterm(signum, frame):
 @app.command()
 def up(
     data_dir: Path = typer.Option(Path(".llmaas"), help="State (SQLite files, logs, stack.json) lives here."),
-    base_port: int = typer.Option(8080, help="Envoy listens here; every other component on the next 19 ports."),
+    base_port: int = typer.Option(8080, help=f"Envoy listens here; every other component on the next "
+                                  f"{StackPorts.SPAN - 1} ports."),
     model_repository: list[Path] = typer.Option([DEFAULT_MODEL_REPOSITORY], help="Triton model repository "
                                                 "(repeatable)."),
     catalog: list[Path] = typer.Option([DEFAULT_CATALOG, REFERENCE_CATALOG], help="Model catalogue file (repeatable)."),
@@ -60,16 +76,25 @@ def up(
     guard_classifier: str = typer.Option("local", help="The guard's learned layer: local (in the guard) or triton "
                                          "(Triton serves deploy/triton/guard_repository/llmaas-guard)."),
     auth_replicas: int = typer.Option(2, min=1, max=3, help="Auth service replicas (one database, Envoy balances)."),
+    triton_replicas: int = typer.Option(1, min=1, max=TRITON_MAX_REPLICAS, help="tritonserver processes on the same "
+                                        "model repositories (the catalog's pool local-cpu)."),
 ) -> None:
     """Start the whole local stack in the foreground; Ctrl-C stops it."""
     if guard_classifier not in ("local", "triton"):
         raise typer.BadParameter("must be local or triton", param_hint="--guard-classifier")
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    supervisor = Supervisor(data_dir, on_event=_report)
     options = StackOptions(data_dir=data_dir, base_port=base_port, model_repositories=list(model_repository),
                            catalog_files=list(catalog), jaeger=jaeger, guard_mode=guard_mode,
                            guard_classifier=guard_classifier,
-                           auth_replicas=auth_replicas)
+                           auth_replicas=auth_replicas, triton_replicas=triton_replicas)
+    try:
+        refuse_taken_ports(options)
+    except PortTaken as e:  # before anything starts or stack.json is touched: they may be the other stack's
+        console.print(f"[red]llmaas up:[/] {escape(str(e))}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    # Each restart rewrites stack.json's pids, so that whoever reads it signals the live process.
+    supervisor = Supervisor(data_dir, on_event=_report,
+                            on_restart=lambda _: update_stack_pids(data_dir, supervisor.pids()))
     console.print(f"[bold]llmaas[/] starting the local stack (data in {data_dir.resolve()})")
     code = 0
     try:
@@ -83,11 +108,14 @@ def up(
         console.print(f"  Stack file     {data_dir.resolve() / STACK_FILE}")
         console.print("Press Ctrl-C to stop.")
         while (failing := supervisor.restart_exited()) is None:
-            time.sleep(0.5)
-        console.print(f"[red]{failing.component.name} keeps exiting[/]; see {failing.log_path}")
+            time.sleep(WATCH_INTERVAL)
+        console.print(_giving_up(failing, supervisor), soft_wrap=True)
         code = 1
     except StartError as e:
-        console.print(f"[red]start failed:[/] {e}")
+        console.print(f"[red]start failed:[/] {escape(str(e))}")
+        code = 1
+    except RestartError as e:
+        console.print(f"[red]{escape(str(e))}[/]; stopping the stack", soft_wrap=True)
         code = 1
     except (KeyboardInterrupt, _Terminate):
         console.print("\nstopping")

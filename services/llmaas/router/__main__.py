@@ -7,8 +7,8 @@ from llmaas.common.server import serve
 from llmaas.router.downstream import Downstream
 from llmaas.router.model_cache import CatalogWatcher, ModelCache
 from llmaas.router.pipeline import ChatPipeline
+from llmaas.router.replicas import ReplicaPool
 from llmaas.router.servicer import RouterServicer
-from llmaas.router.triton import TritonDispatcher
 from llmaas.router.v1 import router_pb2, router_pb2_grpc
 
 
@@ -20,8 +20,9 @@ async def run() -> None:
         catalog=env_str("LLMAAS_CATALOG_ADDR"), metering=env_str("LLMAAS_METERING_ADDR"), model_cache=cache)
     # Subscribes the resolution cache to the catalog's revisions (uncached until the first one arrives).
     watcher = asyncio.create_task(CatalogWatcher(downstream.watch_catalog, cache).run())
-    triton = TritonDispatcher(env_str("LLMAAS_TRITON_GRPC"))
-    pipeline = ChatPipeline(downstream, triton, internal_secret())
+    # The Triton replicas come from the catalog with each resolution (its routing table).
+    replicas = ReplicaPool(on_model_failure=downstream.report_replica_failure)
+    pipeline = ChatPipeline(downstream, replicas, internal_secret())
 
     def register(server):
         router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(pipeline), server)
@@ -30,7 +31,7 @@ async def run() -> None:
     async def on_stop():
         watcher.cancel()
         await pipeline.drain()
-        await triton.close()
+        await replicas.close()
         await downstream.close()
 
     await serve("router", grpc_port(), register, on_stop=on_stop)

@@ -99,6 +99,11 @@ class Downstream:
         cache.put(key, resolved, token)
         return resolved
 
+    async def report_replica_failure(self, replica: str, triton_model: str) -> None:
+        """Tells the catalog that a model's instance died on a replica (it reloads it there)."""
+        await _call("catalog", self._catalog.ReportReplicaFailure,
+                    catalog_pb2.ReportReplicaFailureRequest(replica=replica, triton_model=triton_model))
+
     def watch_catalog(self):
         """A WatchCatalog stream (grpc.aio unary-stream call) for llmaas.router.model_cache.CatalogWatcher."""
         return self._catalog_watch.WatchCatalog(catalog_pb2.WatchCatalogRequest())

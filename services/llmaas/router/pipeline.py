@@ -2,7 +2,9 @@
 
 prepare(): identity, validation, then catalog + guard in parallel, prompt rendering, reservation: everything that
 can refuse the request happens before any byte is sent, so refusals keep their HTTP status. run(): the model's
-deltas; whatever happens (success, backend error, client gone) the usage is settled exactly once.
+deltas, from one of the replicas the catalog named (llmaas.router.replicas). finish(): called by the servicer in a
+`finally` as soon as prepare() returned, so whatever happens next (success, backend error, a client gone before the
+first delta or in the middle) the reservation is settled, and the audit record written, exactly once.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from llmaas.metering.v1 import metering_pb2
 from llmaas.router import template
 from llmaas.router.downstream import Downstream
 from llmaas.router.params import ChatParams, parse_chat_request
-from llmaas.router.triton import Delta, TritonDispatcher
+from llmaas.router.replicas import ReplicaPool
+from llmaas.router.triton import Delta
 from llmaas.router.v1 import router_pb2
 
 log = logging.getLogger("llmaas.router")
@@ -81,6 +84,8 @@ class ChatRun:
     params: ChatParams
     caller: Caller
     triton_model: str
+    # The Triton replicas that serve it now (gRPC addresses, from the catalog).
+    endpoints: tuple[str, ...]
     prompt: str
     sampling: dict
     # Response metadata, sent with the first output (never earlier: an error before it keeps its HTTP status).
@@ -88,6 +93,9 @@ class ChatRun:
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
     error: ApiError | None = None
+    # "completed" or "failed" once the model's output ended; still None if the client went away first.
+    outcome: str | None = None
+    finished: bool = False
 
     @property
     def identity(self) -> Identity:
@@ -95,9 +103,9 @@ class ChatRun:
 
 
 class ChatPipeline:
-    def __init__(self, downstream: Downstream, triton: TritonDispatcher, internal_secret: str) -> None:
+    def __init__(self, downstream: Downstream, replicas: ReplicaPool, internal_secret: str) -> None:
         self._downstream = downstream
-        self._triton = triton
+        self._replicas = replicas
         self._secret = internal_secret
         self._background: set[asyncio.Task] = set()
 
@@ -161,7 +169,8 @@ class ChatPipeline:
         request_id = caller.request_id
         run = ChatRun(
             id="chatcmpl-" + uuid.uuid4().hex, request_id=request_id, created=int(time.time()), model=model.id,
-            params=params, caller=caller, triton_model=model.triton_model, prompt=prompt,
+            params=params, caller=caller, triton_model=model.triton_model, endpoints=tuple(model.endpoints),
+            prompt=prompt,
             sampling=_sampling(params, max_tokens), headers=lifecycle_headers(model) + guard_headers(verdict))
         # Worst case: a token covers at least one byte of the prompt, so its byte length bounds the input tokens.
         # Refused (a quota, the tier or the budget): RESOURCE_EXHAUSTED, whose error carries Retry-After and the
@@ -189,35 +198,49 @@ class ChatPipeline:
                                   code="unsupported_content")
 
     async def run(self, run: ChatRun) -> AsyncIterator[Delta]:
-        """The model's deltas. Usage accumulates on run.usage; settlement happens once, whatever the outcome."""
-        outcome = "failed"
+        """The model's deltas. A non-streamed request is buffered by the replica pool (nothing reaches the client
+        before the end), so it can be retried on another replica at any point. run.usage counts what the serving
+        attempt produced, delivered or not: a client that leaves is billed for the work done until then."""
+        def produced(delta: Delta | None) -> None:
+            if delta is None:  # the attempt starts over on another replica: only the answer served counts
+                run.usage, run.finish_reason = Usage(), None
+                return
+            if delta.input_tokens is not None:
+                run.usage.prompt_tokens = delta.input_tokens
+            if delta.output_tokens:
+                run.usage.completion_tokens += delta.output_tokens
+            if delta.finish_reason:
+                run.finish_reason = delta.finish_reason
+
         try:
-            async for delta in self._triton.generate(run.triton_model, run.prompt, run.sampling, run.request_id):
-                if delta.input_tokens is not None:
-                    run.usage.prompt_tokens = delta.input_tokens
-                if delta.output_tokens:
-                    run.usage.completion_tokens += delta.output_tokens
-                if delta.finish_reason:
-                    run.finish_reason = delta.finish_reason
+            async for delta in self._replicas.generate(run.endpoints, run.triton_model, run.prompt, run.sampling,
+                                                       run.request_id, buffered=not run.params.stream,
+                                                       public_model=run.model, on_produced=produced):
                 if delta.final:
-                    outcome = "completed"  # before the yield: the consumer may stop right after the final delta
+                    run.outcome = "completed"  # before the yield: the consumer may stop right after the final delta
                 yield delta
         except ApiError as err:
-            run.error = err
+            run.error, run.outcome = err, "failed"
             raise
-        except (asyncio.CancelledError, GeneratorExit):
-            if outcome != "completed":
-                outcome = "cancelled"
+        except Exception:
+            run.outcome = "failed"
             raise
-        finally:
-            span = trace.get_current_span()
-            span.set_attribute("llmaas.prompt_tokens", run.usage.prompt_tokens)
-            span.set_attribute("llmaas.completion_tokens", run.usage.completion_tokens)
-            span.set_attribute("llmaas.finish_reason", run.finish_reason or "")
-            # Tasks, not awaits: the caller may be a cancelled stream, and both must still land.
-            self._in_background(self._settle(run, outcome))
-            status = {"completed": 200, "cancelled": CLIENT_CLOSED}.get(outcome, 500)
-            self._in_background(self._record(run.caller, run.model, run.usage, run.error, status))
+
+    def finish(self, run: ChatRun) -> None:
+        """Settles what was produced and records how the request ended, once (later calls do nothing). A request
+        whose output never ended (the client went away, even before the first delta) is `cancelled`."""
+        if run.finished:
+            return
+        run.finished = True
+        outcome = run.outcome or "cancelled"
+        span = trace.get_current_span()
+        span.set_attribute("llmaas.prompt_tokens", run.usage.prompt_tokens)
+        span.set_attribute("llmaas.completion_tokens", run.usage.completion_tokens)
+        span.set_attribute("llmaas.finish_reason", run.finish_reason or "")
+        # Tasks, not awaits: the caller may be a cancelled stream, and both must still land.
+        self._in_background(self._settle(run, outcome))
+        status = {"completed": 200, "cancelled": CLIENT_CLOSED}.get(outcome, 500)
+        self._in_background(self._record(run.caller, run.model, run.usage, run.error, status))
 
     def _in_background(self, coro) -> None:
         task = asyncio.create_task(coro)

@@ -21,9 +21,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
     async def ChatCompletionsHttp(self, request, context):
         run = await self._pipeline.prepare(request, context)
-        async with aclosing(self._pipeline.run(run)) as deltas:
-            async for body in self._http_bodies(run, deltas, context):
-                yield body
+        try:
+            async with aclosing(self._pipeline.run(run)) as deltas:
+                async for body in self._http_bodies(run, deltas, context):
+                    yield body
+        finally:
+            self._pipeline.finish(run)
 
     async def _http_bodies(self, run, deltas, context):
         if not run.params.stream:
@@ -46,7 +49,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                     break
                 pending = await anext(deltas)
         except ApiError as err:
-            yield httpbody_pb2.HttpBody(data=oj.sse_error(err))
+            # The status line is sent: the error goes in-band (the SDK raises it), and the stream still ends properly.
+            yield httpbody_pb2.HttpBody(data=oj.sse_error(err) + oj.DONE_EVENT)
             return
         yield httpbody_pb2.HttpBody(data=oj.sse(oj.chunk(run, {}, run.finish_reason or "stop")))
         if run.params.include_usage:
@@ -55,19 +59,26 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
     async def CreateChatCompletion(self, request, context):
         run = await self._pipeline.prepare(request, context, stream=False, endpoint=GRPC_UNARY)
-        async with aclosing(self._pipeline.run(run)) as deltas:
-            text = "".join([d.text async for d in deltas])
+        try:
+            async with aclosing(self._pipeline.run(run)) as deltas:
+                text = "".join([d.text async for d in deltas])
+        finally:
+            self._pipeline.finish(run)
         await context.send_initial_metadata(run.headers)
         return oj.typed_completion(run, text)
 
     async def StreamChatCompletion(self, request, context):
         run = await self._pipeline.prepare(request, context, stream=True, endpoint=GRPC_STREAM)
-        await context.send_initial_metadata(run.headers)
-        yield oj.typed_chunk(run, role="assistant", content="")
-        async with aclosing(self._pipeline.run(run)) as deltas:
-            async for delta in deltas:
-                if delta.text:
-                    yield oj.typed_chunk(run, content=delta.text)
-        yield oj.typed_chunk(run, finish_reason=run.finish_reason or "stop")
-        if run.params.include_usage:
-            yield oj.typed_chunk(run, with_usage=True)
+        # From here on the reservation is settled whatever happens, even if the caller leaves at the first chunk.
+        try:
+            await context.send_initial_metadata(run.headers)
+            yield oj.typed_chunk(run, role="assistant", content="")
+            async with aclosing(self._pipeline.run(run)) as deltas:
+                async for delta in deltas:
+                    if delta.text:
+                        yield oj.typed_chunk(run, content=delta.text)
+            yield oj.typed_chunk(run, finish_reason=run.finish_reason or "stop")
+            if run.params.include_usage:
+                yield oj.typed_chunk(run, with_usage=True)
+        finally:
+            self._pipeline.finish(run)

@@ -1,6 +1,7 @@
 """Dispatch to Triton over KServe v2 gRPC with the vLLM backend's tensor contract.
 
-The same code drives GPU Triton with vLLM in production and the CPU repository locally. The model is decoupled, so
+The same code drives GPU Triton with vLLM in production and the CPU repository locally. One TritonReplica per Triton
+server; llmaas.router.replicas chooses among them. The model is decoupled, so
 even a non-streaming request goes through ModelStreamInfer. Optional inputs are sent only when the model declares
 them (Triton rejects unknown inputs), which we learn once per model from its metadata. Triton's spans join ours
 through the W3C `traceparent` sent as gRPC metadata.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -24,6 +26,16 @@ from llmaas.common.errors import ApiError
 
 tracer = trace.get_tracer("llmaas.router.triton")
 
+# A readiness probe that takes longer than this counts as "not ready".
+PROBE_TIMEOUT = 1.0
+# A stream silent this long gets a canary (is the model's instance still alive?), and again every as long.
+WATCHDOG_SECONDS = 2.0
+# Triton's Python backend answers "not healthy" about 1 s after its stub died; a busy model takes longer to answer a
+# canary, which is then inconclusive.
+CANARY_TIMEOUT = 5.0
+# A replica that went away is reconnected to quickly (gRPC's default backoff grows to two minutes).
+_CHANNEL_ARGS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+                 ("grpc.max_reconnect_backoff_ms", 1000)]
 _OPTIONAL_FLAGS = ("return_finish_reason", "return_num_input_tokens", "return_num_output_tokens")
 _OUTPUTS = ("text_output", "finish_reason", "num_input_tokens", "num_output_tokens")
 
@@ -50,14 +62,42 @@ def _bytes_input(name: str, value: str) -> InferInput:
     return t
 
 
-def backend_unavailable() -> ApiError:
-    return ApiError(grpc.StatusCode.UNAVAILABLE, "The inference backend is temporarily unavailable",
-                    code="backend_unavailable")
+class ReplicaFailure(Exception):
+    """The replica, or the model's instance on it, could not serve: nothing was wrong with the request itself, so
+    another replica may serve it. `model_level`: the server answers, the model on it does not (its backend stub
+    died, it is unloaded or reloading)."""
+
+    def __init__(self, detail: str, *, model_level: bool) -> None:
+        super().__init__(detail)
+        self.model_level = model_level
 
 
-class TritonDispatcher:
-    def __init__(self, url: str) -> None:
-        self._client = triton_aio.InferenceServerClient(url=url)
+# Error messages that mean the model's instance is gone rather than the request being bad: Triton's Python backend
+# when its stub process died, and Triton itself for a model unloaded or not (yet) ready. The vLLM backend's own
+# errors about a request start with _REQUEST_ERROR and are never taken for these (a bad request must not eject
+# replicas).
+_INSTANCE_GONE = ("stub process", "is not healthy", "unknown model", "is not ready", "unavailable", "failed to load")
+_REQUEST_ERROR = "error generating stream"
+
+
+def _instance_gone(message: str) -> bool:
+    lowered = message.lower()
+    return not lowered.startswith(_REQUEST_ERROR) and any(marker in lowered for marker in _INSTANCE_GONE)
+
+
+@dataclass
+class _Progress:
+    last: float  # monotonic time of the last response
+    instance_gone: bool = False
+
+
+class TritonReplica:
+    """One Triton server (KServe v2 gRPC): generation with the vLLM contract, and the readiness probes."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._canaries: dict[str, asyncio.Future] = {}
+        self._client = triton_aio.InferenceServerClient(url=address, channel_args=_CHANNEL_ARGS)
         self._inputs: dict[str, frozenset[str]] = {}
         self._outputs: dict[str, frozenset[str]] = {}
 
@@ -65,14 +105,18 @@ class TritonDispatcher:
         if model not in self._inputs:
             try:
                 meta = await self._client.get_model_metadata(model, as_json=True)
-            except InferenceServerException:
-                raise backend_unavailable() from None
+            except InferenceServerException as e:
+                raise ReplicaFailure(f"metadata: {e.message()}",
+                                     model_level=not _transport_failure(e)) from None
             self._inputs[model] = frozenset(i["name"] for i in meta.get("inputs", []))
             self._outputs[model] = frozenset(o["name"] for o in meta.get("outputs", []))
         return self._inputs[model], self._outputs[model]
 
-    async def generate(self, model: str, prompt: str, sampling: dict, request_id: str) -> AsyncIterator[Delta]:
-        """Yields the model's output deltas; the last one has final=True. Cancelling the consumer cancels Triton."""
+    async def generate(self, model: str, prompt: str, sampling: dict, request_id: str, *,
+                       watchdog: bool = True) -> AsyncIterator[Delta]:
+        """Yields the model's output deltas; the last one has final=True. Cancelling the consumer cancels Triton.
+        Raises ReplicaFailure when the replica or the model's instance fails, ApiError for a bad request.
+        `watchdog`: a silent stream gets a canary (see _watch)."""
         declared_inputs, declared_outputs = await self._contract(model)
         inputs = [_bytes_input("text_input", prompt), _bool_input("stream", True),
                   _bytes_input("sampling_parameters", json.dumps(sampling)),
@@ -88,34 +132,101 @@ class TritonDispatcher:
 
         with tracer.start_as_current_span("triton ModelStreamInfer", kind=trace.SpanKind.CLIENT) as span:
             span.set_attribute("llmaas.triton_model", model)
+            span.set_attribute("llmaas.triton_replica", self.address)
             headers: dict[str, str] = {}
             propagate.inject(headers)
             stream = self._client.stream_infer(requests(), headers=headers)
+            progress = _Progress(time.monotonic())
+            watcher = asyncio.create_task(self._watch(model, stream, progress)) if watchdog else None
             try:
                 async for result, error in stream:
+                    progress.last = time.monotonic()
                     if error is not None:
-                        raise _backend_error(error)
+                        message = error.message() or ""
+                        if _instance_gone(message):
+                            # The model's instance died or went away: the model's own message names no prompt text.
+                            raise ReplicaFailure(message[:200], model_level=True)
+                        raise _backend_error(message)
                     delta = _to_delta(result)
                     yield delta
                     if delta.final:
                         return
-                raise backend_unavailable()  # the stream ended without a final response
-            except grpc.aio.AioRpcError:
-                raise backend_unavailable() from None
+                raise ReplicaFailure("the stream ended without a final response", model_level=False)
+            except grpc.aio.AioRpcError as e:
+                raise ReplicaFailure(f"{e.code().name}: {e.details()}"[:200], model_level=False) from None
+            except InferenceServerException as e:  # tritonclient wraps some RPC failures in its own type
+                raise ReplicaFailure(e.message()[:200], model_level=not _transport_failure(e)) from None
             finally:
+                if watcher is not None:
+                    watcher.cancel()
                 done.set()
                 stream.cancel()  # after the final response a no-op for Triton; otherwise it stops generation now
+                if progress.instance_gone:
+                    raise ReplicaFailure("no response, and the model's instance is gone", model_level=True)
+
+    async def _watch(self, model: str, stream, progress: _Progress) -> None:
+        """A response stream silent for WATCHDOG_SECONDS may be waiting in the model's queue, or be lost with a dead
+        instance (Triton never ends a request in flight whose Python backend stub died). A canary tells: if the
+        instance is gone, the stream is cancelled and the request fails over."""
+        checked = 0.0
+        while True:
+            wait = max(progress.last, checked) + WATCHDOG_SECONDS - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            if await self.canary(model) is False:
+                progress.instance_gone = True
+                stream.cancel()
+                return
+            checked = time.monotonic()  # alive, or busy: look again after another silent period
+
+    async def canary(self, model: str) -> bool | None:
+        """A one-token generation: True the model answers, False its instance is gone (or the replica), None no
+        answer in CANARY_TIMEOUT (busy: inconclusive). Concurrent callers share one canary per model."""
+        pending = self._canaries.get(model)
+        if pending is None:
+            pending = asyncio.ensure_future(self._canary(model))
+            self._canaries[model] = pending
+            pending.add_done_callback(lambda _: self._canaries.pop(model, None))
+        return await asyncio.shield(pending)
+
+    async def _canary(self, model: str) -> bool | None:
+        async def one_token() -> None:
+            async for _ in self.generate(model, " ", {"max_tokens": 1}, f"canary-{time.monotonic_ns()}",
+                                         watchdog=False):
+                pass
+
+        try:
+            await asyncio.wait_for(one_token(), CANARY_TIMEOUT)
+            return True
+        except ReplicaFailure:
+            return False
+        except TimeoutError:
+            return None
+        except ApiError:
+            return True  # the model answered (about the canary itself): its instance is alive
+
+    async def server_ready(self) -> bool:
+        try:
+            return bool(await self._client.is_server_ready(client_timeout=PROBE_TIMEOUT))
+        except InferenceServerException:
+            return False
 
     async def close(self) -> None:
         await self._client.close()
 
 
-def _backend_error(error: InferenceServerException) -> ApiError:
-    # In-band errors from the model (bad sampling parameters, context too long). The message is the backend's own and
-    # carries no prompt text.
-    message = error.message() or "The model failed to generate a response"
+def _transport_failure(e: InferenceServerException) -> bool:
+    status = (e.status() or "").upper()
+    return "UNAVAILABLE" in status or "DEADLINE" in status or "CANCELLED" in status
+
+
+def _backend_error(message: str) -> ApiError:
+    # In-band errors about the request (bad sampling parameters, context too long). The message is the backend's own
+    # and carries no prompt text.
     if "context" in message.lower() and "length" in message.lower():
-        return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message, param="messages", code="context_length_exceeded")
+        return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message or "The prompt is too long for this model",
+                        param="messages", code="context_length_exceeded")
     return ApiError(grpc.StatusCode.INTERNAL, "The model failed to generate a response", code="backend_error")
 
 

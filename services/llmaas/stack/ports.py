@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
+from typing import NamedTuple
 
 SERVICES = ("auth", "guard", "router", "metering", "catalog")
+AUTH_MAX_REPLICAS = 3
+TRITON_MAX_REPLICAS = 4
+HOST = "127.0.0.1"
+
+
+class TritonPorts(NamedTuple):
+    grpc: int
+    http: int
+    metrics: int
 
 
 @dataclass(frozen=True)
@@ -23,17 +34,26 @@ class StackPorts:
         """gRPC port of one of the five llmaas services."""
         return self.base + 2 + SERVICES.index(name)
 
+    def triton(self, index: int) -> TritonPorts:
+        """Ports of Triton replica `index` (1 is the main one, at base + 7..9; the others after the first span)."""
+        if index == 1:
+            return TritonPorts(self.base + 7, self.base + 8, self.base + 9)
+        if not 2 <= index <= TRITON_MAX_REPLICAS:
+            raise ValueError(f"Triton replicas are numbered 1 to {TRITON_MAX_REPLICAS}")
+        first = self.base + 20 + 3 * (index - 2)
+        return TritonPorts(first, first + 1, first + 2)
+
     @property
     def triton_grpc(self) -> int:
-        return self.base + 7
+        return self.triton(1).grpc
 
     @property
     def triton_http(self) -> int:
-        return self.base + 8
+        return self.triton(1).http
 
     @property
     def triton_metrics(self) -> int:
-        return self.base + 9
+        return self.triton(1).metrics
 
     @property
     def otlp_grpc(self) -> int:
@@ -72,8 +92,18 @@ class StackPorts:
             raise ValueError(f"at most {AUTH_MAX_REPLICAS} auth replicas")
         return self.base + 15 + index
 
-    # base + 16 .. base + 17: extra auth replicas; base + 18 metering's metrics; base + 19 is reserved for later.
-    SPAN = 20
+    # base + 16 .. base + 17: extra auth replicas; base + 18 metering's metrics; base + 19 reserved; base + 20 .. 28:
+    # Triton replicas 2 to 4 (gRPC, HTTP, metrics each); base + 29 .. 31 reserved.
+    SPAN = 32
 
 
-AUTH_MAX_REPLICAS = 3
+def port_taken(port: int) -> bool:
+    """True when something listens on 127.0.0.1:`port` (or holds it without SO_REUSEADDR). SO_REUSEADDR here, as
+    every component sets it: a port in TIME_WAIT after a stack stopped is free for the next one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return True
+    return False

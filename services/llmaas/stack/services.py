@@ -15,6 +15,8 @@ from llmaas.stack.ports import SERVICES, StackPorts
 from llmaas.stack.triton import TRITON_READY_TIMEOUT
 
 HOST = "127.0.0.1"
+# The pool every local Triton replica serves (the catalogue's `pool:` of the models they carry).
+LOCAL_TRITON_POOL = "local-cpu"
 
 
 def grpc_healthy(address: str, service: str = "") -> bool:
@@ -35,6 +37,12 @@ def auth_addresses(ports: StackPorts, replicas: int) -> list[str]:
     return [f"{HOST}:{ports.auth_replica(i)}" for i in range(replicas)]
 
 
+def triton_pools(ports: StackPorts, triton_replicas: int) -> str:
+    """LLMAAS_TRITON_POOLS: `pool=host:port,host:port` with every replica's gRPC address, in replica order."""
+    addresses = ",".join(f"{HOST}:{ports.triton(i).grpc}" for i in range(1, triton_replicas + 1))
+    return f"{LOCAL_TRITON_POOL}={addresses}"
+
+
 def service_components(
     data_dir: Path,
     ports: StackPorts,
@@ -46,7 +54,10 @@ def service_components(
     guard_mode: str = "enforce",
     guard_classifier: str = "local",
     auth_replicas: int = 1,
+    triton_replicas: int = 1,
 ) -> list[Component]:
+    # LLMAAS_TRITON_GRPC is replica 1 (the guard's classifier, and the router's and catalog's default); the
+    # catalog learns every replica from LLMAAS_TRITON_POOLS.
     triton = f"{HOST}:{ports.triton_grpc}"
     specific = {
         "auth": {"LLMAAS_AUTH_DATABASE_URL": f"sqlite:///{data_dir / 'auth.db'}", "LLMAAS_ADMIN_TOKEN": admin_token},
@@ -62,7 +73,7 @@ def service_components(
                      "LLMAAS_ADMIN_TOKEN": admin_token,
                      "LLMAAS_METERING_METRICS_PORT": str(ports.metering_metrics)},
         "catalog": {"LLMAAS_CATALOG_FILES": os.pathsep.join(str(p) for p in catalog_files),
-                    "LLMAAS_TRITON_GRPC": triton},
+                    "LLMAAS_TRITON_GRPC": triton, "LLMAAS_TRITON_POOLS": triton_pools(ports, triton_replicas)},
     }
     telemetry = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
                  "OTEL_BSP_SCHEDULE_DELAY": "500"} if otlp_endpoint else {}

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from .component import Component
-from .ports import StackPorts
+from .ports import StackPorts, TritonPorts
 
 # The CPU backend's sources in this repository (services/llmaas/stack/triton.py -> repository root).
 _REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -73,16 +73,16 @@ def prepare_backends(backends_dir: Path) -> None:
     shutil.copytree(backend_source_dir(), vllm_dir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
-def triton_argv(backends_dir: Path, ports: StackPorts, model_repositories: list[Path],
+def triton_argv(backends_dir: Path, ports: TritonPorts, model_repositories: list[Path],
                 otlp_http_endpoint: str | None) -> list[str]:
     argv = [str(find_tritonserver())]
     argv += [f"--model-repository={Path(r).resolve()}" for r in model_repositories]
     argv += [
         f"--backend-directory={backends_dir}",
         # Loopback only: Envoy and the services are the way in.
-        "--grpc-address=127.0.0.1", f"--grpc-port={ports.triton_grpc}",
-        "--http-address=127.0.0.1", f"--http-port={ports.triton_http}", "--allow-http=true",
-        "--metrics-address=127.0.0.1", f"--metrics-port={ports.triton_metrics}", "--allow-metrics=true",
+        "--grpc-address=127.0.0.1", f"--grpc-port={ports.grpc}",
+        "--http-address=127.0.0.1", f"--http-port={ports.http}", "--allow-http=true",
+        "--metrics-address=127.0.0.1", f"--metrics-port={ports.metrics}", "--allow-metrics=true",
         "--allow-gpu-metrics=false",
         # Explicit control, all models loaded at start: the catalog can still load/unload at run time.
         "--model-control-mode=explicit", "--load-model=*",
@@ -137,14 +137,31 @@ def triton_ready(http_port: int) -> bool:
         return False
 
 
+def triton_name(index: int) -> str:
+    """Component name of Triton replica `index`: triton, triton-2, triton-3, ..."""
+    return "triton" if index == 1 else f"triton-{index}"
+
+
 def triton_component(data_dir: Path, ports: StackPorts, model_repositories: list[Path],
-                     otlp_http_endpoint: str | None) -> Component:
-    backends_dir = Path(data_dir).resolve() / "triton" / "backends"
+                     otlp_http_endpoint: str | None, index: int = 1) -> Component:
+    """Triton replica `index` (1, the main one, by default) on its own ports (StackPorts.triton)."""
+    name = triton_name(index)
+    replica_ports = ports.triton(index)
+    # One directory per replica: prepare_backends wipes and rebuilds it (at every restart too), which must not pull
+    # the files from under another replica's running backend stubs.
+    backends_dir = Path(data_dir).resolve() / "triton" / name / "backends"
     return Component(
-        name="triton",
-        argv=triton_argv(backends_dir, ports, model_repositories, otlp_http_endpoint),
+        name=name,
+        argv=triton_argv(backends_dir, replica_ports, model_repositories, otlp_http_endpoint),
         env=triton_env(),
-        ready=lambda: triton_ready(ports.triton_http),
+        ready=lambda: triton_ready(replica_ports.http),
         ready_timeout=TRITON_READY_TIMEOUT,
         prepare=lambda: prepare_backends(backends_dir),
     )
+
+
+def triton_components(data_dir: Path, ports: StackPorts, model_repositories: list[Path],
+                      otlp_http_endpoint: str | None, replicas: int) -> list[Component]:
+    """`replicas` Triton servers on the same model repositories, each on its own ports and backends directory."""
+    return [triton_component(data_dir, ports, model_repositories, otlp_http_endpoint, index)
+            for index in range(1, replicas + 1)]

@@ -14,10 +14,10 @@ from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.stack.envoy import envoy_component
 from llmaas.stack.jaeger import find_jaeger, jaeger_component, query_url
 from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, GUARD_MODEL_REPOSITORY, REFERENCE_CATALOG
-from llmaas.stack.ports import SERVICES, StackPorts
-from llmaas.stack.services import address, auth_addresses, service_components
-from llmaas.stack.supervisor import Supervisor
-from llmaas.stack.triton import triton_component
+from llmaas.stack.ports import SERVICES, StackPorts, port_taken
+from llmaas.stack.services import HOST, address, auth_addresses, service_components
+from llmaas.stack.supervisor import StartError, Supervisor
+from llmaas.stack.triton import triton_components, triton_name
 
 STACK_FILE = "stack.json"
 ADMIN_FILE = "admin.json"
@@ -35,13 +35,62 @@ class StackOptions:
     guard_classifier: str = "local"
     # Two by default: the stack runs as it should in production, and revocation is proven across replicas.
     auth_replicas: int = 2
+    # tritonserver processes on the same model repositories (the catalog's pool `local-cpu` lists them all).
+    triton_replicas: int = 1
+
+
+class PortTaken(StartError):
+    """A port the stack needs is already taken (another stack on the same base port, or another program)."""
+
+
+def port_owners(options: StackOptions, jaeger: bool) -> dict[int, str]:
+    """Every port the stack listens on with these options, and which component listens there."""
+    ports = StackPorts(options.base_port)
+    owners = {ports.envoy_http: "envoy", ports.envoy_admin: "envoy admin"}
+    owners |= {ports.service(name): name for name in SERVICES}
+    owners |= {ports.auth_replica(i): f"auth-{i + 1}" for i in range(1, options.auth_replicas)}
+    for index in range(1, options.triton_replicas + 1):
+        owners |= {port: f"{triton_name(index)} {kind}" for kind, port in ports.triton(index)._asdict().items()}
+    if jaeger:
+        owners |= {ports.otlp_grpc: "jaeger otlp-grpc", ports.otlp_http: "jaeger otlp-http",
+                   ports.jaeger_query_http: "jaeger query-http", ports.jaeger_query_grpc: "jaeger query-grpc",
+                   ports.jaeger_health: "jaeger health", ports.jaeger_metrics: "jaeger metrics"}
+    owners[ports.metering_metrics] = "metering metrics"
+    return owners
+
+
+def refuse_taken_ports(options: StackOptions, jaeger: bool | None = None) -> None:
+    """Raises PortTaken (a one-line message) when a port the stack would listen on is taken. Without this check a
+    second stack on the same base port would health-check the first one's processes and believe itself up.
+    jaeger: whether Jaeger runs (by default: when it is wanted and installed)."""
+    if jaeger is None:
+        jaeger = _jaeger_binary(options) is not None
+    owners = port_owners(options, jaeger)
+    taken = sorted(port for port in owners if port_taken(port))
+    if taken:
+        first = taken[0]
+        more = f" (and {len(taken) - 1} more of the stack's ports)" if len(taken) > 1 else ""
+        raise PortTaken(f"port {first} ({owners[first]}) is already in use{more}: another stack or program "
+                        f"listens there; choose another --base-port (this stack needs {min(owners)}-{max(owners)})")
+
+
+def _jaeger_binary(options: StackOptions) -> Path | None:
+    return find_jaeger() if options.jaeger else None
 
 
 def _write_private(path: Path, data: dict) -> None:
+    """Replaces the file atomically (a reader sees the old content or the new, never half of it)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
     # Secrets inside: readable by the owner only, from the moment the file exists.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _admin_state(data_dir: Path) -> dict:
@@ -76,7 +125,10 @@ def _create_api_key(ports: StackPorts, data_dir: Path, state: dict) -> str:
 
 
 def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
-    """Starts everything (raises StartError on failure; the caller stops what was started). Returns stack.json."""
+    """Starts everything (raises StartError on failure; the caller stops what was started). Returns stack.json.
+    Refuses (PortTaken) before touching the data directory when a port is taken: it may be that stack's."""
+    jaeger_bin = _jaeger_binary(options)
+    refuse_taken_ports(options, jaeger=jaeger_bin is not None)
     data_dir = options.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / STACK_FILE).unlink(missing_ok=True)
@@ -84,7 +136,6 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
     state = _admin_state(data_dir)
     secret = _internal_secret(state, data_dir)
 
-    jaeger_bin = find_jaeger() if options.jaeger else None
     otlp_grpc = otlp_http = None
     if jaeger_bin is not None:
         supervisor.start_stage([jaeger_component(data_dir, ports, jaeger_bin)])
@@ -92,11 +143,11 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
 
     repositories = options.model_repositories + ([GUARD_MODEL_REPOSITORY] if options.guard_classifier == "triton" else [])
     supervisor.start_stage([
-        triton_component(data_dir, ports, repositories, otlp_http),
+        *triton_components(data_dir, ports, repositories, otlp_http, options.triton_replicas),
         *service_components(data_dir, ports, admin_token=state["admin_token"], internal_secret=secret,
                             catalog_files=options.catalog_files, otlp_endpoint=otlp_grpc,
                             guard_mode=options.guard_mode, guard_classifier=options.guard_classifier,
-                            auth_replicas=options.auth_replicas),
+                            auth_replicas=options.auth_replicas, triton_replicas=options.triton_replicas),
     ])
     supervisor.start_stage([envoy_component(data_dir, ports, options.auth_replicas)])
 
@@ -108,10 +159,32 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
         "services": {name: address(ports, name) for name in SERVICES},
         "auth_replicas": auth_addresses(ports, options.auth_replicas),
         "admin_url": f"http://127.0.0.1:{ports.envoy_http}/admin/v1",
-        "triton_grpc": f"127.0.0.1:{ports.triton_grpc}",
+        "triton_grpc": f"{HOST}:{ports.triton_grpc}",
+        "triton_replicas": triton_replicas(ports, options.triton_replicas),
         "envoy_admin": f"http://127.0.0.1:{ports.envoy_admin}",
         "jaeger_query": query_url(ports) if jaeger_bin is not None else None,
-        "pids": {r.component.name: r.process.pid for r in supervisor.running},
+        "pids": supervisor.pids(),
     }
     _write_private(data_dir / STACK_FILE, stack)
     return stack
+
+
+def triton_replicas(ports: StackPorts, replicas: int) -> list[dict[str, str]]:
+    """stack.json's `triton_replicas`: each replica's name and addresses, in replica order."""
+    listed = []
+    for index in range(1, replicas + 1):
+        p = ports.triton(index)
+        listed.append({"name": triton_name(index), "grpc": f"{HOST}:{p.grpc}", "http": f"http://{HOST}:{p.http}",
+                       "metrics": f"http://{HOST}:{p.metrics}/metrics"})
+    return listed
+
+
+def update_stack_pids(data_dir: Path, pids: dict[str, int]) -> None:
+    """Keeps stack.json true after the supervisor restarted a child: its `pids` become `pids`."""
+    path = data_dir.resolve() / STACK_FILE
+    try:
+        stack = json.loads(path.read_text())
+    except FileNotFoundError:  # not written yet (a restart only happens once the stack is up) or already removed
+        return
+    stack["pids"] = pids
+    _write_private(path, stack)

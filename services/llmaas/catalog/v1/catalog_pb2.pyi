@@ -122,7 +122,7 @@ class ResolveModelRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., serve_successor: _Optional[bool] = ...) -> None: ...
 
 class ResolveModelResponse(_message.Message):
-    __slots__ = ("id", "triton_model", "pool", "chat_template", "max_model_len", "default_max_tokens", "type", "capabilities", "bos_token", "eos_token", "phase", "deprecation", "sunset", "successor", "substituted_for", "aliases", "kwh_per_million_tokens")
+    __slots__ = ("id", "triton_model", "pool", "chat_template", "max_model_len", "default_max_tokens", "type", "capabilities", "bos_token", "eos_token", "phase", "deprecation", "sunset", "successor", "substituted_for", "aliases", "kwh_per_million_tokens", "endpoints")
     ID_FIELD_NUMBER: _ClassVar[int]
     TRITON_MODEL_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +140,7 @@ class ResolveModelResponse(_message.Message):
     SUBSTITUTED_FOR_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     KWH_PER_MILLION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     triton_model: str
     pool: str
@@ -157,11 +158,26 @@ class ResolveModelResponse(_message.Message):
     substituted_for: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     kwh_per_million_tokens: float
-    def __init__(self, id: _Optional[str] = ..., triton_model: _Optional[str] = ..., pool: _Optional[str] = ..., chat_template: _Optional[str] = ..., max_model_len: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., type: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., bos_token: _Optional[str] = ..., eos_token: _Optional[str] = ..., phase: _Optional[str] = ..., deprecation: _Optional[str] = ..., sunset: _Optional[str] = ..., successor: _Optional[str] = ..., substituted_for: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., kwh_per_million_tokens: _Optional[float] = ...) -> None: ...
+    endpoints: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., triton_model: _Optional[str] = ..., pool: _Optional[str] = ..., chat_template: _Optional[str] = ..., max_model_len: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., type: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., bos_token: _Optional[str] = ..., eos_token: _Optional[str] = ..., phase: _Optional[str] = ..., deprecation: _Optional[str] = ..., sunset: _Optional[str] = ..., successor: _Optional[str] = ..., substituted_for: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., kwh_per_million_tokens: _Optional[float] = ..., endpoints: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WatchCatalogRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ReportReplicaFailureRequest(_message.Message):
+    __slots__ = ("replica", "triton_model")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    TRITON_MODEL_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    triton_model: str
+    def __init__(self, replica: _Optional[str] = ..., triton_model: _Optional[str] = ...) -> None: ...
+
+class ReportReplicaFailureResponse(_message.Message):
+    __slots__ = ("accepted",)
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    def __init__(self, accepted: _Optional[bool] = ...) -> None: ...
 
 class CatalogRevision(_message.Message):
     __slots__ = ("revision", "instance", "heartbeat_seconds")

@@ -60,6 +60,11 @@ class CatalogServiceStub:
                 request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogRequest.SerializeToString,
                 response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.CatalogRevision.FromString,
                 _registered_method=True)
+        self.ReportReplicaFailure = channel.unary_unary(
+                '/llmaas.catalog.v1.CatalogService/ReportReplicaFailure',
+                request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureRequest.SerializeToString,
+                response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
@@ -91,7 +96,8 @@ class CatalogServiceServicer:
 
     def ResolveModel(self, request, context):
         """Resolves a public model id or alias to what the router needs to dispatch. NOT_FOUND (model_not_found) when the
-        model is unknown or not currently served, model_retired when its life is over (unless the caller's tenant opted
+        model is unknown or not deployed, UNAVAILABLE (model_unavailable, with Retry-After) when it is deployed but none
+        of its replicas is ready now (crashed, reloading), model_retired when its life is over (unless the caller's tenant opted
         in to being served by its successor, and a model of its migration chain is served).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -102,6 +108,15 @@ class CatalogServiceServicer:
         """Internal (never routed by the gateway): a revision now, then a new one whenever what ResolveModel answers may
         have changed (the catalogue reloaded, the set of models Triton serves changed), and the same one again every
         `heartbeat_seconds` while nothing changes. The router caches resolutions while it is subscribed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportReplicaFailure(self, request, context):
+        """Internal (never routed by the gateway): the router saw a model's instance on a replica die (Triton's Python
+        backend answers "Stub process ... is not healthy" while its repository index and ModelReady still say READY).
+        The catalog takes it out of the served set at once and reloads it there through Triton's repository API.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +149,11 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.WatchCatalog,
                     request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogRequest.FromString,
                     response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.CatalogRevision.SerializeToString,
+            ),
+            'ReportReplicaFailure': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportReplicaFailure,
+                    request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureRequest.FromString,
+                    response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -272,6 +292,33 @@ class CatalogService:
             '/llmaas.catalog.v1.CatalogService/WatchCatalog',
             llmaas_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogRequest.SerializeToString,
             llmaas_dot_catalog_dot_v1_dot_catalog__pb2.CatalogRevision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportReplicaFailure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.catalog.v1.CatalogService/ReportReplicaFailure',
+            llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureRequest.SerializeToString,
+            llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureResponse.FromString,
             options,
             channel_credentials,
             insecure,
