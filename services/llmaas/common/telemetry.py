@@ -26,6 +26,7 @@ SPAN_ATTRIBUTES = {
     "llmaas.model": "public model id after alias resolution",
     "llmaas.model_cache": "the router's model resolution: hit (cached), miss (asked the catalog) or off (unsubscribed)",
     "llmaas.triton_model": "Triton model that served the request",
+    "llmaas.triton_replica": "the Triton replica (gRPC address) an attempt went to; a retried request has several",
     "llmaas.stream": "whether the client asked for SSE",
     "llmaas.prompt_tokens": "input tokens reported by the backend",
     "llmaas.completion_tokens": "output tokens reported by the backend",

@@ -1,0 +1,104 @@
+"""Once a reservation is granted it is settled exactly once, whatever happens next: a caller gone before the model's
+first output, one gone in the middle of a buffered (non-streamed) answer, a retry on another replica."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from llmaas.common.identity import Identity
+from llmaas.router import breaker as breaker_module
+from llmaas.router.pipeline import Caller, ChatPipeline, ChatRun
+from llmaas.router.replicas import ReplicaPool
+from llmaas.router.triton import Delta, ReplicaFailure
+
+
+class FakeDownstream:
+    """A fake of the router's downstream calls (unit tests only): records settlements and audit records."""
+
+    def __init__(self) -> None:
+        self.settled: list = []
+        self.recorded: list = []
+
+    async def settle(self, request) -> None:
+        self.settled.append(request)
+
+    async def record_request(self, request, signed_identity: str, client_address: str) -> None:
+        self.recorded.append(request)
+
+
+class SlowReplica:
+    """A fake replica (unit tests only): one token every 10 ms, `tokens` of them; `fail_after` cuts it."""
+
+    def __init__(self, address: str, tokens: int = 50, fail_after: int | None = None) -> None:
+        self.address, self.tokens, self.fail_after = address, tokens, fail_after
+
+    async def generate(self, model, prompt, sampling, request_id):
+        for i in range(self.tokens):
+            if self.fail_after is not None and i == self.fail_after:
+                raise ReplicaFailure("UNAVAILABLE: reset", model_level=False)
+            await asyncio.sleep(0.01)
+            last = i == self.tokens - 1
+            yield Delta("x", "length" if last else None, 7, 1, last)
+
+    async def server_ready(self) -> bool:
+        return False
+
+    async def canary(self, model) -> bool:
+        return False
+
+    async def close(self) -> None:
+        pass
+
+
+def make(replicas: dict[str, SlowReplica], *, stream: bool) -> tuple[ChatPipeline, ChatRun, FakeDownstream]:
+    downstream = FakeDownstream()
+    pipeline = ChatPipeline(downstream, ReplicaPool(replicas.__getitem__), "secret")
+    caller = Caller(Identity("t", "k"), "signed", "req-1", "POST /v1/chat/completions", "127.0.0.1")
+    run = ChatRun(id="chatcmpl-1", request_id="req-1", created=0, model="m:1", params=SimpleNamespace(stream=stream),
+                  caller=caller, triton_model="m", endpoints=tuple(replicas), prompt="p", sampling={})
+    return pipeline, run, downstream
+
+
+@pytest.fixture(autouse=True)
+def short_cool_down(monkeypatch):
+    monkeypatch.setattr(breaker_module, "FIRST_COOL_DOWN", 60.0)
+
+
+async def test_a_caller_gone_before_the_first_output_is_settled_once_as_cancelled():
+    pipeline, run, downstream = make({"r1:1": SlowReplica("r1:1")}, stream=True)
+    pipeline.finish(run)  # the servicer's finally, the model never started
+    pipeline.finish(run)
+    await pipeline.drain()
+    assert [(s.outcome, s.completion_tokens) for s in downstream.settled] == [("cancelled", 0)]
+    assert [r.status for r in downstream.recorded] == [499]
+
+
+async def test_a_buffered_answer_abandoned_midway_is_billed_for_what_was_produced():
+    pipeline, run, downstream = make({"r1:1": SlowReplica("r1:1")}, stream=False)
+
+    async def consume():
+        return [d async for d in pipeline.run(run)]
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.12)  # ~11 tokens produced, none delivered (buffered)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    pipeline.finish(run)
+    await pipeline.drain()
+    [settled] = downstream.settled
+    assert settled.outcome == "cancelled" and 5 <= settled.completion_tokens < 50 and settled.prompt_tokens == 7
+
+
+async def test_a_retried_answer_counts_only_the_attempt_that_served():
+    replicas = {"r1:1": SlowReplica("r1:1", tokens=5, fail_after=3), "r2:1": SlowReplica("r2:1", tokens=5)}
+    pipeline, run, downstream = make(replicas, stream=False)
+    pipeline._replicas.replica("r2:1")
+    pipeline._replicas._outstanding["r2:1"] = 1  # r1 is the least loaded: tried first, it fails after 3 tokens
+    deltas = [d async for d in pipeline.run(run)]
+    pipeline.finish(run)
+    await pipeline.drain()
+    assert len(deltas) == 5 and run.usage.completion_tokens == 5
+    assert [(s.outcome, s.completion_tokens) for s in downstream.settled] == [("completed", 5)]
