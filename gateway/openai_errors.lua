@@ -1,19 +1,222 @@
--- Moves the OpenAI error JSON that a service put in the `x-llmaas-error` gRPC metadata into the HTTP body.
--- Envoy's transcoder has already mapped the gRPC status to the HTTP status; without this the body would be empty.
+-- The edge's own checks and OpenAI-shaped errors. Runs after the buffer filter (a body over the limit is already a
+-- 413) and before ext_authz: nothing here costs a service any work.
+--
+-- Requests: JSON nested deeper than MAX_JSON_DEPTH is a 400 `json_too_deep` (the transcoder accepts about 100 levels,
+-- protobuf's decoder in the services fewer: 33 levels under `metadata` were a 500).
+-- Responses: the OpenAI error JSON a service put in the `x-llmaas-error` gRPC metadata becomes the body; the
+-- transcoder's own 400s (marked by local_reply_config) are told by cause without echoing the body or proto type
+-- names; an upstream "message larger than max" is a 413, not the 429 its gRPC status maps to; grpc-* headers never
+-- reach the client.
+-- The limits are llmaas.stack.envoy's MAX_BODY_BYTES and MAX_JSON_DEPTH (tests/unit/test_edge_limits.py keeps them
+-- equal).
+local MAX_BODY_BYTES = 16777216
+local MAX_JSON_DEPTH = 32
+-- Brackets and quotes the depth scan looks at, at most (about 110 ns each: 11 ms). A body with more (a legitimate one
+-- has a few hundred) goes on unscanned: the services' decoder refuses one nested too deeply with a 400 as well
+-- (llmaas.common.server), and an Envoy worker is never held for long (1.5 million objects took a second).
+local MAX_SCAN_STEPS = 100000
+
 local ERROR_HEADER = "x-llmaas-error"
+local TRANSCODE_HEADER = "x-llmaas-transcode-error"
+-- Marks a reply this filter made (dynamic metadata, which local_reply_config's mappers can see and clients cannot
+-- set): no mapper rewrites it.
+local EDGE_METADATA = "llmaas.edge"
+
+local find, byte, format, gsub, min = string.find, string.byte, string.format, string.gsub, math.min
+
+local function json_string(s)
+  return '"' .. gsub(s, '[%c"\\]', function(c)
+    return format("\\u%04x", byte(c))
+  end) .. '"'
+end
+
+local function error_body(message, code, param, type_)
+  return format('{"error":{"message":%s,"type":"%s","param":%s,"code":"%s"}}', json_string(message),
+    type_ or "invalid_request_error", param and json_string(param) or "null", code)
+end
+
+local function reject(request_handle, status, message, code)
+  request_handle:streamInfo():dynamicMetadata():set(EDGE_METADATA, "reply", "1")
+  request_handle:respond({[":status"] = tostring(status), ["content-type"] = "application/json"},
+    error_body(message, code))
+end
+
+local TOO_LARGE = format("The request body is too large: at most %d bytes (%d MiB) are accepted.",
+  MAX_BODY_BYTES, math.floor(MAX_BODY_BYTES / 1048576))
+
+-- Lua's pattern classes cost about 30 ns a byte; plain finds (memchr) almost nothing: both checks use plain finds only.
+
+-- True when there are at most `limit` opening brackets (in strings or not): then nothing can nest deeper. Most
+-- requests stop here.
+local function few_brackets(s, limit)
+  local n, pos = 0, 1
+  while true do
+    local i = find(s, "{", pos, true)
+    if i == nil then
+      break
+    end
+    n = n + 1
+    if n > limit then
+      return false
+    end
+    pos = i + 1
+  end
+  pos = 1
+  while true do
+    local i = find(s, "[", pos, true)
+    if i == nil then
+      return true
+    end
+    n = n + 1
+    if n > limit then
+      return false
+    end
+    pos = i + 1
+  end
+end
+
+-- True when brackets nest deeper than `limit` outside strings. Keeps the position of the next occurrence of each of
+-- { } [ ] and the next quote, so each byte is looked at by memchr about once per character sought.
+local function too_deep(s, limit)
+  local none = #s + 1
+  local function after(c, from)
+    return find(s, c, from, true) or none
+  end
+  local open_o, close_o, open_a, close_a, quote = after("{", 1), after("}", 1), after("[", 1), after("]", 1),
+    after('"', 1)
+  local depth, steps = 0, 0
+  while true do
+    local i = min(open_o, close_o, open_a, close_a, quote)
+    steps = steps + 1
+    if steps > MAX_SCAN_STEPS then
+      return false
+    end
+    if i == none then
+      return false
+    end
+    if i == quote then
+      -- The closing quote: the next one not escaped (preceded by an even number of backslashes).
+      local k = i
+      while true do
+        k = find(s, '"', k + 1, true)
+        if k == nil then
+          return false -- unterminated: the transcoder reports the malformed JSON
+        end
+        local b = k - 1
+        while byte(s, b) == 92 do
+          b = b - 1
+        end
+        if (k - 1 - b) % 2 == 0 then
+          break
+        end
+      end
+      local pos = k + 1
+      quote = after('"', pos)
+      if open_o < pos then open_o = after("{", pos) end
+      if close_o < pos then close_o = after("}", pos) end
+      if open_a < pos then open_a = after("[", pos) end
+      if close_a < pos then close_a = after("]", pos) end
+    elseif i == open_o or i == open_a then
+      depth = depth + 1
+      if depth > limit then
+        return true
+      end
+      if i == open_o then open_o = after("{", i + 1) else open_a = after("[", i + 1) end
+    else
+      depth = depth - 1
+      if i == close_o then close_o = after("}", i + 1) else close_a = after("]", i + 1) end
+    end
+  end
+end
 
 function envoy_on_request(request_handle)
+  local headers = request_handle:headers()
+  if headers:get("content-length") == nil and headers:get("transfer-encoding") == nil then
+    return -- no body
+  end
+  -- Already read whole by the buffer filter before this one, within the body limit.
+  local body = request_handle:body()
+  if body == nil then
+    return
+  end
+  local size = body:length()
+  if size <= 2 * MAX_JSON_DEPTH then
+    return -- fewer bytes than two per level cannot nest too deep
+  end
+  local text = body:getBytes(0, size)
+  if not few_brackets(text, MAX_JSON_DEPTH) and too_deep(text, MAX_JSON_DEPTH) then
+    reject(request_handle, 400, format("The request body's JSON is nested too deeply: at most %d levels of objects "
+      .. "and arrays are accepted.", MAX_JSON_DEPTH), "json_too_deep")
+  end
+end
+
+-- What a JSON value of the wrong type should have been, by the transcoder's name of the field's type.
+local EXPECTED = {
+  TYPE_STRING = "a string", TYPE_BYTES = "a string", TYPE_BOOL = "a boolean", TYPE_ENUM = "one of the allowed values",
+  TYPE_DOUBLE = "a number", TYPE_FLOAT = "a number", TYPE_INT32 = "an integer", TYPE_INT64 = "an integer",
+  TYPE_UINT32 = "a non-negative integer", TYPE_UINT64 = "a non-negative integer", TYPE_SINT32 = "an integer",
+  TYPE_SINT64 = "an integer", TYPE_FIXED32 = "an integer", TYPE_FIXED64 = "an integer", TYPE_SFIXED32 = "an integer",
+  TYPE_SFIXED64 = "an integer",
+}
+
+-- The transcoder's message names the field path and the type; only those two (proto field names are OpenAI's
+-- parameter names) reach the client, never the value or the proto type.
+local function transcode_error(message)
+  local path, kind = string.match(message, "^([%w_%.%[%]]*): invalid value .* for type (%S+)$")
+  if path ~= nil then
+    local expected = EXPECTED[kind] or (find(kind, "^type%.googleapis%.com/") and "an object" or "another type")
+    if path == "" then
+      return error_body("The request body must be a JSON object.", "invalid_type")
+    end
+    return error_body(format("Invalid type for '%s': expected %s.", path, expected), "invalid_type", path)
+  end
+  if find(message, "Root element must be a message", 1, true) then
+    return error_body("The request body must be a JSON object.", "invalid_type")
+  end
+  if find(message, "Message too deep", 1, true) then
+    return error_body(format("The request body's JSON is nested too deeply: at most %d levels of objects and arrays "
+      .. "are accepted.", MAX_JSON_DEPTH), "json_too_deep")
+  end
+  local field = string.match(message, "^([%w_%.%[%]]+): ")
+  if field ~= nil then
+    return error_body(format("Invalid value for '%s'.", field), "invalid_value", field)
+  end
+  return error_body("We could not parse the JSON body of your request: it is not valid JSON. (Check quotes, commas "
+    .. "and brackets; the body must be one JSON object.)", "invalid_json")
 end
 
 function envoy_on_response(response_handle)
   local headers = response_handle:headers()
   local err = headers:get(ERROR_HEADER)
-  if err == nil then
+  if err ~= nil then
+    headers:remove(ERROR_HEADER)
+    headers:remove("grpc-status")
+    headers:remove("grpc-message")
+    headers:remove("grpc-accept-encoding")
+    headers:replace("content-type", "application/json")
+    response_handle:body(true):setBytes(err)
     return
   end
-  headers:remove(ERROR_HEADER)
+  if headers:get(TRANSCODE_HEADER) ~= nil then
+    headers:remove(TRANSCODE_HEADER)
+    headers:replace("content-type", "application/json")
+    local body = response_handle:body(true) -- `headers` must not be used after this
+    body:setBytes(transcode_error(body:getBytes(0, body:length())))
+    return
+  end
+  local grpc_message = headers:get("grpc-message")
+  if grpc_message ~= nil and headers:get("grpc-status") == "8"
+      and find(grpc_message, "larger than max", 1, true) then
+    -- A service's gRPC message limit (sized to the body limit: see llmaas.common.server) refused it.
+    headers:replace(":status", "413")
+    headers:replace("content-type", "application/json")
+    headers:remove("grpc-status")
+    headers:remove("grpc-message")
+    headers:remove("grpc-accept-encoding")
+    response_handle:body(true):setBytes(error_body(TOO_LARGE, "request_too_large"))
+    return
+  end
   headers:remove("grpc-status")
   headers:remove("grpc-message")
-  headers:replace("content-type", "application/json")
-  response_handle:body(true):setBytes(err)
+  headers:remove("grpc-accept-encoding")
 end

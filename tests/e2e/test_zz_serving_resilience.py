@@ -178,7 +178,7 @@ async def test_a_triton_replica_killed_under_load_fails_no_request(stack, key):
             statuses.append(r.status_code)
             i += 1
 
-    async def stream(client: httpx.AsyncClient, n: int):
+    async def stream(client: httpx.AsyncClient, n: int, started: asyncio.Event):
         body = {"model": SLOW_MODEL, "stream": True, "max_tokens": 150, "stream_options": {"include_usage": True},
                 "messages": [{"role": "user", "content": f"Stream {n}: {WORDS}"}]}
         events, chunks = [], 0
@@ -189,14 +189,21 @@ async def test_a_triton_replica_killed_under_load_fails_no_request(stack, key):
                     events.append(line[6:])
                     if '"content"' in line and '"content":""' not in line:
                         chunks += 1
+                        started.set()
         stream_ends.append({"events": events, "chunks": chunks})
 
     limits = httpx.Limits(max_connections=16)
     async with httpx.AsyncClient(base_url=stack["base_url"], timeout=60, limits=limits,
                                  headers={"Authorization": f"Bearer {api_key}"}) as client:
+        # One stream per replica: the second starts once the first is running, so the least loaded replica is the
+        # other one; the load starts after both.
+        streams = []
+        for n in range(2):
+            started = asyncio.Event()
+            streams.append(asyncio.create_task(stream(client, n, started)))
+            await asyncio.wait_for(started.wait(), 30)
         loaders = [asyncio.create_task(load(client, w)) for w in range(4)]
-        streams = [asyncio.create_task(stream(client, n)) for n in range(2)]  # one per replica (least outstanding)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.0)
         os.kill(victim, signal.SIGKILL)
         killed, ok_at_kill = time.monotonic(), len(statuses)
         await asyncio.gather(*streams)
@@ -227,22 +234,33 @@ async def test_a_triton_replica_killed_under_load_fails_no_request(stack, key):
     whole_usage = json.loads(next(e for e in reversed(whole[0]["events"]) if '"usage"' in e
                                   and json.loads(e).get("usage")))["usage"]
     deadline = time.monotonic() + 30
-    expected_requests = int(before["requests"]) + len(statuses) + 2
-    while int(usage(stack, tenant_id)["total"]["requests"]) < expected_requests and time.monotonic() < deadline:
+    # `requests` counts the served requests (the load and the whole stream); the cut stream is counted as failed.
+    expected_requests = int(before.get("requests", 0)) + len(statuses) + 1
+    expected_failed = int(before.get("failed_requests", 0)) + 1
+    while time.monotonic() < deadline:
+        after = usage(stack, tenant_id)["total"]
+        if int(after.get("requests", 0)) >= expected_requests and int(after.get("failed_requests", 0)) >= expected_failed:
+            break
         time.sleep(0.5)
     after = usage(stack, tenant_id)["total"]
     assert int(after["requests"]) == expected_requests
-    completion = int(after["completion_tokens"]) - int(before["completion_tokens"])
+    assert int(after.get("failed_requests", 0)) == expected_failed
+    completion = int(after["completion_tokens"]) - int(before.get("completion_tokens", 0))
     load_completion = completion - whole_usage["completion_tokens"]
     assert load_completion >= cut[0]["chunks"] + len(statuses)  # every load request produced at least one token
     print(f"\ntriton-2 killed under load: {len(statuses)} requests, 0 failed; back in rotation after {back:.1f} s; "
           f"the stream it carried ended with an error event after {cut[0]['chunks']} chunks")
 
 
+def _all_settled(total: dict) -> int:
+    """Settled requests whatever their outcome (`requests` counts the served ones only)."""
+    return sum(int(total.get(k, 0)) for k in ("requests", "failed_requests", "cancelled_requests"))
+
+
 def _settled(stack, tenant_id: str, count: int, within: float) -> float | None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < within:
-        if int(usage(stack, tenant_id)["total"]["requests"]) >= count:
+        if _all_settled(usage(stack, tenant_id)["total"]) >= count:
             return time.monotonic() - t0
         time.sleep(0.1)
     return None
@@ -302,6 +320,8 @@ def test_a_client_gone_stops_the_work_and_settles_at_once(stack, path):
     first = _slow_first_token(stack, api_key)
     assert first < 2.0, f"the abandoned request still occupied the model ({first:.1f} s to the next first token)"
     time.sleep(1.0)
-    assert int(usage(stack, tenant_id)["total"]["requests"]) == 2  # settled exactly once (and the probe)
+    after = usage(stack, tenant_id)["total"]
+    # Settled exactly once, as cancelled (the client left), and the probe (which leaves at its first token too).
+    assert _all_settled(after) == 2 and int(after.get("cancelled_requests", 0)) == 2, after
     print(f"\n{path}: settled {took:.2f} s after the client left, with {total.get('completion_tokens', 0)} completion "
           f"tokens; next first token after {first:.2f} s")

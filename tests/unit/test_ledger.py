@@ -42,7 +42,9 @@ def test_settlement_is_idempotent_by_request_id(ledger: Ledger):
     ledger.reserve(_r("r2", key="k2"), NOW)
     ledger.settle("r2", Usage(1, 2), "cancelled", NOW)
     t = ledger.totals("t")
-    assert (t.requests, t.prompt_tokens, t.completion_tokens) == (2, 11, 7)
+    # `requests` counts the served ones; the cancelled one is counted apart, its tokens billed.
+    assert (t.requests, t.prompt_tokens, t.completion_tokens) == (1, 11, 7)
+    assert ledger.usage(tenant_id="t")[0].cancelled_requests == 1
     assert ledger.totals("t", "k2").completion_tokens == 2
     assert ledger.totals("other").requests == 0
 
@@ -172,3 +174,38 @@ def test_expired_reservations_release_their_charge(ledger: Ledger):
     assert ledger.expire(NOW + dt.timedelta(seconds=1), NOW) == 1
     assert ledger.reserve(_r("next2", quotas=quota), NOW).granted
     assert ledger.usage(tenant_id="t")[0].cost_nano == 0
+
+
+def test_a_settlement_never_exceeds_its_reservation(ledger: Ledger):
+    """Settle with 10^9 tokens after a Reserve of 10: recorded at the reservation, the excess refused."""
+    quota = (Quota(3600, max_tokens=100),)
+    assert ledger.reserve(_r("small", max_in=6, max_out=4, quotas=quota), NOW).granted
+    s = ledger.settle("small", Usage(10**9, 10**9, reasoning_tokens=10**9), "completed", NOW)
+    assert s.recorded and s.capped
+    assert (s.usage.prompt_tokens, s.usage.completion_tokens, s.usage.reasoning_tokens) == (6, 4, 4)
+    assert (s.excess.prompt_tokens, s.excess.completion_tokens) == (10**9 - 6, 10**9 - 4)
+    reserved_cost = 6 * 1800 + 4 * 8000  # nEUR: 1.8 and 8 EUR per million tokens
+    assert s.cost_nano <= reserved_cost
+    total = ledger.usage(tenant_id="t")[0]
+    assert (total.requests, total.prompt_tokens, total.completion_tokens) == (1, 6, 4)
+    # The windows hold the capped usage: the tenant is not locked out by a claim it never reserved.
+    assert ledger.reserve(_r("next", max_in=40, max_out=40, quotas=quota), NOW).granted
+    within = ledger.reserve(_r("within", max_in=50, max_out=50), NOW)
+    assert within.granted
+    s = ledger.settle("within", Usage(50, 50), "completed", NOW)
+    assert not s.capped and s.excess == Usage()
+
+
+def test_usage_counts_served_failed_cancelled_and_expired_apart(ledger: Ledger):
+    for i, outcome in enumerate(["completed", "completed", "failed", "cancelled", "failed"]):
+        ledger.reserve(_r(f"o{i}", key="k1" if i < 3 else "k2"), NOW)
+        ledger.settle(f"o{i}", Usage(3, 1 if outcome != "failed" else 0), outcome, NOW)
+    ledger.reserve(_r("lost"), NOW)
+    assert ledger.expire(NOW + dt.timedelta(seconds=1), NOW) == 1
+    total = ledger.usage(tenant_id="t")[0]
+    assert (total.requests, total.failed_requests, total.cancelled_requests, total.expired_requests) == (2, 2, 1, 1)
+    assert total.prompt_tokens == 15  # work done by failed and cancelled requests is billed
+    by_key = {r.group["key"]: r for r in ledger.usage(tenant_id="t", group_by=("key",))}
+    assert (by_key["k1"].requests, by_key["k1"].failed_requests) == (2, 1)
+    assert (by_key["k2"].failed_requests, by_key["k2"].cancelled_requests) == (1, 1)
+    assert ledger.totals("t").requests == 2

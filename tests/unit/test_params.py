@@ -64,3 +64,30 @@ def test_stream_and_usage_flag():
 
 def test_n_above_one_is_refused():
     assert refused(n=2).param == "n"
+
+
+def test_top_p_zero_is_served_as_greedy():
+    p = parse_chat_request(req(top_p=0))
+    assert (p.temperature, p.top_p) == (0.0, None)
+    assert parse_chat_request(req(top_p=0.5)).top_p == 0.5
+
+
+def test_top_k_zero_means_no_top_k():
+    assert parse_chat_request(req(top_k=0)).top_k is None
+    assert parse_chat_request(req(top_k=5)).top_k == 5
+
+
+def test_size_limits_are_context_length_exceeded_naming_the_limit():
+    from llmaas.router.params import MAX_MESSAGE_BYTES, MAX_MESSAGES
+
+    err = refused(messages=[{"role": "user", "content": "hi"}] * 10_000)
+    assert (err.param, err.code) == ("messages", "context_length_exceeded") and str(MAX_MESSAGES) in err.message
+    err = refused(messages=[{"role": "user", "content": "x" * (MAX_MESSAGE_BYTES + 1)}])
+    assert (err.param, err.code) == ("messages[0].content", "context_length_exceeded")
+    assert str(MAX_MESSAGE_BYTES) in err.message
+
+
+def test_max_tokens_param_is_remembered_for_errors():
+    assert parse_chat_request(req(max_completion_tokens=9)).max_tokens_param == "max_completion_tokens"
+    assert parse_chat_request(req(max_tokens=9)).max_tokens_param == "max_tokens"
+    assert refused(max_completion_tokens=9, max_tokens=0).param == "max_tokens"

@@ -97,7 +97,9 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="The API's JSON instead of a table."),
     admin_url: str = _URL, token: str = _TOKEN, data_dir: Path = _DATA,
 ) -> None:
-    """A tenant's settled usage: requests, tokens by type, cost (exact, EUR) and estimated energy (kWh)."""
+    """A tenant's settled usage: requests served, failed, cancelled (by their client) and expired (never settled),
+    tokens by type, cost (exact, EUR) and estimated energy (kWh). Tokens and cost include the work done for requests
+    that did not complete."""
     if bad := [g for g in by if g not in GROUPS]:
         console.print(f"[red]--by {bad[0]}: not one of {', '.join(GROUPS)}[/]")
         raise typer.Exit(2)
@@ -114,12 +116,13 @@ def show(
                   + (f", model {model}" if model else ""))
     for g in by:
         table.add_column(g)
-    for column in ("requests", "prompt", "completion", "reasoning", "total tokens", f"cost ({data.get('currency')})",
+    for column in ("requests", "failed", "cancelled", "expired", "prompt", "completion", "reasoning", "total tokens", f"cost ({data.get('currency')})",
                    "energy (kWh)"):
         table.add_column(column, justify="right")
 
     def cells(row: dict) -> list[str]:
-        return [_n(row.get("requests")), _n(row.get("prompt_tokens")), _n(row.get("completion_tokens")),
+        return [_n(row.get("requests")), _n(row.get("failed_requests")), _n(row.get("cancelled_requests")),
+                _n(row.get("expired_requests")), _n(row.get("prompt_tokens")), _n(row.get("completion_tokens")),
                 _n(row.get("reasoning_tokens")), _n(row.get("total_tokens")), row.get("cost_eur", "0"),
                 row.get("energy_kwh", "0")]
 

@@ -10,6 +10,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
@@ -19,14 +20,46 @@ from llmaas.common.telemetry import setup_logging, setup_tracing
 
 log = logging.getLogger("llmaas.server")
 
-# Large enough for long prompts and (later) uploads; Envoy's limits are set to match (gateway/).
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# Sized with the edge's body limit (llmaas.stack.envoy.MAX_BODY_BYTES, 16 MiB): the protobuf a JSON body becomes can
+# be larger (numbers in google.protobuf.Value: up to 5.5 times), so 4 times; a larger one reaches the client as a
+# 413, not as the RESOURCE_EXHAUSTED (429, which SDKs retry) gRPC gives (gateway/openai_errors.lua).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# gRPC metadata (the client's HTTP headers, up to 32 KiB at the edge, plus what Envoy and auth add). gRPC's own
+# default refuses 16 KiB with RESOURCE_EXHAUSTED, i.e. a 429.
+MAX_METADATA_BYTES = 64 * 1024
 GRACE_SECONDS = 5.0
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: ApiError) -> None:
     context.set_trailing_metadata(err.trailing_metadata())
     await context.abort(err.status, err.message)
+
+
+class _Undecodable:
+    """A request message protobuf could not parse (e.g. nested past its recursion limit of 100)."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def undecodable_request() -> ApiError:
+    return ApiError(grpc.StatusCode.INVALID_ARGUMENT,
+                    "The request could not be decoded: it is malformed or nested too deeply.", code="invalid_request")
+
+
+def _tolerant(deserializer):
+    """grpc answers a request its deserializer refuses with UNKNOWN (a 500 through Envoy): hand the handler a marker
+    instead, which it turns into an OpenAI-shaped 400."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data):
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _UNDECODABLE
+
+    return deserialize
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -37,14 +70,18 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         if handler.unary_unary:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary),
+                                    request_deserializer=_tolerant(handler.request_deserializer))
         if handler.unary_stream:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream))
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream),
+                                    request_deserializer=_tolerant(handler.request_deserializer))
         return handler
 
 
 def _wrap_unary(behavior):
     async def wrapper(request, context):
+        if request is _UNDECODABLE:
+            await _abort(context, undecodable_request())
         try:
             return await behavior(request, context)
         except ApiError as err:
@@ -60,6 +97,8 @@ def _wrap_unary(behavior):
 
 def _wrap_stream(behavior):
     async def wrapper(request, context):
+        if request is _UNDECODABLE:
+            await _abort(context, undecodable_request())
         try:
             async for item in behavior(request, context):
                 yield item
@@ -94,6 +133,8 @@ async def serve(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.so_reuseport", 0),
         ],
     )

@@ -18,6 +18,10 @@ How a reservation never overshoots, across any number of metering replicas:
 - the worst case is charged (input bound + max_tokens; cost at those bounds); Settle replaces it by the real usage in
   the same windows (even after the window ended) and releases the rest, once: the conditional
   `UPDATE usage SET settled_at = ... WHERE settled_at IS NULL` is the idempotency check.
+- a settlement never exceeds its reservation: usage above the reserved input, output (and audio) bounds is capped
+  to them, recorded as the reservation, and the excess returned (`Settlement.excess`) for the caller to log and
+  report. A settler that claims more than it reserved is wrong (or hostile): it must not be able to charge a tenant
+  more than the limits admitted, nor lock it out by its hourly limit.
 
 What each window counts: a key quota's max_requests and max_tokens (input + output tokens); the tier's
 requests_per_minute, output tokens per hour and per day; the month's cost against the monthly budget.
@@ -45,7 +49,7 @@ OUTCOMES = ("completed", "failed", "cancelled", "expired")
 
 @dataclass(frozen=True)
 class Totals:
-    requests: int
+    requests: int  # served (completed) only
     prompt_tokens: int
     completion_tokens: int
 
@@ -129,10 +133,18 @@ class Settlement:
     usage: Usage = field(default_factory=Usage)
     cost_nano: int = 0
     energy_uwh: int = 0
+    # What the settlement claimed above the reservation, refused (all zero: within it).
+    excess: Usage = field(default_factory=Usage)
+
+    @property
+    def capped(self) -> bool:
+        return self.excess != Usage()
 
 
 @dataclass(frozen=True)
 class UsageRow:
+    """Settled requests by outcome: `requests` counts the served ones (completed); tokens, cost and energy are those
+    of every settled request (a failed or cancelled request is billed for the work done until it ended)."""
     group: dict[str, str]
     requests: int
     prompt_tokens: int
@@ -141,6 +153,9 @@ class UsageRow:
     audio_ms: int
     cost_nano: int
     energy_uwh: int
+    failed_requests: int = 0
+    cancelled_requests: int = 0
+    expired_requests: int = 0
 
 
 GROUPS = {"tenant": usage.c.tenant_id, "key": usage.c.key_id, "model": usage.c.model, "day": usage.c.day,
@@ -179,8 +194,8 @@ _ADJUST_WINDOW = sa.text(
     " cost_nano = cost_nano + :c WHERE scope = :scope AND window_start = :start")
 _CLAIM = sa.text(
     "UPDATE usage SET settled_at = :now WHERE request_id = :id AND settled_at IS NULL RETURNING tenant_id, key_id,"
-    " model, kind, reserved_input_tokens, reserved_output_tokens, reserved_cost_nano, kwh_per_million, windows,"
-    " reserved_at").bindparams(sa.bindparam("now", type_=_TS))
+    " model, kind, reserved_input_tokens, reserved_output_tokens, reserved_audio_ms, reserved_cost_nano,"
+    " kwh_per_million, windows, reserved_at").bindparams(sa.bindparam("now", type_=_TS))
 _EXISTS = sa.text("SELECT 1 FROM usage WHERE request_id = :id")
 _RECORD = sa.text(
     "UPDATE usage SET prompt_tokens = :p, completion_tokens = :c, reasoning_tokens = :r, audio_ms = :a,"
@@ -198,6 +213,14 @@ def _update_window(requests: bool, tokens: bool, output: bool, cost: bool) -> sa
         "UPDATE limit_window SET requests = requests + :r, tokens = tokens + :t, output_tokens = output_tokens + :o,"
         " cost_nano = cost_nano + :c WHERE scope = :scope AND window_start = :start" + checks
         + " RETURNING requests, tokens, output_tokens, cost_nano")
+
+
+def _within(claimed: Usage, row) -> Usage:
+    """The usage capped at the reservation: input, output (reasoning is part of the output) and audio bounds. The
+    cost of the result never exceeds the reserved cost (same prices, within the bounds it was computed from)."""
+    completion = min(claimed.completion_tokens, row.reserved_output_tokens)
+    return Usage(min(claimed.prompt_tokens, row.reserved_input_tokens), completion,
+                 min(claimed.reasoning_tokens, completion), min(claimed.audio_ms, row.reserved_audio_ms))
 
 
 def _as_datetime(value) -> dt.datetime:
@@ -369,6 +392,8 @@ class Ledger:
                 if conn.execute(_EXISTS, {"id": request_id}).first() is None:
                     raise UnknownReservation(request_id)
                 return Settlement(False)
+            claimed = used
+            used = _within(claimed, row)
             prices = self.prices.at(_as_datetime(row.reserved_at))
             cost = cost_nano(prices, row.kind, used)
             energy = energy_uwh(Decimal(row.kwh_per_million) if row.kwh_per_million else None, used.total_tokens)
@@ -382,7 +407,9 @@ class Ledger:
                       "o": used.completion_tokens - row.reserved_output_tokens, "c": cost - row.reserved_cost_nano}
             for scope, start in sorted(json.loads(row.windows)):
                 conn.execute(_ADJUST_WINDOW, {"scope": scope, "start": start, **deltas})
-        return Settlement(True, row.tenant_id, row.key_id, row.model, row.kind, used, cost, energy)
+        excess = Usage(claimed.prompt_tokens - used.prompt_tokens, claimed.completion_tokens - used.completion_tokens,
+                       claimed.reasoning_tokens - used.reasoning_tokens, claimed.audio_ms - used.audio_ms)
+        return Settlement(True, row.tenant_id, row.key_id, row.model, row.kind, used, cost, energy, excess)
 
     def expire(self, older_than: dt.datetime, now: dt.datetime, limit: int = 500) -> int:
         """Releases reservations never settled (a router that died mid-request): settled as `expired`, nothing billed.
@@ -413,11 +440,16 @@ class Ledger:
         """Settled usage, summed per group (no group: one row, the total). Days are UTC, YYYY-MM-DD, inclusive."""
         c = usage.c
         cols = [GROUPS[g].label(g) for g in group_by]
+
+        def outcome(name: str):
+            return sa.func.coalesce(sa.func.sum(sa.case((c.outcome == name, 1), else_=0)), 0)
+
         query = sa.select(
-            *cols, sa.func.count().label("n"), sa.func.coalesce(sa.func.sum(c.prompt_tokens), 0),
+            *cols, outcome("completed"), sa.func.coalesce(sa.func.sum(c.prompt_tokens), 0),
             sa.func.coalesce(sa.func.sum(c.completion_tokens), 0), sa.func.coalesce(sa.func.sum(c.reasoning_tokens), 0),
             sa.func.coalesce(sa.func.sum(c.audio_ms), 0), sa.func.coalesce(sa.func.sum(c.cost_nano), 0),
-            sa.func.coalesce(sa.func.sum(c.energy_uwh), 0),
+            sa.func.coalesce(sa.func.sum(c.energy_uwh), 0), outcome("failed"), outcome("cancelled"),
+            outcome("expired"),
         ).where(c.settled_at.is_not(None))
         for column, value in ((c.tenant_id, tenant_id), (c.key_id, key_id), (c.model, model)):
             if value:
@@ -434,8 +466,6 @@ class Ledger:
         for row in rows:
             n = len(group_by)
             values = [int(v) for v in row[n:]]
-            if not cols and values[0] == 0:
-                values = [0] * 7
             out.append(UsageRow({g: str(row[i] or "") for i, g in enumerate(group_by)}, *values))
         return out
 

@@ -19,6 +19,8 @@ REQUESTS = Counter("llmaas_metering_requests", "Requests settled, by outcome.", 
                    registry=REGISTRY)
 REFUSALS = Counter("llmaas_metering_refusals", "Reservations refused (HTTP 429), by the limit that ran out "
                    "(requests, tokens, output_tokens, budget).", ["tenant", "model", "limit"], registry=REGISTRY)
+CAPPED = Counter("llmaas_metering_capped_settlements", "Settlements that claimed more than their reservation (capped "
+                 "at it, the excess refused).", ["tenant", "model"], registry=REGISTRY)
 RESERVE_SECONDS = Histogram("llmaas_metering_reserve_seconds", "Time to reserve (one SQL transaction).",
                             registry=REGISTRY, buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .25, 1))
 SETTLE_SECONDS = Histogram("llmaas_metering_settle_seconds", "Time to settle (one SQL transaction).",

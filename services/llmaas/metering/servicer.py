@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,8 @@ from llmaas.metering.ledger import GROUPS, Ledger, Reservation, UnknownReservati
 from llmaas.metering.pricing import KINDS, PricingError, Usage, eur_to_nano, format_eur, format_kwh, parse_eur
 from llmaas.metering.tiers import Tier
 from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
+
+log = logging.getLogger("llmaas.metering")
 
 OUTCOMES = {"completed", "failed", "cancelled"}
 RATE_LIMITED = "rate_limit_exceeded"
@@ -57,7 +60,9 @@ def usage_row(row: UsageRow) -> metering_pb2.UsageRow:
         kind=g.get("kind", ""), requests=row.requests, prompt_tokens=row.prompt_tokens,
         completion_tokens=row.completion_tokens, reasoning_tokens=row.reasoning_tokens,
         total_tokens=row.prompt_tokens + row.completion_tokens, audio_ms=row.audio_ms,
-        cost_eur=format_eur(row.cost_nano), energy_kwh=format_kwh(row.energy_uwh))
+        cost_eur=format_eur(row.cost_nano), energy_kwh=format_kwh(row.energy_uwh),
+        failed_requests=row.failed_requests, cancelled_requests=row.cancelled_requests,
+        expired_requests=row.expired_requests)
 
 
 class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
@@ -115,7 +120,19 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
         if not s.recorded:
             return metering_pb2.SettleResponse(recorded=False)
         metrics.settled(s, request.outcome)
-        return metering_pb2.SettleResponse(recorded=True, cost_eur=format_eur(s.cost_nano))
+        if s.capped:
+            # Ids and counts only (metering never sees prompt text).
+            log.warning("settlement above its reservation: capped", extra={"fields": {
+                "request_id": request.request_id, "tenant_id": s.tenant_id, "key_id": s.key_id, "model": s.model,
+                "claimed_prompt_tokens": request.prompt_tokens, "claimed_completion_tokens": request.completion_tokens,
+                "refused_prompt_tokens": s.excess.prompt_tokens,
+                "refused_completion_tokens": s.excess.completion_tokens,
+                "refused_reasoning_tokens": s.excess.reasoning_tokens, "refused_audio_ms": s.excess.audio_ms}})
+            metrics.CAPPED.labels(s.tenant_id, s.model).inc()
+        return metering_pb2.SettleResponse(
+            recorded=True, cost_eur=format_eur(s.cost_nano), capped=s.capped,
+            refused_prompt_tokens=s.excess.prompt_tokens, refused_completion_tokens=s.excess.completion_tokens,
+            refused_reasoning_tokens=s.excess.reasoning_tokens, refused_audio_ms=s.excess.audio_ms)
 
     async def GetUsage(self, request, context):
         require_admin(context, self._admin_token, self._secret, request.tenant_id)

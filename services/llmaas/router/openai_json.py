@@ -3,6 +3,8 @@ typed protobuf twins for gRPC callers. Field names, nulls and numbers exactly as
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 
 from llmaas.common.errors import ApiError
@@ -10,6 +12,17 @@ from llmaas.router.pipeline import ChatRun
 from llmaas.router.v1 import router_pb2
 
 DONE_EVENT = b"data: [DONE]\n\n"
+
+
+@functools.lru_cache(maxsize=256)
+def _fingerprint(model: str, triton_model: str) -> str:
+    return "fp_" + hashlib.sha256(f"{model}\0{triton_model}".encode()).hexdigest()[:12]
+
+
+def system_fingerprint(run: ChatRun) -> str:
+    """OpenAI's `system_fingerprint` (a string in its schema, never null): stable for a model and the backend model
+    that serves it, so a change of backend shows."""
+    return _fingerprint(run.model, run.triton_model)
 
 
 def _usage(run: ChatRun) -> dict:
@@ -31,7 +44,7 @@ def completion(run: ChatRun, text: str) -> dict:
             "finish_reason": run.finish_reason or "stop",
         }],
         "usage": _usage(run),
-        "system_fingerprint": None,
+        "system_fingerprint": system_fingerprint(run),
     }
 
 
@@ -41,7 +54,7 @@ def chunk(run: ChatRun, delta: dict, finish_reason: str | None = None) -> dict:
         "object": "chat.completion.chunk",
         "created": run.created,
         "model": run.model,
-        "system_fingerprint": None,
+        "system_fingerprint": system_fingerprint(run),
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
     }
     if run.params.include_usage:
@@ -51,7 +64,7 @@ def chunk(run: ChatRun, delta: dict, finish_reason: str | None = None) -> dict:
 
 def usage_chunk(run: ChatRun) -> dict:
     return {"id": run.id, "object": "chat.completion.chunk", "created": run.created, "model": run.model,
-            "system_fingerprint": None, "choices": [], "usage": _usage(run)}
+            "system_fingerprint": system_fingerprint(run), "choices": [], "usage": _usage(run)}
 
 
 def sse(event: dict) -> bytes:
@@ -76,6 +89,7 @@ def _typed_usage(run: ChatRun) -> router_pb2.Usage:
 def typed_completion(run: ChatRun, text: str) -> router_pb2.CreateChatCompletionResponse:
     return router_pb2.CreateChatCompletionResponse(
         id=run.id, object="chat.completion", created=run.created, model=run.model,
+        system_fingerprint=system_fingerprint(run),
         choices=[router_pb2.ChatCompletionChoice(
             index=0, message=router_pb2.AssistantMessage(role="assistant", content=text),
             finish_reason=run.finish_reason or "stop")],

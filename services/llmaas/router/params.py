@@ -2,6 +2,15 @@
 
 Every check names the offending field in `param` and uses OpenAI's wording, so clients (and the OpenAI SDK's
 BadRequestError) see what they would see from OpenAI. Runs before any downstream call: a bad request costs nothing.
+
+Every value OpenAI's spec allows is either served or refused here with a 400 naming the field, never passed on to
+fail in the backend (vLLM's SamplingParams is stricter than OpenAI's spec in places): `top_p: 0` (OpenAI: valid,
+vLLM: top_p must be in (0, 1]) is served as greedy decoding, `top_k: 0` as "no top-k".
+
+The size limits (message count, bytes per message, bytes of all messages) are checked here too, in one O(size) pass,
+before the guard and the model see anything; the limits that depend on the model's context are in `check_context`.
+Both refuse with 400 `context_length_exceeded` (the client's remedy is the same: a shorter conversation), naming the
+limit.
 """
 
 from __future__ import annotations
@@ -11,11 +20,30 @@ from dataclasses import dataclass
 
 from google.protobuf import struct_pb2
 
-from llmaas.common.errors import invalid_request
+from llmaas.common.errors import ApiError, invalid_request
 from llmaas.router.v1 import router_pb2
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 MAX_STOP_SEQUENCES = 4
+MAX_N = 128  # OpenAI's range for n (only 1 is served)
+MAX_TOP_LOGPROBS = 20
+LOGIT_BIAS_RANGE = 100.0
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
+
+# Request limits, checked before the guard and the model (README "Request limits (router)").
+MAX_MESSAGES = 2048
+MAX_MESSAGE_BYTES = 1024 * 1024  # UTF-8 bytes of one message's text
+MAX_PROMPT_BYTES = 2 * 1024 * 1024  # UTF-8 bytes of all messages' text
+# The router has no tokenizer. A prompt of B bytes has at most B tokens (plus a few the tokenizer adds: BOS, a prefix
+# space), and at least B / MAX_BYTES_PER_TOKEN: no tokenizer we serve packs more than 16 bytes into a token on average
+# over a prompt (English averages about 4, code about 3 to 6; only long runs of one character do better, and those
+# are refused here as over the limit rather than sent). So a prompt longer than max_model_len * 16 bytes, or whose
+# lower bound plus max_tokens exceeds the context, is refused up front; anything closer is left to the backend, which
+# counts exactly, and whose verdict (in-band) becomes the same 400 (llmaas.router.triton._backend_error).
+MAX_BYTES_PER_TOKEN = 16
+# Tokens a tokenizer may add to a prompt beyond one per byte (BOS/EOS, SentencePiece's prefix space).
+PROMPT_TOKEN_SLACK = 8
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
 
 @dataclass(frozen=True)
@@ -23,6 +51,7 @@ class Message:
     role: str
     content: str
     has_image: bool = False
+    size: int = 0  # UTF-8 bytes of content
 
 
 @dataclass(frozen=True)
@@ -32,6 +61,10 @@ class ChatParams:
     stream: bool
     include_usage: bool
     max_tokens: int | None
+    # Which field max_tokens came from (max_completion_tokens or max_tokens), for the errors about it.
+    max_tokens_param: str
+    # UTF-8 bytes of all messages' text (the rendered prompt is longer: a lower bound of it).
+    prompt_bytes: int
     temperature: float | None
     top_p: float | None
     top_k: int | None
@@ -82,11 +115,20 @@ def _content(value: struct_pb2.Value, param: str) -> tuple[str, bool]:
     return "".join(texts), has_image
 
 
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def _messages(req: router_pb2.CreateChatCompletionRequest) -> tuple[Message, ...]:
     if not req.messages:
         raise invalid_request("Invalid 'messages': empty array. Expected an array with minimum length 1.",
                               param="messages", code="empty_array")
-    out = []
+    if len(req.messages) > MAX_MESSAGES:
+        raise invalid_request(
+            f"Invalid 'messages': array too long. Expected an array with maximum length {MAX_MESSAGES}, but got an "
+            f"array with length {len(req.messages)} instead (limit: {MAX_MESSAGES} messages per request). Please "
+            f"reduce the number of messages.", param="messages", code=CONTEXT_LENGTH_EXCEEDED)
+    out, total = [], 0
     for i, m in enumerate(req.messages):
         if m.role not in ROLES:
             raise invalid_request(
@@ -96,7 +138,18 @@ def _messages(req: router_pb2.CreateChatCompletionRequest) -> tuple[Message, ...
             raise invalid_request(f"Missing required parameter: 'messages[{i}].content'.",
                                   param=f"messages[{i}].content", code="missing_required_parameter")
         text, has_image = _content(m.content, f"messages[{i}].content")
-        out.append(Message(role=m.role, content=text, has_image=has_image))
+        size = _utf8_size(text)
+        if size > MAX_MESSAGE_BYTES:
+            raise invalid_request(
+                f"Invalid 'messages[{i}].content': string too long. Expected at most {MAX_MESSAGE_BYTES} bytes "
+                f"(limit: 1 MiB per message), but got {size} bytes instead. Please reduce the length of the message.",
+                param=f"messages[{i}].content", code=CONTEXT_LENGTH_EXCEEDED)
+        total += size
+        if total > MAX_PROMPT_BYTES:
+            raise invalid_request(
+                f"Invalid 'messages': the messages are longer than {MAX_PROMPT_BYTES} bytes (limit: 2 MiB of text per "
+                f"request). Please reduce the length of the messages.", param="messages", code=CONTEXT_LENGTH_EXCEEDED)
+        out.append(Message(role=m.role, content=text, has_image=has_image, size=size))
     return tuple(out)
 
 
@@ -116,26 +169,66 @@ def _stop(value: struct_pb2.Value) -> tuple[str, ...]:
                           code="invalid_type")
 
 
-def parse_chat_request(req: router_pb2.CreateChatCompletionRequest, *, stream: bool | None = None) -> ChatParams:
-    """`stream` overrides the request's own flag (the typed RPCs decide it by which method was called)."""
-    if not req.model:
-        raise invalid_request("you must provide a model parameter", param="model", code="missing_required_parameter")
-    messages = _messages(req)
-    max_tokens = None
+def _max_tokens(req: router_pb2.CreateChatCompletionRequest) -> tuple[int | None, str]:
+    """max_completion_tokens (OpenAI's current name) wins over the deprecated max_tokens; both are checked."""
+    value, param = None, "max_tokens"
     for name in ("max_completion_tokens", "max_tokens"):
         if req.HasField(name):
             if getattr(req, name) < 1:
                 raise invalid_request(f"Invalid '{name}': integer below minimum value. Expected a value >= 1, but got "
                                       f"{getattr(req, name)} instead.", param=name, code="integer_below_min_value")
-            max_tokens = getattr(req, name)
-            break
+            if value is None:
+                value, param = getattr(req, name), name
+    return value, param
+
+
+def _check_unserved(req: router_pb2.CreateChatCompletionRequest) -> None:
+    """Fields the router does not pass to the model: still checked against OpenAI's ranges and types."""
+    if req.HasField("n") and not 1 <= req.n <= MAX_N:
+        raise invalid_request(f"Invalid 'n': expected a value between 1 and {MAX_N}, but got {req.n} instead.",
+                              param="n", code="invalid_value")
     if req.HasField("n") and req.n != 1:
         raise invalid_request("Only n=1 is supported.", param="n", code="unsupported_value")
     if req.HasField("logprobs") and req.logprobs:
         raise invalid_request("logprobs is not supported yet.", param="logprobs", code="unsupported_parameter")
+    if req.HasField("top_logprobs") and not 0 <= req.top_logprobs <= MAX_TOP_LOGPROBS:
+        raise invalid_request(f"Invalid 'top_logprobs': expected a value between 0 and {MAX_TOP_LOGPROBS}, but got "
+                              f"{req.top_logprobs} instead.", param="top_logprobs", code="invalid_value")
+    for token, bias in req.logit_bias.fields.items():
+        kind = bias.WhichOneof("kind")
+        if not token.isdigit() or kind != "number_value" or not -LOGIT_BIAS_RANGE <= bias.number_value \
+                <= LOGIT_BIAS_RANGE:
+            raise invalid_request("Invalid 'logit_bias': expected a map of token ids to numbers between -100 and "
+                                  "100.", param="logit_bias", code="invalid_value")
+    if len(req.metadata.fields) > MAX_METADATA_PAIRS:
+        raise invalid_request(f"Invalid 'metadata': too many keys. Expected at most {MAX_METADATA_PAIRS} key-value "
+                              f"pairs, but got {len(req.metadata.fields)}.", param="metadata", code="invalid_value")
+    for key, value in req.metadata.fields.items():
+        if len(key) > MAX_METADATA_KEY or value.WhichOneof("kind") != "string_value" \
+                or len(value.string_value) > MAX_METADATA_VALUE:
+            raise invalid_request(f"Invalid 'metadata': keys are strings of at most {MAX_METADATA_KEY} characters, "
+                                  f"values strings of at most {MAX_METADATA_VALUE}.", param="metadata",
+                                  code="invalid_value")
+
+
+def parse_chat_request(req: router_pb2.CreateChatCompletionRequest, *, stream: bool | None = None) -> ChatParams:
+    """`stream` overrides the request's own flag (the typed RPCs decide it by which method was called)."""
+    if not req.model:
+        raise invalid_request("you must provide a model parameter", param="model", code="missing_required_parameter")
+    messages = _messages(req)
+    max_tokens, max_tokens_param = _max_tokens(req)
+    _check_unserved(req)
     if req.HasField("top_k") and req.top_k < -1:
         raise invalid_request("Invalid 'top_k': expected -1 (disabled) or a positive integer.", param="top_k",
                               code="integer_below_min_value")
+    temperature = _range(req, "temperature", 0.0, 2.0)
+    top_p = _range(req, "top_p", 0.0, 1.0)
+    if top_p == 0.0:
+        # OpenAI's spec allows 0 (only the most likely token), vLLM requires top_p in (0, 1]: the same thing is
+        # greedy decoding.
+        temperature, top_p = 0.0, None
+    # vLLM before 0.8 accepts -1 or >= 1 only; 0 means "no top-k" wherever it is accepted.
+    top_k = req.top_k if req.HasField("top_k") and req.top_k not in (0, -1) else None
     wants_stream = req.stream if stream is None else stream
     return ChatParams(
         model=req.model,
@@ -143,9 +236,11 @@ def parse_chat_request(req: router_pb2.CreateChatCompletionRequest, *, stream: b
         stream=wants_stream,
         include_usage=wants_stream and req.stream_options.include_usage,
         max_tokens=max_tokens,
-        temperature=_range(req, "temperature", 0.0, 2.0),
-        top_p=_range(req, "top_p", 0.0, 1.0),
-        top_k=req.top_k if req.HasField("top_k") else None,
+        max_tokens_param=max_tokens_param,
+        prompt_bytes=sum(m.size for m in messages),
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
         presence_penalty=_range(req, "presence_penalty", -2.0, 2.0),
         frequency_penalty=_range(req, "frequency_penalty", -2.0, 2.0),
         seed=req.seed if req.HasField("seed") else None,
@@ -153,3 +248,48 @@ def parse_chat_request(req: router_pb2.CreateChatCompletionRequest, *, stream: b
         user=req.user,
         wants_tools=len(req.tools) > 0,
     )
+
+
+def context_exceeded(message: str) -> ApiError:
+    return invalid_request(message, param="messages", code=CONTEXT_LENGTH_EXCEEDED)
+
+
+def check_context(params: ChatParams, max_model_len: int, default_max_tokens: int) -> int:
+    """The max_tokens to send, once the messages and max_tokens are known to fit the model's context as far as the
+    router can tell without a tokenizer (see MAX_BYTES_PER_TOKEN). Without max_tokens: the model's default, capped to
+    the room the messages certainly leave (the backend stops at the context, finish_reason `length`)."""
+    if max_model_len <= 0:  # unknown context: the backend decides
+        return params.max_tokens or default_max_tokens
+    size = params.prompt_bytes
+    if size > max_model_len * MAX_BYTES_PER_TOKEN:
+        raise context_exceeded(
+            f"This model's maximum context length is {max_model_len} tokens. However, your messages are {size} bytes "
+            f"long, more than the {max_model_len * MAX_BYTES_PER_TOKEN} bytes this service accepts for that context "
+            f"(limit: {MAX_BYTES_PER_TOKEN} bytes per token). Please reduce the length of the messages.")
+    at_least = -(-size // MAX_BYTES_PER_TOKEN)
+    if params.max_tokens is None:
+        return max(1, min(default_max_tokens, max_model_len - at_least))
+    if params.max_tokens > max_model_len:
+        raise invalid_request(
+            f"{params.max_tokens_param} is too large: {params.max_tokens}. This model supports at most "
+            f"{max_model_len} tokens (prompt and completion).", param=params.max_tokens_param, code="invalid_value")
+    if at_least + params.max_tokens > max_model_len:
+        raise context_exceeded(
+            f"This model's maximum context length is {max_model_len} tokens. However, you requested at least "
+            f"{at_least + params.max_tokens} tokens (at least {at_least} in the messages: {size} bytes, at most "
+            f"{MAX_BYTES_PER_TOKEN} per token; {params.max_tokens} in the completion). Please reduce the length of the "
+            f"messages or completion.")
+    return params.max_tokens
+
+
+def check_prompt_tokens(params: ChatParams, prompt_tokens: int, max_model_len: int) -> None:
+    """The backend's exact count of the prompt's tokens (its first response): prompt plus the max_tokens the client
+    asked for must fit the context, as OpenAI and vLLM's own server require."""
+    if max_model_len <= 0:
+        return
+    completion = params.max_tokens or 1
+    if prompt_tokens + completion > max_model_len:
+        raise context_exceeded(
+            f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+            f"{prompt_tokens + completion} tokens ({prompt_tokens} in the messages, {completion} in the completion). "
+            f"Please reduce the length of the messages or completion.")

@@ -1,7 +1,9 @@
 """One chat completion, from validated parameters to settled usage.
 
-prepare(): identity, validation, then catalog + guard in parallel, prompt rendering, reservation: everything that
-can refuse the request happens before any byte is sent, so refusals keep their HTTP status. run(): the model's
+prepare(): identity, validation and the request limits (llmaas.router.params), the model (the catalog, through the
+router's cache) and the limits of its context, then the guard (only a request within every limit costs its analysis),
+prompt rendering, reservation: everything that can refuse the request happens before any byte is sent, so refusals
+keep their HTTP status. run(): the model's
 deltas, from one of the replicas the catalog named (llmaas.router.replicas). finish(): called by the servicer in a
 `finally` as soon as prepare() returned, so whatever happens next (success, backend error, a client gone before the
 first delta or in the middle) the reservation is settled, and the audit record written, exactly once.
@@ -36,7 +38,7 @@ from llmaas.guard.v1 import guard_pb2
 from llmaas.metering.v1 import metering_pb2
 from llmaas.router import template
 from llmaas.router.downstream import Downstream
-from llmaas.router.params import ChatParams, parse_chat_request
+from llmaas.router.params import PROMPT_TOKEN_SLACK, ChatParams, check_context, check_prompt_tokens, parse_chat_request
 from llmaas.router.replicas import ReplicaPool
 from llmaas.router.triton import Delta
 from llmaas.router.v1 import router_pb2
@@ -88,6 +90,8 @@ class ChatRun:
     endpoints: tuple[str, ...]
     prompt: str
     sampling: dict
+    # The model's context (prompt + completion tokens; 0: unknown), checked against the backend's prompt count.
+    max_model_len: int = 0
     # Response metadata, sent with the first output (never earlier: an error before it keeps its HTTP status).
     headers: tuple[tuple[str, str], ...] = ()
     usage: Usage = field(default_factory=Usage)
@@ -96,6 +100,7 @@ class ChatRun:
     # "completed" or "failed" once the model's output ended; still None if the client went away first.
     outcome: str | None = None
     finished: bool = False
+    prompt_checked: bool = False
 
     @property
     def identity(self) -> Identity:
@@ -147,37 +152,41 @@ class ChatPipeline:
         span.set_attribute("llmaas.key_id", identity.key_id)
         span.set_attribute("llmaas.stream", params.stream)
 
+        # The model first (usually the router's cache, no RPC): a request over its context, or for a model it may not
+        # use, never costs the guard's analysis.
+        model = await self._downstream.resolve_model(params.model, identity.serve_successor)
+        span.set_attribute("llmaas.model", model.id)
+        check_model_permission(identity, params.model, model)
+        self._check_capabilities(params, model)
+        max_tokens = check_context(params, model.max_model_len, model.default_max_tokens)
+
         guard_request = guard_pb2.CheckPromptRequest(
             tenant_id=identity.tenant_id, end_user_id=params.user, request_id=caller.request_id,
             parts=[guard_pb2.PromptPart(source=_SOURCE[m.role], text=m.content) for m in params.messages])
-        model, verdict = await asyncio.gather(
-            self._downstream.resolve_model(params.model, identity.serve_successor),
-            self._downstream.check_prompt(guard_request))
-        span.set_attribute("llmaas.model", model.id)
-        check_model_permission(identity, params.model, model)
+        verdict = await self._downstream.check_prompt(guard_request)
         if verdict.decision == guard_pb2.DECISION_BLOCK:
             raise invalid_request(f"The prompt was rejected by the prompt security policy ({guard_reasons(verdict)}).",
                                   param="messages", code="prompt_rejected")
-        self._check_capabilities(params, model)
-
-        max_tokens = params.max_tokens or model.default_max_tokens
-        if max_tokens > model.max_model_len:
-            raise invalid_request(
-                f"max_tokens is too large: {max_tokens}. This model supports at most {model.max_model_len} tokens.",
-                param="max_tokens", code="invalid_value")
         prompt = template.render_prompt(model.chat_template, params.messages, model.bos_token, model.eos_token)
         request_id = caller.request_id
         run = ChatRun(
             id="chatcmpl-" + uuid.uuid4().hex, request_id=request_id, created=int(time.time()), model=model.id,
-            params=params, caller=caller, triton_model=model.triton_model, endpoints=tuple(model.endpoints),
+            params=params, caller=caller, triton_model=model.triton_model, max_model_len=model.max_model_len,
+            endpoints=tuple(model.endpoints),
             prompt=prompt,
             sampling=_sampling(params, max_tokens), headers=lifecycle_headers(model) + guard_headers(verdict))
-        # Worst case: a token covers at least one byte of the prompt, so its byte length bounds the input tokens.
+        # Worst case: a token covers at least one byte of the prompt (plus the few a tokenizer adds), so its byte
+        # length bounds the input tokens; and the backend refuses a prompt longer than the context. Metering caps the
+        # settlement at this reservation.
+        prompt_bytes = len(prompt.encode())
+        max_input = prompt_bytes + PROMPT_TOKEN_SLACK
+        if model.max_model_len:
+            max_input = min(max_input, model.max_model_len)
         # Refused (a quota, the tier or the budget): RESOURCE_EXHAUSTED, whose error carries Retry-After and the
         # x-ratelimit-* headers to the client; granted: the same headers go out with the response.
         reserved = await self._downstream.reserve(metering_pb2.ReserveRequest(
             request_id=request_id, tenant_id=identity.tenant_id, key_id=identity.key_id, model=model.id,
-            max_input_tokens=len(prompt.encode()), max_output_tokens=max_tokens, kind="chat",
+            max_input_tokens=max_input, max_output_tokens=max_tokens, kind="chat",
             quotas=[metering_pb2.Quota(window_seconds=q.window_seconds, max_requests=q.max_requests,
                                        max_tokens=q.max_tokens) for q in identity.quotas],
             kwh_per_million_tokens=(model.kwh_per_million_tokens if model.HasField("kwh_per_million_tokens")
@@ -205,6 +214,15 @@ class ChatPipeline:
             if delta is None:  # the attempt starts over on another replica: only the answer served counts
                 run.usage, run.finish_reason = Usage(), None
                 return
+            if delta.input_tokens is not None and not run.prompt_checked:
+                # The backend's exact count, on its first response (before anything reached the client): a prompt
+                # plus max_tokens over the context is refused as OpenAI does, and costs the client nothing.
+                run.prompt_checked = True
+                try:
+                    check_prompt_tokens(run.params, delta.input_tokens, run.max_model_len)
+                except ApiError:
+                    run.usage, run.finish_reason = Usage(), None
+                    raise
             if delta.input_tokens is not None:
                 run.usage.prompt_tokens = delta.input_tokens
             if delta.output_tokens:

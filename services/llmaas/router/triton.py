@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -221,12 +222,40 @@ def _transport_failure(e: InferenceServerException) -> bool:
     return "UNAVAILABLE" in status or "DEADLINE" in status or "CANCELLED" in status
 
 
+# How backends say that the prompt does not fit the model's context (in-band, about the request): our CPU backend
+# ("Input prompt (N tokens) is too long and exceeds limit of M", as vLLM's scheduler once said), vLLM's engine ("The
+# decoder prompt (length N) is longer than the maximum model length of M."), vLLM's OpenAI server ("This model's
+# maximum context length is M tokens..."), llama.cpp's server ("exceeds the available context size").
+_CONTEXT_MARKERS = ("maximum context length", "maximum model length", "is too long and exceeds limit",
+                    "exceeds the available context size", "context length", "context window", "max_model_len")
+_STREAM_PREFIX = "error generating stream: "
+# vLLM's SamplingParams errors name the key first ("top_p must be in (0, 1], got 0.0."); the CPU backend's say
+# "sampling parameter 'x' ...". The router validates every key it sends, so these mean a router/backend mismatch:
+# still the request's (400, naming the key), never a 5xx.
+_SAMPLING_KEYS = ("max_tokens", "min_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty",
+                  "frequency_penalty", "repetition_penalty", "stop", "logprobs")
+_PARAM_ERROR = re.compile(r"^(?:sampling parameter ')?(" + "|".join(_SAMPLING_KEYS) + r")'? (?:must|cannot)")
+
+
 def _backend_error(message: str) -> ApiError:
-    # In-band errors about the request (bad sampling parameters, context too long). The message is the backend's own
-    # and carries no prompt text.
-    if "context" in message.lower() and "length" in message.lower():
-        return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message or "The prompt is too long for this model",
-                        param="messages", code="context_length_exceeded")
+    """In-band errors about the request (bad sampling parameters, context too long). The message is the backend's own
+    and carries no prompt text (only counts and parameter names)."""
+    text = message.strip()
+    if text.lower().startswith(_STREAM_PREFIX):
+        text = text[len(_STREAM_PREFIX):]
+    lowered = text.lower()
+    if any(marker in lowered for marker in _CONTEXT_MARKERS):
+        # The first sentence: vLLM goes on with advice for the operator (`max_model_len`), not the client.
+        detail = text.split(". ")[0].rstrip(".")[:300]
+        return ApiError(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"This model's maximum context length was exceeded: {detail}. Please reduce the length of the "
+                        f"messages or completion.", param="messages", code="context_length_exceeded")
+    if lowered.startswith("the decoder prompt cannot be empty") or lowered.startswith("prompt cannot be empty"):
+        return ApiError(grpc.StatusCode.INVALID_ARGUMENT, "The prompt is empty.", param="messages",
+                        code="invalid_value")
+    if (match := _PARAM_ERROR.match(lowered)) is not None:
+        return ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid '{match.group(1)}': {text[:300]}",
+                        param=match.group(1), code="invalid_value")
     return ApiError(grpc.StatusCode.INTERNAL, "The model failed to generate a response", code="backend_error")
 
 

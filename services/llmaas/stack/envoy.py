@@ -17,6 +17,16 @@ HOST = "127.0.0.1"
 # Auth slower than this is auth down: Envoy answers 503 (fail closed). Sized for a burst of a few hundred requests
 # on a small machine, where every service shares the cores.
 AUTHZ_TIMEOUT = "2s"
+# The edge's limits (README "Limits"). A JSON body over MAX_BODY_BYTES is a 413 before any service sees it: 16 MiB
+# holds a 1M-token prompt (about 4 MB of text) with room for JSON escapes and a few base64 images.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+# Request headers in total (431 beyond); the services accept that much gRPC metadata and more
+# (llmaas.common.server.MAX_METADATA_BYTES).
+MAX_REQUEST_HEADERS_KB = 32
+# Objects and arrays nested deeper than this are a 400 `json_too_deep` (gateway/openai_errors.lua, which states the
+# same two numbers). A JSON level inside a google.protobuf.Struct is 3 protobuf levels and the services' protobuf
+# decoder stops at 100: 32 is safe for any field (33 levels under `metadata` failed as a 500).
+MAX_JSON_DEPTH = 32
 
 
 def find_envoy() -> Path:
@@ -36,6 +46,7 @@ def render_config(ports: StackPorts, *, authz_timeout: str = AUTHZ_TIMEOUT, auth
     up = upstream or ports
     return env.get_template("envoy.yaml.j2").render(
         host=HOST, http_port=ports.envoy_http, admin_port=ports.envoy_admin, authz_timeout=authz_timeout,
+        max_body_bytes=MAX_BODY_BYTES, max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         ext_authz=ext_authz, lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=GATEWAY_DIR / "llmaas.pb",
         grpc_clusters=[("auth", [up.auth_replica(i) for i in range(auth_replicas)]),
                        ("router", [up.service("router")]), ("catalog", [up.service("catalog")]),

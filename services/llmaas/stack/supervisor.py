@@ -85,6 +85,20 @@ def describe_exit(returncode: int) -> str:
         return f"signal {-returncode}"
 
 
+def private_dir(path: Path) -> None:
+    """A directory only its owner may enter (0700), made so if it already existed."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
+def open_private_log(path: Path):
+    """A log file for appending, readable by its owner only (0600), made so if it already existed: logs name
+    tenants, keys and clients."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
 class Supervisor:
     def __init__(self, data_dir: Path, on_event: Callable[[str, str, float], None] = lambda *_: None,
                  on_restart: Callable[[Running], None] = lambda _: None,
@@ -93,7 +107,8 @@ class Supervisor:
         'exited (signal SIGKILL), restart in 0.5s' / 'exited (code 1), giving up' (seconds: the back-off).
         on_restart(running) is called with each restarted child, once its new process exists."""
         self._logs = data_dir / "logs"
-        self._logs.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
+        private_dir(self._logs)
         self._on_event = on_event
         self._on_restart = on_restart
         self.policy = policy
@@ -105,7 +120,7 @@ class Supervisor:
         if component.prepare is not None:
             component.prepare()
         log_path = self._logs / f"{component.name}.log"
-        log_file = open(log_path, "ab")
+        log_file = open_private_log(log_path)
         try:
             process = subprocess.Popen(
                 component.argv, env={**os.environ, **component.env}, cwd=component.cwd, stdin=subprocess.DEVNULL,

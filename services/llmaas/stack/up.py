@@ -16,7 +16,7 @@ from llmaas.stack.jaeger import find_jaeger, jaeger_component, query_url
 from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, GUARD_MODEL_REPOSITORY, REFERENCE_CATALOG
 from llmaas.stack.ports import SERVICES, StackPorts, port_taken
 from llmaas.stack.services import HOST, address, auth_addresses, service_components
-from llmaas.stack.supervisor import StartError, Supervisor
+from llmaas.stack.supervisor import StartError, Supervisor, private_dir
 from llmaas.stack.triton import triton_components, triton_name
 
 STACK_FILE = "stack.json"
@@ -130,7 +130,10 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
     jaeger_bin = _jaeger_binary(options)
     refuse_taken_ports(options, jaeger=jaeger_bin is not None)
     data_dir = options.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # Databases, logs, secrets and configs: readable by the owner only. The children inherit the umask, so what they
+    # create under the data directory (SQLite files and their WAL, Triton's and Jaeger's files) is 0600 / 0700.
+    os.umask(0o077)
+    private_dir(data_dir)
     (data_dir / STACK_FILE).unlink(missing_ok=True)
     ports = StackPorts(options.base_port)
     state = _admin_state(data_dir)

@@ -74,12 +74,22 @@ class SettleRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., outcome: _Optional[str] = ..., reasoning_tokens: _Optional[int] = ..., audio_ms: _Optional[int] = ...) -> None: ...
 
 class SettleResponse(_message.Message):
-    __slots__ = ("recorded", "cost_eur")
+    __slots__ = ("recorded", "cost_eur", "capped", "refused_prompt_tokens", "refused_completion_tokens", "refused_reasoning_tokens", "refused_audio_ms")
     RECORDED_FIELD_NUMBER: _ClassVar[int]
     COST_EUR_FIELD_NUMBER: _ClassVar[int]
+    CAPPED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_AUDIO_MS_FIELD_NUMBER: _ClassVar[int]
     recorded: bool
     cost_eur: str
-    def __init__(self, recorded: _Optional[bool] = ..., cost_eur: _Optional[str] = ...) -> None: ...
+    capped: bool
+    refused_prompt_tokens: int
+    refused_completion_tokens: int
+    refused_reasoning_tokens: int
+    refused_audio_ms: int
+    def __init__(self, recorded: _Optional[bool] = ..., cost_eur: _Optional[str] = ..., capped: _Optional[bool] = ..., refused_prompt_tokens: _Optional[int] = ..., refused_completion_tokens: _Optional[int] = ..., refused_reasoning_tokens: _Optional[int] = ..., refused_audio_ms: _Optional[int] = ...) -> None: ...
 
 class GetUsageRequest(_message.Message):
     __slots__ = ("tenant_id", "key_id", "model", "group_by", "start_day", "end_day")
@@ -98,7 +108,7 @@ class GetUsageRequest(_message.Message):
     def __init__(self, tenant_id: _Optional[str] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ..., group_by: _Optional[_Iterable[str]] = ..., start_day: _Optional[str] = ..., end_day: _Optional[str] = ...) -> None: ...
 
 class UsageRow(_message.Message):
-    __slots__ = ("key_id", "model", "day", "month", "kind", "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens", "total_tokens", "audio_ms", "cost_eur", "energy_kwh")
+    __slots__ = ("key_id", "model", "day", "month", "kind", "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens", "total_tokens", "audio_ms", "cost_eur", "energy_kwh", "failed_requests", "cancelled_requests", "expired_requests")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DAY_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +122,9 @@ class UsageRow(_message.Message):
     AUDIO_MS_FIELD_NUMBER: _ClassVar[int]
     COST_EUR_FIELD_NUMBER: _ClassVar[int]
     ENERGY_KWH_FIELD_NUMBER: _ClassVar[int]
+    FAILED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     model: str
     day: str
@@ -125,7 +138,10 @@ class UsageRow(_message.Message):
     audio_ms: int
     cost_eur: str
     energy_kwh: str
-    def __init__(self, key_id: _Optional[str] = ..., model: _Optional[str] = ..., day: _Optional[str] = ..., month: _Optional[str] = ..., kind: _Optional[str] = ..., requests: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., audio_ms: _Optional[int] = ..., cost_eur: _Optional[str] = ..., energy_kwh: _Optional[str] = ...) -> None: ...
+    failed_requests: int
+    cancelled_requests: int
+    expired_requests: int
+    def __init__(self, key_id: _Optional[str] = ..., model: _Optional[str] = ..., day: _Optional[str] = ..., month: _Optional[str] = ..., kind: _Optional[str] = ..., requests: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., audio_ms: _Optional[int] = ..., cost_eur: _Optional[str] = ..., energy_kwh: _Optional[str] = ..., failed_requests: _Optional[int] = ..., cancelled_requests: _Optional[int] = ..., expired_requests: _Optional[int] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
     __slots__ = ("requests", "prompt_tokens", "completion_tokens", "tenant_id", "currency", "total", "rows")
