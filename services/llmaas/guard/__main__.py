@@ -11,9 +11,11 @@ from llmaas.common.config import ConfigError, env_float, env_int, env_str, grpc_
 from llmaas.common.db import make_engine, migrate
 from llmaas.common.server import serve
 from llmaas.common.telemetry import setup_logging
+from llmaas.guard import budget as limits
 from llmaas.guard import runtime
 from llmaas.guard.behaviour import Behaviour, BehaviourConfig, MemoryWindow, RedisWindow
 from llmaas.guard.classifier import Classifier, LocalClassifier, NoClassifier, PendingClassifier
+from llmaas.guard.offload import WORKERS, ClassifierSpec, Offload
 from llmaas.guard.policy import MODES, Policy, PolicyStore
 from llmaas.guard.servicer import GuardServicer
 from llmaas.guard.training.train import DEFAULT_MODEL_DIR
@@ -69,6 +71,30 @@ def _window():
     return RedisWindow(redis.asyncio.from_url(url))
 
 
+def _budget() -> limits.Budget:
+    """What one request may cost (budget.py)."""
+    return limits.Budget(
+        max_chars=env_int("LLMAAS_GUARD_MAX_ANALYSED_CHARS", limits.MAX_ANALYSED_CHARS),
+        work_seconds=env_float("LLMAAS_GUARD_WORK_SECONDS", limits.WORK_SECONDS),
+        tenant_concurrency=env_int("LLMAAS_GUARD_TENANT_CONCURRENCY", limits.TENANT_CONCURRENCY),
+        global_concurrency=env_int("LLMAAS_GUARD_CONCURRENCY", limits.GLOBAL_CONCURRENCY))
+
+
+def _offload() -> Offload | None:
+    """The worker processes that analyse long requests (offload.py); LLMAAS_GUARD_WORKERS=0: none, on the event
+    loop between yields."""
+    workers = env_int("LLMAAS_GUARD_WORKERS", WORKERS)
+    if workers <= 0:
+        return None
+    kind = env_str("LLMAAS_GUARD_CLASSIFIER", "local")
+    spec = (ClassifierSpec("triton", triton_address=env_str("LLMAAS_GUARD_TRITON_GRPC"),
+                           triton_model=env_str("LLMAAS_GUARD_TRITON_MODEL"),
+                           triton_threshold=env_float("LLMAAS_GUARD_TRITON_THRESHOLD", 0.5)) if kind == "triton"
+            else ClassifierSpec("local", model_dir=env_str("LLMAAS_GUARD_MODEL_DIR", str(DEFAULT_MODEL_DIR)))
+            if kind == "local" else ClassifierSpec("none"))
+    return Offload(spec, workers)
+
+
 def main() -> None:
     setup_logging()  # before serve(): the model may start building first
     mode = env_str("LLMAAS_GUARD_MODE", "enforce")
@@ -78,7 +104,7 @@ def main() -> None:
     engine = make_engine(env_str("LLMAAS_GUARD_DATABASE_URL"))
     migrate(engine, Path(__file__).parent / "migrations")
     behaviour = Behaviour(_window(), BehaviourConfig(repetition_limit=env_int("LLMAAS_GUARD_REPETITION_LIMIT", 30)))
-    servicer = GuardServicer(Detector(_classifier()), behaviour, PolicyStore(engine, default),
+    servicer = GuardServicer(Detector(_classifier(), _budget(), _offload()), behaviour, PolicyStore(engine, default),
                              env_str("LLMAAS_ADMIN_TOKEN"), internal_secret())
 
     def register(server):

@@ -23,6 +23,9 @@ SPLIT_WINDOW = 4  # previous prompts joined with the current one
 TAIL_CHARS = 160
 MAX_KEYS = 100_000
 _SPLIT_REASONS = {"instruction_override", "system_prompt_extraction", "persona_override"}
+# A longer prompt is represented by its head and tail this long, and its length: the window only needs its digest,
+# its head and its end, and normalising all of a huge prompt would cost what the analysis budget saves.
+BOUNDED_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,14 @@ class Behaviour:
 
     async def observe(self, tenant_id: str, end_user_id: str, prompt: str) -> list[Finding]:
         """Records the request's newest user prompt and returns the behavioural findings it completes."""
-        form = normalize.comparison_form(prompt)
-        digest = hashlib.sha256(form.encode()).hexdigest()[:16]
+        if len(prompt) > 2 * BOUNDED_CHARS:
+            head = normalize.comparison_form(prompt[:BOUNDED_CHARS])
+            tail = normalize.comparison_form(prompt[-BOUNDED_CHARS:])
+            form = f"{head} \u2026 {tail}"
+            digest = hashlib.sha256(f"{len(prompt)}\n{form}".encode()).hexdigest()[:16]
+        else:
+            form = normalize.comparison_form(prompt)
+            digest = hashlib.sha256(form.encode()).hexdigest()[:16]
         keep = max(self._config.repetition_limit, self._config.split_window)
         entry = f"{digest}\t{patterns.sketch(form[-TAIL_CHARS:])}"
         before = await self._store.push(window_key(tenant_id, end_user_id), entry, keep, self._config.ttl_seconds)

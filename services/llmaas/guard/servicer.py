@@ -3,14 +3,15 @@ operations on a tenant's policy."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
 
 from opentelemetry import trace
 
 from llmaas.common.errors import invalid_request
 from llmaas.common.identity import require_admin
 from llmaas.guard.behaviour import Behaviour
+from llmaas.guard.budget import DEADLINE_MARGIN_SECONDS, Limiter
 from llmaas.guard.policy import PolicyStore
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
 from llmaas.guard.verdict import DOCUMENT, PROMPT, Detector
@@ -31,6 +32,7 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
         self._policies = policies
         self._admin_token = admin_token
         self._secret = internal_secret
+        self._limiter = Limiter(detector.budget)
 
     async def CheckPrompt(self, request, context):
         policy = self._policies.get(request.tenant_id)
@@ -38,14 +40,25 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
         if mode == guard_pb2.GUARD_MODE_OFF:
             return guard_pb2.CheckPromptResponse(decision=guard_pb2.DECISION_ALLOW, mode=mode,
                                                  threshold=policy.threshold)
-        parts = [(_KIND[p.source], p.text) for p in request.parts if p.source in _KIND]
-        users = [p.text for p in request.parts if p.source == guard_pb2.PART_SOURCE_USER and p.text.strip()]
-        behaviour = (await self._behaviour.observe(request.tenant_id, request.end_user_id, users[-1])
-                     if users else [])
-        # A remote model's round trip must not hold the event loop (every other request would wait behind it);
-        # the local model is CPU work under the GIL, where a thread would only add its hop.
-        verdict = (await asyncio.to_thread(self._detector.request, parts, behaviour) if self._detector.remote
-                   else self._detector.request(parts, behaviour))
+        # Each part's text read once: every read of a protobuf string field decodes its UTF-8 again.
+        texts = [(p.source, p.text) for p in request.parts]
+        parts = [(_KIND[source], text) for source, text in texts if source in _KIND]
+        users = [text for source, text in texts if source == guard_pb2.PART_SOURCE_USER and text and not text.isspace()]
+        # Answered before the caller gives up, with what was analysed by then (the rest is a finding).
+        remaining = _time_remaining(context)
+        deadline = time.monotonic() + remaining - DEADLINE_MARGIN_SECONDS if remaining is not None else None
+        run = self._detector.start(parts)
+        if run.heavy:  # more than one chunk: one of the tenant's few slots for long analyses
+            budget = self._detector.budget.queue_seconds
+            await self._limiter.acquire(request.tenant_id, budget if deadline is None
+                                        else min(budget, deadline - time.monotonic()))
+        try:
+            behaviour = (await self._behaviour.observe(request.tenant_id, request.end_user_id, users[-1])
+                         if users else [])
+            verdict = await self._detector.check(run, behaviour, deadline)
+        finally:
+            if run.heavy:
+                self._limiter.release(request.tenant_id)
         flagged = verdict.score >= policy.threshold
         block = flagged and mode == guard_pb2.GUARD_MODE_ENFORCE
         _record(request, policy.mode, verdict, flagged, block)
@@ -77,6 +90,14 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
         except ValueError as e:
             raise invalid_request(str(e), param="threshold", code="invalid_value") from None
         return guard_pb2.SetTenantPolicyResponse(policy=self._policy_message(request.tenant_id))
+
+
+def _time_remaining(context) -> float | None:
+    """Seconds until the caller's deadline (None: it set none)."""
+    try:
+        return context.time_remaining()
+    except AttributeError:  # a test's stand-in context
+        return None
 
 
 def _record(request, mode: str, verdict, flagged: bool, block: bool) -> None:
