@@ -80,6 +80,12 @@ class LlamaEngine:
                  want_logprobs: bool) -> Iterator[TokenStep]:
         llm, lib = self.llm, self._lib
         llm.set_seed(self._default_seed if params.seed is None else params.seed & 0xFFFFFFFF)
+        if params.seed is not None:
+            # A seeded request must answer the same every time (OpenAI's `seed`). llama.cpp would otherwise reuse the
+            # KV cache of the previous prompt's common prefix, and a position evaluated alone gets slightly different
+            # logits than in a batch: enough to flip a near-tie, even greedy. Evaluating the prompt afresh costs the
+            # prefix's prefill; unseeded requests keep the reuse.
+            llm.reset()
         vocab = llm._model.vocab
         show_special = not params.skip_special_tokens
         top_n = params.logprobs or 0
