@@ -131,6 +131,11 @@ end
 
 function envoy_on_request(request_handle)
   local headers = request_handle:headers()
+  if find(headers:get("content-type") or "", "application/grpc", 1, true) == 1 then
+    -- A gRPC client (internal callers through the gateway): its protobuf body and its grpc-status are its own.
+    request_handle:streamInfo():dynamicMetadata():set(EDGE_METADATA, "grpc", "1")
+    return
+  end
   if headers:get("content-length") == nil and headers:get("transfer-encoding") == nil then
     return -- no body
   end
@@ -186,6 +191,10 @@ local function transcode_error(message)
 end
 
 function envoy_on_response(response_handle)
+  local edge = response_handle:streamInfo():dynamicMetadata():get(EDGE_METADATA)
+  if edge ~= nil and edge["grpc"] == "1" then
+    return -- a gRPC client reads grpc-status (e.g. UNIMPLEMENTED for a path the gateway does not route)
+  end
   local headers = response_handle:headers()
   local err = headers:get(ERROR_HEADER)
   if err ~= nil then

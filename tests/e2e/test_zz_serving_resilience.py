@@ -119,6 +119,7 @@ def test_a_stub_killed_on_one_replica_is_invisible_to_clients_and_reloaded(stack
 
 def test_a_model_dead_everywhere_gets_fast_503s_leaves_the_list_and_comes_back(stack, key):
     _, api_key = key
+    both_replicas_serve(stack, api_key)
     model = "llmaas-test-deterministic"
     pids = [stub_pid(stack["pids"][name], model) for name in ("triton", "triton-2")]
     assert None not in pids
@@ -163,8 +164,22 @@ def test_a_model_dead_everywhere_gets_fast_503s_leaves_the_list_and_comes_back(s
               f"meanwhile (each in {max(t for _, t in outcomes[1:-1] or [(0, 0)]) * 1000:.0f} ms or less)")
 
 
+def both_replicas_serve(stack, api_key: str, within: float = 60) -> None:
+    """Waits until requests reach both replicas again (an earlier test's recovery may still be under way)."""
+    before = [served_requests(stack, i) for i in (0, 1)]
+    deadline = time.monotonic() + within
+    with httpx.Client(base_url=stack["base_url"], headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as c:
+        while time.monotonic() < deadline:
+            c.post("/chat/completions", json=chat(0))
+            if all(served_requests(stack, i) > n for i, n in enumerate(before)):
+                return
+            time.sleep(0.1)
+    raise AssertionError("requests do not reach both replicas")
+
+
 async def test_a_triton_replica_killed_under_load_fails_no_request(stack, key):
     tenant_id, api_key = key
+    both_replicas_serve(stack, api_key)
     before = usage(stack, tenant_id)["total"]
     statuses: list[int] = []
     stream_ends: list[dict] = []

@@ -1,4 +1,15 @@
-from llmaas.common.identity import ROLE_TENANT_ADMIN, Identity, Quota, decode_identity, encode_identity
+import base64
+import json
+
+from llmaas.common import identity as identity_module
+from llmaas.common.identity import (
+    IDENTITY_TTL_SECONDS,
+    ROLE_TENANT_ADMIN,
+    Identity,
+    Quota,
+    decode_identity,
+    encode_identity,
+)
 
 SECRET = "unit-test-internal-secret-0123456789abcdef"
 
@@ -33,3 +44,18 @@ def test_serve_successor_opt_in_round_trips_and_old_tokens_decode_to_off():
     # Off is the absent field: a token signed before the opt-in existed has exactly this shape.
     assert decode_identity(plain, SECRET).serve_successor is False
     assert len(plain) < len(encode_identity(opted, SECRET))
+
+
+def test_a_header_is_bound_to_its_request_names_its_audience_and_expires():
+    bound = encode_identity(Identity("ten_a", "k1"), SECRET, request_id="req-1", client_address="10.0.0.7", now=1000.0)
+    identity = decode_identity(bound, SECRET, now=1000.0)
+    assert (identity.request_id, identity.client_address) == ("req-1", "10.0.0.7")
+    assert decode_identity(bound, SECRET, now=1000.0 + IDENTITY_TTL_SECONDS) is not None
+    assert decode_identity(bound, SECRET, now=1001.0 + IDENTITY_TTL_SECONDS) is None  # expired
+    # Another audience (a token of the same format signed for something else) is not an identity.
+    version, payload, _ = bound.split(".")
+    body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    body["a"] = "someone-else"
+    other = base64.urlsafe_b64encode(json.dumps(body).encode()).rstrip(b"=").decode()
+    resigned = f"{version}.{other}.{identity_module._mac(other, SECRET)}"
+    assert decode_identity(resigned, SECRET, now=1000.0) is None

@@ -68,7 +68,10 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code_pb2.OK),
             ok_response=external_auth_pb2.OkHttpResponse(
-                headers=[_header(IDENTITY_HEADER, encode_identity(decision, self._secret)),
+                # Bound to this request: Envoy's request id (it never passes the client's on) and the client's address.
+                headers=[_header(IDENTITY_HEADER, encode_identity(decision, self._secret,
+                                                                  request_id=attempt.request_id,
+                                                                  client_address=attempt.client_address)),
                          _header(CLIENT_ADDRESS_HEADER, attempt.client_address)],
                 headers_to_remove=["authorization"],
             ),

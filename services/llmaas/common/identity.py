@@ -7,8 +7,10 @@ unsigned or tampered header is simply not an identity. It carries what the servi
 the key's limits without asking auth again: the role, the allowed model patterns, the per-key quotas, and the
 tenant's opt-in to being served by a retired model's successor.
 
-The payload is compact JSON; a field at its default is left out ("s", serve_successor, only appears when true), so
-identities signed before a field existed still decode, to that default.
+The payload is compact JSON; a field at its default is left out ("s", serve_successor, only appears when true).
+Every header also binds the request it was minted for (Envoy's request id, the client's address: a service takes
+them from here, never from other metadata), names its audience and expires IDENTITY_TTL_SECONDS after it was signed:
+a header seen in a log or a trace cannot be replayed for another request, nor for long.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import fnmatch
 import hashlib
 import hmac
 import json
+import time
 from dataclasses import dataclass, field
 
 import grpc
@@ -35,6 +38,11 @@ ROLE_KEY = "key"
 ROLE_TENANT_ADMIN = "tenant_admin"
 ROLE_PLATFORM_ADMIN = "platform_admin"
 _VERSION = "v1"
+# Who may accept the header: the llmaas services behind the gateway.
+AUDIENCE = "llmaas-services"
+# Long enough for the hops of one request (each service checks it when the call arrives), short enough that a leaked
+# header is soon worthless. Clocks of the services' machines must agree within a few seconds.
+IDENTITY_TTL_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,9 @@ class Identity:
     quotas: tuple[Quota, ...] = field(default=())
     # The tenant's opt-in: a request for a retired model is served by its recommended successor, saying so.
     serve_successor: bool = False
+    # The request the header was minted for (Envoy's x-request-id) and where it came from; empty when not bound.
+    request_id: str = ""
+    client_address: str = ""
 
     def may_use(self, *model_names: str) -> bool:
         """True if any of the names (canonical id, the alias the client used) matches an allowed pattern."""
@@ -80,25 +91,39 @@ def _mac(payload: str, secret: str) -> str:
     return _b64(hmac.new(secret.encode(), f"{_VERSION}.{payload}".encode(), hashlib.sha256).digest())
 
 
-def encode_identity(identity: Identity, secret: str) -> str:
+def encode_identity(identity: Identity, secret: str, *, request_id: str | None = None,
+                    client_address: str | None = None, ttl: float = IDENTITY_TTL_SECONDS,
+                    now: float | None = None) -> str:
+    """The signed header value, bound to a request (by default the identity's own request_id/client_address)."""
     body = {"t": identity.tenant_id, "k": identity.key_id, "r": identity.role, "m": list(identity.models),
-            "q": [[q.window_seconds, q.max_requests, q.max_tokens] for q in identity.quotas]}
+            "q": [[q.window_seconds, q.max_requests, q.max_tokens] for q in identity.quotas],
+            "a": AUDIENCE, "x": int((time.time() if now is None else now) + ttl)}
     if identity.serve_successor:
         body["s"] = 1
+    request_id = identity.request_id if request_id is None else request_id
+    client_address = identity.client_address if client_address is None else client_address
+    if request_id:
+        body["i"] = request_id
+    if client_address:
+        body["c"] = client_address
     payload = _b64(json.dumps(body, separators=(",", ":")).encode())
     return f"{_VERSION}.{payload}.{_mac(payload, secret)}"
 
 
-def decode_identity(value: str, secret: str) -> Identity | None:
-    """The identity in a signed header value; None when it is malformed or its signature does not verify."""
+def decode_identity(value: str, secret: str, *, now: float | None = None) -> Identity | None:
+    """The identity in a signed header value; None when it is malformed, its signature does not verify, it is meant
+    for another audience or it has expired."""
     version, _, rest = value.partition(".")
     payload, _, mac = rest.partition(".")
     if version != _VERSION or not payload or not mac or not hmac.compare_digest(mac, _mac(payload, secret)):
         return None
     try:
         body = json.loads(_unb64(payload))
+        if body["a"] != AUDIENCE or int(body["x"]) < (time.time() if now is None else now):
+            return None
         return Identity(tenant_id=body["t"], key_id=body["k"], role=body["r"], models=tuple(body["m"]),
-                        quotas=tuple(Quota(*q) for q in body["q"]), serve_successor=body.get("s") == 1)
+                        quotas=tuple(Quota(*q) for q in body["q"]), serve_successor=body.get("s") == 1,
+                        request_id=str(body.get("i", "")), client_address=str(body.get("c", "")))
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -116,13 +141,16 @@ def identity_from_metadata(md: dict[str, str], secret: str) -> Identity | None:
         return None
     identity = decode_identity(value, secret)
     if identity is None:
-        raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "Invalid identity header.", code="invalid_identity")
+        raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "Invalid or expired identity header.",
+                       code="invalid_identity")
     return identity
 
 
-def client_address(md: dict[str, str], context) -> str:
-    """Where the request came from: the address ext_authz recorded, else the gRPC peer (direct callers)."""
-    return (md.get(CLIENT_ADDRESS_HEADER) or context.peer() or "")[:64]
+def client_address(md: dict[str, str], context, identity: Identity | None = None) -> str:
+    """Where the request came from: the address bound in the signed identity (ext_authz), else the one it recorded
+    next to it, else the gRPC peer (direct callers)."""
+    bound = identity.client_address if identity is not None else ""
+    return (bound or md.get(CLIENT_ADDRESS_HEADER) or context.peer() or "")[:64]
 
 
 def bearer_token(header_value: str) -> str | None:

@@ -104,7 +104,8 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
             raise ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal_message(decision, now), code=RATE_LIMITED,
                            headers=(("retry-after", str(retry_after(decision, now))), *headers))
         return metering_pb2.ReserveResponse(
-            granted=True, headers=[metering_pb2.ResponseHeader(name=k, value=v) for k, v in headers])
+            granted=True, headers=[metering_pb2.ResponseHeader(name=k, value=v) for k, v in headers],
+            replay=decision.replay)
 
     async def Settle(self, request, context):
         if request.outcome not in OUTCOMES:

@@ -25,7 +25,6 @@ from llmaas.auth.v1 import auth_pb2
 from llmaas.common.errors import HTTP_STATUS, ApiError, invalid_request
 from llmaas.common.identity import (
     IDENTITY_HEADER,
-    REQUEST_ID_HEADER,
     Identity,
     bearer_token,
     client_address,
@@ -115,22 +114,25 @@ class ChatPipeline:
         self._background: set[asyncio.Task] = set()
 
     async def _caller(self, md: dict[str, str], context, endpoint: str) -> Caller:
-        request_id = md.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
-        # ext_authz sets the client address next to the identity; a direct caller is the gRPC peer itself.
-        client = client_address(md, context) if IDENTITY_HEADER in md else (context.peer() or "")
-        # Set by ext_authz behind Envoy (a forged one is refused here).
+        """Who calls, and the request's id. The id is the platform's: the one Envoy minted, bound in the identity
+        ext_authz signed, or a fresh one for a direct gRPC caller, whose own x-request-id is never used (metering is
+        idempotent by request id: a chosen id would make a replay free)."""
+        # Set by ext_authz behind Envoy (a forged or expired one is refused here).
         identity = identity_from_metadata(md, self._secret)
         if identity is not None:
             signed = md[IDENTITY_HEADER]
+            request_id = identity.request_id or str(uuid.uuid4())
+            client = client_address(md, context, identity)
         else:
             # Direct gRPC callers do not pass through Envoy's ext_authz: auth verifies their key (and audits it).
+            request_id, client = str(uuid.uuid4()), (context.peer() or "")[:64]
             token = bearer_token(md.get("authorization", ""))
             if not token:
                 raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "You didn't provide an API key.",
                                code="missing_api_key")
             identity = await self._downstream.authenticate(auth_pb2.AuthenticateRequest(
                 api_key=token, endpoint=endpoint, client_address=client, request_id=request_id))
-            signed = encode_identity(identity, self._secret)
+            signed = encode_identity(identity, self._secret, request_id=request_id, client_address=client)
         return Caller(identity, signed, request_id, endpoint, client)
 
     async def prepare(self, request: router_pb2.CreateChatCompletionRequest, context, *,
@@ -191,6 +193,10 @@ class ChatPipeline:
                                        max_tokens=q.max_tokens) for q in identity.quotas],
             kwh_per_million_tokens=(model.kwh_per_million_tokens if model.HasField("kwh_per_million_tokens")
                                     else None)))
+        if reserved.replay:
+            # Only a replayed identity header (bound to its request id) can repeat an id: never served twice.
+            raise ApiError(grpc.StatusCode.ALREADY_EXISTS, "This request was already made: it is not served again.",
+                           code="request_replayed")
         run.headers += tuple((h.name, h.value) for h in reserved.headers)
         return run
 

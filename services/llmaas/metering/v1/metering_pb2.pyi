@@ -50,12 +50,14 @@ class ResponseHeader(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class ReserveResponse(_message.Message):
-    __slots__ = ("granted", "headers")
+    __slots__ = ("granted", "headers", "replay")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FIELD_NUMBER: _ClassVar[int]
     granted: bool
     headers: _containers.RepeatedCompositeFieldContainer[ResponseHeader]
-    def __init__(self, granted: _Optional[bool] = ..., headers: _Optional[_Iterable[_Union[ResponseHeader, _Mapping]]] = ...) -> None: ...
+    replay: bool
+    def __init__(self, granted: _Optional[bool] = ..., headers: _Optional[_Iterable[_Union[ResponseHeader, _Mapping]]] = ..., replay: _Optional[bool] = ...) -> None: ...
 
 class SettleRequest(_message.Message):
     __slots__ = ("request_id", "prompt_tokens", "completion_tokens", "outcome", "reasoning_tokens", "audio_ms")

@@ -1,0 +1,39 @@
+"""Nothing internal is reachable through the edge: Triton's model repository and inference APIs, and the services'
+internal RPCs, are 404s over HTTP (over gRPC, UNIMPLEMENTED: tests/e2e/test_successor.py); Envoy's admin and
+Triton's ports listen on loopback."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+INTERNAL = [
+    ("POST", "/v2/repository/index"),
+    ("POST", "/v2/repository/models/llmaas-test-deterministic/unload"),
+    ("POST", "/v2/models/llmaas-test-deterministic/generate"),
+    ("GET", "/v2/health/ready"),
+    ("POST", "/llmaas.catalog.v1.CatalogService/ReportReplicaFailure"),
+    ("POST", "/llmaas.catalog.v1.CatalogService/ResolveModel"),
+    ("POST", "/llmaas.metering.v1.MeteringService/Reserve"),
+    ("POST", "/llmaas.metering.v1.MeteringService/Settle"),
+    ("POST", "/llmaas.guard.v1.GuardService/CheckPrompt"),
+    ("POST", "/llmaas.auth.v1.AuthService/Authenticate"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), INTERNAL)
+def test_internal_paths_are_not_routed(stack, method, path):
+    origin = stack["base_url"].removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {stack['api_key']}"}
+    r = httpx.request(method, origin + path, headers=headers, json={}, timeout=10)
+    assert r.status_code == 404, (path, r.status_code, r.text[:200])
+    assert r.json()["error"]["code"] == "unknown_url"
+
+
+def test_admin_and_backend_ports_listen_on_loopback_only(stack):
+    assert stack["envoy_admin"].startswith("http://127.0.0.1:")
+    for replica in stack["triton_replicas"]:
+        assert replica["grpc"].startswith("127.0.0.1:") and replica["http"].startswith("http://127.0.0.1:")
+    assert all(address.startswith("127.0.0.1:") for address in stack["services"].values())
