@@ -7,7 +7,7 @@ import time
 
 import grpc
 import pytest
-from llmaas.common.identity import Identity, encode_identity
+from llmaas.common.identity import ROLE_TENANT_ADMIN, Identity, encode_identity
 from llmaas.router.v1 import router_pb2, router_pb2_grpc
 
 from tests.e2e.test_auth import _internal_secret
@@ -68,3 +68,18 @@ def test_a_leaked_identity_header_serves_its_own_request_once_and_expires(stack)
     assert _served(stack, tenant_id, 1) == 1
     time.sleep(0.5)
     assert int(usage(stack, tenant_id)["total"]["requests"]) == 1  # served once, never twice
+
+
+def test_only_an_application_key_bound_to_a_request_may_call_a_model(stack):
+    tenant_id = new_tenant(stack, "unbound")
+    key_id, _ = new_key(stack, tenant_id)
+    secret = _internal_secret(stack)
+    unbound = encode_identity(Identity(tenant_id, key_id), secret)  # no request id: ext_authz never mints one
+    admin = encode_identity(Identity(tenant_id, key_id, role=ROLE_TENANT_ADMIN), secret, request_id="req-admin-1")
+    with grpc.insecure_channel(stack["services"]["router"]) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        for header in (unbound, admin):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.CreateChatCompletion(_request("Write a haiku about queues"),
+                                          metadata=(("x-llmaas-identity", header),), timeout=30)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from llmaas.catalog.served import REPORT_GRACE_SECONDS
 from llmaas.router.triton import TritonReplica
 from llmaas.router.v1 import router_pb2, router_pb2_grpc
 
@@ -120,6 +121,7 @@ def test_a_stub_killed_on_one_replica_is_invisible_to_clients_and_reloaded(stack
 def test_a_model_dead_everywhere_gets_fast_503s_leaves_the_list_and_comes_back(stack, key):
     _, api_key = key
     both_replicas_serve(stack, api_key)
+    time.sleep(REPORT_GRACE_SECONDS)  # reports right after a reload are taken for the instance it replaced
     model = "llmaas-test-deterministic"
     pids = [stub_pid(stack["pids"][name], model) for name in ("triton", "triton-2")]
     assert None not in pids

@@ -9,6 +9,7 @@ import grpc
 import pytest
 from llmaas.common.errors import ApiError
 from llmaas.router import breaker as breaker_module
+from llmaas.router import replicas as replicas_module
 from llmaas.router.replicas import ReplicaPool
 from llmaas.router.triton import Delta, ReplicaFailure
 
@@ -51,6 +52,8 @@ class FakeReplica:
 @pytest.fixture
 def pool(monkeypatch):
     monkeypatch.setattr(breaker_module, "FIRST_COOL_DOWN", 0.02)
+    # Ties go to the first replica listed (random in production): the tests know which replica is tried first.
+    monkeypatch.setattr(replicas_module.random, "choice", lambda candidates: candidates[0])
     replicas: dict[str, FakeReplica] = {}
 
     def factory(address: str) -> FakeReplica:

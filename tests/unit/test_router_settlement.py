@@ -55,7 +55,7 @@ class SlowReplica:
 def make(replicas: dict[str, SlowReplica], *, stream: bool) -> tuple[ChatPipeline, ChatRun, FakeDownstream]:
     downstream = FakeDownstream()
     pipeline = ChatPipeline(downstream, ReplicaPool(replicas.__getitem__), "secret")
-    caller = Caller(Identity("t", "k"), "signed", "req-1", "POST /v1/chat/completions", "127.0.0.1")
+    caller = Caller(Identity("t", "k"), "req-1", "POST /v1/chat/completions", "127.0.0.1")
     run = ChatRun(id="chatcmpl-1", request_id="req-1", created=0, model="m:1", params=SimpleNamespace(stream=stream),
                   caller=caller, triton_model="m", endpoints=tuple(replicas), prompt="p", sampling={})
     return pipeline, run, downstream

@@ -182,7 +182,7 @@ async def test_an_over_context_prompt_is_refused_at_the_first_response_and_costs
     replica = OneShotReplica("r1", prompt_tokens=4000)
     downstream = FakeDownstream()
     pipeline = ChatPipeline(downstream, ReplicaPool(lambda _: replica), "secret")
-    caller = Caller(Identity("t", "k"), "signed", "req-1", "POST /v1/chat/completions", "127.0.0.1")
+    caller = Caller(Identity("t", "k"), "req-1", "POST /v1/chat/completions", "127.0.0.1")
     params = SimpleNamespace(stream=stream, max_tokens=200)
     run = ChatRun(id="c", request_id="req-1", created=0, model="m", params=params, caller=caller, triton_model="m",
                   endpoints=("r1",), prompt="p", sampling={}, max_model_len=4096)

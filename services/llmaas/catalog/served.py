@@ -42,6 +42,13 @@ ANSWER_TIMEOUT = 2.0
 FIRST_RELOAD_PAUSE = 1.0
 # How long a reload waits for Triton to begin unloading a model before loading it again.
 UNLOAD_TIMEOUT = 5.0
+# A repository call (unload, load: a large model takes a while) that has not answered by then is given up, and the
+# reload tried again later.
+REPOSITORY_CALL_TIMEOUT = 300.0
+# Reports that arrive this soon after a reload are about the instance it replaced (a canary sent to the dead
+# instance answers about 1 s later); a crash of the new instance this early is reported again by the router's next
+# probe.
+REPORT_GRACE_SECONDS = 1.5
 MAX_RELOAD_PAUSE = 30.0
 # The poll starts with the stack, usually before Triton listens: gRPC's default reconnect backoff (growing to two
 # minutes) would keep reporting "unavailable" long after Triton is up. Retry the connection at least every second.
@@ -104,6 +111,7 @@ class ServedModels:
         self._reloads: dict[tuple[str, str], _Reload] = {}
         # (replica, model) reported dead and not yet reloaded: not served there, whatever Triton says.
         self._dead: set[tuple[str, str]] = set()
+        self._reloaded_at: dict[tuple[str, str], float] = {}
         self._known = asyncio.Event()  # set once some replica has answered
         self._down: set[str] = set()  # replicas that did not answer the last poll (logged once per outage)
         self._expires = 0.0
@@ -153,6 +161,8 @@ class ServedModels:
         the background. False (nothing done) for a replica or model this catalog does not serve."""
         if address not in self._clients or model not in self._ever_ready[address] or model not in self._wanted():
             return False
+        if time.monotonic() - self._reloaded_at.get((address, model), -1e9) < REPORT_GRACE_SECONDS:
+            return True  # about the instance a reload just replaced (a probe that failed before it was ready)
         if (address, model) not in self._dead:
             self._dead.add((address, model))
             log.warning("model instance reported dead", extra={"fields": {"replica": address, "model": model}})
@@ -206,12 +216,13 @@ class ServedModels:
             # unload of a dead instance never finishes (state UNLOADING), but once it has begun a load starts a new
             # instance.
             try:
-                await client.unload_model(model)
-                await self._unloaded(client, model)
+                await asyncio.wait_for(client.unload_model(model), REPOSITORY_CALL_TIMEOUT)
+                await asyncio.wait_for(self._unloaded(client, model), REPOSITORY_CALL_TIMEOUT)
             except Exception:  # noqa: BLE001 - already unloaded, or its unload failed: the load decides
                 pass
-            await client.load_model(model)
+            await asyncio.wait_for(client.load_model(model), REPOSITORY_CALL_TIMEOUT)
             self._dead.discard((address, model))
+            self._reloaded_at[(address, model)] = time.monotonic()
         except Exception as e:  # noqa: BLE001 - the next poll tries again after the pause
             log.error("model reload failed", extra={"fields": {
                 "replica": address, "model": model, "attempt": reload.attempts, "error": str(e)[:300]}})

@@ -24,7 +24,7 @@ from opentelemetry import trace
 from llmaas.auth.v1 import auth_pb2
 from llmaas.common.errors import HTTP_STATUS, ApiError, invalid_request
 from llmaas.common.identity import (
-    IDENTITY_HEADER,
+    ROLE_KEY,
     Identity,
     bearer_token,
     client_address,
@@ -70,7 +70,6 @@ class Usage:
 class Caller:
     """Who sent the request and how, for the permission check and the audit record of how it ended."""
     identity: Identity
-    signed: str  # the identity as a signed header, for calls made on the caller's behalf
     request_id: str
     endpoint: str
     client_address: str
@@ -120,8 +119,11 @@ class ChatPipeline:
         # Set by ext_authz behind Envoy (a forged or expired one is refused here).
         identity = identity_from_metadata(md, self._secret)
         if identity is not None:
-            signed = md[IDENTITY_HEADER]
-            request_id = identity.request_id or str(uuid.uuid4())
+            if not identity.request_id or identity.role != ROLE_KEY:
+                # ext_authz binds every header it mints to its request; an admin's header never calls a model.
+                raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "Invalid identity header for this call.",
+                               code="invalid_identity")
+            request_id = identity.request_id
             client = client_address(md, context, identity)
         else:
             # Direct gRPC callers do not pass through Envoy's ext_authz: auth verifies their key (and audits it).
@@ -132,8 +134,7 @@ class ChatPipeline:
                                code="missing_api_key")
             identity = await self._downstream.authenticate(auth_pb2.AuthenticateRequest(
                 api_key=token, endpoint=endpoint, client_address=client, request_id=request_id))
-            signed = encode_identity(identity, self._secret, request_id=request_id, client_address=client)
-        return Caller(identity, signed, request_id, endpoint, client)
+        return Caller(identity, request_id, endpoint, client)
 
     async def prepare(self, request: router_pb2.CreateChatCompletionRequest, context, *,
                       stream: bool | None = None, endpoint: str = REST_CHAT) -> ChatRun:
@@ -186,13 +187,20 @@ class ChatPipeline:
             max_input = min(max_input, model.max_model_len)
         # Refused (a quota, the tier or the budget): RESOURCE_EXHAUSTED, whose error carries Retry-After and the
         # x-ratelimit-* headers to the client; granted: the same headers go out with the response.
-        reserved = await self._downstream.reserve(metering_pb2.ReserveRequest(
+        reservation = metering_pb2.ReserveRequest(
             request_id=request_id, tenant_id=identity.tenant_id, key_id=identity.key_id, model=model.id,
             max_input_tokens=max_input, max_output_tokens=max_tokens, kind="chat",
             quotas=[metering_pb2.Quota(window_seconds=q.window_seconds, max_requests=q.max_requests,
                                        max_tokens=q.max_tokens) for q in identity.quotas],
             kwh_per_million_tokens=(model.kwh_per_million_tokens if model.HasField("kwh_per_million_tokens")
-                                    else None)))
+                                    else None))
+        try:
+            reserved = await self._downstream.reserve(reservation)
+        except asyncio.CancelledError:
+            # The client left while metering was granting: whatever metering did, release it now (a settlement of
+            # an id it never reserved is refused and logged; one it did is released, nothing billed).
+            self._in_background(self._settle(run, "cancelled"))
+            raise
         if reserved.replay:
             # Only a replayed identity header (bound to its request id) can repeat an id: never served twice.
             raise ApiError(grpc.StatusCode.ALREADY_EXISTS, "This request was already made: it is not served again.",
@@ -281,7 +289,13 @@ class ChatPipeline:
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
             trace_id=_trace_id(), detail=(error.code or "") if error else "")
         await _hand_off("audit record", caller.request_id,
-                        lambda: self._downstream.record_request(request, caller.signed, caller.client_address))
+                        lambda: self._downstream.record_request(request, self._fresh_signature(caller),
+                                                                caller.client_address))
+
+    def _fresh_signature(self, caller: Caller) -> str:
+        """The caller's identity signed now: the header it came with expires (60 s) before a long answer ends."""
+        return encode_identity(caller.identity, self._secret, request_id=caller.request_id,
+                               client_address=caller.client_address)
 
     async def _settle(self, run: ChatRun, outcome: str) -> None:
         """Hands the real usage to metering (idempotent by request id: a retry never counts twice)."""

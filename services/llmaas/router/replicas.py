@@ -22,6 +22,7 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 
 import grpc
 
@@ -172,15 +173,18 @@ class ReplicaPool:
             tried.add(address)
             sent = False
             try:
-                stream = self._counted(address, model, prompt, sampling, request_id, on_produced)
+                # Closed as soon as this ends (cancelled, closed by the caller): the Triton request stops at once.
+                async with aclosing(self._counted(address, model, prompt, sampling, request_id,
+                                                  on_produced)) as stream:
+                    if buffered:
+                        deltas = [d async for d in stream]
+                    else:
+                        async for delta in stream:
+                            sent = True
+                            yield delta
                 if buffered:
-                    deltas = [d async for d in stream]
                     sent = True
                     for delta in deltas:
-                        yield delta
-                else:
-                    async for delta in stream:
-                        sent = True
                         yield delta
                 return
             except ReplicaFailure as failure:
@@ -194,9 +198,10 @@ class ReplicaPool:
         replica = self.replica(address)
         self._outstanding[address] += 1
         try:
-            async for delta in replica.generate(model, prompt, sampling, request_id):
-                on_produced(delta)
-                yield delta
+            async with aclosing(replica.generate(model, prompt, sampling, request_id)) as deltas:
+                async for delta in deltas:
+                    on_produced(delta)
+                    yield delta
         finally:
             self._outstanding[address] -= 1
 

@@ -152,18 +152,18 @@ class TritonReplica:
                     yield delta
                     if delta.final:
                         return
-                raise ReplicaFailure("the stream ended without a final response", model_level=False)
+                raise _lost(progress, ReplicaFailure("the stream ended without a final response", model_level=False))
             except grpc.aio.AioRpcError as e:
-                raise ReplicaFailure(f"{e.code().name}: {e.details()}"[:200], model_level=False) from None
+                raise _lost(progress, ReplicaFailure(f"{e.code().name}: {e.details()}"[:200],
+                                                     model_level=False)) from None
             except InferenceServerException as e:  # tritonclient wraps some RPC failures in its own type
-                raise ReplicaFailure(e.message()[:200], model_level=not _transport_failure(e)) from None
+                raise _lost(progress, ReplicaFailure(e.message()[:200],
+                                                     model_level=not _transport_failure(e))) from None
             finally:
                 if watcher is not None:
                     watcher.cancel()
                 done.set()
                 stream.cancel()  # after the final response a no-op for Triton; otherwise it stops generation now
-                if progress.instance_gone:
-                    raise ReplicaFailure("no response, and the model's instance is gone", model_level=True)
 
     async def _watch(self, model: str, stream, progress: _Progress) -> None:
         """A response stream silent for WATCHDOG_SECONDS may be waiting in the model's queue, or be lost with a dead
@@ -215,6 +215,14 @@ class TritonReplica:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _lost(progress: _Progress, failure: ReplicaFailure) -> ReplicaFailure:
+    """The failure to report when a stream ends badly: the watchdog's finding (it cancelled the stream because the
+    model's instance is gone) rather than the cancellation it caused."""
+    if progress.instance_gone:
+        return ReplicaFailure("no response, and the model's instance is gone", model_level=True)
+    return failure
 
 
 def _transport_failure(e: InferenceServerException) -> bool:
