@@ -171,3 +171,17 @@ async def test_a_dead_model_instance_is_reported_a_dead_server_is_not(pool):
         await texts(pool, buffered=True)
     await asyncio.sleep(0)
     assert pool.reported == [("t1:1", "m")]  # the catalog reloads a model; a server is the supervisor's business
+
+
+async def test_a_replica_nobody_names_any_more_is_no_longer_probed(pool, monkeypatch):
+    monkeypatch.setattr(replicas_module, "FORGET_AFTER", 0.05)
+    fake = pool.fakes["t1:1"]
+    fake.mode, fake.ready = "down", False
+    with pytest.raises(ApiError):
+        await texts(pool, buffered=True, endpoints=("t1:1",))
+    assert not pool.in_rotation("t1:1", "m")
+    for _ in range(100):  # no request names t1 any more: its probe gives up and forgets it
+        if not pool._probes:
+            break
+        await asyncio.sleep(0.02)
+    assert not pool._probes and pool.in_rotation("t1:1", "m")

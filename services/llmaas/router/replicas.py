@@ -35,6 +35,8 @@ log = logging.getLogger("llmaas.router.replicas")
 MAX_ATTEMPTS = 2
 # A replica out of rotation that the catalog lists again is probed at most this often before its cool-down ends.
 NUDGE_INTERVAL = 0.5
+# A replica out of rotation that no resolution has named for this long is no longer probed.
+FORGET_AFTER = 60.0
 # Retry-After when nothing better is known (the catalog reloads a crashed model within a few seconds).
 DEFAULT_RETRY_AFTER = 2
 
@@ -57,6 +59,8 @@ class ReplicaPool:
         # (address, None): the server; (address, triton model): the model on it.
         self._breakers: dict[tuple[str, str | None], Breaker] = {}
         self._probes: set[asyncio.Task] = set()
+        # When each replica was last named by a resolution: one nobody names any more is no longer probed.
+        self._listed: dict[str, float] = {}
 
     def replica(self, address: str) -> TritonReplica:
         if address not in self._replicas:
@@ -74,7 +78,9 @@ class ReplicaPool:
         """The replica in rotation with the fewest outstanding requests, or None. The catalog lists only replicas it
         found ready: one listed while out of rotation here is probed now rather than at the end of its cool-down."""
         candidates = []
+        now = time.monotonic()
         for address in endpoints:
+            self._listed[address] = now
             if address in exclude:
                 continue
             if self.in_rotation(address, model):
@@ -145,6 +151,12 @@ class ReplicaPool:
                 breaker.wake.clear()
             elif breaker.state() is not State.HALF_OPEN:
                 continue  # failed again meanwhile: a longer cool-down started
+            if time.monotonic() - self._listed.get(address, 0.0) > FORGET_AFTER:
+                # Gone from the catalog's answers (removed from its pool, or no request for it since): forgotten,
+                # so it is in rotation again should a resolution name it, and fails over as usual if still broken.
+                self._breakers.pop(key, None)
+                log.info("replica forgotten", extra={"fields": {"replica": address, "model": model or "*"}})
+                return
             breaker.last_probe = time.monotonic()
             ready = await (replica.canary(model) if model else replica.server_ready())
             if ready:
