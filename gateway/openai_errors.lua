@@ -46,33 +46,24 @@ local TOO_LARGE = format("The request body is too large: at most %d bytes (%d Mi
 
 -- Lua's pattern classes cost about 30 ns a byte; plain finds (memchr) almost nothing: both checks use plain finds only.
 
--- True when there are at most `limit` opening brackets (in strings or not): then nothing can nest deeper. Most
--- requests stop here.
-local function few_brackets(s, limit)
-  local n, pos = 0, 1
-  while true do
-    local i = find(s, "{", pos, true)
+-- How many times `char` occurs in `s`, counting on from `n` and stopping once past `limit`.
+local function count_up_to(s, char, n, limit)
+  local pos = 1
+  while n <= limit do
+    local i = find(s, char, pos, true)
     if i == nil then
       break
     end
     n = n + 1
-    if n > limit then
-      return false
-    end
     pos = i + 1
   end
-  pos = 1
-  while true do
-    local i = find(s, "[", pos, true)
-    if i == nil then
-      return true
-    end
-    n = n + 1
-    if n > limit then
-      return false
-    end
-    pos = i + 1
-  end
+  return n
+end
+
+-- True when there are at most `limit` opening brackets (in strings or not): then nothing can nest deeper. Most
+-- requests stop here.
+local function few_brackets(s, limit)
+  return count_up_to(s, "[", count_up_to(s, "{", 0, limit), limit) <= limit
 end
 
 -- True when brackets nest deeper than `limit` outside strings. Keeps the position of the next occurrence of each of

@@ -27,11 +27,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
-import tritonclient.grpc.aio as triton_aio
 
 from llmaas.catalog.entries import ModelEntry
 from llmaas.catalog.pools import Pools
 from llmaas.common.errors import ApiError
+from llmaas.common.triton_client import triton_client
 
 log = logging.getLogger("llmaas.catalog.served")
 
@@ -50,14 +50,6 @@ REPOSITORY_CALL_TIMEOUT = 300.0
 # probe.
 REPORT_GRACE_SECONDS = 1.5
 MAX_RELOAD_PAUSE = 30.0
-# The poll starts with the stack, usually before Triton listens: gRPC's default reconnect backoff (growing to two
-# minutes) would keep reporting "unavailable" long after Triton is up. Retry the connection at least every second.
-_CHANNEL_ARGS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
-                 ("grpc.max_reconnect_backoff_ms", 1000)]
-
-
-def triton_client(address: str):
-    return triton_aio.InferenceServerClient(url=address, channel_args=_CHANNEL_ARGS)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from llmaas.catalog.reload import CatalogSource
 from llmaas.catalog.served import ServedModels, Snapshot
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.catalog.watch import Revisions
-from llmaas.common.errors import ApiError, invalid_request
+from llmaas.common.errors import ApiError, invalid_request, model_unavailable
 from llmaas.common.identity import Identity, identity_from_metadata, metadata_dict
 
 OWNED_BY = "llmaas"
@@ -35,13 +35,6 @@ def is_retired(entry: ModelEntry, today: dt.date) -> bool:
 
 # A crashed model is reloaded within a few seconds (llmaas.catalog.served).
 RETRY_AFTER_SECONDS = 3
-
-
-def model_unavailable(entry: ModelEntry) -> ApiError:
-    return ApiError(grpc.StatusCode.UNAVAILABLE,
-                    f"The model '{entry.id}' is temporarily unavailable: its backend is recovering. Please retry in "
-                    f"{RETRY_AFTER_SECONDS} s.", param="model", code="model_unavailable",
-                    headers=(("retry-after", str(RETRY_AFTER_SECONDS)),))
 
 
 def model_retired(entry: ModelEntry, catalog: Catalog, today: dt.date, *,
@@ -135,7 +128,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             if successor is not None:
                 return successor, entry, served.replicas(successor)
         if served.down(entry):
-            raise model_unavailable(entry)
+            raise model_unavailable(entry.id, RETRY_AFTER_SECONDS, param="model")
         raise model_retired(entry, catalog, today, opted_in=serve_successor) or model_not_found(name)
 
     async def ListModels(self, request, context):

@@ -90,6 +90,14 @@ def invalid_request(message: str, param: str | None = None, code: str | None = N
     return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message, param=param, code=code)
 
 
+def model_unavailable(model: str, retry_after: int, param: str | None = None) -> ApiError:
+    """A model whose backend is down or recovering (crashed, reloading): 503 with Retry-After."""
+    return ApiError(grpc.StatusCode.UNAVAILABLE,
+                    f"The model '{model}' is temporarily unavailable: its backend is recovering. Please retry in "
+                    f"{retry_after} s.", param=param, code="model_unavailable",
+                    headers=(("retry-after", str(retry_after)),))
+
+
 def internal_error() -> ApiError:
     # Never leak internals (or prompt text) to the client.
     return ApiError(grpc.StatusCode.INTERNAL, "Internal server error", code="internal_error")

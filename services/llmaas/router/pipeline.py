@@ -3,9 +3,8 @@
 prepare(): identity, validation and the request limits (llmaas.router.params), the model (the catalog, through the
 router's cache) and the limits of its context, then the guard (only a request within every limit costs its analysis),
 prompt rendering, reservation: everything that can refuse the request happens before any byte is sent, so refusals
-keep their HTTP status. run(): the model's
-deltas, from one of the replicas the catalog named (llmaas.router.replicas). finish(): called by the servicer in a
-`finally` as soon as prepare() returned, so whatever happens next (success, backend error, a client gone before the
+keep their HTTP status. run(): the model's deltas, from one of the replicas the catalog named
+(llmaas.router.replicas). finish(): called by the servicer in a `finally` as soon as prepare() returned, so whatever happens next (success, backend error, a client gone before the
 first delta or in the middle) the reservation is settled, and the audit record written, exactly once.
 """
 

@@ -26,7 +26,7 @@ from contextlib import aclosing
 
 import grpc
 
-from llmaas.common.errors import ApiError
+from llmaas.common.errors import ApiError, model_unavailable
 from llmaas.router.breaker import Breaker, State
 from llmaas.router.triton import Delta, ReplicaFailure, TritonReplica
 
@@ -39,12 +39,6 @@ NUDGE_INTERVAL = 0.5
 FORGET_AFTER = 60.0
 # Retry-After when nothing better is known (the catalog reloads a crashed model within a few seconds).
 DEFAULT_RETRY_AFTER = 2
-
-
-def model_unavailable(model: str, retry_after: int) -> ApiError:
-    return ApiError(grpc.StatusCode.UNAVAILABLE,
-                    f"The model '{model}' is temporarily unavailable: its backend is recovering. Please retry in "
-                    f"{retry_after} s.", code="model_unavailable", headers=(("retry-after", str(retry_after)),))
 
 
 class ReplicaPool:

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
-import tritonclient.grpc.aio as triton_aio
 from opentelemetry import propagate, trace
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from llmaas.common.errors import ApiError
+from llmaas.common.triton_client import triton_client
 
 tracer = trace.get_tracer("llmaas.router.triton")
 
@@ -34,9 +34,6 @@ WATCHDOG_SECONDS = 2.0
 # Triton's Python backend answers "not healthy" about 1 s after its stub died; a busy model takes longer to answer a
 # canary, which is then inconclusive.
 CANARY_TIMEOUT = 5.0
-# A replica that went away is reconnected to quickly (gRPC's default backoff grows to two minutes).
-_CHANNEL_ARGS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
-                 ("grpc.max_reconnect_backoff_ms", 1000)]
 _OPTIONAL_FLAGS = ("return_finish_reason", "return_num_input_tokens", "return_num_output_tokens")
 _OUTPUTS = ("text_output", "finish_reason", "num_input_tokens", "num_output_tokens")
 
@@ -98,7 +95,7 @@ class TritonReplica:
     def __init__(self, address: str) -> None:
         self.address = address
         self._canaries: dict[str, asyncio.Future] = {}
-        self._client = triton_aio.InferenceServerClient(url=address, channel_args=_CHANNEL_ARGS)
+        self._client = triton_client(address)
         self._inputs: dict[str, frozenset[str]] = {}
         self._outputs: dict[str, frozenset[str]] = {}
 
