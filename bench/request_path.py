@@ -1,0 +1,233 @@
+"""What the request path costs: the same chat request through Envoy and the services, and straight to Triton's own
+HTTP generate endpoint with the same rendered prompt, interleaved in one run and repeated (median [min-max]).
+
+    .venv/bin/python -m bench.request_path [--seconds 10] [--repeat 3] [--soak 200000]
+
+Reports, for both paths: latency p50/p99 at concurrency 1, requests/s at concurrency 32 (16-token completions), time
+to first byte of a streamed completion (32 chunks) at concurrency 1; then the added latency, and CPU per request (and
+per relayed chunk) of every process of the stack, from /proc, with the bench's own CPU apart; RSS of every process
+before and after (`--soak N` sends N more requests at concurrency 32 first, to show memory stays flat).
+
+The guard enforces, with varied prompts (identical ones in a row trip its repetition rule, as in the reference);
+tracing as `llmaas up` configures it by default (the sampling is printed). The deterministic test model answers, so
+what is measured is the platform, not a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import httpx
+from llmaas.catalog.entries import load_catalog
+from llmaas.router.params import Message
+from llmaas.router.template import render_prompt
+from llmaas.stack.ports import StackPorts
+
+from bench import loadgen
+from tests.support.stack import E2E_DIR, TEST_MODEL, live_pids, running_stack
+
+HOST = "127.0.0.1"
+# About 300 bytes of request, as in the issue's measurement; the suffix varies the prompt.
+PROMPT = ("Summarise the benefits of running language models on your own infrastructure for a company that must keep "
+          "its data in its own country, in three short points for a board meeting. Variant {}.")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+def _process_tree(roots: dict[str, int]) -> dict[str, list[int]]:
+    """Each component's process and its descendants (the guard's analysis worker, Triton's backend stubs)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree = {}
+    for name, pid in roots.items():
+        pids, todo = [], [pid]
+        while todo:
+            p = todo.pop()
+            pids.append(p)
+            todo += children.get(p, [])
+        tree[name] = pids
+    return tree
+
+
+def _cpu_snapshot(tree: dict[str, list[int]]) -> dict[str, float]:
+    snap = {name: sum(_cpu_seconds(p) for p in pids) for name, pids in tree.items()}
+    times = os.times()
+    snap["bench client"] = times.user + times.system
+    return snap
+
+
+def _group(name: str) -> str:
+    """auth-2 and auth count as auth; triton-2 as triton."""
+    return name.split("-")[0] if name.split("-")[-1].isdigit() else name
+
+
+def unlimited_tier(stack: dict) -> None:
+    """The tenant on the tier with no request or token limit: the bench measures cost, not the rate limiter."""
+    r = httpx.put(f"{stack['admin_url']}/tenants/{stack['tenant_id']}/tier", json={"tier": "monthly"},
+                  headers={"Authorization": f"Bearer {stack['admin_token']}"}, timeout=30)
+    r.raise_for_status()
+
+
+class Paths:
+    def __init__(self, stack: dict, max_tokens: int) -> None:
+        ports = StackPorts(stack["base_port"])
+        self.envoy_port, self.triton_port = ports.envoy_http, ports.triton_http
+        entry = load_catalog([E2E_DIR / "catalog.yaml"]).lookup(TEST_MODEL)
+        self.triton_model = entry.triton_model
+        self.auth = {"Authorization": f"Bearer {stack['api_key']}"}
+        self.max_tokens = max_tokens
+        self.variants = itertools.count()
+        self.render = lambda text: render_prompt(entry.chat_template, (Message("user", text),), entry.bos_token,
+                                                 entry.eos_token)
+
+    def _text(self) -> str:
+        return PROMPT.format(next(self.variants) % 97)
+
+    def stack(self, stream: bool = False, max_tokens: int | None = None):
+        def make() -> bytes:
+            body = {"model": TEST_MODEL, "messages": [{"role": "user", "content": self._text()}],
+                    "max_tokens": max_tokens or self.max_tokens}
+            if stream:
+                body["stream"] = True
+            return loadgen.post(HOST, self.envoy_port, "/v1/chat/completions", body, self.auth)
+        return self.envoy_port, make
+
+    def direct(self, stream: bool = False, max_tokens: int | None = None):
+        path = f"/v2/models/{self.triton_model}/generate" + ("_stream" if stream else "")
+
+        def make() -> bytes:
+            body = {"text_input": self.render(self._text()), "stream": stream, "exclude_input_in_output": True,
+                    "sampling_parameters": json.dumps({"max_tokens": max_tokens or self.max_tokens})}
+            return loadgen.post(HOST, self.triton_port, path, body)
+        return self.triton_port, make
+
+
+def _median_range(values: list[float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+def _pct(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1] * 1000
+
+
+async def _run(port_make, concurrency: int, seconds: float) -> loadgen.Result:
+    port, make = port_make
+    result = await loadgen.run(HOST, port, make, concurrency=concurrency, seconds=seconds)
+    if result.errors:
+        print(f"  !! {result.errors} errors, last: {result.last_error}")
+    return result
+
+
+async def measure(stack: dict, args) -> None:
+    paths = Paths(stack, args.max_tokens)
+    unlimited_tier(stack)
+    roots = live_pids(stack)
+    tree = _process_tree(roots)
+    print(f"model {TEST_MODEL}, max_tokens={args.max_tokens}, {args.repeat} x {args.seconds:g} s per cell, "
+          f"interleaved; guard enforcing; tracing sampling: {os.environ.get('LLMAAS_TRACE_SAMPLING', 'default')}")
+    for make in (paths.stack(), paths.direct(), paths.stack(stream=True, max_tokens=32)):  # warm-up
+        await _run(make, 4, 2)
+
+    cells: dict[str, list] = {k: [] for k in ("c1 stack", "c1 direct", "c32 stack", "c32 direct",
+                                              "ttfb stack", "ttfb direct")}
+    cpu: dict[str, list[dict[str, float]]] = {"c32": [], "stream": []}
+    chunks = 32
+    for _ in range(args.repeat):
+        for path in ("stack", "direct"):
+            r = await _run(getattr(paths, path)(), 1, args.seconds)
+            cells[f"c1 {path}"].append((_pct(r.latencies, 50), _pct(r.latencies, 99)))
+            before = _cpu_snapshot(tree)
+            r = await _run(getattr(paths, path)(), 32, args.seconds)
+            after = _cpu_snapshot(tree)
+            cells[f"c32 {path}"].append(r.rps)
+            if path == "stack":
+                cpu["c32"].append({k: (after[k] - before[k]) / max(1, len(r.latencies)) * 1000 for k in after})
+            before = _cpu_snapshot(tree)
+            r = await _run(getattr(paths, path)(stream=True, max_tokens=chunks), 1, args.seconds)
+            after = _cpu_snapshot(tree)
+            cells[f"ttfb {path}"].append(_pct(r.first_bytes, 50))
+            if path == "stack":
+                cpu["stream"].append({k: (after[k] - before[k]) / max(1, len(r.latencies)) * 1000 for k in after})
+
+    print(f"\n{'':34} {'direct Triton':>22} {'through Envoy + services':>26} {'added':>16}")
+    for q, label in ((0, "c=1 p50 ms"), (1, "c=1 p99 ms")):
+        s = [c[q] for c in cells["c1 stack"]]
+        d = [c[q] for c in cells["c1 direct"]]
+        added = [a - b for a, b in zip(s, d, strict=True)]
+        print(f"{label:34} {_median_range(d):>22} {_median_range(s):>26} {_median_range(added):>16}")
+    s, d = cells["c32 stack"], cells["c32 direct"]
+    print(f"{'c=32 requests/s':34} {_median_range(d, '{:.0f}'):>22} {_median_range(s, '{:.0f}'):>26}")
+    s, d = cells["ttfb stack"], cells["ttfb direct"]
+    added = [a - b for a, b in zip(s, d, strict=True)]
+    print(f"{f'streamed ({chunks} chunks) c=1 TTFB p50 ms':34} {_median_range(d):>22} {_median_range(s):>26} "
+          f"{_median_range(added):>16}")
+
+    print(f"\nCPU ms per request (c=32, non-streamed; median of {args.repeat}) and per streamed request ({chunks} chunks):")
+    groups = sorted({_group(k) for k in cpu["c32"][0]} - {"bench client"}) + ["bench client"]
+    for g in groups:
+        per = [sum(v for k, v in run.items() if _group(k) == g) for run in cpu["c32"]]
+        per_stream = [sum(v for k, v in run.items() if _group(k) == g) for run in cpu["stream"]]
+        print(f"  {g:14} {statistics.median(per):6.2f}   streamed {statistics.median(per_stream):6.2f}")
+    ours = [sum(v for k, v in run.items() if _group(k) not in ("triton", "jaeger", "bench client"))
+            for run in cpu["c32"]]
+    ours_stream = [sum(v for k, v in run.items() if _group(k) not in ("triton", "jaeger", "bench client"))
+                   for run in cpu["stream"]]
+    print(f"  {'Envoy + services':14} {_median_range(ours):>20}   streamed {_median_range(ours_stream)}")
+    per_chunk = [(st - un) / chunks for st, un in zip(ours_stream, ours, strict=True)]
+    print(f"  per relayed chunk (streamed - non-streamed) / {chunks}: {_median_range(per_chunk, '{:.3f}')} ms")
+
+    rss_before = {k: _rss_mib(p) for k, p in roots.items()}
+    if args.soak:
+        print(f"\nsoak: {args.soak} more requests at concurrency 32 ...")
+        port, make = paths.stack()
+        r = await loadgen.run(HOST, port, make, concurrency=32, requests=args.soak)
+        print(f"  {len(r.latencies)} served in {r.elapsed:.0f} s ({r.rps:.0f}/s), {r.errors} errors")
+    print(f"\nRSS MiB {'before':>8} {'after':>8}")
+    for k, p in roots.items():
+        print(f"  {k:12} {rss_before[k]:8.1f} {_rss_mib(p):8.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--soak", type=int, default=0, help="requests sent before the second RSS reading")
+    parser.add_argument("--up", nargs=argparse.REMAINDER, default=[], help="more `llmaas up` options (last)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, running_stack(Path(tmp) / "data", *args.up) as stack:
+        asyncio.run(measure(stack, args))
+
+
+if __name__ == "__main__":
+    main()
