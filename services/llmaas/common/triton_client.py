@@ -7,6 +7,7 @@ two minutes, long after the server is back. These clients try again at least eve
 
 from __future__ import annotations
 
+import grpc
 import tritonclient.grpc.aio as triton_aio
 
 _FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
@@ -15,3 +16,10 @@ _FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconn
 
 def triton_client(address: str) -> triton_aio.InferenceServerClient:
     return triton_aio.InferenceServerClient(url=address, channel_args=_FAST_RECONNECT)
+
+
+def triton_channel(address: str) -> grpc.aio.Channel:
+    """A bare channel for the KServe v2 stub (the router's inference path), with the same reconnects and no message
+    size limit below Triton's own (as tritonclient sets it)."""
+    return grpc.aio.insecure_channel(address, options=[*_FAST_RECONNECT, ("grpc.max_send_message_length", -1),
+                                                       ("grpc.max_receive_message_length", -1)])

@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
-import numpy as np
 from opentelemetry import propagate, trace
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from llmaas.common.errors import ApiError
-from llmaas.common.triton_client import triton_client
+from llmaas.common.triton_client import triton_channel, triton_client
+from llmaas.router import kserve
+from llmaas.router.kserve import Delta
 
 tracer = trace.get_tracer("llmaas.router.triton")
 
@@ -36,28 +37,6 @@ WATCHDOG_SECONDS = 2.0
 CANARY_TIMEOUT = 5.0
 _OPTIONAL_FLAGS = ("return_finish_reason", "return_num_input_tokens", "return_num_output_tokens")
 _OUTPUTS = ("text_output", "finish_reason", "num_input_tokens", "num_output_tokens")
-
-
-@dataclass(frozen=True)
-class Delta:
-    text: str
-    finish_reason: str | None
-    # Prompt tokens (reported on every response by the vLLM backend) and this response's new output tokens.
-    input_tokens: int | None
-    output_tokens: int | None
-    final: bool
-
-
-def _bool_input(name: str, value: bool) -> InferInput:
-    t = InferInput(name, [1], "BOOL")
-    t.set_data_from_numpy(np.array([value], dtype=bool))
-    return t
-
-
-def _bytes_input(name: str, value: str) -> InferInput:
-    t = InferInput(name, [1], "BYTES")
-    t.set_data_from_numpy(np.array([value.encode()], dtype=np.object_))
-    return t
 
 
 class ReplicaFailure(Exception):
@@ -96,6 +75,10 @@ class TritonReplica:
         self.address = address
         self._canaries: dict[str, asyncio.Future] = {}
         self._client = triton_client(address)
+        # Inference goes straight to the KServe v2 stub (llmaas.router.kserve); probes and metadata through the client.
+        self._channel = triton_channel(address)
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        self._closing: set[asyncio.Task] = set()
         self._inputs: dict[str, frozenset[str]] = {}
         self._outputs: dict[str, frozenset[str]] = {}
 
@@ -116,51 +99,59 @@ class TritonReplica:
         Raises ReplicaFailure when the replica or the model's instance fails, ApiError for a bad request.
         `watchdog`: a silent stream gets a canary (see _watch)."""
         declared_inputs, declared_outputs = await self._contract(model)
-        inputs = [_bytes_input("text_input", prompt), _bool_input("stream", True),
-                  _bytes_input("sampling_parameters", json.dumps(sampling)),
-                  _bool_input("exclude_input_in_output", True)]
-        inputs += [_bool_input(name, True) for name in _OPTIONAL_FLAGS if name in declared_inputs]
-        outputs = [InferRequestedOutput(name) for name in _OUTPUTS if name in declared_outputs]
-        done = asyncio.Event()
-
-        async def requests():
-            yield {"model_name": model, "inputs": inputs, "outputs": outputs, "request_id": request_id,
-                   "enable_empty_final_response": True}
-            await done.wait()  # keep the stream open until the final response has arrived
+        request = kserve.infer_request(
+            model, request_id,
+            strings={"text_input": prompt.encode(), "sampling_parameters": json.dumps(sampling).encode()},
+            flags={"stream": True, "exclude_input_in_output": True,
+                   **{name: True for name in _OPTIONAL_FLAGS if name in declared_inputs}},
+            outputs=tuple(name for name in _OUTPUTS if name in declared_outputs))
 
         with tracer.start_as_current_span("triton ModelStreamInfer", kind=trace.SpanKind.CLIENT) as span:
             span.set_attribute("llmaas.triton_model", model)
             span.set_attribute("llmaas.triton_replica", self.address)
             headers: dict[str, str] = {}
             propagate.inject(headers)
-            stream = self._client.stream_infer(requests(), headers=headers)
+            # The model is decoupled: its responses come on a stream, which stays open (the client does not
+            # half-close) until the final response has arrived.
+            stream = self._stub.ModelStreamInfer(metadata=tuple(headers.items()))
             progress = _Progress(time.monotonic())
             watcher = asyncio.create_task(self._watch(model, stream, progress)) if watchdog else None
+            final = False
             try:
-                async for result, error in stream:
+                await stream.write(request)
+                while True:
+                    response = await stream.read()
+                    if response is grpc.aio.EOF:
+                        raise _lost(progress, ReplicaFailure("the stream ended without a final response",
+                                                             model_level=False))
                     progress.last = time.monotonic()
-                    if error is not None:
-                        message = error.message() or ""
+                    if response.error_message:
+                        message = response.error_message
                         if _instance_gone(message):
                             # The model's instance died or went away: the model's own message names no prompt text.
                             raise ReplicaFailure(message[:200], model_level=True)
                         raise _backend_error(message)
-                    delta = _to_delta(result)
+                    delta = kserve.to_delta(response.infer_response)
+                    final = delta.final
                     yield delta
-                    if delta.final:
+                    if final:
                         return
-                raise _lost(progress, ReplicaFailure("the stream ended without a final response", model_level=False))
             except grpc.aio.AioRpcError as e:
                 raise _lost(progress, ReplicaFailure(f"{e.code().name}: {e.details()}"[:200],
                                                      model_level=False)) from None
-            except InferenceServerException as e:  # tritonclient wraps some RPC failures in its own type
-                raise _lost(progress, ReplicaFailure(e.message()[:200],
-                                                     model_level=not _transport_failure(e))) from None
             finally:
                 if watcher is not None:
                     watcher.cancel()
-                done.set()
-                stream.cancel()  # after the final response a no-op for Triton; otherwise it stops generation now
+                if final:
+                    # Ends the call normally (Triton then closes it): cheaper than a cancellation.
+                    self._background(stream.done_writing())
+                else:
+                    stream.cancel()  # the consumer stopped early or it failed: stop generation now
+
+    def _background(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _watch(self, model: str, stream, progress: _Progress) -> None:
         """A response stream silent for WATCHDOG_SECONDS may be waiting in the model's queue, or be lost with a dead
@@ -212,6 +203,7 @@ class TritonReplica:
 
     async def close(self) -> None:
         await self._client.close()
+        await self._channel.close()
 
 
 def _lost(progress: _Progress, failure: ReplicaFailure) -> ReplicaFailure:
@@ -262,33 +254,3 @@ def _backend_error(message: str) -> ApiError:
         return ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid '{match.group(1)}': {text[:300]}",
                         param=match.group(1), code="invalid_value")
     return ApiError(grpc.StatusCode.INTERNAL, "The model failed to generate a response", code="backend_error")
-
-
-def _scalar(result, name: str):
-    try:
-        arr = result.as_numpy(name)
-    except Exception:  # output absent from this response
-        return None
-    if arr is None or arr.size == 0:
-        return None
-    return arr.reshape(-1)[0]
-
-
-def _to_delta(result) -> Delta:
-    response = result.get_response()
-    final = response.parameters["triton_final_response"].bool_param if "triton_final_response" in \
-        response.parameters else False
-    text = _scalar(result, "text_output")
-    reason = _scalar(result, "finish_reason")
-    n_in = _scalar(result, "num_input_tokens")
-    n_out = _scalar(result, "num_output_tokens")
-    reason_str = reason.decode() if isinstance(reason, bytes) else None
-    if reason_str == "None":  # the vLLM backend sends str(None) until the last response
-        reason_str = None
-    return Delta(
-        text=text.decode("utf-8", errors="replace") if isinstance(text, bytes) else "",
-        finish_reason=reason_str or None,
-        input_tokens=int(n_in) if n_in is not None else None,
-        output_tokens=int(n_out) if n_out is not None else None,
-        final=final,
-    )
