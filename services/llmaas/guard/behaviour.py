@@ -9,6 +9,7 @@ It lives in memory by default; with several guard replicas, in Redis.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections import OrderedDict, deque
@@ -22,7 +23,7 @@ WINDOW_SECONDS = 900
 SPLIT_WINDOW = 4  # previous prompts joined with the current one
 TAIL_CHARS = 160
 MAX_KEYS = 100_000
-_SPLIT_REASONS = {"instruction_override", "system_prompt_extraction", "persona_override"}
+_SPLIT_REASONS = frozenset({"instruction_override", "system_prompt_extraction", "persona_override"})
 # A longer prompt is represented by its head and tail this long, and its length: the window only needs its digest,
 # its head and its end, and normalising all of a huge prompt would cost what the analysis budget saves.
 BOUNDED_CHARS = 4096
@@ -89,15 +90,18 @@ class Behaviour:
         self._store = store
         self._config = config
 
-    async def observe(self, tenant_id: str, end_user_id: str, prompt: str) -> list[Finding]:
-        """Records the request's newest user prompt and returns the behavioural findings it completes."""
+    async def observe(self, tenant_id: str, end_user_id: str, prompt: str, form: str | None = None) -> list[Finding]:
+        """Records the request's newest user prompt and returns the behavioural findings it completes. form: the
+        prompt's comparison form, when the caller has it (the rules need it too): only used for a prompt of at most
+        2 * BOUNDED_CHARS characters."""
         if len(prompt) > 2 * BOUNDED_CHARS:
             head = normalize.comparison_form(prompt[:BOUNDED_CHARS])
             tail = normalize.comparison_form(prompt[-BOUNDED_CHARS:])
             form = f"{head} \u2026 {tail}"
             digest = hashlib.sha256(f"{len(prompt)}\n{form}".encode()).hexdigest()[:16]
         else:
-            form = normalize.comparison_form(prompt)
+            if form is None:
+                form = normalize.comparison_form(prompt)
             digest = hashlib.sha256(form.encode()).hexdigest()[:16]
         keep = max(self._config.repetition_limit, self._config.split_window)
         entry = f"{digest}\t{patterns.sketch(form[-TAIL_CHARS:])}"
@@ -117,12 +121,19 @@ class Behaviour:
 
 
 def _reasons(text: str) -> set[str]:
-    return {h.reason for h in patterns.scan(text)} & _SPLIT_REASONS
+    return patterns.reasons(text, _SPLIT_REASONS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tail_reasons(tail: str) -> frozenset[str]:
+    """A stored tail's reasons, which the next SPLIT_WINDOW prompts of its window ask again. Tails are sketches (the
+    patterns' own words and dots, never prompt text), as the window stores them."""
+    return frozenset(_reasons(tail))
 
 
 def _split_attack(tails: list[str], head: str) -> list[Finding]:
     joined = _reasons(" ".join([*tails, head]))
     if not joined:
         return []
-    alone = _reasons(head).union(*(_reasons(t) for t in tails))
+    alone = _reasons(head).union(*(_tail_reasons(t) for t in tails))
     return [Finding("behaviour", "split_attack", 0.85)] if joined - alone else []

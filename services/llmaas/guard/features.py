@@ -8,6 +8,8 @@ ten times the rest of the guard."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize
@@ -24,9 +26,10 @@ _BIGRAM = np.uint64(0xC2B2AE3D27D4EB4F)  # word bigrams hash apart from words
 _MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
 _SPACE = np.uint64(32)  # a comparison form's only whitespace
 # A word is a run of \w (letters, digits, underscore in any script), as the patterns' \b sees it; beyond the Basic
-# Multilingual Plane (emoji, rare ideographs) nothing is.
-_WORD_CHAR = np.array([chr(c).isalnum() or c == 0x5F for c in range(0x10000)] + [False])
-_BEYOND_BMP = np.uint64(0x10000)
+# Multilingual Plane (emoji, rare ideographs) nothing is. One entry per code point (1.1 MB, of which a prompt reads a
+# few cache lines), indexed by the code points themselves.
+_IS_WORD_CHAR = np.zeros(0x110000, bool)
+_IS_WORD_CHAR[:0x10000] = [chr(c).isalnum() or c == 0x5F for c in range(0x10000)]
 
 
 def _mixed(h: np.ndarray) -> np.ndarray:
@@ -39,7 +42,9 @@ def _mixed(h: np.ndarray) -> np.ndarray:
 
 
 def _buckets(hashes: np.ndarray) -> np.ndarray:
-    return (_mixed(hashes) % np.uint64(BUCKETS)).astype(np.int64)
+    """hashes (mixed in place) as buckets in [0, BUCKETS), int64. BUCKETS is a power of two: the modulo is a mask, and
+    a value under 2**63 reads the same as int64 (a view, no copy)."""
+    return (_mixed(hashes) & np.uint64(BUCKETS - 1)).view(np.int64)
 
 
 def _code_points(form: str) -> np.ndarray:
@@ -47,41 +52,73 @@ def _code_points(form: str) -> np.ndarray:
     return np.frombuffer(f" {form} ".encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
 
 
-def _word_ngrams(points: np.ndarray) -> np.ndarray:
-    """The bucket of every word and every pair of consecutive words."""
-    is_word = _WORD_CHAR[np.minimum(points, _BEYOND_BMP)]
-    edges = np.flatnonzero(is_word[1:] != is_word[:-1]) + 1  # first and last character are spaces: pairs
-    starts, ends = edges[0::2], edges[1::2]
-    if not len(starts):
-        return np.zeros(0, np.int64)
-    # hash(points[s:e]) = sum of points[k] * PRIME^(k-s), from prefix sums of points[k] * PRIME^k.
-    powers = np.cumprod(np.full(len(points), _PRIME))
-    inverse_powers = np.cumprod(np.full(len(points), _PRIME_INVERSE))
-    prefix = np.concatenate(([np.uint64(0)], np.cumsum(points * powers)))
-    words = (prefix[ends] - prefix[starts]) * inverse_powers[starts] + _SEED
-    return _buckets(np.concatenate((words, words[:-1] * _PRIME + words[1:] + _BIGRAM)))
+# PRIME^(k+1) and PRIME^-(k+1) for k < n, kept for texts up to _POWERS_KEPT characters: a chat prompt's hashing is a
+# few dozen numpy calls on a few hundred elements each, where computing these tables again was two of the dearest.
+_POWERS_KEPT = 1 << 16
+_powers = (np.zeros(0, np.uint64), np.zeros(0, np.uint64))
 
 
-def _char_ngrams(points: np.ndarray) -> np.ndarray:
-    """The bucket of every character 2-5-gram of every word padded with a space on both sides (its start and end
-    are n-grams of their own; no n-gram spans two words)."""
-    # spaces[k]: the spaces among points[:k]; an n-gram from i keeps its word when points[i+1 : i+n-1] has none.
-    spaces = np.concatenate(([0], np.cumsum(points == _SPACE)))
-    rolling, hashes = points + _SEED, []
+def _power_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
+    global _powers
+    kept = _powers  # one read: another thread may replace the pair (never change it)
+    if len(kept[0]) >= n:
+        return kept[0][:n], kept[1][:n]
+    size = min(max(n, 2 * len(kept[0]), 1024), _POWERS_KEPT) if n <= _POWERS_KEPT else n
+    tables = (np.cumprod(np.full(size, _PRIME)), np.cumprod(np.full(size, _PRIME_INVERSE)))
+    if size <= _POWERS_KEPT:
+        _powers = tables
+    return tables[0][:n], tables[1][:n]
+
+
+def _word_hashes(points: np.ndarray) -> np.ndarray:
+    """The hash (not yet mixed) of every word and every pair of consecutive words."""
+    is_word = _IS_WORD_CHAR[points]
+    # Each word's first character and last one: points[0] and points[-1] are spaces, so they come in pairs, and a
+    # word's first character has one before it.
+    edges = np.flatnonzero(is_word[1:] != is_word[:-1])
+    before, last = edges[0::2], edges[1::2]
+    if not len(before):
+        return np.zeros(0, np.uint64)
+    # hash(points[s:e]) = sum of points[k] * PRIME^(k-s), from prefix sums of points[k] * PRIME^(k+1) (the tables
+    # start at PRIME^1): sums[k] is the prefix through k, so a word is sums[e-1] - sums[s-1], divided by PRIME^(s+1).
+    powers, inverse_powers = _power_tables(len(points) + 1)
+    sums = np.cumsum(points * powers[:-1])
+    words = (sums[last] - sums[before]) * inverse_powers[1:][before] + _SEED
+    bigrams = words[:-1] * _PRIME
+    bigrams += words[1:]
+    bigrams += _BIGRAM
+    return np.concatenate((words, bigrams))
+
+
+def _char_hashes(points: np.ndarray) -> list[np.ndarray]:
+    """The hash (not yet mixed) of every character 2-5-gram of every word padded with a space on both sides (its
+    start and end are n-grams of their own; no n-gram spans two words), by length then position."""
+    # An n-gram from i keeps its word when none of points[i+1 : i+n-1] is a space: a 2-gram always, a longer one
+    # when the one a character shorter did and its new inner character is no space (masks of slices, no indexing).
+    inner = points != _SPACE
+    rolling, hashes, keep = points + _SEED, [], None
     for length in range(2, CHAR_NGRAMS.stop):
         if len(rolling) < 2:
             break
-        rolling = rolling[:-1] * _PRIME + points[length - 1:]  # rolling[i]: the hash of points[i : i + length]
+        rolling = rolling[:-1] * _PRIME
+        rolling += points[length - 1:]  # rolling[i]: the hash of points[i : i + length]
+        n = len(rolling)
+        if length > 2:
+            keep = inner[1:1 + n] if keep is None else keep[:n] & inner[length - 2:length - 2 + n]
         if length in CHAR_NGRAMS:
-            starts = np.arange(len(rolling))
-            hashes.append(rolling[spaces[starts + length - 1] == spaces[starts + 1]])
-    return _buckets(np.concatenate(hashes))
+            hashes.append(rolling if keep is None else rolling[keep])
+    return hashes
 
 
 def ngram_occurrences(form: str) -> np.ndarray:
-    """The column of every n-gram occurrence of form: word 1-2-grams first, then character 2-5-grams."""
+    """The column of every n-gram occurrence of form: word 1-2-grams first, then character 2-5-grams. Every hash is
+    mixed in one pass over one array (each numpy call costs about a microsecond whatever its size, and a chat
+    prompt has a few hundred n-grams)."""
     points = _code_points(form)
-    return np.concatenate((_word_ngrams(points), _char_ngrams(points) + BUCKETS))
+    words = _word_hashes(points)
+    columns = _buckets(np.concatenate((words, *_char_hashes(points))))
+    columns[len(words):] += BUCKETS
+    return columns
 
 
 def ngram_counts(form: str) -> tuple[np.ndarray, np.ndarray]:
@@ -108,16 +145,23 @@ def tfidf(x: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
     return normalize(x)
 
 
-# Beyond this many n-grams, counting them in an array of every column (a 4 MB bincount) is cheaper than sorting them.
-_SORT_AT_MOST = 2048
+# Per thread, a count for every column (4 MB of address space, of which the pages prompts' n-grams fall in are
+# touched), all zero between two calls: counting a prompt's n-grams is then one unbuffered add and two indexings
+# (np.unique's sort, or a fresh 4 MB bincount, cost ten to twenty times more). int64, as the columns and the added
+# 1 are: np.add.at takes its fast path only without a cast (ten times slower with int32 counts).
+_scratch = threading.local()
 
 
 def _occurrences(columns: np.ndarray) -> np.ndarray:
     """How often each element's column occurs among columns."""
-    if len(columns) > _SORT_AT_MOST:
-        return np.bincount(columns, minlength=DIMENSIONS)[columns]
-    _, inverse, counts = np.unique(columns, return_inverse=True, return_counts=True)
-    return counts[inverse]
+    counts = getattr(_scratch, "counts", None)
+    if counts is None:
+        counts = _scratch.counts = np.zeros(DIMENSIONS, np.int64)
+    try:
+        np.add.at(counts, columns, 1)
+        return counts[columns]
+    finally:
+        counts[columns] = 0
 
 
 def score(form: str, idf: np.ndarray, coef: np.ndarray) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from typing import NamedTuple
 
 from llmaas.guard.confusables import HOMOGLYPHS
 
@@ -187,6 +188,19 @@ def comparison_form(text: str, *, chars: frozenset[str] | None = None) -> str:
         if chars is None or not chars.isdisjoint(_HOMOGLYPH_CHARS):
             text = _fold_homoglyphs(text)
     return _fold_leet(" ".join(text.split()))
+
+
+class Prepared(NamedTuple):
+    """What every layer asks first of a text: its non-ASCII characters (non_ascii) and its comparison form. The
+    service computes them once for a user prompt, which the behavioural window and the rules both read."""
+
+    chars: frozenset[str] | None
+    form: str
+
+
+def prepare(text: str) -> Prepared:
+    chars = non_ascii(text)
+    return Prepared(chars, comparison_form(text, chars=chars))
 
 
 # --- suspicious differences --------------------------------------------------------------------------------------

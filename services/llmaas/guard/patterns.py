@@ -223,8 +223,9 @@ _MAX_HITS = 48  # beyond that many stems, one pass over the whole text is cheape
 
 
 # Punctuation becomes space before tokens are taken, so that "(ignore," is the word "ignore".
-_PUNCTUATION = str.maketrans({c: " " for c in "()[]{}<>,.;:!?\"`*_/|#=+&%~^\\"})
-_PUNCTUATION_BYTES = bytes.maketrans(b"()[]{}<>,.;:!?\"`*_/|#=+&%~^\\", b" " * 28)
+_PUNCTUATION_CHARS = "()[]{}<>,.;:!?\"`*_/|#=+&%~^\\"
+_PUNCTUATION = str.maketrans({c: " " for c in _PUNCTUATION_CHARS})
+_PUNCTUATION_BYTES = bytes.maketrans(_PUNCTUATION_CHARS.encode(), b" " * len(_PUNCTUATION_CHARS))
 
 
 def _spaced(form: str) -> bytes:
@@ -448,16 +449,30 @@ _INDEX = _Index({(reason, lang): stems for reason, by_lang in _STEMS.items() for
                 anywhere=frozenset({_REPETITION_KEY}))
 
 
+def _language_hit(form: str, stems: dict[_Key, list[_Span]], reason: str) -> PatternHit | None:
+    """The first language whose pattern of `reason` matches form (stems: _INDEX.present(form))."""
+    for lang in _PATTERNS[reason]:
+        spans = stems.get((reason, lang))
+        if spans and _search(_BY_LANG[reason, lang], form, _windows(form, spans, _RADII[reason, lang])):
+            return PatternHit(reason, lang, _SCORES[reason])
+    return None
+
+
+def reasons(form: str, among: frozenset[str]) -> set[str]:
+    """{hit.reason for hit in scan(form)} & among, for reasons of the language patterns (_PATTERNS): only their
+    patterns run (the behavioural window asks this of every prompt, and needs none of the other checks)."""
+    stems = _INDEX.present(form)
+    return {reason for reason in among if _language_hit(form, stems, reason)}
+
+
 def scan(form: str, *, document: bool = False) -> list[PatternHit]:
     """Patterns over a comparison form; `document` adds the checks that only make sense in third-party text."""
     hits = []
     stems = _INDEX.present(form)
-    for reason, by_lang in _PATTERNS.items():
-        for lang in by_lang:
-            spans = stems.get((reason, lang))
-            if spans and _search(_BY_LANG[reason, lang], form, _windows(form, spans, _RADII[reason, lang])):
-                hits.append(PatternHit(reason, lang, _SCORES[reason]))
-                break
+    for reason in _PATTERNS:
+        hit = _language_hit(form, stems, reason)
+        if hit:
+            hits.append(hit)
     if "<" in form:
         hidden = _HIDDEN_KEY in stems and _search(_HIDDEN_HTML, form, _windows(form, stems[_HIDDEN_KEY], _HIDDEN_RADIUS))
         if hidden and len(hidden.group(1).strip()) >= 12:
@@ -492,7 +507,25 @@ def _vocabulary() -> tuple[frozenset[str], frozenset[str]]:
 
 
 _SKETCH_WORDS, _SKETCH_CHARS = _vocabulary()
-_CJK_RUN = re.compile("[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]+")
+_CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x9FFF), (0xF900, 0xFAFF))  # those of _CJK
+
+
+def _cjk_except(kept: frozenset[str]) -> re.Pattern[str]:
+    """A character of _CJK that is not in kept: its ranges cut around the kept characters (a regular expression
+    replaces them all in one call, where a Python function per run looked at each character)."""
+    spans = []
+    for lo, hi in _CJK_RANGES:
+        start = lo
+        for cp in sorted(ord(c) for c in kept if lo <= ord(c) <= hi):
+            if start < cp:
+                spans.append((start, cp - 1))
+            start = cp + 1
+        if start <= hi:
+            spans.append((start, hi))
+    return re.compile("[" + "".join(chr(a) if a == b else f"{chr(a)}-{chr(b)}" for a, b in spans) + "]")
+
+
+_HIDDEN_CJK = _cjk_except(_SKETCH_CHARS)
 HIDDEN = "\u00b7"
 
 
@@ -500,16 +533,24 @@ def sketch(form: str) -> str:
     """What a split attack needs of a prompt, and nothing else: the words the patterns above are made of; every
     other word (and every other CJK character) becomes a middle dot. Stored in the behavioural window instead of
     the prompt."""
-    def cjk(m: re.Match[str]) -> str:
-        return "".join(c if c in _SKETCH_CHARS else HIDDEN for c in m.group())
+    if form.isascii():
+        # No CJK: a word is kept or hidden. The vocabulary holds letters only, so stripping the punctuation at a
+        # word's ends (where _sketch turns every punctuation into a space, then strips) finds the same words: any
+        # punctuation left within the first four characters keeps either spelling out of the vocabulary.
+        return " ".join([token if token.strip(_PUNCTUATION_CHARS)[:4] in _SKETCH_WORDS else HIDDEN
+                         for token in form.split()])
+    return _sketch(form)
 
+
+def _sketch(form: str) -> str:
+    """sketch() in any script."""
     out = []
     for token in form.split():
         bare = token.translate(_PUNCTUATION).strip()
         if bare and bare[:4] in _SKETCH_WORDS:
             out.append(token)
         elif _CJK.search(token):
-            out.append(_CJK_RUN.sub(cjk, token))
+            out.append(_HIDDEN_CJK.sub(HIDDEN, token))
         else:
             out.append(HIDDEN)
     return " ".join(out)

@@ -32,12 +32,12 @@ def _pattern_findings(form: str, document: bool, layer: str = "pattern", prefix:
     return [Finding(layer, prefix + hit.reason, hit.score) for hit in patterns.scan(form, document=document)]
 
 
-def analyse(text: str, *, document: bool = False) -> Analysis:
-    """`document`: the text comes from a third party (a tool result, a retrieved document), not the user."""
+def analyse(text: str, *, document: bool = False, prepared: normalize.Prepared | None = None) -> Analysis:
+    """`document`: the text comes from a third party (a tool result, a retrieved document), not the user. prepared:
+    normalize.prepare(text), when the caller has it (the service's behavioural layer needs the form too)."""
     # The text's non-ASCII characters, listed once (when few) for every layer's questions about them.
-    chars = normalize.non_ascii(text)
+    chars, form = prepared or normalize.prepare(text)
     findings = [Finding("structure", reason, score) for reason, score in structure.findings(text, chars=chars)]
-    form = normalize.comparison_form(text, chars=chars)
     findings += _pattern_findings(form, document)
     forms = [form]
     hidden = normalize.hidden_tag_text(text) if normalize.has_droppable(text, chars) else ""

@@ -10,7 +10,8 @@ from opentelemetry import trace
 
 from llmaas.common.errors import invalid_request
 from llmaas.common.identity import require_admin
-from llmaas.guard.behaviour import Behaviour
+from llmaas.guard import normalize
+from llmaas.guard.behaviour import BOUNDED_CHARS, Behaviour
 from llmaas.guard.budget import DEADLINE_MARGIN_SECONDS, Limiter
 from llmaas.guard.policy import PolicyStore
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
@@ -33,32 +34,48 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
         self._admin_token = admin_token
         self._secret = internal_secret
         self._limiter = Limiter(detector.budget)
+        # The SQL store's reads go to a thread when its cache is stale; any other store (a test's stand-in) is read
+        # with get().
+        self._fetch_policies = isinstance(policies, PolicyStore)
 
     async def CheckPrompt(self, request, context):
-        policy = self._policies.get(request.tenant_id)
+        tenant_id = request.tenant_id
+        # The tenant's policy from the cache; read from the database in a thread when stale, never on the loop.
+        policy = ((self._policies.cached(tenant_id) or await self._policies.fetch(tenant_id)) if self._fetch_policies
+                  else self._policies.get(tenant_id))
         mode = _MODE[policy.mode]
         if mode == guard_pb2.GUARD_MODE_OFF:
             return guard_pb2.CheckPromptResponse(decision=guard_pb2.DECISION_ALLOW, mode=mode,
                                                  threshold=policy.threshold)
         # Each part's text read once: every read of a protobuf string field decodes its UTF-8 again.
-        texts = [(p.source, p.text) for p in request.parts]
-        parts = [(_KIND[source], text) for source, text in texts if source in _KIND]
-        users = [text for source, text in texts if source == guard_pb2.PART_SOURCE_USER and text and not text.isspace()]
+        parts, newest = [], None  # newest: the last user prompt with text, by index in parts
+        for p in request.parts:
+            kind = _KIND.get(p.source)
+            if kind is not None:
+                text = p.text
+                if p.source == guard_pb2.PART_SOURCE_USER and text and not text.isspace():
+                    newest = len(parts)
+                parts.append((kind, text))
+        prompt = parts[newest][1] if newest is not None else None
+        # Its comparison form, computed once for the behavioural window and the rules (a long prompt's window keeps
+        # its head and tail only, and its analysis goes by chunks: each normalises its own).
+        prepared = normalize.prepare(prompt) if prompt is not None and len(prompt) <= 2 * BOUNDED_CHARS else None
         # Answered before the caller gives up, with what was analysed by then (the rest is a finding).
         remaining = _time_remaining(context)
         deadline = time.monotonic() + remaining - DEADLINE_MARGIN_SECONDS if remaining is not None else None
-        run = self._detector.start(parts)
+        run = self._detector.start(parts, {newest: prepared} if prepared is not None else None)
         if run.heavy:  # more than one chunk: one of the tenant's few slots for long analyses
             budget = self._detector.budget.queue_seconds
-            await self._limiter.acquire(request.tenant_id, budget if deadline is None
+            await self._limiter.acquire(tenant_id, budget if deadline is None
                                         else min(budget, deadline - time.monotonic()))
         try:
-            behaviour = (await self._behaviour.observe(request.tenant_id, request.end_user_id, users[-1])
-                         if users else [])
+            behaviour = (await self._behaviour.observe(tenant_id, request.end_user_id, prompt,
+                                                       prepared.form if prepared is not None else None)
+                         if prompt is not None else [])
             verdict = await self._detector.check(run, behaviour, deadline)
         finally:
             if run.heavy:
-                self._limiter.release(request.tenant_id)
+                self._limiter.release(tenant_id)
         flagged = verdict.score >= policy.threshold
         block = flagged and mode == guard_pb2.GUARD_MODE_ENFORCE
         _record(request, policy.mode, verdict, flagged, block)
@@ -104,10 +121,9 @@ def _record(request, mode: str, verdict, flagged: bool, block: bool) -> None:
     """The verdict's record: on the span always, in the log when flagged. Metadata only, never the prompt."""
     decision = "block" if block else "flag" if flagged else "allow"
     span = trace.get_current_span()
-    span.set_attribute("llmaas.guard.decision", decision)
-    span.set_attribute("llmaas.guard.score", round(verdict.score, 4))
-    span.set_attribute("llmaas.guard.mode", mode)
-    span.set_attribute("llmaas.guard.reasons", ",".join(verdict.reasons))
+    if span.is_recording():  # one call, one lock: set_attribute four times cost twice as much
+        span.set_attributes({"llmaas.guard.decision": decision, "llmaas.guard.score": round(verdict.score, 4),
+                             "llmaas.guard.mode": mode, "llmaas.guard.reasons": ",".join(verdict.reasons)})
     if flagged:
         log.info("guard verdict", extra={"fields": {
             "tenant_id": request.tenant_id, "request_id": request.request_id, "decision": decision, "mode": mode,

@@ -20,6 +20,7 @@ from llmaas.guard import budget as limits
 from llmaas.guard import rules
 from llmaas.guard.budget import Budget
 from llmaas.guard.classifier import Classifier
+from llmaas.guard.normalize import Prepared
 from llmaas.guard.rules import Finding
 
 PROMPT, DOCUMENT = "prompt", "document"
@@ -65,6 +66,8 @@ class Run:
     found: list[list[Finding]] = field(default_factory=list)
     done: int = 0
     incomplete: bool = False
+    # normalize.prepare of parts, already known (the service's behavioural layer needs the newest user prompt's).
+    prepared: dict[int, Prepared] = field(default_factory=dict)
 
     @property
     def heavy(self) -> bool:
@@ -88,9 +91,10 @@ class Detector:
         """Whether a verdict waits on another process (see Classifier.remote)."""
         return self.classifier.remote
 
-    def chunk(self, text: str, kind: str) -> list[Finding]:
-        """The findings of one piece of text (a whole part, or a chunk of a long one)."""
-        analysis = rules.analyse(text, document=kind == DOCUMENT)
+    def chunk(self, text: str, kind: str, prepared: Prepared | None = None) -> list[Finding]:
+        """The findings of one piece of text (a whole part, or a chunk of a long one); prepared: normalize.prepare
+        of it, when known."""
+        analysis = rules.analyse(text, document=kind == DOCUMENT, prepared=prepared)
         learned = self.classifier.score(analysis.forms, analysis.pieces)
         findings = list(analysis.findings)
         if learned >= REPORT_FLOOR:
@@ -100,13 +104,16 @@ class Detector:
     def part(self, text: str, kind: str = PROMPT) -> Verdict:
         return self.request([(kind, text)])
 
-    def start(self, parts: list[tuple[str, str]]) -> Run:
-        """The steps of a request's analysis, within the budget's bound on characters. parts: (kind, text)."""
-        kept = [(kind, text) for kind, text in parts if _has_text(text)]
-        plan, oversized = limits.windows([len(text) for _, text in kept], self.budget.max_chars)
-        steps = [(i, s, e) for i, (_, text) in enumerate(kept) for ws, we in plan[i]
+    def start(self, parts: list[tuple[str, str]], prepared: dict[int, Prepared] | None = None) -> Run:
+        """The steps of a request's analysis, within the budget's bound on characters. parts: (kind, text);
+        prepared: normalize.prepare of the parts the caller has it for, by index in parts."""
+        kept = [(n, kind, text) for n, (kind, text) in enumerate(parts) if _has_text(text)]
+        plan, oversized = limits.windows([len(text) for _, _, text in kept], self.budget.max_chars)
+        steps = [(i, s, e) for i, (_, _, text) in enumerate(kept) for ws, we in plan[i]
                  for s, e in limits.chunks(text, ws, we, self.budget.chunk_chars)]
-        return Run([k for k, _ in kept], [t for _, t in kept], steps, oversized, [[] for _ in kept])
+        known = {i: prepared[n] for i, (n, _, _) in enumerate(kept) if n in prepared} if prepared else {}
+        return Run([k for _, k, _ in kept], [t for _, _, t in kept], steps, oversized, [[] for _ in kept],
+                   prepared=known)
 
     @staticmethod
     def _next(run: Run) -> tuple[str, str]:
@@ -117,7 +124,12 @@ class Detector:
 
     def step(self, run: Run) -> None:
         """Analyses the run's next chunk here."""
-        self._add(run, self.chunk(*self._next(run)))
+        i, s, e = run.steps[run.done]
+        text = run.texts[i]
+        if (s, e) == (0, len(text)):  # the whole part: it may be prepared already
+            self._add(run, self.chunk(text, run.kinds[i], run.prepared.get(i)))
+        else:
+            self._add(run, self.chunk(text[s:e], run.kinds[i]))
 
     @staticmethod
     def _add(run: Run, findings: list[Finding]) -> None:
