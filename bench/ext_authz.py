@@ -4,8 +4,8 @@ through a second Envoy without it, at concurrency 1 and 16. Prints p50/p99 and r
     .venv/bin/python -m bench.ext_authz [--requests 200] [--rounds 8]
 
 /v1/models is cheap (the catalog answers from memory), so the difference is the check itself: Envoy's ext_authz
-filter, the gRPC call to an auth replica, key verification (cached) and the audit record auth appends, durably,
-before it allows the request. It starts its own stack (like the e2e tests, two auth replicas on one SQLite database)
+filter, the gRPC call to an auth replica, key verification (cached) and the audit record auth appends (write-behind,
+durable within a bounded delay: README). It starts its own stack (like the e2e tests, two auth replicas on one SQLite database)
 and a second Envoy from the same template with `ext_authz=False`, pointed at the same catalog. Without ext_authz the
 catalog still wants the signed identity header, so the bench signs the same identity itself. Both sides run in one
 process, in alternating rounds, so that the machine's load moves them alike: compare differences and ratios.

@@ -23,6 +23,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from tests.support.ports import free_base_port
 from tests.support.process import running_component
@@ -82,7 +83,8 @@ def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningJaeger]:
 
 
 def provider(service: str, ports: StackPorts) -> TracerProvider:
-    tp = TracerProvider(resource=Resource.create({"service.name": service}))
+    # Every span sampled, whatever OTEL_TRACES_SAMPLER the environment sets (the stack's services sample).
+    tp = TracerProvider(resource=Resource.create({"service.name": service}), sampler=ALWAYS_ON)
     exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{ports.otlp_grpc}", insecure=True)
     tp.add_span_processor(SimpleSpanProcessor(exporter))  # exports on span end: no flush timing to guess
     return tp

@@ -60,13 +60,32 @@ async def test_verify_finds_tampering(engine, tamper):
     assert report.first_bad_seq == {"edit": 4, "delete": 4, "insert": 11, "truncate": 10}[tamper]
 
 
+def _done(request_id: str) -> AuditRecord:
+    return AuditRecord(tenant_id="ten_a", key_id="k", actor="k", action="request.completed", request_id=request_id)
+
+
 async def test_completed_record_is_unique_per_request(engine):
+    """A retried request.completed is skipped inside the transaction (None), never an error for the others; the unique
+    index stays as the last line of defence."""
     log = audit_log(engine)
-    done = AuditRecord(tenant_id="ten_a", key_id="k", actor="k", action="request.completed", request_id="r1")
-    log.store.append_batch([done])
-    with pytest.raises(sa.exc.IntegrityError):
-        log.store.append_batch([done])
+    assert log.store.append_batch([_done("r1")]) == [1]
+    assert log.store.append_batch([_done("r1")]) == [None]
+    assert log.store.append_batch([_record(1), _done("r2"), _done("r1"), _done("r2"), _done("r3")]) == \
+        [2, 3, None, None, 4]
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        row = conn.execute(sa.select(audit_events).where(audit_events.c.seq == 1)).one()._asdict()
+        conn.execute(audit_events.insert().values({**row, "seq": 99}))
+    assert [r.record.request_id for r in log.store.list("ten_a") if r.record.action == "request.completed"] == \
+        ["r1", "r2", "r3"]
     assert log.store.verify().ok
+
+
+async def test_awaited_batches_dedupe_in_one_transaction(engine):
+    log = audit_log(engine)
+    seqs = await log.append_many([_done("a"), _done("b"), _done("a")])
+    assert seqs == [1, 2, None]
+    assert await log.append_many([_done("b"), _done("c")]) == [None, 3]
+    await log.close()
 
 
 async def test_overlong_values_are_clipped_not_refused(engine):

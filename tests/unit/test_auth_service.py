@@ -139,3 +139,64 @@ async def test_update_tenant_opt_in_round_trip_by_its_admin_only(servicer):
     events = (await servicer.ListAuditEvents(auth_pb2.ListAuditEventsRequest(tenant_id=a), as_admin())).events
     updates = [(e.actor, e.detail) for e in events if e.action == "tenant.update"]
     assert updates == [("adminkey", "serve_successor=true"), ("admin-token", "serve_successor=false")]
+
+
+def _record_entry(tenant: str, request_id: str, *, key: str = "k1", secret: str = SECRET, bound_to: str | None = None,
+                  ttl: float = 60, tokens: int = 4) -> auth_pb2.RequestRecord:
+    """What the router sends for one request: the record, and the caller's identity signed for that request."""
+    identity = encode_identity(Identity(tenant, key), secret, request_id=request_id if bound_to is None else bound_to,
+                               client_address="10.0.0.9", ttl=ttl)
+    return auth_pb2.RequestRecord(
+        record=auth_pb2.RecordRequestRequest(request_id=request_id, endpoint="POST /v1/chat/completions", model="m",
+                                             status=200, prompt_tokens=3, completion_tokens=tokens),
+        identity=identity, client_address="10.0.0.9")
+
+
+async def test_batched_completion_records_are_verified_one_by_one_and_written_in_one_transaction(servicer):
+    a = await _tenant(servicer)
+    assert (await servicer.RecordRequest(_record_entry(a, "stored").record,
+                                         as_identity(Identity(a, "k1")))).recorded
+    transactions = []
+    append_batch = servicer._audit.store.append_batch
+    servicer._audit.store.append_batch = lambda records: transactions.append(len(records)) or append_batch(records)
+    batch = auth_pb2.RecordRequestsRequest(records=[
+        _record_entry(a, "r1"),
+        _record_entry(a, "r2", secret="a-different-secret-of-sufficient-length-0123"),  # forged
+        _record_entry(a, "r3", bound_to="another-request"),  # a header minted for another request
+        _record_entry(a, "r4", ttl=-1),  # expired
+        _record_entry(a, "stored"),  # already recorded: a retry
+        _record_entry(a, "r1", tokens=99),  # repeated in the batch
+        _record_entry(a, "r5"),
+        auth_pb2.RequestRecord(record=auth_pb2.RecordRequestRequest(request_id="r6")),  # no identity
+    ])
+    outcomes = (await servicer.RecordRequests(batch, Context())).outcomes
+    R = auth_pb2  # noqa: N806 - short names for the table below
+    assert list(outcomes) == [R.RECORD_OUTCOME_RECORDED, R.RECORD_OUTCOME_REFUSED, R.RECORD_OUTCOME_REFUSED,
+                              R.RECORD_OUTCOME_REFUSED, R.RECORD_OUTCOME_DUPLICATE, R.RECORD_OUTCOME_DUPLICATE,
+                              R.RECORD_OUTCOME_RECORDED, R.RECORD_OUTCOME_REFUSED]
+    assert transactions == [4]  # the four that verified, together
+    # A retry of the whole batch (the router's, after an UNAVAILABLE) records nothing twice.
+    again = (await servicer.RecordRequests(batch, Context())).outcomes
+    assert R.RECORD_OUTCOME_RECORDED not in again
+    events = (await servicer.ListAuditEvents(auth_pb2.ListAuditEventsRequest(tenant_id=a), as_admin())).events
+    completed = {e.request_id: e for e in events if e.action == "request.completed"}
+    assert sorted(completed) == ["r1", "r5", "stored"]
+    assert completed["r1"].completion_tokens == 4 and completed["r1"].client_address == "10.0.0.9"
+    assert completed["r1"].key_id == "k1" and completed["r1"].tenant_id == a
+    assert (await servicer.VerifyAuditChain(auth_pb2.VerifyAuditChainRequest(), as_admin())).ok
+
+
+async def test_record_request_refuses_an_identity_bound_to_another_request(servicer):
+    a = await _tenant(servicer)
+    entry = _record_entry(a, "r1", bound_to="r2")
+    with pytest.raises(ApiError) as e:
+        await servicer.RecordRequest(entry.record, Context((IDENTITY_HEADER, entry.identity)))
+    assert e.value.status == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_record_requests_batches_are_bounded(servicer):
+    a = await _tenant(servicer)
+    with pytest.raises(ApiError) as e:
+        await servicer.RecordRequests(auth_pb2.RecordRequestsRequest(
+            records=[_record_entry(a, f"r{i}") for i in range(1001)]), Context())
+    assert e.value.status == grpc.StatusCode.INVALID_ARGUMENT

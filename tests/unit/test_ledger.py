@@ -7,7 +7,7 @@ import pytest
 from llmaas.common.db import make_engine, migrate
 from llmaas.common.identity import Quota
 from llmaas.metering import ledger as ledger_mod
-from llmaas.metering.ledger import Ledger, Reservation, UnknownReservation
+from llmaas.metering.ledger import Ledger, Reservation, SettleItem, Settlement, UnknownReservation
 from llmaas.metering.pricing import Usage, load_prices
 from llmaas.metering.tiers import load_tiers
 from llmaas.stack.paths import DEPLOY_DIR
@@ -209,3 +209,153 @@ def test_usage_counts_served_failed_cancelled_and_expired_apart(ledger: Ledger):
     assert (by_key["k1"].requests, by_key["k1"].failed_requests) == (2, 1)
     assert (by_key["k2"].failed_requests, by_key["k2"].cancelled_requests) == (1, 1)
     assert ledger.totals("t").requests == 2
+
+
+# --- rounds: many reservations or settlements in one transaction (group commit, SettleBatch) ----------------------
+
+
+def test_a_round_decides_in_order_exactly_as_one_after_another(ledger: Ledger):
+    """The same reservations, in one round for key k1 and one after another for key k2: the same decisions and the
+    same counters. The 3rd does not fit, the 4th (smaller) still does: a refusal charges nothing."""
+    quota = (Quota(60, max_tokens=400),)
+    sizes = [(100, 50), (100, 50), (100, 50), (50, 50), (1, 1)]  # 150, 300, (450: refused), 400, (402: refused)
+    one_by_one = [ledger.reserve(_r(f"s{i}", key="k2", max_in=a, max_out=b, quotas=quota), NOW)
+                  for i, (a, b) in enumerate(sizes)]
+    in_a_round = ledger.reserve_many([(_r(f"b{i}", key="k1", max_in=a, max_out=b, quotas=quota), NOW)
+                                      for i, (a, b) in enumerate(sizes)])
+    assert [d.granted for d in in_a_round] == [d.granted for d in one_by_one] == [True, True, False, True, False]
+
+    def keyed(d):
+        return [(w.limit.scope.replace("k1", "k"), w.requests, w.tokens) for w in d.windows if "key:" in w.limit.scope]
+
+    assert [keyed(d) for d in in_a_round] == [[(s.replace("k2", "k"), r, t) for s, r, t in keyed(d)]
+                                               for d in one_by_one]
+    assert in_a_round[2].exhausted == "tokens" and in_a_round[2].refused_by.tokens == 300
+    with pytest.raises(UnknownReservation):  # a refused reservation leaves no ledger row
+        ledger.settle("b2", Usage(), "failed", NOW)
+    assert ledger.settle("b3", Usage(1, 1), "completed", NOW).recorded
+
+
+def test_a_repeated_request_id_in_a_round_is_a_replay(ledger: Ledger):
+    quota = (Quota(60, max_requests=10),)
+    assert ledger.reserve(_r("before", quotas=quota), NOW).granted
+    decisions = ledger.reserve_many([(_r("x", quotas=quota), NOW), (_r("before", quotas=quota), NOW),
+                                     (_r("x", quotas=quota), NOW)])
+    assert [(d.granted, d.replay) for d in decisions] == [(True, False), (True, True), (True, True)]
+    key_window = next(w for w in decisions[2].windows if w.limit.scope.startswith("key:"))
+    assert key_window.requests == 2  # "before" and "x", once each
+
+
+def test_a_refused_first_try_lets_a_repeated_id_in_the_same_round_try_again(ledger: Ledger):
+    quota = (Quota(60, max_tokens=200),)
+    decisions = ledger.reserve_many([(_r("x", max_in=200, quotas=quota), NOW), (_r("x", max_in=10, quotas=quota), NOW)])
+    assert [(d.granted, d.replay) for d in decisions] == [(False, False), (True, False)]
+
+
+def test_settlements_in_one_round_each_as_alone(ledger: Ledger):
+    quota = (Quota(3600, max_tokens=1000),)
+    for rid in ("a", "b", "done"):
+        assert ledger.reserve(_r(rid, quotas=quota), NOW).granted  # 150 each
+    ledger.settle("done", Usage(1, 1), "completed", NOW)
+    results = ledger.settle_many([SettleItem("a", Usage(10, 5), "completed"), SettleItem("nope", Usage(1, 1), "failed"),
+                                  SettleItem("a", Usage(99, 9), "completed"), SettleItem("done", Usage(5, 5), "failed"),
+                                  SettleItem("b", Usage(), "cancelled")], NOW)
+    assert [type(r).__name__ for r in results] == ["Settlement", "UnknownReservation", "Settlement", "Settlement",
+                                                   "Settlement"]
+    assert [r.recorded for r in results if isinstance(r, Settlement)] == [True, False, False, True]
+    assert results[0].usage == Usage(10, 5)  # the first occurrence settles; the repeat finds it settled
+    t = ledger.totals("t")
+    assert (t.requests, t.prompt_tokens, t.completion_tokens) == (2, 11, 6)
+    # Each window corrected once: 15 + 2 tokens used, b gave everything back.
+    probe = ledger.reserve(_r("probe", max_in=1, max_out=1, quotas=quota), NOW)
+    assert next(w for w in probe.windows if w.limit.scope.startswith("key:")).tokens == 15 + 2 + 2
+
+
+def test_one_bad_reservation_never_fails_the_others(ledger: Ledger):
+    """A value the database refuses (2^64 does not fit a BIGINT) fails its own reservation only."""
+    decisions = ledger.reserve_many([(_r("ok1"), NOW), (_r("bad", max_in=2**64), NOW), (_r("ok2"), NOW)])
+    assert decisions[0].granted and decisions[2].granted and isinstance(decisions[1], Exception)
+    assert ledger.settle("ok1", Usage(1, 1), "completed", NOW).recorded
+    assert ledger.settle("ok2", Usage(1, 1), "completed", NOW).recorded
+    with pytest.raises(UnknownReservation):
+        ledger.settle("bad", Usage(), "failed", NOW)
+
+
+def test_one_bad_settlement_never_fails_the_others(ledger: Ledger, monkeypatch):
+    for rid in ("a", "bad", "b"):
+        ledger.reserve(_r(rid), NOW)
+    real_cost = ledger_mod.cost_nano
+
+    def cost(prices, kind, used):
+        if used.prompt_tokens == 13:
+            raise ValueError("a price the table cannot compute")
+        return real_cost(prices, kind, used)
+
+    monkeypatch.setattr(ledger_mod, "cost_nano", cost)
+    results = ledger.settle_many([SettleItem("a", Usage(1, 1), "completed"), SettleItem("bad", Usage(13, 1),
+                                                                                         "completed"),
+                                  SettleItem("b", Usage(2, 2), "completed")], NOW)
+    assert results[0].recorded and results[2].recorded and isinstance(results[1], ValueError)
+    assert ledger.settle("bad", Usage(12, 1), "completed", NOW).recorded  # untouched by the failed round
+
+
+def test_a_database_failure_fails_the_round_once_not_item_by_item(ledger: Ledger, monkeypatch):
+    """Locked past its timeout, unreachable: every item gets the error at once (replaying them one by one would
+    wait out the timeout once per item)."""
+    calls = []
+
+    def claim(self, ids, now):
+        calls.append(ids)
+        raise ledger.unavailable("database is locked")
+
+    monkeypatch.setattr(ledger_mod.hot_sql.Tx, "claim", claim)
+    results = ledger.settle_many([SettleItem(f"r{i}", Usage(), "failed") for i in range(5)], NOW)
+    assert len(calls) == 1 and all(isinstance(r, ledger.unavailable) for r in results)
+
+
+def test_reservations_are_committed_by_the_time_reserve_returns(ledger: Ledger):
+    """The durability half of 'every served request is in the ledger after a SIGKILL': another connection (another
+    process, as after a restart) sees the row as soon as reserve returns."""
+    assert ledger.reserve(_r("durable"), NOW).granted
+    other = _ledger(str(ledger._engine.url.render_as_string(hide_password=False)))
+    assert other.settle("durable", Usage(1, 1), "completed", NOW).recorded
+
+
+def test_replicas_reserving_and_settling_in_rounds_never_overshoot(database_url: str):
+    """Two 'replicas' on one database, 8 threads each running rounds of 5 reservations (then settling them in
+    rounds) against one 3 000-token key quota and the tenant's windows: the rounds lock the same windows in one
+    order (no deadlock: every round completes), and the quota holds at every moment."""
+    replicas = [_ledger(database_url), _ledger(database_url)]
+    quota = (Quota(3600, max_tokens=3000),)
+    errors: list[BaseException] = []
+    peak = [0]
+    lock = threading.Lock()
+
+    def worker(n: int):
+        led = replicas[n % 2]
+        try:
+            for i in range(6):
+                ids = [f"w{n}-{i}-{j}" for j in range(5)]
+                decisions = led.reserve_many([(_r(rid, quotas=quota), NOW) for rid in ids])
+                assert not [d for d in decisions if isinstance(d, Exception)]
+                for d in decisions:
+                    if d.granted:
+                        key = next(w for w in d.windows if w.limit.scope.startswith("key:"))
+                        with lock:
+                            peak[0] = max(peak[0], key.tokens)
+                granted = [SettleItem(rid, Usage(10, 5), "completed") for rid, d in zip(ids, decisions, strict=True)
+                           if d.granted]
+                assert all(s.recorded for s in led.settle_many(granted, NOW))
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and 0 < peak[0] <= 3000
+    probe = replicas[0].reserve(_r("probe", max_in=1, max_out=1, quotas=quota), NOW)
+    settled = replicas[0].totals("t")
+    key = next(w for w in probe.windows if w.limit.scope.startswith("key:"))
+    assert key.tokens == settled.prompt_tokens + settled.completion_tokens + 2  # every charge corrected exactly

@@ -97,3 +97,44 @@ async def test_tiers_are_admin_assigned(servicer: MeteringServicer):
 
 def test_reset_durations_in_openai_format():
     assert [duration(s) for s in (0, 0.2, 59, 60, 360, 3723)] == ["0s", "1s", "59s", "1m0s", "6m0s", "1h2m3s"]
+
+
+async def test_settle_batch_answers_each_item_as_settle_would(servicer: MeteringServicer):
+    for rid in ("a", "b"):
+        await servicer.Reserve(_reserve(rid), Context())
+    items = [metering_pb2.SettleRequest(request_id="a", prompt_tokens=15, completion_tokens=42, outcome="completed"),
+             metering_pb2.SettleRequest(request_id="nope", prompt_tokens=1, outcome="failed"),
+             metering_pb2.SettleRequest(request_id="b", outcome="exploded"),
+             metering_pb2.SettleRequest(request_id="a", prompt_tokens=99, outcome="completed"),
+             metering_pb2.SettleRequest(request_id="b", prompt_tokens=10**9, completion_tokens=1, outcome="failed")]
+    response = await servicer.SettleBatch(metering_pb2.SettleBatchRequest(items=items), Context())
+    r = response.results
+    assert [x.request_id for x in r] == ["a", "nope", "b", "a", "b"]
+    assert r[0].settlement.recorded and r[0].settlement.cost_eur == "0.000363000" and not r[0].error_code
+    assert r[1].error_code == "reservation_not_found" and not r[1].HasField("settlement")
+    assert r[2].error_code == "invalid_request"
+    assert r[3].HasField("settlement") and not r[3].settlement.recorded  # settled by the first "a"
+    assert r[4].settlement.capped and r[4].settlement.refused_prompt_tokens == 10**9 - 100
+    # Settle is the same code: a settled id stays settled, an unknown one is NOT_FOUND.
+    again = metering_pb2.SettleRequest(request_id="b", outcome="completed")
+    assert not (await servicer.Settle(again, Context())).recorded
+    with pytest.raises(ApiError) as missing:
+        await servicer.Settle(metering_pb2.SettleRequest(request_id="nope", outcome="failed"), Context())
+    assert missing.value.status == grpc.StatusCode.NOT_FOUND
+
+
+async def test_settle_batch_is_unavailable_while_the_ledger_is(servicer: MeteringServicer, monkeypatch):
+    """A database that cannot be written (locked, unreachable) fails the call UNAVAILABLE: the router's batcher and
+    gRPC retry it (idempotent), instead of dropping settlements as a final error."""
+    await servicer.Reserve(_reserve("r1"), Context())
+
+    def locked(self, ids, now):
+        raise servicer._ledger.unavailable("database is locked")
+
+    monkeypatch.setattr(ledger_mod.hot_sql.Tx, "claim", locked)
+    batch = metering_pb2.SettleBatchRequest(items=[metering_pb2.SettleRequest(request_id="r1", outcome="completed")])
+    with pytest.raises(ApiError) as unavailable:
+        await servicer.SettleBatch(batch, Context())
+    assert unavailable.value.status == grpc.StatusCode.UNAVAILABLE
+    monkeypatch.undo()
+    assert (await servicer.SettleBatch(batch, Context())).results[0].settlement.recorded

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from llmaas.common.identity import Identity
 from llmaas.router import breaker as breaker_module
-from llmaas.router.pipeline import Caller, ChatPipeline, ChatRun
+from llmaas.router.pipeline import SETTLE_DELAY, Caller, ChatPipeline, ChatRun
 from llmaas.router.replicas import ReplicaPool
 from llmaas.router.triton import Delta, ReplicaFailure
 
@@ -19,13 +19,21 @@ class FakeDownstream:
 
     def __init__(self) -> None:
         self.settled: list = []
+        self.batches: list[int] = []  # sizes of the SettleBatch calls
         self.recorded: list = []
 
     async def settle(self, request) -> None:
         self.settled.append(request)
 
+    async def settle_batch(self, batch) -> None:
+        self.batches.append(len(batch))
+        self.settled.extend(batch)
+
     async def record_request(self, request, signed_identity: str, client_address: str) -> None:
         self.recorded.append(request)
+
+    async def record_requests(self, batch) -> None:
+        self.recorded.extend(request for request, _signed_identity, _client_address in batch)
 
 
 class SlowReplica:
@@ -102,3 +110,20 @@ async def test_a_retried_answer_counts_only_the_attempt_that_served():
     await pipeline.drain()
     assert len(deltas) == 5 and run.usage.completion_tokens == 5
     assert [(s.outcome, s.completion_tokens) for s in downstream.settled] == [("completed", 5)]
+
+
+async def test_settlements_of_requests_ending_together_share_one_call_within_the_delay():
+    pipeline, _, downstream = make({"r1:1": SlowReplica("r1:1")}, stream=False)
+    caller = Caller(Identity("t", "k"), "req", "POST /v1/chat/completions", "127.0.0.1")
+    runs = [ChatRun(id=f"chatcmpl-{i}", request_id=f"req-{i}", created=0, model="m:1",
+                    params=SimpleNamespace(stream=False), caller=caller, triton_model="m", endpoints=("r1:1",),
+                    prompt="p", sampling={}, outcome="completed") for i in range(20)]
+    started = asyncio.get_running_loop().time()
+    for run in runs:
+        pipeline.finish(run)
+    while len(downstream.settled) < len(runs):
+        await asyncio.sleep(0.001)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert downstream.batches == [20] and elapsed < SETTLE_DELAY + 0.05
+    assert sorted(s.request_id for s in downstream.settled) == sorted(r.request_id for r in runs)
+    await pipeline.drain()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from llmaas.auth.audit import AuditLog, AuditRecord, AuditStore
+from llmaas.auth.audit import DURABILITY_BOUND, AuditLog, AuditRecord, AuditStore
 from llmaas.auth.authorizer import Authorizer
 from llmaas.auth.ext_authz import ExtAuthzServicer
 from llmaas.auth.sealed import Sealer
@@ -54,7 +54,7 @@ async def run() -> None:
     secret = internal_secret()
     admin_token = env_str("LLMAAS_ADMIN_TOKEN")
     store = KeyStore(engine, Sealer(secret), cache_seconds=env_float("LLMAAS_AUTH_CACHE_SECONDS", 2.0))
-    audit = AuditLog(AuditStore(engine))
+    audit = AuditLog(AuditStore(engine), bound=env_float("LLMAAS_AUTH_AUDIT_BOUND_SECONDS", DURABILITY_BOUND))
     authorizer = Authorizer(store, audit, admin_token, _sso())
     rotation = asyncio.create_task(
         rotate_periodically(store, audit, env_float("LLMAAS_AUTH_ROTATION_CHECK_SECONDS", 60.0)))

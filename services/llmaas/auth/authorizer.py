@@ -89,8 +89,9 @@ class Authorizer:
         return verdict.identity()
 
     async def authorize(self, token: str | None, attempt: Attempt, *, admin_api: bool) -> Identity | ApiError:
-        """The caller's identity, or the error to answer with. Returns only once the audit record is durable (an
-        audit failure raises: the caller fails closed)."""
+        """The caller's identity, or the error to answer with. The audit record of the attempt is written behind
+        (llmaas.auth.audit: durable within its bound), or awaited while the writer is behind that bound; when the audit
+        log cannot take it, AuditUnavailable is raised and the caller fails closed."""
         decision = self._decide(token, admin_api)
         if isinstance(decision, ApiError):
             record = AuditRecord(tenant_id="", key_id="", actor="", action="request.denied",
@@ -102,5 +103,7 @@ class Authorizer:
                                  action="request.authorized", endpoint=attempt.endpoint, status=200,
                                  client_address=attempt.client_address, trace_id=attempt.trace_id,
                                  request_id=attempt.request_id)
-        await self._audit.append(record)
+        committed = self._audit.submit(record)
+        if committed is not None:
+            await committed
         return decision

@@ -11,25 +11,27 @@ import fnmatch
 from datetime import UTC, datetime, timedelta
 
 import grpc
-import sqlalchemy as sa
 from google.protobuf import timestamp_pb2
 
-from llmaas.auth.audit import AuditLog, AuditRecord
+from llmaas.auth.audit import COMPLETED, AuditLog, AuditRecord
 from llmaas.auth.authorizer import Attempt, Authorizer, current_trace_id
 from llmaas.auth.store import KEY_ROLES, KeyRecord, KeyStore, NotFound, Tenant, TenantExists
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.common.errors import ApiError, invalid_request
 from llmaas.common.identity import (
+    IDENTITY_HEADER,
     ROLE_KEY,
     Identity,
     Quota,
     client_address,
-    identity_from_metadata,
+    decode_identity,
     metadata_dict,
     require_admin,
 )
 
 _MAX_AUDIT_PAGE = 1000
+# Records per RecordRequests call (the router sends at most 256).
+_MAX_RECORDS_PER_CALL = 1000
 
 
 def _ts(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -244,24 +246,56 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     async def RecordRequest(self, request, context):
         md = metadata_dict(context)
-        caller = identity_from_metadata(md, self._secret)
-        if caller is None:
+        signed = md.get(IDENTITY_HEADER)
+        if signed is None:
             # Only a service holding the internal secret (the router, forwarding the caller's signed identity).
             raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "RecordRequest needs a signed identity",
                            code="missing_identity")
         if not request.request_id:
             raise invalid_request("request_id is required", param="request_id")
-        record = AuditRecord(
-            tenant_id=caller.tenant_id, key_id=caller.key_id, actor=caller.key_id, action="request.completed",
+        [outcome] = await self._record_completions([(request, signed, client_address(md, context))],
+                                                   trace_id=current_trace_id())
+        if outcome == auth_pb2.RECORD_OUTCOME_REFUSED:
+            raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "Invalid or expired identity header for this request.",
+                           code="invalid_identity")
+        return auth_pb2.RecordRequestResponse(recorded=outcome == auth_pb2.RECORD_OUTCOME_RECORDED)
+
+    async def RecordRequests(self, request, context):
+        if len(request.records) > _MAX_RECORDS_PER_CALL:
+            raise invalid_request(f"At most {_MAX_RECORDS_PER_CALL} records per call", param="records")
+        outcomes = await self._record_completions(
+            [(r.record, r.identity, r.client_address[:64]) for r in request.records])
+        return auth_pb2.RecordRequestsResponse(outcomes=outcomes)
+
+    async def _record_completions(self, entries: list[tuple[auth_pb2.RecordRequestRequest, str, str]], *,
+                                  trace_id: str = "") -> list[int]:
+        """request.completed records, each with its caller's signed identity, written in one transaction (awaited:
+        the router retries until they are durable). A record whose identity does not verify, or is bound to another
+        request, is refused alone; one whose request id is already recorded (or repeated here) is skipped."""
+        outcomes = [auth_pb2.RECORD_OUTCOME_REFUSED] * len(entries)
+        records, positions = [], []
+        for i, (request, signed, address) in enumerate(entries):
+            record = self._completion(request, signed, address, trace_id)
+            if record is not None:
+                records.append(record)
+                positions.append(i)
+        if records:
+            for i, seq in zip(positions, await self._audit.append_many(records), strict=True):
+                outcomes[i] = auth_pb2.RECORD_OUTCOME_RECORDED if seq is not None \
+                    else auth_pb2.RECORD_OUTCOME_DUPLICATE
+        return outcomes
+
+    def _completion(self, request: auth_pb2.RecordRequestRequest, signed: str, address: str,
+                    trace_id: str) -> AuditRecord | None:
+        caller = decode_identity(signed, self._secret)
+        # The router signs each record's identity bound to that record's request: a header minted for one request
+        # never records another.
+        if caller is None or not request.request_id or (caller.request_id and
+                                                        caller.request_id != request.request_id):
+            return None
+        return AuditRecord(
+            tenant_id=caller.tenant_id, key_id=caller.key_id, actor=caller.key_id, action=COMPLETED,
             endpoint=request.endpoint[:300], model=request.model[:200], status=request.status,
             prompt_tokens=request.prompt_tokens, completion_tokens=request.completion_tokens,
-            client_address=client_address(md, context), trace_id=request.trace_id or current_trace_id(),
+            client_address=caller.client_address or address, trace_id=request.trace_id or trace_id,
             request_id=request.request_id[:64], detail=request.detail[:300])
-        if self._audit.store.completed_exists(request.request_id):
-            return auth_pb2.RecordRequestResponse(recorded=False)
-        try:
-            # Alone, not in a group commit: a duplicate (a concurrent retry) must fail only itself.
-            await asyncio.to_thread(self._audit.store.append_batch, [record])
-        except sa.exc.IntegrityError:
-            return auth_pb2.RecordRequestResponse(recorded=False)
-        return auth_pb2.RecordRequestResponse(recorded=True)

@@ -12,6 +12,7 @@ requests within the same bound (at once on the replica that made it, which drops
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import time
 from collections.abc import Callable
@@ -288,9 +289,12 @@ class KeyStore:
         return cached
 
     def _secret_valid(self, cached: _Cached, secret: str) -> bool:
-        """The current secret, or the previous one inside its grace window (both compared, in constant time)."""
-        current = keys.matches(secret, cached.secret_sha256)
-        previous = cached.previous_secret_sha256 is not None and keys.matches(secret, cached.previous_secret_sha256)
+        """The current secret, or the previous one inside its grace window (both compared, in constant time; the
+        presented secret is hashed once)."""
+        presented = keys.digest(secret)
+        current = hmac.compare_digest(presented, cached.secret_sha256)
+        previous = cached.previous_secret_sha256 is not None and hmac.compare_digest(presented,
+                                                                                     cached.previous_secret_sha256)
         until = cached.record.previous_valid_until
         return current or (previous and until is not None and self._now() < until)
 

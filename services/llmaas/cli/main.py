@@ -17,6 +17,7 @@ from llmaas.catalog.entries import CatalogError, load_catalog
 from llmaas.cli.admin import audit_app, keys_app, tenants_app
 from llmaas.cli.guard import guard_app
 from llmaas.cli.usage import usage_app
+from llmaas.common.telemetry import DEFAULT_TRACE_SAMPLING
 from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REFERENCE_CATALOG
 from llmaas.stack.ports import TRITON_MAX_REPLICAS, StackPorts
 from llmaas.stack.supervisor import RestartError, Running, StartError, Supervisor
@@ -78,6 +79,9 @@ def up(
     auth_replicas: int = typer.Option(2, min=1, max=3, help="Auth service replicas (one database, Envoy balances)."),
     triton_replicas: int = typer.Option(1, min=1, max=TRITON_MAX_REPLICAS, help="tritonserver processes on the same "
                                         "model repositories (the catalog's pool local-cpu)."),
+    trace_sampling: float = typer.Option(DEFAULT_TRACE_SAMPLING, min=0.0, max=1.0, envvar="LLMAAS_TRACE_SAMPLING",
+                                         help="Share of requests traced end to end, decided by Envoy (0 to 1); a "
+                                         "request with an x-client-trace-id header is always traced."),
 ) -> None:
     """Start the whole local stack in the foreground; Ctrl-C stops it."""
     if guard_classifier not in ("local", "triton"):
@@ -85,7 +89,8 @@ def up(
     options = StackOptions(data_dir=data_dir, base_port=base_port, model_repositories=list(model_repository),
                            catalog_files=list(catalog), jaeger=jaeger, guard_mode=guard_mode,
                            guard_classifier=guard_classifier,
-                           auth_replicas=auth_replicas, triton_replicas=triton_replicas)
+                           auth_replicas=auth_replicas, triton_replicas=triton_replicas,
+                           trace_sampling=trace_sampling)
     try:
         refuse_taken_ports(options)
     except PortTaken as e:  # before anything starts or stack.json is touched: they may be the other stack's
@@ -104,7 +109,8 @@ def up(
         console.print(f"  REST base URL  [bold]{stack['base_url']}[/]")
         console.print(f"  API key        [bold]{stack['api_key']}[/]", soft_wrap=True)
         if stack["jaeger_query"]:
-            console.print(f"  Traces         {stack['jaeger_query']} (Jaeger query API)")
+            console.print(f"  Traces         {stack['jaeger_query']} (Jaeger query API), "
+                          f"{stack['trace_sampling']:.2%} of requests sampled")
         console.print(f"  Stack file     {data_dir.resolve() / STACK_FILE}")
         console.print("Press Ctrl-C to stop.")
         while (failing := supervisor.restart_exited()) is None:

@@ -13,9 +13,10 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+from opentelemetry.instrumentation.grpc import filters
 
 from llmaas.common.errors import ApiError, internal_error
+from llmaas.common.grpc_tracing import SamplingServerInterceptor
 from llmaas.common.telemetry import setup_logging, setup_tracing
 
 log = logging.getLogger("llmaas.server")
@@ -129,7 +130,10 @@ async def serve(
     setup_logging()
     provider = setup_tracing(name)
     server = grpc.aio.server(
-        interceptors=[aio_server_interceptor(filter_=filters.negate(filters.health_check())), ErrorInterceptor()],
+        # OpenTelemetry's span for a call that may be sampled, only the caller's context for one that is not (the
+        # instrumentation costs 0.18 ms of server CPU per call even unsampled: llmaas.common.grpc_tracing).
+        interceptors=[SamplingServerInterceptor(filter_=filters.negate(filters.health_check()), provider=provider),
+                      ErrorInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

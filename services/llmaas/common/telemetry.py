@@ -1,9 +1,11 @@
 """Tracing and logging, configured only from the standard OTEL_* variables.
 
 Spans go to OTEL_EXPORTER_OTLP_ENDPOINT over OTLP/gRPC when it is set; otherwise tracing still propagates context
-(so a caller's trace is continued downstream) but nothing is exported. Logs are one JSON object per line on stdout,
-with the current trace and span ids. Neither ever carries prompt or completion text: span attributes are named in
-SPAN_ATTRIBUTES below, and only those may be set.
+(so a caller's trace is continued downstream) but nothing is exported. Which requests are traced is decided once, at
+the edge (Envoy), and every service follows the caller's sampled flag (OTEL_TRACES_SAMPLER, by default
+`parentbased_traceidratio` with DEFAULT_TRACE_SAMPLING for the rare request that arrives without a parent). Logs are
+one JSON object per line on stdout, with the current trace and span ids. Neither ever carries prompt or completion
+text: span attributes are named in SPAN_ATTRIBUTES below, and only those may be set.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
+
+# Share of requests traced end to end when nothing else is said (`llmaas up --trace-sampling`, README "Tracing"):
+# one request in twenty. Tracing a request costs every process on its path (spans, OTLP encoding, Jaeger, Triton),
+# so production gateways sample; 5% still gives a trace within seconds at demo rates and 20 per second at 400 req/s.
+DEFAULT_TRACE_SAMPLING = 0.05
 
 # The project's own span attributes. Metadata only: ids, names, counts, decisions.
 SPAN_ATTRIBUTES = {
@@ -38,9 +46,22 @@ SPAN_ATTRIBUTES = {
 }
 
 
+def default_sampler() -> Sampler | None:
+    """None when OTEL_TRACES_SAMPLER is set (the SDK then reads it and OTEL_TRACES_SAMPLER_ARG itself); otherwise
+    the caller's decision is followed and a root is sampled at DEFAULT_TRACE_SAMPLING, not at the SDK's 100%."""
+    if os.environ.get("OTEL_TRACES_SAMPLER"):
+        return None
+    return ParentBased(TraceIdRatioBased(DEFAULT_TRACE_SAMPLING))
+
+
+def sampler_env(ratio: float) -> dict[str, str]:
+    """The OTEL_* variables that make a service follow its caller and sample its own roots at `ratio`."""
+    return {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": repr(float(ratio))}
+
+
 def setup_tracing(service_name: str) -> TracerProvider:
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource, sampler=default_sampler())
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 

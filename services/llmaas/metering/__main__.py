@@ -24,13 +24,14 @@ SWEEP_SECONDS = 60
 
 
 async def sweep(ledger: Ledger, ttl_seconds: int) -> None:
-    """Releases reservations never settled (their router died) and drops limit windows long over."""
+    """Releases reservations never settled (their router died) and drops limit windows long over. On a thread: the
+    event loop keeps serving meanwhile."""
     while True:
         await asyncio.sleep(SWEEP_SECONDS)
         now = dt.datetime.now(dt.UTC)
         try:
-            expired = ledger.expire(now - dt.timedelta(seconds=ttl_seconds), now)
-            pruned = ledger.prune_windows(int(now.timestamp()) - 2 * ttl_seconds)
+            expired = await asyncio.to_thread(ledger.expire, now - dt.timedelta(seconds=ttl_seconds), now)
+            pruned = await asyncio.to_thread(ledger.prune_windows, int(now.timestamp()) - 2 * ttl_seconds)
             if expired or pruned:
                 log.info("sweep", extra={"fields": {"expired_reservations": expired, "pruned_windows": pruned}})
         except Exception:
@@ -49,8 +50,7 @@ def main() -> None:
     metrics_port = env_int("LLMAAS_METERING_METRICS_PORT", 0)
     migrate(engine, Path(__file__).parent / "migrations")
     ledger = Ledger(engine, prices, tiers)
-    servicer = MeteringServicer(ledger, env_str("LLMAAS_ADMIN_TOKEN"), internal_secret(),
-                                db_threads=env_int("LLMAAS_METERING_DB_THREADS", 0 if engine.dialect.name == "sqlite" else 4))
+    servicer = MeteringServicer(ledger, env_str("LLMAAS_ADMIN_TOKEN"), internal_secret())
     if metrics_port:
         start_http_server(metrics_port, addr=os.environ.get("LLMAAS_BIND_HOST", "127.0.0.1"), registry=metrics.REGISTRY)
 

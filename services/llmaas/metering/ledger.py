@@ -1,23 +1,32 @@
 """The usage ledger and the limits: reservations before dispatch, idempotent settlements after.
 
 Why SQL and not Redis for the limits: the budget is money, and a reservation must be in the ledger exactly when it
-is counted against the limits. One SQL transaction does both (insert the request's row, increment every window it
-touches with a conditional UPDATE, or roll everything back), so a crash can never leave a charge without its ledger
-row or the reverse, and the counters survive a restart like the ledger does. Redis would be a second store to keep in
-step with the ledger (and an in-memory one in tests). The cost is one short write transaction per reserve and per
-settle; bench/metering.py measures it.
+is counted against the limits. One SQL transaction does both (insert the request's row and charge every window it
+touches, or neither), so a crash can never leave a charge without its ledger row or the reverse, and the counters
+survive a restart like the ledger does. Redis would be a second store to keep in step with the ledger (and an
+in-memory one in tests). The cost is one short write transaction per round of reservations and per round of
+settlements (a round serves every one that arrived together); bench/metering.py measures it.
 
 How a reservation never overshoots, across any number of metering replicas:
 - every window (key quota slot, tenant minute/hour/day/month) is a row of `limit_window`;
-- Reserve, in one transaction: insert the request row (idempotent by request id), create the window rows if missing
-  (`INSERT ... ON CONFLICT DO NOTHING`, same SQL on both engines), then, in a fixed order (no deadlocks),
-  `UPDATE limit_window SET tokens = tokens + :n ... WHERE ... AND tokens + :n <= :limit`. A row count of 0 means
-  refused: the transaction rolls back and nothing was charged. SQLite runs one writer at a time (the first statement
-  is a write, so the lock is taken before anything is read); PostgreSQL locks the row and re-checks the WHERE on the
-  latest version (READ COMMITTED), so two replicas can never both take the last slot.
+- reservations are written in rounds (llmaas.metering.group_commit gathers the ones that arrive together; a lone
+  one is a round of one), one transaction per round: insert the requests' rows (idempotent by request id: an id
+  already there is a replay, charged nothing), create the window rows if missing, lock them (SQLite: the database's
+  write lock, taken at BEGIN IMMEDIATE; PostgreSQL: SELECT ... FOR UPDATE, in one order, so replicas never
+  deadlock) and read their counters. Then each reservation, in arrival order, is checked against every one of its
+  limits on the counters as the previous ones left them, exactly as if they had been made one after another: one
+  that does not fit is refused (its row deleted, nothing charged) and the next ones are checked without it. The
+  round ends by adding the granted charges to the windows and committing; only then does any Reserve answer, so a
+  granted reservation is in the ledger before the router dispatches the request. Nothing is read that another
+  writer could change before the commit, so the limits hold across replicas as they did with one transaction per
+  reservation.
 - the worst case is charged (input bound + max_tokens; cost at those bounds); Settle replaces it by the real usage in
   the same windows (even after the window ended) and releases the rest, once: the conditional
-  `UPDATE usage SET settled_at = ... WHERE settled_at IS NULL` is the idempotency check.
+  `UPDATE usage SET settled_at = ... WHERE settled_at IS NULL` is the idempotency check. Settlements go in rounds as
+  well (SettleBatch: the router's batches, plus whatever else arrived): one transaction per round, each item settled
+  as it would be alone; a repeated request id in a round is settled by its first occurrence.
+- a round that fails on one item's data (a value the database refuses) is replayed one item per transaction, so the
+  others still go through; a round the database itself refuses (locked, unreachable) fails every item alike.
 - a settlement never exceeds its reservation: usage above the reserved input, output (and audio) bounds is capped
   to them, recorded as the reservation, and the excess returned (`Settlement.excess`) for the caller to log and
   report. A settler that claims more than it reserved is wrong (or hostile): it must not be able to charge a tenant
@@ -29,17 +38,21 @@ requests_per_minute, output tokens per hour and per day; the month's cost agains
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import functools
 import json
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
 from llmaas.common.identity import Quota
+from llmaas.metering import hot_sql
 from llmaas.metering import tiers as tw
+from llmaas.metering.hot_sql import Counters
 from llmaas.metering.pricing import PriceTable, Usage, cost_nano, energy_uwh, worst_case_nano
 from llmaas.metering.tables import limit_window, tenant_tier, usage
 from llmaas.metering.tiers import Tier, Tiers
@@ -60,11 +73,6 @@ class UnknownReservation(Exception):
 
 class UnknownTier(ValueError):
     pass
-
-
-class _Refused(Exception):
-    def __init__(self, limit: Limit) -> None:
-        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -176,43 +184,7 @@ def _insert_ignore(conn: sa.Connection, table: sa.Table, **values) -> int:
     return conn.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount
 
 
-# The hot path's statements, written once as plain SQL that SQLite (3.35+) and PostgreSQL both run as is
-# (ON CONFLICT DO NOTHING, RETURNING): building SQLAlchemy expressions per call cost more than the database work.
-_TS = sa.DateTime(timezone=True)
-_INSERT_USAGE = sa.text(
-    "INSERT INTO usage (request_id, tenant_id, key_id, model, kind, reserved_input_tokens, reserved_output_tokens,"
-    " reserved_audio_ms, reserved_cost_nano, kwh_per_million, windows, reserved_at, day, month)"
-    " VALUES (:request_id, :tenant_id, :key_id, :model, :kind, :max_in, :max_out, :max_audio, :cost, :kwh, :windows,"
-    " :reserved_at, :day, :month) ON CONFLICT DO NOTHING").bindparams(sa.bindparam("reserved_at", type_=_TS))
-_INSERT_WINDOW = sa.text(
-    "INSERT INTO limit_window (scope, window_start, window_end, requests, tokens, output_tokens, cost_nano)"
-    " VALUES (:scope, :start, :end, 0, 0, 0, 0) ON CONFLICT DO NOTHING")
-_SELECT_WINDOW = sa.text("SELECT requests, tokens, output_tokens, cost_nano FROM limit_window"
-                         " WHERE scope = :scope AND window_start = :start")
-_ADJUST_WINDOW = sa.text(
-    "UPDATE limit_window SET requests = requests + :r, tokens = tokens + :t, output_tokens = output_tokens + :o,"
-    " cost_nano = cost_nano + :c WHERE scope = :scope AND window_start = :start")
-_CLAIM = sa.text(
-    "UPDATE usage SET settled_at = :now WHERE request_id = :id AND settled_at IS NULL RETURNING tenant_id, key_id,"
-    " model, kind, reserved_input_tokens, reserved_output_tokens, reserved_audio_ms, reserved_cost_nano,"
-    " kwh_per_million, windows, reserved_at").bindparams(sa.bindparam("now", type_=_TS))
-_EXISTS = sa.text("SELECT 1 FROM usage WHERE request_id = :id")
-_RECORD = sa.text(
-    "UPDATE usage SET prompt_tokens = :p, completion_tokens = :c, reasoning_tokens = :r, audio_ms = :a,"
-    " cost_nano = :cost, energy_uwh = :energy, outcome = :outcome WHERE request_id = :id")
 TIER_CACHE_SECONDS = 5.0
-
-
-@functools.cache
-def _update_window(requests: bool, tokens: bool, output: bool, cost: bool) -> sa.TextClause:
-    """Charges a window, only if it stays within the limits checked; returns its new counters (no row: refused)."""
-    checks = "".join(clause for on, clause in (
-        (requests, " AND requests + :r <= :max_r"), (tokens, " AND tokens + :t <= :max_t"),
-        (output, " AND output_tokens + :o <= :max_o"), (cost, " AND cost_nano + :c <= :max_c")) if on)
-    return sa.text(
-        "UPDATE limit_window SET requests = requests + :r, tokens = tokens + :t, output_tokens = output_tokens + :o,"
-        " cost_nano = cost_nano + :c WHERE scope = :scope AND window_start = :start" + checks
-        + " RETURNING requests, tokens, output_tokens, cost_nano")
 
 
 def _within(claimed: Usage, row) -> Usage:
@@ -262,22 +234,8 @@ def plan(r: Reservation, tier: Tier, now: dt.datetime) -> list[Limit]:
     return sorted(limits, key=lambda w: (w.scope, w.start))
 
 
-def _check(limit: Limit, c: Charge):
-    """The WHERE clauses that keep a window within its limits once charged with c."""
-    w = limit_window.c
-    conds = []
-    if limit.max_requests is not None:
-        conds.append(w.requests + c.requests <= limit.max_requests)
-    if limit.max_tokens is not None:
-        conds.append(w.tokens + c.tokens <= limit.max_tokens)
-    if limit.max_output is not None:
-        conds.append(w.output_tokens + c.output_tokens <= limit.max_output)
-    if limit.max_cost is not None:
-        conds.append(w.cost_nano + c.cost_nano <= limit.max_cost)
-    return conds
-
-
-def _exhausted(window: Window, c: Charge) -> str:
+def _over(window: Window, c: Charge) -> str:
+    """What the window would pass if charged with c (requests, tokens, output_tokens, budget); "" if it fits."""
     lim = window.limit
     if lim.max_requests is not None and window.requests + c.requests > lim.max_requests:
         return "requests"
@@ -285,7 +243,69 @@ def _exhausted(window: Window, c: Charge) -> str:
         return "tokens"
     if lim.max_output is not None and window.output_tokens + c.output_tokens > lim.max_output:
         return "output_tokens"
-    return "budget"
+    if lim.max_cost is not None and window.cost_nano + c.cost_nano > lim.max_cost:
+        return "budget"
+    return ""
+
+
+def _plus(a: Counters, b: Counters) -> Counters:
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]
+
+
+def _minus(a: Counters, b: Counters) -> Counters:
+    return a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3]
+
+
+_ZERO: Counters = (0, 0, 0, 0)
+
+
+def _waves(request_ids: list[str]) -> list[list[int]]:
+    """Indexes grouped so that no wave repeats a request id, in order: a repeated id is decided after the first (a
+    replay of it, or a new try if the first was refused), as it would be one after another."""
+    seen: dict[str, int] = {}
+    waves: list[list[int]] = []
+    for i, rid in enumerate(request_ids):
+        n = seen.get(rid, 0)
+        seen[rid] = n + 1
+        if n == len(waves):
+            waves.append([])
+        waves[n].append(i)
+    return waves
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A reservation with what its round needs: its charge, its windows (lock order) and its ledger row."""
+    r: Reservation
+    charge: Charge
+    limits: list[Limit]
+    row: dict
+
+
+class SettleItem(NamedTuple):
+    request_id: str
+    used: Usage
+    outcome: str
+
+
+# A reservation's row as settlement reads it back (the columns hot_sql.Tx.claim returns, in its order).
+_Claimed = collections.namedtuple("_Claimed", hot_sql.CLAIMED_COLUMNS)
+
+
+class _Record(NamedTuple):
+    request_id: str
+    used: Usage
+    cost: int
+    energy: int
+    outcome: str
+
+
+def _one(results: list):
+    """The single result of a round of one: its value, or its exception raised."""
+    [result] = results
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 class Ledger:
@@ -294,6 +314,8 @@ class Ledger:
         self.prices = prices
         self.tiers = tiers
         self._tier_cache: dict[str, tuple[float, Tier]] = {}
+        # The DB-API's error for the database itself (locked, unreachable, I/O), as opposed to an item's data.
+        self.unavailable = engine.dialect.loaded_dbapi.OperationalError
 
     # --- tiers ---------------------------------------------------------------------------------------------------
 
@@ -320,21 +342,36 @@ class Ledger:
 
     def reserve(self, r: Reservation, now: dt.datetime) -> Decision:
         """Charges the worst case to every window, atomically, or refuses without charging anything."""
+        return _one(self.reserve_many([(r, now)]))
+
+    def reserve_many(self, items: list[tuple[Reservation, dt.datetime]]) -> list[Decision | Exception]:
+        """Reservations in one transaction, decided in the order given exactly as one after another would be (see
+        the module's docstring). One result per item: its Decision, or the exception that failed it."""
+        prepared: list[_Prepared | Exception] = []
+        for r, now in items:
+            try:
+                prepared.append(self._prepare(r, now))
+            except Exception as e:  # e.g. the tier could not be read: this item only
+                prepared.append(e)
+        ok = [p for p in prepared if isinstance(p, _Prepared)]
+        decided = iter(self._in_rounds(ok, self._reserve_round))
+        return [next(decided) if isinstance(p, _Prepared) else p for p in prepared]
+
+    def _prepare(self, r: Reservation, now: dt.datetime) -> _Prepared:
         tier = self._cached_tier(r.tenant_id)
         prices = self.prices.at(now)
         charge = Charge(1, r.max_input_tokens + r.max_output_tokens, r.max_output_tokens,
                         worst_case_nano(prices, r.kind, r.max_input_tokens, r.max_output_tokens, r.max_audio_ms))
         limits = plan(r, tier, now)
-        try:
-            with self._engine.begin() as conn:
-                return self._charge(conn, r, charge, limits, now)
-        except _Refused as e:
-            refused = e.limit
-        with self._engine.connect() as conn:
-            windows = self._windows(conn, limits)
-        by_scope = {(x.limit.scope, x.limit.start): x for x in windows}
-        window = by_scope.get((refused.scope, refused.start), Window(refused))
-        return Decision(False, charge, windows, refused_by=window, exhausted=_exhausted(window, charge))
+        utc = now.astimezone(dt.UTC)
+        row = {"request_id": r.request_id, "tenant_id": r.tenant_id, "key_id": r.key_id, "model": r.model,
+               "kind": r.kind, "reserved_input_tokens": r.max_input_tokens,
+               "reserved_output_tokens": r.max_output_tokens, "reserved_audio_ms": r.max_audio_ms,
+               "reserved_cost_nano": charge.cost_nano,
+               "kwh_per_million": str(r.kwh_per_million) if r.kwh_per_million is not None else None,
+               "windows": json.dumps([[lim.scope, lim.start] for lim in limits]), "reserved_at": now,
+               "day": utc.date().isoformat(), "month": utc.date().isoformat()[:7]}
+        return _Prepared(r, charge, limits, row)
 
     def _cached_tier(self, tenant_id: str) -> Tier:
         """The tenant's tier, read at most every TIER_CACHE_SECONDS (an assignment reaches every replica within that
@@ -346,78 +383,112 @@ class Ledger:
         self._tier_cache[tenant_id] = (time.monotonic(), tier)
         return tier
 
-    def _charge(self, conn: sa.Connection, r: Reservation, charge: Charge, limits: list[Limit],
-                now: dt.datetime) -> Decision:
-        # The first statement writes: on SQLite the write lock is taken before anything is read.
-        inserted = conn.execute(_INSERT_USAGE, {
-            "request_id": r.request_id, "tenant_id": r.tenant_id, "key_id": r.key_id, "model": r.model,
-            "kind": r.kind, "max_in": r.max_input_tokens, "max_out": r.max_output_tokens,
-            "max_audio": r.max_audio_ms, "cost": charge.cost_nano,
-            "kwh": str(r.kwh_per_million) if r.kwh_per_million is not None else None,
-            "windows": json.dumps([[lim.scope, lim.start] for lim in limits]), "reserved_at": now,
-            "day": now.astimezone(dt.UTC).strftime("%Y-%m-%d"), "month": now.astimezone(dt.UTC).strftime("%Y-%m"),
-        }).rowcount
-        if not inserted:  # a retried Reserve: already charged once
-            return Decision(True, charge, self._windows(conn, limits), replay=True)
-        windows = []
-        for lim in limits:
-            stmt = _update_window(lim.max_requests is not None, lim.max_tokens is not None,
-                                  lim.max_output is not None, lim.max_cost is not None)
-            params = {"scope": lim.scope, "start": lim.start, "r": charge.requests, "t": charge.tokens,
-                      "o": charge.output_tokens, "c": charge.cost_nano, "max_r": lim.max_requests,
-                      "max_t": lim.max_tokens, "max_o": lim.max_output, "max_c": lim.max_cost}
-            row = conn.execute(stmt, params).first()
-            if row is None:  # a new window, or a full one
-                conn.execute(_INSERT_WINDOW, {"scope": lim.scope, "start": lim.start, "end": lim.end})
-                row = conn.execute(stmt, params).first()
-                if row is None:
-                    raise _Refused(lim)  # rolls the whole transaction back: nothing was charged
-            windows.append(Window(lim, *row))
-        return Decision(True, charge, tuple(windows))
+    def _in_rounds(self, items: list, round_fn) -> list:
+        """round_fn(tx, items) in one transaction. If it fails on an item's data, each item again in a transaction
+        of its own, so that only the bad one fails; if the database itself fails (locked past its timeout,
+        unreachable), every item gets that error: replaying them one by one would only repeat it."""
+        if not items:
+            return []
+        try:
+            with hot_sql.transaction(self._engine) as tx:
+                return round_fn(tx, items)
+        except self.unavailable as e:
+            return [e] * len(items)
+        except Exception as e:
+            if len(items) == 1:
+                return [e]
+        return [self._in_rounds([item], round_fn)[0] for item in items]
+
+    def _reserve_round(self, tx: hot_sql.Tx, items: list[_Prepared]) -> list[Decision]:
+        decisions: list[Decision] = [None] * len(items)  # type: ignore[list-item]
+        for wave in _waves([p.r.request_id for p in items]):
+            self._reserve_wave(tx, [(i, items[i]) for i in wave], decisions)
+        return decisions
 
     @staticmethod
-    def _windows(conn: sa.Connection, limits: list[Limit]) -> tuple[Window, ...]:
-        out = []
-        for lim in limits:
-            row = conn.execute(_SELECT_WINDOW, {"scope": lim.scope, "start": lim.start}).first()
-            out.append(Window(lim, *row) if row else Window(lim))
-        return tuple(out)
+    def _reserve_wave(tx: hot_sql.Tx, wave: list[tuple[int, _Prepared]], decisions: list[Decision]) -> None:
+        rows = [dict(p.row, reserved_at=tx.ts(p.row["reserved_at"])) for _, p in wave]
+        new = tx.insert_usage(rows)
+        tx.ensure_windows({(lim.scope, lim.start, lim.end) for _, p in wave if p.r.request_id in new
+                           for lim in p.limits})
+        counters = tx.lock_windows((lim.scope, lim.start) for _, p in wave for lim in p.limits)
+        before = dict(counters)
+        refused = []
+        for i, p in wave:
+            keys = [(lim.scope, lim.start) for lim in p.limits]
+            current = tuple(Window(lim, *counters.get(k, _ZERO)) for lim, k in zip(p.limits, keys, strict=True))
+            if p.r.request_id not in new:  # a retried Reserve: already charged once
+                decisions[i] = Decision(True, p.charge, current, replay=True)
+                continue
+            full = next((w for w in current if _over(w, p.charge)), None)
+            if full is not None:
+                refused.append(p.r.request_id)
+                decisions[i] = Decision(False, p.charge, current, refused_by=full,
+                                        exhausted=_over(full, p.charge))
+                continue
+            charge = (p.charge.requests, p.charge.tokens, p.charge.output_tokens, p.charge.cost_nano)
+            for k in keys:
+                counters[k] = _plus(counters.get(k, _ZERO), charge)
+            decisions[i] = Decision(True, p.charge, tuple(Window(lim, *counters[k])
+                                                          for lim, k in zip(p.limits, keys, strict=True)))
+        tx.delete_usage(refused)  # nothing of a refused reservation stays
+        tx.add_to_windows({k: _minus(v, before.get(k, _ZERO)) for k, v in counters.items()})
 
     def settle(self, request_id: str, used: Usage, outcome: str, now: dt.datetime) -> Settlement:
         """Writes the real usage once and corrects every window charged at reservation. recorded=False if the
-        request was already settled (the earlier settlement stands)."""
-        with self._engine.begin() as conn:
-            row = conn.execute(_CLAIM, {"id": request_id, "now": now}).first()
+        request was already settled (the earlier settlement stands); UnknownReservation if it never was reserved."""
+        return _one(self.settle_many([SettleItem(request_id, used, outcome)], now))
+
+    def settle_many(self, items: list[SettleItem], now: dt.datetime) -> list[Settlement | Exception]:
+        """Settlements in one transaction, each exactly as settle() would (a repeated request id: its first
+        occurrence settles, the others find it settled). One result per item: its Settlement, or the exception
+        that failed it (UnknownReservation: never reserved)."""
+        return self._in_rounds(items, functools.partial(self._settle_round, now=now))
+
+    def _settle_round(self, tx: hot_sql.Tx, items: list[SettleItem], now: dt.datetime) -> list[Settlement | Exception]:
+        ids = list(dict.fromkeys(item.request_id for item in items))
+        claimed = tx.claim(ids, now)
+        known = tx.existing([i for i in ids if i not in claimed])  # settled before, or never reserved
+        results: list[Settlement | Exception] = []
+        records, deltas = [], {}
+        for item in items:
+            row = claimed.pop(item.request_id, None)
             if row is None:
-                if conn.execute(_EXISTS, {"id": request_id}).first() is None:
-                    raise UnknownReservation(request_id)
-                return Settlement(False)
-            claimed = used
-            used = _within(claimed, row)
-            prices = self.prices.at(_as_datetime(row.reserved_at))
-            cost = cost_nano(prices, row.kind, used)
-            energy = energy_uwh(Decimal(row.kwh_per_million) if row.kwh_per_million else None, used.total_tokens)
-            conn.execute(_RECORD, {"id": request_id, "p": used.prompt_tokens, "c": used.completion_tokens,
-                                   "r": used.reasoning_tokens, "a": used.audio_ms, "cost": cost, "energy": energy,
-                                   "outcome": outcome})
+                # Settled before, or by this id's first occurrence in this round: the earlier settlement stands.
+                results.append(Settlement(False) if item.request_id in known else UnknownReservation(item.request_id))
+                continue
+            known.add(item.request_id)
+            c = _Claimed(*row)
+            used = _within(item.used, c)
+            prices = self.prices.at(_as_datetime(c.reserved_at))
+            cost = cost_nano(prices, c.kind, used)
+            energy = energy_uwh(Decimal(c.kwh_per_million) if c.kwh_per_million else None, used.total_tokens)
+            records.append(_Record(c.request_id, used, cost, energy, item.outcome))
             # A request that ended without using anything gives its request slot back too.
-            nothing_used = outcome != "completed" and used.total_tokens == 0 and used.audio_ms == 0
-            deltas = {"r": -1 if nothing_used else 0,
-                      "t": used.total_tokens - (row.reserved_input_tokens + row.reserved_output_tokens),
-                      "o": used.completion_tokens - row.reserved_output_tokens, "c": cost - row.reserved_cost_nano}
-            for scope, start in sorted(json.loads(row.windows)):
-                conn.execute(_ADJUST_WINDOW, {"scope": scope, "start": start, **deltas})
-        excess = Usage(claimed.prompt_tokens - used.prompt_tokens, claimed.completion_tokens - used.completion_tokens,
-                       claimed.reasoning_tokens - used.reasoning_tokens, claimed.audio_ms - used.audio_ms)
-        return Settlement(True, row.tenant_id, row.key_id, row.model, row.kind, used, cost, energy, excess)
+            nothing_used = item.outcome != "completed" and used.total_tokens == 0 and used.audio_ms == 0
+            delta = (-1 if nothing_used else 0,
+                     used.total_tokens - (c.reserved_input_tokens + c.reserved_output_tokens),
+                     used.completion_tokens - c.reserved_output_tokens, cost - c.reserved_cost_nano)
+            for scope, start in json.loads(c.windows):
+                deltas[(scope, start)] = _plus(deltas.get((scope, start), _ZERO), delta)
+            excess = Usage(item.used.prompt_tokens - used.prompt_tokens,
+                           item.used.completion_tokens - used.completion_tokens,
+                           item.used.reasoning_tokens - used.reasoning_tokens, item.used.audio_ms - used.audio_ms)
+            results.append(Settlement(True, c.tenant_id, c.key_id, c.model, c.kind, used, cost, energy, excess))
+        tx.record([{"id": r.request_id, "p": r.used.prompt_tokens, "c": r.used.completion_tokens,
+                    "r": r.used.reasoning_tokens, "a": r.used.audio_ms, "cost": r.cost, "energy": r.energy,
+                    "outcome": r.outcome} for r in records])
+        tx.add_to_windows(deltas)  # windows pruned since (long over) are no longer there: nothing to correct
+        return results
 
     def expire(self, older_than: dt.datetime, now: dt.datetime, limit: int = 500) -> int:
-        """Releases reservations never settled (a router that died mid-request): settled as `expired`, nothing billed.
-        Returns how many."""
+        """Releases reservations never settled (a router that died mid-request): settled as `expired`, nothing billed,
+        in one transaction. Returns how many."""
         with self._engine.connect() as conn:
             ids = conn.execute(sa.select(usage.c.request_id).where(
                 usage.c.settled_at.is_(None), usage.c.reserved_at < older_than).limit(limit)).scalars().all()
-        return sum(self.settle(i, Usage(), "expired", now).recorded for i in ids)
+        done = self.settle_many([SettleItem(i, Usage(), "expired") for i in ids], now)
+        return sum(isinstance(s, Settlement) and s.recorded for s in done)
 
     def prune_windows(self, before_epoch: int) -> int:
         """Deletes limit windows that ended before `before_epoch` (their requests are settled or expired)."""

@@ -16,8 +16,18 @@ import grpc
 from llmaas.common.errors import ApiError, invalid_request
 from llmaas.common.identity import Quota, require_admin
 from llmaas.metering import metrics
+from llmaas.metering.group_commit import GroupCommit
 from llmaas.metering.headers import rate_limit_headers, refusal_message, retry_after
-from llmaas.metering.ledger import GROUPS, Ledger, Reservation, UnknownReservation, UnknownTier, UsageRow
+from llmaas.metering.ledger import (
+    GROUPS,
+    Ledger,
+    Reservation,
+    SettleItem,
+    Settlement,
+    UnknownReservation,
+    UnknownTier,
+    UsageRow,
+)
 from llmaas.metering.pricing import KINDS, PricingError, Usage, eur_to_nano, format_eur, format_kwh, parse_eur
 from llmaas.metering.tiers import Tier
 from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
@@ -67,20 +77,18 @@ def usage_row(row: UsageRow) -> metering_pb2.UsageRow:
 
 class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
     def __init__(self, ledger: Ledger, admin_token: str = "", internal_secret: str = "",
-                 clock: Callable[[], dt.datetime] = _now, db_threads: int = 1) -> None:
+                 clock: Callable[[], dt.datetime] = _now) -> None:
         self._ledger = ledger
         self._admin_token = admin_token
         self._secret = internal_secret
         self._clock = clock
-        # Reserve and settle run their transactions here, off the event loop, so that gRPC I/O goes on during a
-        # commit. One thread for SQLite (one writer at a time anyway: threads would only wait on its lock).
-        # 0: on the event loop itself.
-        self._db = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="ledger") if db_threads else None
+        # Reserve and Settle: gathered into one transaction per round, on the ledger's own thread (group_commit).
+        self._commits = GroupCommit(ledger, clock)
+        # The admin API's queries and writes: off the event loop too, apart from the request path's thread.
+        self._admin = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-admin")
 
-    async def _in_db(self, fn, *args, **kwargs):
-        if self._db is None:
-            return fn(*args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._db, functools.partial(fn, *args, **kwargs))
+    async def _off_loop(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self._admin, functools.partial(fn, *args, **kwargs))
 
     async def Reserve(self, request, context):
         if not request.request_id or not request.tenant_id:
@@ -96,7 +104,7 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
             quotas=tuple(Quota(q.window_seconds, q.max_requests, q.max_tokens) for q in request.quotas))
         now = self._clock()
         t0 = time.perf_counter()
-        decision = await self._in_db(self._ledger.reserve, reservation, now)
+        decision = await self._commits.reserve(reservation, now)
         metrics.RESERVE_SECONDS.observe(time.perf_counter() - t0)
         headers = rate_limit_headers(decision, now)
         if not decision.granted:
@@ -110,30 +118,75 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
     async def Settle(self, request, context):
         if request.outcome not in OUTCOMES:
             raise invalid_request(f"outcome must be one of {sorted(OUTCOMES)}", param="outcome")
-        used = Usage(request.prompt_tokens, request.completion_tokens, request.reasoning_tokens, request.audio_ms)
-        t0 = time.perf_counter()
-        try:
-            s = await self._in_db(self._ledger.settle, request.request_id, used, request.outcome, self._clock())
-        except UnknownReservation:
+        [result] = await self._settle([request])
+        if isinstance(result, UnknownReservation):
             raise ApiError(grpc.StatusCode.NOT_FOUND, "No reservation for this request id",
-                           param="request_id", code="reservation_not_found") from None
+                           param="request_id", code="reservation_not_found")
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def SettleBatch(self, request, context):
+        """Each item as Settle would answer it, in one transaction (per round: see group_commit)."""
+        valid = [item for item in request.items if item.outcome in OUTCOMES and item.request_id]
+        settled = iter(await self._settle(valid))
+        results = []
+        for item in request.items:
+            if item.outcome not in OUTCOMES or not item.request_id:
+                results.append(metering_pb2.SettleResult(
+                    request_id=item.request_id, error_code="invalid_request",
+                    error_message=f"request_id is required and outcome must be one of {sorted(OUTCOMES)}"))
+                continue
+            result = next(settled)
+            if isinstance(result, metering_pb2.SettleResponse):
+                results.append(metering_pb2.SettleResult(request_id=item.request_id, settlement=result))
+            elif isinstance(result, UnknownReservation):
+                results.append(metering_pb2.SettleResult(request_id=item.request_id, error_code="reservation_not_found",
+                                                         error_message="No reservation for this request id"))
+            else:
+                log.error("settlement failed", exc_info=result, extra={"fields": {"request_id": item.request_id}})
+                results.append(metering_pb2.SettleResult(request_id=item.request_id, error_code="internal_error",
+                                                         error_message="The settlement could not be recorded."))
+        return metering_pb2.SettleBatchResponse(results=results)
+
+    async def _settle(self, requests: list) -> list[metering_pb2.SettleResponse | Exception]:
+        """Settles the (valid) requests; one result per request: its response, or what failed it. The ledger
+        itself unavailable (locked past its timeout, unreachable) fails the whole call with UNAVAILABLE, which the
+        router retries (settlement is idempotent, so items that did land count once)."""
+        t0 = time.perf_counter()
+        items = [SettleItem(r.request_id, Usage(r.prompt_tokens, r.completion_tokens, r.reasoning_tokens, r.audio_ms),
+                            r.outcome) for r in requests]
+        results = await self._commits.settle(items) if items else []
         metrics.SETTLE_SECONDS.observe(time.perf_counter() - t0)
-        if not s.recorded:
-            return metering_pb2.SettleResponse(recorded=False)
-        metrics.settled(s, request.outcome)
-        if s.capped:
-            # Ids and counts only (metering never sees prompt text).
-            log.warning("settlement above its reservation: capped", extra={"fields": {
-                "request_id": request.request_id, "tenant_id": s.tenant_id, "key_id": s.key_id, "model": s.model,
-                "claimed_prompt_tokens": request.prompt_tokens, "claimed_completion_tokens": request.completion_tokens,
-                "refused_prompt_tokens": s.excess.prompt_tokens,
-                "refused_completion_tokens": s.excess.completion_tokens,
-                "refused_reasoning_tokens": s.excess.reasoning_tokens, "refused_audio_ms": s.excess.audio_ms}})
-            metrics.CAPPED.labels(s.tenant_id, s.model).inc()
-        return metering_pb2.SettleResponse(
-            recorded=True, cost_eur=format_eur(s.cost_nano), capped=s.capped,
-            refused_prompt_tokens=s.excess.prompt_tokens, refused_completion_tokens=s.excess.completion_tokens,
-            refused_reasoning_tokens=s.excess.reasoning_tokens, refused_audio_ms=s.excess.audio_ms)
+        if any(isinstance(r, self._ledger.unavailable) for r in results):
+            raise ApiError(grpc.StatusCode.UNAVAILABLE, "The ledger is unavailable; retry.", code="ledger_unavailable")
+        metrics.settled_many([(s, item.outcome) for s, item in zip(results, items, strict=True)
+                              if isinstance(s, Settlement) and s.recorded])
+        out: list[metering_pb2.SettleResponse | Exception] = []
+        for request, s in zip(requests, results, strict=True):
+            if isinstance(s, Exception):
+                out.append(s)
+            elif not s.recorded:
+                out.append(metering_pb2.SettleResponse(recorded=False))
+            else:
+                if s.capped:
+                    self._log_capped(request, s)
+                out.append(metering_pb2.SettleResponse(
+                    recorded=True, cost_eur=format_eur(s.cost_nano), capped=s.capped,
+                    refused_prompt_tokens=s.excess.prompt_tokens,
+                    refused_completion_tokens=s.excess.completion_tokens,
+                    refused_reasoning_tokens=s.excess.reasoning_tokens, refused_audio_ms=s.excess.audio_ms))
+        return out
+
+    @staticmethod
+    def _log_capped(request, s: Settlement) -> None:
+        # Ids and counts only (metering never sees prompt text).
+        log.warning("settlement above its reservation: capped", extra={"fields": {
+            "request_id": request.request_id, "tenant_id": s.tenant_id, "key_id": s.key_id, "model": s.model,
+            "claimed_prompt_tokens": request.prompt_tokens, "claimed_completion_tokens": request.completion_tokens,
+            "refused_prompt_tokens": s.excess.prompt_tokens, "refused_completion_tokens": s.excess.completion_tokens,
+            "refused_reasoning_tokens": s.excess.reasoning_tokens, "refused_audio_ms": s.excess.audio_ms}})
+        metrics.CAPPED.labels(s.tenant_id, s.model).inc()
 
     async def GetUsage(self, request, context):
         require_admin(context, self._admin_token, self._secret, request.tenant_id)
@@ -145,8 +198,8 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
                                   code="invalid_value")
         filters = {"tenant_id": request.tenant_id, "key_id": request.key_id, "model": request.model,
                    "start_day": _day(request.start_day, "start_day"), "end_day": _day(request.end_day, "end_day")}
-        total = self._ledger.usage(**filters)[0]
-        rows = self._ledger.usage(**filters, group_by=group_by) if group_by else []
+        total = (await self._off_loop(self._ledger.usage, **filters))[0]
+        rows = await self._off_loop(self._ledger.usage, **filters, group_by=group_by) if group_by else []
         return metering_pb2.GetUsageResponse(
             requests=total.requests, prompt_tokens=total.prompt_tokens, completion_tokens=total.completion_tokens,
             tenant_id=request.tenant_id, currency=self._ledger.prices.currency, total=usage_row(total),
@@ -162,10 +215,11 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
         require_admin(context, self._admin_token, self._secret, request.tenant_id)
         if not request.tenant_id:
             raise invalid_request("tenant_id is required", param="tenant_id")
-        tier, assigned = self._ledger.tenant_tier(request.tenant_id)
+        tier, assigned = await self._off_loop(self._ledger.tenant_tier, request.tenant_id)
         month = self._clock().strftime("%Y-%m")
-        spent = self._ledger.usage(tenant_id=request.tenant_id, start_day=f"{month}-01", end_day=f"{month}-31")[0]
-        charged = self._ledger.month_charged(request.tenant_id, self._clock())
+        spent = (await self._off_loop(self._ledger.usage, tenant_id=request.tenant_id, start_day=f"{month}-01",
+                                      end_day=f"{month}-31"))[0]
+        charged = await self._off_loop(self._ledger.month_charged, request.tenant_id, self._clock())
         return metering_pb2.GetTenantTierResponse(
             tenant_id=request.tenant_id, tier=tier_message(tier), assigned=assigned,
             month_spent_eur=format_eur(spent.cost_nano), month_charged_eur=format_eur(charged))
@@ -181,7 +235,8 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
             except PricingError as e:
                 raise invalid_request(str(e), param="monthly_budget_eur", code="invalid_value") from None
         try:
-            tier = self._ledger.set_tenant_tier(request.tenant_id, request.tier, budget, self._clock())
+            tier = await self._off_loop(self._ledger.set_tenant_tier, request.tenant_id, request.tier, budget,
+                                        self._clock())
         except UnknownTier:
             raise invalid_request(f"Unknown tier {request.tier!r}; tiers: {sorted(self._ledger.tiers.by_id)}",
                                   param="tier", code="invalid_value") from None

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import grpc
 from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.common.errors import ApiError, from_rpc_error
+from llmaas.common.grpc_tracing import SamplingChannel
 from llmaas.common.identity import CLIENT_ADDRESS_HEADER, IDENTITY_HEADER, Identity, Quota
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
 from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
 from llmaas.router.model_cache import ModelCache
 
+log = logging.getLogger("llmaas.router")
+
 # Per-call deadlines (seconds). The services answer in a few milliseconds; these bound a stuck dependency.
 DEADLINE = 5.0
-def _retry_config(service: str, method: str, *, balanced: bool = False) -> str:
+def _retry_config(service: str, *methods: str, balanced: bool = False) -> str:
     """Settlement must land even if metering restarts: retried by gRPC itself on UNAVAILABLE (it is idempotent by
     request id, so a retry never counts twice). `balanced`: round robin over every address of the target (auth runs
     as several replicas), so a retry goes to a replica that is up."""
-    config = {"methodConfig": [{"name": [{"service": service, "method": method}], "retryPolicy": {
+    config = {"methodConfig": [{"name": [{"service": service, "method": m} for m in methods], "retryPolicy": {
         "maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "2s", "backoffMultiplier": 2,
         "retryableStatusCodes": ["UNAVAILABLE"]}}]}
     if balanced:
@@ -30,14 +33,15 @@ def _retry_config(service: str, method: str, *, balanced: bool = False) -> str:
     return json.dumps(config)
 
 
-_SETTLE_RETRY = _retry_config("llmaas.metering.v1.MeteringService", "Settle")
-# The audit record of how a request ended: idempotent by request id as well.
-_RECORD_RETRY = _retry_config("llmaas.auth.v1.AuthService", "RecordRequest", balanced=True)
+_SETTLE_RETRY = _retry_config("llmaas.metering.v1.MeteringService", "Settle", "SettleBatch")
+# The audit records of how requests ended (one, or a batch): idempotent by request id as well.
+_RECORD_RETRY = _retry_config("llmaas.auth.v1.AuthService", "RecordRequest", "RecordRequests", balanced=True)
 
 
-def _channel(address: str, **options) -> grpc.aio.Channel:
+def _channel(address: str, **options) -> SamplingChannel:
+    # OpenTelemetry's client span for a call that may be sampled, only the traceparent for one that is not.
     opts = [("grpc.enable_retries", 1), *((k, v) for k, v in options.items())]
-    return grpc.aio.insecure_channel(address, options=opts, interceptors=aio_client_interceptors())
+    return SamplingChannel(address, options=opts)
 
 
 async def _call(service: str, method, request, timeout: float = DEADLINE, metadata=None):
@@ -74,6 +78,20 @@ class Downstream:
                              client_address: str) -> None:
         metadata = ((IDENTITY_HEADER, signed_identity), (CLIENT_ADDRESS_HEADER, client_address))
         await _call("auth", self._auth.RecordRequest, request, timeout=4 * DEADLINE, metadata=metadata)
+
+    async def record_requests(self, batch: list[tuple[auth_pb2.RecordRequestRequest, str, str]]) -> None:
+        """Many audit records in one call and one transaction (llmaas.router.handoff.BatchedHandOff gathers them):
+        (record, the caller's freshly signed identity, client address) each, as record_request takes them. Retried
+        whole like RecordRequest (idempotent per request id); a record auth refuses (its identity did not verify) is
+        final, and logged with its request id."""
+        request = auth_pb2.RecordRequestsRequest(records=[
+            auth_pb2.RequestRecord(record=record, identity=identity, client_address=address)
+            for record, identity, address in batch])
+        response = await _call("auth", self._auth.RecordRequests, request, timeout=4 * DEADLINE)
+        refused = [record.request_id for (record, _, _), outcome in zip(batch, response.outcomes, strict=False)
+                   if outcome == auth_pb2.RECORD_OUTCOME_REFUSED]
+        if refused:
+            log.error("audit records refused", extra={"fields": {"request_ids": refused[:20], "items": len(refused)}})
 
     async def resolve_model(self, model: str, serve_successor: bool = False) -> catalog_pb2.ResolveModelResponse:
         """Through the resolution cache; `serve_successor`: the caller's tenant opted in to having a retired model
@@ -117,6 +135,17 @@ class Downstream:
     async def settle(self, request: metering_pb2.SettleRequest) -> None:
         # Longer: its retries (service config above) must fit in, across a metering restart.
         await _call("metering", self._metering.Settle, request, timeout=4 * DEADLINE)
+
+    async def settle_batch(self, batch: list[metering_pb2.SettleRequest]) -> None:
+        """Many settlements in one call (llmaas.router.handoff.BatchedHandOff gathers them), retried like Settle. The
+        call fails (and is retried whole: idempotent per item) only if metering could not record it at all; an item
+        metering refuses (no reservation for its id, malformed) is final, and logged with its request id."""
+        response = await _call("metering", self._metering.SettleBatch, metering_pb2.SettleBatchRequest(items=batch),
+                               timeout=4 * DEADLINE)
+        for result in response.results:
+            if result.error_code:
+                log.error("settlement failed", extra={"fields": {
+                    "request_id": result.request_id, "error": result.error_message, "code": result.error_code}})
 
     async def close(self) -> None:
         for ch in [*self._channels, self._watch_channel]:

@@ -36,6 +36,7 @@ from llmaas.guard.v1 import guard_pb2
 from llmaas.metering.v1 import metering_pb2
 from llmaas.router import template
 from llmaas.router.downstream import Downstream
+from llmaas.router.handoff import BatchedHandOff
 from llmaas.router.params import PROMPT_TOKEN_SLACK, ChatParams, check_context, check_prompt_tokens, parse_chat_request
 from llmaas.router.replicas import ReplicaPool
 from llmaas.router.triton import Delta
@@ -49,6 +50,8 @@ CLIENT_CLOSED = 499
 # How long a settlement (or audit record) keeps being retried while its service is unavailable (beyond gRPC's own
 # retries).
 SETTLE_PATIENCE = 120.0
+# How long a settlement waits for others to share its SettleBatch call.
+SETTLE_DELAY = 0.015
 
 _SOURCE = {"system": guard_pb2.PART_SOURCE_SYSTEM, "developer": guard_pb2.PART_SOURCE_SYSTEM,
            "user": guard_pb2.PART_SOURCE_USER, "assistant": guard_pb2.PART_SOURCE_ASSISTANT,
@@ -109,7 +112,18 @@ class ChatPipeline:
         self._downstream = downstream
         self._replicas = replicas
         self._secret = internal_secret
-        self._background: set[asyncio.Task] = set()
+        # Settlements go to metering in batches (one SettleBatch RPC and one ledger transaction per batch), each
+        # within SETTLE_DELAY of the request's end; retried while metering is unavailable (see llmaas.router.handoff).
+        self._settlements: BatchedHandOff[metering_pb2.SettleRequest] = BatchedHandOff(
+            "settlement", downstream.settle_batch, lambda s: s.request_id, max_delay=SETTLE_DELAY,
+            patience=SETTLE_PATIENCE)
+        # Audit records of how requests ended go to auth the same way (one RecordRequests RPC and one transaction per
+        # batch, within 15 ms of the request's end). Each is signed when its batch is sent, so a batch retried across
+        # an auth restart still carries unexpired identities.
+        self._records: BatchedHandOff[tuple[Caller, auth_pb2.RecordRequestRequest]] = BatchedHandOff(
+            "audit record", lambda batch: downstream.record_requests(
+                [(request, self._fresh_signature(caller), caller.client_address) for caller, request in batch]),
+            lambda item: item[0].request_id, max_delay=0.015, patience=SETTLE_PATIENCE)
 
     async def _caller(self, md: dict[str, str], context, endpoint: str) -> Caller:
         """Who calls, and the request's id. The id is the platform's: the one Envoy minted, bound in the identity
@@ -143,7 +157,7 @@ class ChatPipeline:
             return await self._prepare(request, md, caller, stream)
         except ApiError as err:
             # Refused before dispatch: the audit trail still says how the request ended.
-            self._in_background(self._record(caller, model="", usage=Usage(), error=err))
+            self._record(caller, model="", usage=Usage(), error=err)
             raise
 
     async def _prepare(self, request, md: dict[str, str], caller: Caller, stream: bool | None) -> ChatRun:
@@ -198,7 +212,7 @@ class ChatPipeline:
         except asyncio.CancelledError:
             # The client left while metering was granting: whatever metering did, release it now (a settlement of
             # an id it never reserved is refused and logged; one it did is released, nothing billed).
-            self._in_background(self._settle(run, "cancelled"))
+            self._settle(run, "cancelled")
             raise
         if reserved.replay:
             # Only a replayed identity header (bound to its request id) can repeat an id: never served twice.
@@ -268,61 +282,38 @@ class ChatPipeline:
         span.set_attribute("llmaas.prompt_tokens", run.usage.prompt_tokens)
         span.set_attribute("llmaas.completion_tokens", run.usage.completion_tokens)
         span.set_attribute("llmaas.finish_reason", run.finish_reason or "")
-        # Tasks, not awaits: the caller may be a cancelled stream, and both must still land.
-        self._in_background(self._settle(run, outcome))
+        # Queued, never awaited: the caller may be a cancelled stream, and both must still land.
+        self._settle(run, outcome)
         status = {"completed": 200, "cancelled": CLIENT_CLOSED}.get(outcome, 500)
-        self._in_background(self._record(run.caller, run.model, run.usage, run.error, status))
+        self._record(run.caller, run.model, run.usage, run.error, status)
 
-    def _in_background(self, coro) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _record(self, caller: Caller, model: str, usage: Usage, error: ApiError | None,
+    def _record(self, caller: Caller, model: str, usage: Usage, error: ApiError | None,
                       status: int = 200) -> None:
-        """The audit record of how the request ended (idempotent by request id, so retried like a settlement)."""
+        """The audit record of how the request ended, batched with other requests' (idempotent by request id, so
+        retried like a settlement)."""
         if error is not None:
             status = HTTP_STATUS.get(error.status, 500)
-        request = auth_pb2.RecordRequestRequest(
+        self._records.submit((caller, auth_pb2.RecordRequestRequest(
             request_id=caller.request_id, endpoint=caller.endpoint, model=model, status=status,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            trace_id=_trace_id(), detail=(error.code or "") if error else "")
-        await _hand_off("audit record", caller.request_id,
-                        lambda: self._downstream.record_request(request, self._fresh_signature(caller),
-                                                                caller.client_address))
+            trace_id=_trace_id(), detail=(error.code or "") if error else "")))
 
     def _fresh_signature(self, caller: Caller) -> str:
         """The caller's identity signed now: the header it came with expires (60 s) before a long answer ends."""
         return encode_identity(caller.identity, self._secret, request_id=caller.request_id,
                                client_address=caller.client_address)
 
-    async def _settle(self, run: ChatRun, outcome: str) -> None:
-        """Hands the real usage to metering (idempotent by request id: a retry never counts twice)."""
-        request = metering_pb2.SettleRequest(
+    def _settle(self, run: ChatRun, outcome: str) -> None:
+        """Hands the real usage to metering, batched with other requests' (idempotent by request id: a retried
+        batch never counts twice)."""
+        self._settlements.submit(metering_pb2.SettleRequest(
             request_id=run.request_id, prompt_tokens=run.usage.prompt_tokens,
-            completion_tokens=run.usage.completion_tokens, outcome=outcome)
-        await _hand_off("settlement", run.request_id, lambda: self._downstream.settle(request))
+            completion_tokens=run.usage.completion_tokens, outcome=outcome))
 
     async def drain(self) -> None:
         """Waits for pending settlements and audit records (called on shutdown)."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-
-
-async def _hand_off(what: str, request_id: str, send) -> None:
-    """An idempotent call that must land: while the service is unavailable (restarting, killed) it is retried for
-    SETTLE_PATIENCE seconds; any other error is final, and logged."""
-    deadline, delay = time.monotonic() + SETTLE_PATIENCE, 0.5
-    while True:
-        try:
-            await send()
-            return
-        except ApiError as e:
-            if e.status != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                log.error(f"{what} failed", extra={"fields": {"request_id": request_id, "error": e.message}})
-                return
-        await asyncio.sleep(delay)
-        delay = min(2 * delay, 5.0)
+        await self._settlements.drain()
+        await self._records.drain()
 
 
 def _trace_id() -> str:

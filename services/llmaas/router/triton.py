@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from llmaas.common.errors import ApiError
+from llmaas.common.grpc_tracing import sampled_trace_headers
 from llmaas.common.triton_client import triton_channel, triton_client
 from llmaas.router import kserve
 from llmaas.router.kserve import Delta
@@ -109,8 +110,8 @@ class TritonReplica:
         with tracer.start_as_current_span("triton ModelStreamInfer", kind=trace.SpanKind.CLIENT) as span:
             span.set_attribute("llmaas.triton_model", model)
             span.set_attribute("llmaas.triton_replica", self.address)
-            headers: dict[str, str] = {}
-            propagate.inject(headers)
+            # Triton traces every request that carries a traceparent, sampled or not: only a sampled one gets it.
+            headers = sampled_trace_headers()
             # The model is decoupled: its responses come on a stream, which stays open (the client does not
             # half-close) until the final response has arrived.
             stream = self._stub.ModelStreamInfer(metadata=tuple(headers.items()))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jinja2
 
+from llmaas.common.telemetry import DEFAULT_TRACE_SAMPLING
 from llmaas.stack.component import Component
 from llmaas.stack.paths import GATEWAY_DIR
 from llmaas.stack.ports import StackPorts
@@ -38,16 +39,20 @@ def find_envoy() -> Path:
 
 
 def render_config(ports: StackPorts, *, authz_timeout: str = AUTHZ_TIMEOUT, auth_replicas: int = 1,
-                  ext_authz: bool = True, upstream: StackPorts | None = None) -> str:
+                  ext_authz: bool = True, upstream: StackPorts | None = None,
+                  trace_sampling: float = DEFAULT_TRACE_SAMPLING) -> str:
     """`ext_authz=False` renders the same gateway without the auth check (the latency benchmark's baseline only).
     `upstream`: the stack whose services the clusters point at, when Envoy itself listens elsewhere (default: the
-    same ports)."""
+    same ports). `trace_sampling`: the share of requests Envoy traces (0..1; Envoy's resolution is 0.01%)."""
+    if not 0.0 <= trace_sampling <= 1.0:
+        raise ValueError(f"trace sampling must be within 0..1, not {trace_sampling}")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(GATEWAY_DIR), undefined=jinja2.StrictUndefined)
     up = upstream or ports
     return env.get_template("envoy.yaml.j2").render(
         host=HOST, http_port=ports.envoy_http, admin_port=ports.envoy_admin, authz_timeout=authz_timeout,
         max_body_bytes=MAX_BODY_BYTES, max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
-        ext_authz=ext_authz, lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=GATEWAY_DIR / "llmaas.pb",
+        ext_authz=ext_authz, trace_percent=round(trace_sampling * 100, 4),
+        lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=GATEWAY_DIR / "llmaas.pb",
         grpc_clusters=[("auth", [up.auth_replica(i) for i in range(auth_replicas)]),
                        ("router", [up.service("router")]), ("catalog", [up.service("catalog")]),
                        ("guard", [up.service("guard")]), ("metering", [up.service("metering")]),
@@ -62,12 +67,13 @@ def _ready(ports: StackPorts) -> bool:
         return False
 
 
-def envoy_component(data_dir: Path, ports: StackPorts, auth_replicas: int = 1) -> Component:
+def envoy_component(data_dir: Path, ports: StackPorts, auth_replicas: int = 1,
+                    trace_sampling: float = DEFAULT_TRACE_SAMPLING) -> Component:
     config = data_dir / "envoy" / "envoy.yaml"
 
     def prepare() -> None:
         config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(render_config(ports, auth_replicas=auth_replicas))
+        config.write_text(render_config(ports, auth_replicas=auth_replicas, trace_sampling=trace_sampling))
 
     return Component(
         name="envoy",

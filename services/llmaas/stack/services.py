@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from llmaas.common.telemetry import DEFAULT_TRACE_SAMPLING, sampler_env
 from llmaas.stack.component import Component
 from llmaas.stack.paths import GUARD_TRITON_MODEL
 from llmaas.stack.ports import SERVICES, StackPorts
@@ -55,7 +56,10 @@ def service_components(
     guard_classifier: str = "local",
     auth_replicas: int = 1,
     triton_replicas: int = 1,
+    trace_sampling: float = DEFAULT_TRACE_SAMPLING,
 ) -> list[Component]:
+    """`trace_sampling`: the share of requests a service traces when it is the first hop (a direct gRPC caller that
+    sent no traceparent); behind Envoy every service follows the edge's decision."""
     # LLMAAS_TRITON_GRPC is replica 1 (the guard's classifier, and the router's and catalog's default); the
     # catalog learns every replica from LLMAAS_TRITON_POOLS.
     triton = f"{HOST}:{ports.triton_grpc}"
@@ -77,6 +81,7 @@ def service_components(
     }
     telemetry = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
                  "OTEL_BSP_SCHEDULE_DELAY": "500"} if otlp_endpoint else {}
+    telemetry |= sampler_env(trace_sampling)
     # (component name, service, port): auth may run as several replicas sharing one database.
     instances = [(name, name, ports.service(name)) for name in SERVICES]
     instances[1:1] = [(f"auth-{i + 1}", "auth", ports.auth_replica(i)) for i in range(1, auth_replicas)]

@@ -98,7 +98,11 @@ def triton_argv(backends_dir: Path, ports: TritonPorts, model_repositories: list
             f"--trace-config=opentelemetry,url={endpoint}/v1/traces",
             "--trace-config=opentelemetry,resource=service.name=triton",
             f"--trace-config=opentelemetry,bsp_schedule_delay={TRACE_EXPORT_DELAY_MS}",
-            "--trace-config=rate=1",
+            # Rate 0: Triton never starts a trace of its own. It still traces every request that carries a W3C
+            # `traceparent` (whatever its sampled flag: verified on 2.51, tests/integration/
+            # test_triton_trace_sampling.py), and the router sends one only for a sampled request
+            # (llmaas.common.grpc_tracing.sampled_trace_headers): Triton follows the edge's sampling decision.
+            "--trace-config=rate=0",
             "--trace-config=level=TIMESTAMPS",
         ]
     return argv

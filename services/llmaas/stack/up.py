@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
+from llmaas.common.telemetry import DEFAULT_TRACE_SAMPLING
 from llmaas.stack.envoy import envoy_component
 from llmaas.stack.jaeger import find_jaeger, jaeger_component, query_url
 from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, GUARD_MODEL_REPOSITORY, REFERENCE_CATALOG
@@ -37,6 +38,8 @@ class StackOptions:
     auth_replicas: int = 2
     # tritonserver processes on the same model repositories (the catalog's pool `local-cpu` lists them all).
     triton_replicas: int = 1
+    # Share of requests traced end to end, decided at the edge (README "Tracing"); 0 when Jaeger does not run.
+    trace_sampling: float = DEFAULT_TRACE_SAMPLING
 
 
 class PortTaken(StartError):
@@ -140,6 +143,9 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
     secret = _internal_secret(state, data_dir)
 
     otlp_grpc = otlp_http = None
+    # Without a collector a sampled span would be built for nobody: nothing is sampled then (but a request forced
+    # with x-client-trace-id, which is rare).
+    trace_sampling = options.trace_sampling if jaeger_bin is not None else 0.0
     if jaeger_bin is not None:
         supervisor.start_stage([jaeger_component(data_dir, ports, jaeger_bin)])
         otlp_grpc, otlp_http = f"http://127.0.0.1:{ports.otlp_grpc}", f"http://127.0.0.1:{ports.otlp_http}"
@@ -150,9 +156,10 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
         *service_components(data_dir, ports, admin_token=state["admin_token"], internal_secret=secret,
                             catalog_files=options.catalog_files, otlp_endpoint=otlp_grpc,
                             guard_mode=options.guard_mode, guard_classifier=options.guard_classifier,
-                            auth_replicas=options.auth_replicas, triton_replicas=options.triton_replicas),
+                            auth_replicas=options.auth_replicas, triton_replicas=options.triton_replicas,
+                            trace_sampling=trace_sampling),
     ])
-    supervisor.start_stage([envoy_component(data_dir, ports, options.auth_replicas)])
+    supervisor.start_stage([envoy_component(data_dir, ports, options.auth_replicas, trace_sampling)])
 
     stack = {
         "base_url": f"http://127.0.0.1:{ports.envoy_http}/v1",
@@ -166,6 +173,7 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
         "triton_replicas": triton_replicas(ports, options.triton_replicas),
         "envoy_admin": f"http://127.0.0.1:{ports.envoy_admin}",
         "jaeger_query": query_url(ports) if jaeger_bin is not None else None,
+        "trace_sampling": trace_sampling,
         "pids": supervisor.pids(),
     }
     _write_private(data_dir / STACK_FILE, stack)

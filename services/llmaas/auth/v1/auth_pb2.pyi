@@ -3,12 +3,24 @@ import datetime
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class RecordOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RECORD_OUTCOME_UNSPECIFIED: _ClassVar[RecordOutcome]
+    RECORD_OUTCOME_RECORDED: _ClassVar[RecordOutcome]
+    RECORD_OUTCOME_DUPLICATE: _ClassVar[RecordOutcome]
+    RECORD_OUTCOME_REFUSED: _ClassVar[RecordOutcome]
+RECORD_OUTCOME_UNSPECIFIED: RecordOutcome
+RECORD_OUTCOME_RECORDED: RecordOutcome
+RECORD_OUTCOME_DUPLICATE: RecordOutcome
+RECORD_OUTCOME_REFUSED: RecordOutcome
 
 class AuthenticateRequest(_message.Message):
     __slots__ = ("api_key", "endpoint", "client_address", "request_id")
@@ -359,3 +371,25 @@ class RecordRequestResponse(_message.Message):
     RECORDED_FIELD_NUMBER: _ClassVar[int]
     recorded: bool
     def __init__(self, recorded: _Optional[bool] = ...) -> None: ...
+
+class RequestRecord(_message.Message):
+    __slots__ = ("record", "identity", "client_address")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    record: RecordRequestRequest
+    identity: str
+    client_address: str
+    def __init__(self, record: _Optional[_Union[RecordRequestRequest, _Mapping]] = ..., identity: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...
+
+class RecordRequestsRequest(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[RequestRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[RequestRecord, _Mapping]]] = ...) -> None: ...
+
+class RecordRequestsResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedScalarFieldContainer[RecordOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[RecordOutcome, str]]] = ...) -> None: ...

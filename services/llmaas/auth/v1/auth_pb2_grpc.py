@@ -102,6 +102,11 @@ class AuthServiceStub:
                 request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestRequest.SerializeToString,
                 response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestResponse.FromString,
                 _registered_method=True)
+        self.RecordRequests = channel.unary_unary(
+                '/llmaas.auth.v1.AuthService/RecordRequests',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -192,7 +197,16 @@ class AuthServiceServicer:
 
     def RecordRequest(self, request, context):
         """Internal: the router records how a request it served ended (model, status, tokens). Needs the caller's signed
-        identity; idempotent by request id.
+        identity; idempotent by request id. The same as RecordRequests with one record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordRequests(self, request, context):
+        """Internal: the router's records of how requests ended, in one batch, written in one transaction. Each record carries
+        its own caller's signed identity: a record whose identity does not verify is refused alone, the others are
+        written. Idempotent by request id: a record already stored, or repeated in the batch, is skipped.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -265,6 +279,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.RecordRequest,
                     request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestRequest.FromString,
                     response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestResponse.SerializeToString,
+            ),
+            'RecordRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRequests,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -621,6 +640,33 @@ class AuthService:
             '/llmaas.auth.v1.AuthService/RecordRequest',
             llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestRequest.SerializeToString,
             llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.auth.v1.AuthService/RecordRequests',
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsRequest.SerializeToString,
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsResponse.FromString,
             options,
             channel_credentials,
             insecure,

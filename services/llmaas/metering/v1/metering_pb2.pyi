@@ -93,6 +93,30 @@ class SettleResponse(_message.Message):
     refused_audio_ms: int
     def __init__(self, recorded: _Optional[bool] = ..., cost_eur: _Optional[str] = ..., capped: _Optional[bool] = ..., refused_prompt_tokens: _Optional[int] = ..., refused_completion_tokens: _Optional[int] = ..., refused_reasoning_tokens: _Optional[int] = ..., refused_audio_ms: _Optional[int] = ...) -> None: ...
 
+class SettleBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[SettleRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[SettleRequest, _Mapping]]] = ...) -> None: ...
+
+class SettleResult(_message.Message):
+    __slots__ = ("request_id", "settlement", "error_code", "error_message")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SETTLEMENT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    settlement: SettleResponse
+    error_code: str
+    error_message: str
+    def __init__(self, request_id: _Optional[str] = ..., settlement: _Optional[_Union[SettleResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class SettleBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SettleResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SettleResult, _Mapping]]] = ...) -> None: ...
+
 class GetUsageRequest(_message.Message):
     __slots__ = ("tenant_id", "key_id", "model", "group_by", "start_day", "end_day")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]

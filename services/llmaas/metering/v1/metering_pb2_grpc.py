@@ -48,6 +48,11 @@ class MeteringServiceStub:
                 request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleRequest.SerializeToString,
                 response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleResponse.FromString,
                 _registered_method=True)
+        self.SettleBatch = channel.unary_unary(
+                '/llmaas.metering.v1.MeteringService/SettleBatch',
+                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.SerializeToString,
+                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.FromString,
+                _registered_method=True)
         self.GetUsage = channel.unary_unary(
                 '/llmaas.metering.v1.MeteringService/GetUsage',
                 request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.GetUsageRequest.SerializeToString,
@@ -90,6 +95,15 @@ class MeteringServiceServicer:
 
     def Settle(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SettleBatch(self, request, context):
+        """Many settlements in one call and one ledger transaction (the router gathers them for a few milliseconds). Each
+        item is settled exactly as Settle would (idempotent by request id); one item's failure never fails the others.
+        The call itself fails (UNAVAILABLE, to be retried whole) only when the ledger could not be written at all.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -138,6 +152,11 @@ def add_MeteringServiceServicer_to_server(servicer, server):
                     servicer.Settle,
                     request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleRequest.FromString,
                     response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleResponse.SerializeToString,
+            ),
+            'SettleBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleBatch,
+                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.FromString,
+                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.SerializeToString,
             ),
             'GetUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUsage,
@@ -223,6 +242,33 @@ class MeteringService:
             '/llmaas.metering.v1.MeteringService/Settle',
             llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleRequest.SerializeToString,
             llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.metering.v1.MeteringService/SettleBatch',
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.SerializeToString,
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
