@@ -1,5 +1,7 @@
-"""What the request path costs: the same chat request through Envoy and the services, and straight to Triton's own
-HTTP generate endpoint with the same rendered prompt, interleaved in one run and repeated (median [min-max]).
+"""What the request path costs: the same chat request through Envoy and the services, straight to Triton's own HTTP
+generate endpoint with the same rendered prompt (the issue's baseline: one response per request), and to Triton the
+way the router asks (gRPC ModelStreamInfer, one response per token: what Triton itself costs on the platform's path),
+interleaved in one run and repeated (median [min-max]).
 
     .venv/bin/python -m bench.request_path [--seconds 10] [--repeat 3] [--soak 200000]
 
@@ -22,12 +24,14 @@ import json
 import os
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
 from llmaas.catalog.entries import load_catalog
 from llmaas.router.params import Message
 from llmaas.router.template import render_prompt
+from llmaas.router.triton import TritonReplica
 from llmaas.stack.ports import StackPorts
 
 from bench import loadgen
@@ -141,11 +145,47 @@ def _pct(values: list[float], p: int) -> float:
 
 
 async def _run(port_make, concurrency: int, seconds: float) -> loadgen.Result:
+    if callable(port_make):  # an in-process path (the router's own Triton stream)
+        return await _run_in_process(port_make, concurrency, seconds)
     port, make = port_make
     result = await loadgen.run(HOST, port, make, concurrency=concurrency, seconds=seconds)
     if result.errors:
         print(f"  !! {result.errors} errors, last: {result.last_error}")
     return result
+
+
+async def _run_in_process(send, concurrency: int, seconds: float) -> loadgen.Result:
+    result = loadgen.Result()
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            first = await send()
+            result.latencies.append(time.perf_counter() - t0)
+            result.first_bytes.append(first - t0)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result.elapsed = time.perf_counter() - start
+    return result
+
+
+def triton_stream(stack: dict, paths: "Paths") -> tuple:
+    """The same Triton request as the router sends it (gRPC ModelStreamInfer, one response per token), from this
+    process: what Triton itself costs on the platform's path, apart from what the platform adds."""
+    replica = TritonReplica(stack["triton_grpc"])
+    counter = itertools.count()
+
+    def path(stream: bool = False, max_tokens: int | None = None):
+        async def send() -> float:
+            first = None
+            async for _ in replica.generate(paths.triton_model, paths.render(paths._text()),
+                                            {"max_tokens": max_tokens or paths.max_tokens}, f"bench-{next(counter)}"):
+                first = first or time.perf_counter()
+            return first
+        return send
+    return replica, path
 
 
 async def measure(stack: dict, args) -> None:
@@ -158,40 +198,46 @@ async def measure(stack: dict, args) -> None:
     for make in (paths.stack(), paths.direct(), paths.stack(stream=True, max_tokens=32)):  # warm-up
         await _run(make, 4, 2)
 
-    cells: dict[str, list] = {k: [] for k in ("c1 stack", "c1 direct", "c32 stack", "c32 direct",
-                                              "ttfb stack", "ttfb direct")}
+    replica, grpc_stream = triton_stream(stack, paths)
+    senders = {"stack": paths.stack, "direct": paths.direct, "grpc": grpc_stream}
+    cells: dict[str, list] = {f"{cell} {path}": [] for cell in ("c1", "c32", "ttfb")
+                              for path in ("stack", "direct", "grpc")}
     cpu: dict[str, list[dict[str, float]]] = {"c32": [], "stream": []}
     chunks = 32
     for _ in range(args.repeat):
-        for path in ("stack", "direct"):
-            r = await _run(getattr(paths, path)(), 1, args.seconds)
+        for path in ("stack", "direct", "grpc"):
+            r = await _run(senders[path](), 1, args.seconds)
             cells[f"c1 {path}"].append((_pct(r.latencies, 50), _pct(r.latencies, 99)))
             before = _cpu_snapshot(tree)
-            r = await _run(getattr(paths, path)(), 32, args.seconds)
+            r = await _run(senders[path](), 32, args.seconds)
             after = _cpu_snapshot(tree)
             cells[f"c32 {path}"].append(r.rps)
             if path == "stack":
                 cpu["c32"].append({k: (after[k] - before[k]) / max(1, len(r.latencies)) * 1000 for k in after})
             before = _cpu_snapshot(tree)
-            r = await _run(getattr(paths, path)(stream=True, max_tokens=chunks), 1, args.seconds)
+            r = await _run(senders[path](stream=True, max_tokens=chunks), 1, args.seconds)
             after = _cpu_snapshot(tree)
             cells[f"ttfb {path}"].append(_pct(r.first_bytes, 50))
             if path == "stack":
                 cpu["stream"].append({k: (after[k] - before[k]) / max(1, len(r.latencies)) * 1000 for k in after})
 
-    print(f"\n{'':34} {'direct Triton':>22} {'through Envoy + services':>26} {'added':>16}")
-    for q, label in ((0, "c=1 p50 ms"), (1, "c=1 p99 ms")):
-        s = [c[q] for c in cells["c1 stack"]]
-        d = [c[q] for c in cells["c1 direct"]]
-        added = [a - b for a, b in zip(s, d, strict=True)]
-        print(f"{label:34} {_median_range(d):>22} {_median_range(s):>26} {_median_range(added):>16}")
-    s, d = cells["c32 stack"], cells["c32 direct"]
-    print(f"{'c=32 requests/s':34} {_median_range(d, '{:.0f}'):>22} {_median_range(s, '{:.0f}'):>26}")
-    s, d = cells["ttfb stack"], cells["ttfb direct"]
-    added = [a - b for a, b in zip(s, d, strict=True)]
-    print(f"{f'streamed ({chunks} chunks) c=1 TTFB p50 ms':34} {_median_range(d):>22} {_median_range(s):>26} "
-          f"{_median_range(added):>16}")
+    print(f"\n{'':38} {'Triton HTTP generate':>22} {'Triton gRPC stream':>22} {'Envoy + services':>22} "
+          f"{'added to HTTP':>16} {'added to gRPC':>16}")
 
+    def row(label: str, key: str, q: int | None = None, fmt: str = "{:.2f}", added: bool = True) -> None:
+        values = {p: [c[q] if q is not None else c for c in cells[f"{key} {p}"]] for p in ("direct", "grpc", "stack")}
+        line = (f"{label:38} {_median_range(values['direct'], fmt):>22} {_median_range(values['grpc'], fmt):>22} "
+                f"{_median_range(values['stack'], fmt):>22}")
+        if added:
+            for base in ("direct", "grpc"):
+                line += f" {_median_range([a - b for a, b in zip(values['stack'], values[base], strict=True)]):>16}"
+        print(line)
+
+    row("c=1 p50 ms", "c1", 0)
+    row("c=1 p99 ms", "c1", 1)
+    row("c=32 requests/s", "c32", None, "{:.0f}", added=False)
+    row(f"streamed ({chunks} chunks) c=1 TTFB p50 ms", "ttfb")
+    await replica.close()
     print(f"\nCPU ms per request (c=32, non-streamed; median of {args.repeat}) and per streamed request ({chunks} chunks):")
     groups = sorted({_group(k) for k in cpu["c32"][0]} - {"bench client"}) + ["bench client"]
     for g in groups:

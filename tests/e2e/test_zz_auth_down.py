@@ -98,7 +98,8 @@ def test_auth_slow_then_down_is_503(stack):
         os.kill(pid, signal.SIGKILL)  # down
     resp = _models(stack)
     assert resp.status_code == 503 and resp.json()["error"]["code"] == "service_unavailable"
-    deadline = time.monotonic() + 30
-    while _models(stack).status_code != 200:  # the supervisor brings auth back
+    deadline, in_a_row = time.monotonic() + 30, 0
+    while in_a_row < 6:  # the supervisor brings both replicas back (Envoy alternates between them): the next test
+        in_a_row = in_a_row + 1 if _models(stack).status_code == 200 else 0  # finds the stack whole
         assert time.monotonic() < deadline, "auth did not come back"
         time.sleep(0.3)

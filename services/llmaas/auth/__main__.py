@@ -22,7 +22,7 @@ from llmaas.auth.store import KeyStore
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.common.config import env_float, env_str, grpc_port, internal_secret
 from llmaas.common.db import make_engine, migrate
-from llmaas.common.server import serve
+from llmaas.common.server import run_service, serve
 
 log = logging.getLogger("llmaas.auth")
 
@@ -75,7 +75,7 @@ async def run() -> None:
 
 
 def main() -> None:
-    asyncio.run(run())
+    run_service(run())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from llmaas.catalog.servicer import CatalogServicer
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.catalog.watch import Revisions
 from llmaas.common.config import ConfigError, env_str, grpc_port, internal_secret
-from llmaas.common.server import serve
+from llmaas.common.server import run_service, serve
 
 
 async def run() -> None:
@@ -45,7 +45,7 @@ async def run() -> None:
 
 
 def main() -> None:
-    asyncio.run(run())
+    run_service(run())
 
 
 if __name__ == "__main__":

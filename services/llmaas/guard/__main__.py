@@ -9,7 +9,7 @@ from pathlib import Path
 
 from llmaas.common.config import ConfigError, env_float, env_int, env_str, grpc_port, internal_secret
 from llmaas.common.db import make_engine, migrate
-from llmaas.common.server import serve
+from llmaas.common.server import run_service, serve
 from llmaas.common.telemetry import setup_logging
 from llmaas.guard import budget as limits
 from llmaas.guard import runtime
@@ -113,7 +113,7 @@ def main() -> None:
         asyncio.get_running_loop().call_soon(runtime.settle)
         return [guard_pb2.DESCRIPTOR.services_by_name["GuardService"].full_name]
 
-    asyncio.run(serve("guard", grpc_port(), register))
+    run_service(serve("guard", grpc_port(), register))
 
 
 if __name__ == "__main__":

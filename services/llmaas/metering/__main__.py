@@ -10,7 +10,7 @@ from prometheus_client import start_http_server
 
 from llmaas.common.config import ConfigError, env_int, env_str, grpc_port, internal_secret
 from llmaas.common.db import make_engine, migrate
-from llmaas.common.server import serve
+from llmaas.common.server import run_service, serve
 from llmaas.metering import metrics
 from llmaas.metering.ledger import Ledger
 from llmaas.metering.pricing import PricingError, load_prices
@@ -65,7 +65,7 @@ def main() -> None:
         finally:
             sweeper.cancel()
 
-    asyncio.run(run())
+    run_service(run())
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ from llmaas.metering.pricing import PriceTable, Usage, cost_nano, energy_uwh, wo
 from llmaas.metering.tables import limit_window, tenant_tier, usage
 from llmaas.metering.tiers import Tier, Tiers
 
-OUTCOMES = ("completed", "failed", "cancelled", "expired")
+# rejected: refused before dispatch once granted (the guard blocked the prompt, or failed): released, nothing billed.
+OUTCOMES = ("completed", "failed", "cancelled", "rejected", "expired")
 
 
 @dataclass(frozen=True)

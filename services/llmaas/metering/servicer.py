@@ -34,7 +34,7 @@ from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
 
 log = logging.getLogger("llmaas.metering")
 
-OUTCOMES = {"completed", "failed", "cancelled"}
+OUTCOMES = {"completed", "failed", "cancelled", "rejected"}
 RATE_LIMITED = "rate_limit_exceeded"
 
 

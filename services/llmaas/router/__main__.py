@@ -3,7 +3,7 @@
 import asyncio
 
 from llmaas.common.config import env_str, grpc_port, internal_secret
-from llmaas.common.server import serve
+from llmaas.common.server import run_service, serve
 from llmaas.router.downstream import Downstream
 from llmaas.router.model_cache import CatalogWatcher, ModelCache
 from llmaas.router.pipeline import ChatPipeline
@@ -38,7 +38,7 @@ async def run() -> None:
 
 
 def main() -> None:
-    asyncio.run(run())
+    run_service(run())
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """One chat completion, from validated parameters to settled usage.
 
 prepare(): identity, validation and the request limits (llmaas.router.params), the model (the catalog, through the
-router's cache) and the limits of its context, then the guard (only a request within every limit costs its analysis),
-prompt rendering, reservation: everything that can refuse the request happens before any byte is sent, so refusals
-keep their HTTP status. run(): the model's deltas, from one of the replicas the catalog named
-(llmaas.router.replicas). finish(): called by the servicer in a `finally` as soon as prepare() returned, so whatever happens next (success, backend error, a client gone before the
-first delta or in the middle) the reservation is settled, and the audit record written, exactly once.
+router's cache) and the limits of its context (only a request within them costs the guard's analysis), prompt
+rendering, then the guard's verdict and metering's reservation, asked at once: everything that can refuse the request
+happens before any byte is sent, so refusals keep their HTTP status. run(): the model's deltas, from one of the
+replicas the catalog named (llmaas.router.replicas). finish(): called by the servicer in a `finally` as soon as
+prepare() returned, so whatever happens next (success, backend error, a client gone before the first delta or in the
+middle) the reservation is settled, and the audit record written, exactly once.
 """
 
 from __future__ import annotations
@@ -179,10 +180,6 @@ class ChatPipeline:
         guard_request = guard_pb2.CheckPromptRequest(
             tenant_id=identity.tenant_id, end_user_id=params.user, request_id=caller.request_id,
             parts=[guard_pb2.PromptPart(source=_SOURCE[m.role], text=m.content) for m in params.messages])
-        verdict = await self._downstream.check_prompt(guard_request)
-        if verdict.decision == guard_pb2.DECISION_BLOCK:
-            raise invalid_request(f"The prompt was rejected by the prompt security policy ({guard_reasons(verdict)}).",
-                                  param="messages", code="prompt_rejected")
         prompt = template.render_prompt(model.chat_template, params.messages, model.bos_token, model.eos_token)
         request_id = caller.request_id
         run = ChatRun(
@@ -190,7 +187,7 @@ class ChatPipeline:
             params=params, caller=caller, triton_model=model.triton_model, max_model_len=model.max_model_len,
             endpoints=tuple(model.endpoints),
             prompt=prompt,
-            sampling=_sampling(params, max_tokens), headers=lifecycle_headers(model) + guard_headers(verdict))
+            sampling=_sampling(params, max_tokens), headers=lifecycle_headers(model))
         # Worst case: a token covers at least one byte of the prompt (plus the few a tokenizer adds), so its byte
         # length bounds the input tokens; and the backend refuses a prompt longer than the context. Metering caps the
         # settlement at this reservation.
@@ -207,19 +204,46 @@ class ChatPipeline:
                                        max_tokens=q.max_tokens) for q in identity.quotas],
             kwh_per_million_tokens=(model.kwh_per_million_tokens if model.HasField("kwh_per_million_tokens")
                                     else None))
+        verdict, reserved = await self._check_and_reserve(run, guard_request, reservation)
+        run.headers += guard_headers(verdict) + tuple((h.name, h.value) for h in reserved.headers)
+        return run
+
+    async def _check_and_reserve(self, run: ChatRun, guard_request, reservation):
+        """The guard's verdict and metering's grant, asked at once: each is a round trip, and together they were most
+        of the latency the platform adds. A refused grant (or a replayed id) cancels the guard's check; a prompt the
+        guard blocks, or a guard that fails, releases the reservation (settled `rejected`: nothing billed, its request
+        slot given back), as does a client gone meanwhile (`cancelled`)."""
+        guard = asyncio.ensure_future(self._downstream.check_prompt(guard_request))
         try:
             reserved = await self._downstream.reserve(reservation)
         except asyncio.CancelledError:
+            guard.cancel()
             # The client left while metering was granting: whatever metering did, release it now (a settlement of
             # an id it never reserved is refused and logged; one it did is released, nothing billed).
             self._settle(run, "cancelled")
             raise
+        except BaseException:
+            guard.cancel()
+            raise
         if reserved.replay:
-            # Only a replayed identity header (bound to its request id) can repeat an id: never served twice.
+            # Only a replayed identity header (bound to its request id) can repeat an id: never served twice (and the
+            # reservation is the first request's: not released here).
+            guard.cancel()
             raise ApiError(grpc.StatusCode.ALREADY_EXISTS, "This request was already made: it is not served again.",
                            code="request_replayed")
-        run.headers += tuple((h.name, h.value) for h in reserved.headers)
-        return run
+        try:
+            verdict = await guard
+        except asyncio.CancelledError:
+            self._settle(run, "cancelled")
+            raise
+        except BaseException:
+            self._settle(run, "rejected")
+            raise
+        if verdict.decision == guard_pb2.DECISION_BLOCK:
+            self._settle(run, "rejected")
+            raise invalid_request(f"The prompt was rejected by the prompt security policy ({guard_reasons(verdict)}).",
+                                  param="messages", code="prompt_rejected")
+        return verdict, reserved
 
     @staticmethod
     def _check_capabilities(params: ChatParams, model) -> None:
