@@ -79,11 +79,11 @@ def settled_usage(stack, tenant_id: str, requests: int) -> dict:
 
 def split(responses: list[httpx.Response]) -> tuple[list[httpx.Response], list[httpx.Response]]:
     """(answered 200, refused). A burst of 200 can also overrun auth's ext_authz deadline (1 s, then Envoy answers 503
-    ext_authz_error): those requests never reached the router or metering, so they are not refusals of a limit. They
-    are reported and bounded, everything else must be a 200 or a 429."""
-    gateway = [r for r in responses if r.status_code == 503 and "ext_authz" in r.text]
+    service_unavailable): those requests never reached the router or metering, so they are not refusals of a limit
+    (metering's own refusals are 429s). They are reported and bounded, everything else must be a 200 or a 429."""
+    gateway = [r for r in responses if r.status_code == 503 and "service_unavailable" in r.text]
     if gateway:
-        warnings.warn(f"{len(gateway)} of {len(responses)} requests got 503 ext_authz_error (auth overrun)",
+        warnings.warn(f"{len(gateway)} of {len(responses)} requests got 503 service_unavailable (auth overrun)",
                       stacklevel=2)
     assert len(gateway) < len(responses) // 4
     return ([r for r in responses if r.status_code == 200],
