@@ -9,6 +9,7 @@ from google.api import httpbody_pb2
 from llmaas.common.errors import ApiError
 from llmaas.router import openai_json as oj
 from llmaas.router.pipeline import ChatPipeline
+from llmaas.router.read_ahead import ReadAhead
 from llmaas.router.v1 import router_pb2_grpc
 
 GRPC_UNARY = "grpc llmaas.router.v1.RouterService/CreateChatCompletion"
@@ -34,28 +35,39 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             await context.send_initial_metadata(run.headers)
             yield httpbody_pb2.HttpBody(content_type="application/json", data=oj.json_body(oj.completion(run, text)))
             return
-        # Wait for the model's first output before sending anything, so that an early backend error keeps its status.
-        first = await anext(deltas)
-        await context.send_initial_metadata(run.headers)
-        yield httpbody_pb2.HttpBody(
-            content_type="text/event-stream",
-            data=oj.sse(oj.chunk(run, {"role": "assistant", "content": "", "refusal": None})))
+        # Read ahead of the client: what the model produced while the last message was being written goes out in the
+        # next one (llmaas.router.read_ahead). Wait for the model's first output before sending anything, so that an
+        # early backend error keeps its status.
+        ahead = ReadAhead(deltas)
         try:
-            pending = first
-            while True:
-                if pending.text:
-                    yield httpbody_pb2.HttpBody(data=oj.sse(oj.chunk(run, {"content": pending.text})))
-                if pending.final:
-                    break
-                pending = await anext(deltas)
-        except ApiError as err:
-            # The status line is sent: the error goes in-band (the SDK raises it), and the stream still ends properly.
-            yield httpbody_pb2.HttpBody(data=oj.sse_error(err) + oj.DONE_EVENT)
-            return
-        yield httpbody_pb2.HttpBody(data=oj.sse(oj.chunk(run, {}, run.finish_reason or "stop")))
-        if run.params.include_usage:
-            yield httpbody_pb2.HttpBody(data=oj.sse(oj.usage_chunk(run)))
-        yield httpbody_pb2.HttpBody(data=oj.DONE_EVENT)
+            batch = await ahead.batch()
+            await context.send_initial_metadata(run.headers)
+            content_type = "text/event-stream"
+            data = oj.sse(oj.chunk(run, {"role": "assistant", "content": "", "refusal": None}))
+            try:
+                while True:
+                    final = next((i for i, d in enumerate(batch) if d.final), None)
+                    if final is not None:
+                        batch = batch[:final + 1]
+                    data += b"".join(oj.sse(oj.chunk(run, {"content": d.text})) for d in batch if d.text)
+                    if final is not None:
+                        break
+                    if data:
+                        yield httpbody_pb2.HttpBody(content_type=content_type, data=data)
+                        content_type, data = "", b""
+                    batch = await ahead.batch()
+            except ApiError as err:
+                # The status line is sent: the error goes in-band (the SDK raises it), and the stream still ends
+                # properly.
+                yield httpbody_pb2.HttpBody(content_type=content_type, data=data + oj.sse_error(err) + oj.DONE_EVENT)
+                return
+            # The end in one message: the finish reason, the usage when asked for, [DONE].
+            data += oj.sse(oj.chunk(run, {}, run.finish_reason or "stop"))
+            if run.params.include_usage:
+                data += oj.sse(oj.usage_chunk(run))
+            yield httpbody_pb2.HttpBody(content_type=content_type, data=data + oj.DONE_EVENT)
+        finally:
+            await ahead.close()
 
     async def CreateChatCompletion(self, request, context):
         run = await self._pipeline.prepare(request, context, stream=False, endpoint=GRPC_UNARY)
