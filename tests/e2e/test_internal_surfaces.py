@@ -18,6 +18,9 @@ INTERNAL = [
     ("POST", "/llmaas.catalog.v1.CatalogService/ResolveModel"),
     ("POST", "/llmaas.metering.v1.MeteringService/Reserve"),
     ("POST", "/llmaas.metering.v1.MeteringService/Settle"),
+    ("POST", "/llmaas.metering.v1.MeteringService/SettleBatch"),
+    ("POST", "/llmaas.auth.v1.AuthService/RecordRequest"),
+    ("POST", "/llmaas.auth.v1.AuthService/RecordRequests"),
     ("POST", "/llmaas.guard.v1.GuardService/CheckPrompt"),
     ("POST", "/llmaas.auth.v1.AuthService/Authenticate"),
 ]
