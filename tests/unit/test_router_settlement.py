@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from llmaas.common.identity import Identity
 from llmaas.router import breaker as breaker_module
-from llmaas.router.pipeline import SETTLE_DELAY, Caller, ChatPipeline, ChatRun
+from llmaas.router.pipeline import HANDOFF_DELAY, Caller, ChatPipeline, ChatRun
 from llmaas.router.replicas import ReplicaPool
 from llmaas.router.triton import Delta, ReplicaFailure
 
@@ -22,15 +22,9 @@ class FakeDownstream:
         self.batches: list[int] = []  # sizes of the SettleBatch calls
         self.recorded: list = []
 
-    async def settle(self, request) -> None:
-        self.settled.append(request)
-
     async def settle_batch(self, batch) -> None:
         self.batches.append(len(batch))
         self.settled.extend(batch)
-
-    async def record_request(self, request, signed_identity: str, client_address: str) -> None:
-        self.recorded.append(request)
 
     async def record_requests(self, batch) -> None:
         self.recorded.extend(request for request, _signed_identity, _client_address in batch)
@@ -124,6 +118,6 @@ async def test_settlements_of_requests_ending_together_share_one_call_within_the
     while len(downstream.settled) < len(runs):
         await asyncio.sleep(0.001)
     elapsed = asyncio.get_running_loop().time() - started
-    assert downstream.batches == [20] and elapsed < SETTLE_DELAY + 0.05
+    assert downstream.batches == [20] and elapsed < HANDOFF_DELAY + 0.05
     assert sorted(s.request_id for s in downstream.settled) == sorted(r.request_id for r in runs)
     await pipeline.drain()

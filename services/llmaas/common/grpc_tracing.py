@@ -202,18 +202,6 @@ class SamplingChannel:
     def stream_stream(self, method, *args, **kwargs):
         return self._method("stream_stream", method, *args, **kwargs)
 
-    def get_state(self, try_to_connect: bool = False):
-        return self._plain.get_state(try_to_connect)
-
-    async def channel_ready(self) -> None:
-        await self._plain.channel_ready()
-
     async def close(self, grace: float | None = None) -> None:
         await self._plain.close(grace)
         await self._traced.close(grace)
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()

@@ -12,7 +12,7 @@ from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.common.errors import ApiError, from_rpc_error
 from llmaas.common.grpc_tracing import SamplingChannel
-from llmaas.common.identity import CLIENT_ADDRESS_HEADER, IDENTITY_HEADER, Identity, Quota
+from llmaas.common.identity import Identity, Quota
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
 from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
 from llmaas.router.model_cache import ModelCache
@@ -74,16 +74,10 @@ class Downstream:
                         tuple(Quota(q.window_seconds, q.max_requests, q.max_tokens) for q in i.quotas),
                         serve_successor=i.serve_successor)
 
-    async def record_request(self, request: auth_pb2.RecordRequestRequest, signed_identity: str,
-                             client_address: str) -> None:
-        metadata = ((IDENTITY_HEADER, signed_identity), (CLIENT_ADDRESS_HEADER, client_address))
-        await _call("auth", self._auth.RecordRequest, request, timeout=4 * DEADLINE, metadata=metadata)
-
     async def record_requests(self, batch: list[tuple[auth_pb2.RecordRequestRequest, str, str]]) -> None:
         """Many audit records in one call and one transaction (llmaas.router.handoff.BatchedHandOff gathers them):
-        (record, the caller's freshly signed identity, client address) each, as record_request takes them. Retried
-        whole like RecordRequest (idempotent per request id); a record auth refuses (its identity did not verify) is
-        final, and logged with its request id."""
+        (record, the caller's freshly signed identity, client address) each. Retried whole (idempotent per request
+        id); a record auth refuses (its identity did not verify) is final, and logged with its request id."""
         request = auth_pb2.RecordRequestsRequest(records=[
             auth_pb2.RequestRecord(record=record, identity=identity, client_address=address)
             for record, identity, address in batch])
@@ -132,14 +126,10 @@ class Downstream:
     async def reserve(self, request: metering_pb2.ReserveRequest) -> metering_pb2.ReserveResponse:
         return await _call("metering", self._metering.Reserve, request)
 
-    async def settle(self, request: metering_pb2.SettleRequest) -> None:
-        # Longer: its retries (service config above) must fit in, across a metering restart.
-        await _call("metering", self._metering.Settle, request, timeout=4 * DEADLINE)
-
     async def settle_batch(self, batch: list[metering_pb2.SettleRequest]) -> None:
-        """Many settlements in one call (llmaas.router.handoff.BatchedHandOff gathers them), retried like Settle. The
-        call fails (and is retried whole: idempotent per item) only if metering could not record it at all; an item
-        metering refuses (no reservation for its id, malformed) is final, and logged with its request id."""
+        """Many settlements in one call (llmaas.router.handoff.BatchedHandOff gathers them), retried by the service
+        config above. The call fails (and is retried whole: idempotent per item) only if metering could not record it
+        at all; an item metering refuses (no reservation for its id, malformed) is final, and logged with its request id."""
         response = await _call("metering", self._metering.SettleBatch, metering_pb2.SettleBatchRequest(items=batch),
                                timeout=4 * DEADLINE)
         for result in response.results:

@@ -48,11 +48,8 @@ log = logging.getLogger("llmaas.router")
 REST_CHAT = "POST /v1/chat/completions"
 # The audit trail's status for a client that went away before the end (nginx's convention).
 CLIENT_CLOSED = 499
-# How long a settlement (or audit record) keeps being retried while its service is unavailable (beyond gRPC's own
-# retries).
-SETTLE_PATIENCE = 120.0
-# How long a settlement waits for others to share its SettleBatch call.
-SETTLE_DELAY = 0.015
+# How long a settlement (or audit record) waits for others to share its batch call (llmaas.router.handoff).
+HANDOFF_DELAY = 0.015
 
 _SOURCE = {"system": guard_pb2.PART_SOURCE_SYSTEM, "developer": guard_pb2.PART_SOURCE_SYSTEM,
            "user": guard_pb2.PART_SOURCE_USER, "assistant": guard_pb2.PART_SOURCE_ASSISTANT,
@@ -114,17 +111,16 @@ class ChatPipeline:
         self._replicas = replicas
         self._secret = internal_secret
         # Settlements go to metering in batches (one SettleBatch RPC and one ledger transaction per batch), each
-        # within SETTLE_DELAY of the request's end; retried while metering is unavailable (see llmaas.router.handoff).
+        # within HANDOFF_DELAY of the request's end; retried while metering is unavailable (see llmaas.router.handoff).
         self._settlements: BatchedHandOff[metering_pb2.SettleRequest] = BatchedHandOff(
-            "settlement", downstream.settle_batch, lambda s: s.request_id, max_delay=SETTLE_DELAY,
-            patience=SETTLE_PATIENCE)
+            "settlement", downstream.settle_batch, lambda s: s.request_id, max_delay=HANDOFF_DELAY)
         # Audit records of how requests ended go to auth the same way (one RecordRequests RPC and one transaction per
-        # batch, within 15 ms of the request's end). Each is signed when its batch is sent, so a batch retried across
-        # an auth restart still carries unexpired identities.
+        # batch). Each is signed when its batch is sent, so a batch retried across an auth restart still carries
+        # unexpired identities.
         self._records: BatchedHandOff[tuple[Caller, auth_pb2.RecordRequestRequest]] = BatchedHandOff(
             "audit record", lambda batch: downstream.record_requests(
                 [(request, self._fresh_signature(caller), caller.client_address) for caller, request in batch]),
-            lambda item: item[0].request_id, max_delay=0.015, patience=SETTLE_PATIENCE)
+            lambda item: item[0].request_id, max_delay=HANDOFF_DELAY)
 
     async def _caller(self, md: dict[str, str], context, endpoint: str) -> Caller:
         """Who calls, and the request's id. The id is the platform's: the one Envoy minted, bound in the identity
@@ -311,8 +307,7 @@ class ChatPipeline:
         status = {"completed": 200, "cancelled": CLIENT_CLOSED}.get(outcome, 500)
         self._record(run.caller, run.model, run.usage, run.error, status)
 
-    def _record(self, caller: Caller, model: str, usage: Usage, error: ApiError | None,
-                      status: int = 200) -> None:
+    def _record(self, caller: Caller, model: str, usage: Usage, error: ApiError | None, status: int = 200) -> None:
         """The audit record of how the request ended, batched with other requests' (idempotent by request id, so
         retried like a settlement)."""
         if error is not None:
