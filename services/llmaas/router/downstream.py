@@ -129,7 +129,8 @@ class Downstream:
     async def settle_batch(self, batch: list[metering_pb2.SettleRequest]) -> None:
         """Many settlements in one call (llmaas.router.handoff.BatchedHandOff gathers them), retried by the service
         config above. The call fails (and is retried whole: idempotent per item) only if metering could not record it
-        at all; an item metering refuses (no reservation for its id, malformed) is final, and logged with its request id."""
+        at all; an item metering refuses (no reservation for its id, malformed) is final, and logged with its
+        request id."""
         response = await _call("metering", self._metering.SettleBatch, metering_pb2.SettleBatchRequest(items=batch),
                                timeout=4 * DEADLINE)
         for result in response.results:
