@@ -169,8 +169,8 @@ class _SamplingMultiCallable:
 class SamplingChannel:
     """A grpc.aio channel for generated stubs whose calls go through the OpenTelemetry client interceptors only when
     they may be sampled: any client interceptor at all puts a grpc.aio call on its slower intercepted path (a
-    pass-through one costs 0.01-0.05 ms per RPC here), so unsampled calls take a second, plain channel to the same target.
-    The traced channel connects on its first sampled call. Both get the same options (retries, load balancing)."""
+    pass-through one costs 0.01-0.05 ms per RPC here), so unsampled calls take a second, plain channel to the same
+    target. The traced channel connects on its first sampled call. Both get the same options (retries, load balancing)."""
 
     def __init__(self, target: str, options=None, *, provider: trace.TracerProvider | None = None) -> None:
         self._plain = grpc.aio.insecure_channel(target, options=options)

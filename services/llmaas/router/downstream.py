@@ -56,7 +56,8 @@ class Downstream:
     def __init__(self, auth: str, guard: str, catalog: str, metering: str, *,
                  model_cache: ModelCache | None = None) -> None:
         self._channels = [
-            _channel(auth, **{"grpc.service_config": _RECORD_RETRY}), _channel(guard), _channel(catalog), _channel(metering, **{"grpc.service_config": _SETTLE_RETRY})]
+            _channel(auth, **{"grpc.service_config": _RECORD_RETRY}), _channel(guard), _channel(catalog),
+            _channel(metering, **{"grpc.service_config": _SETTLE_RETRY})]
         self._auth = auth_pb2_grpc.AuthServiceStub(self._channels[0])
         self._guard = guard_pb2_grpc.GuardServiceStub(self._channels[1])
         self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channels[2])
