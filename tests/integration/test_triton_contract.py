@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import importlib.util
 import json
 import queue
@@ -19,6 +18,7 @@ import tritonclient.grpc as grpcclient
 from llmaas.stack.ports import StackPorts
 from llmaas.stack.triton import triton_component
 
+from tests.support.otlp_collector import otlp_collector
 from tests.support.ports import free_base_port
 from tests.support.process import running_component
 
@@ -37,22 +37,6 @@ ALL_FLAGS = ("return_finish_reason", "return_num_input_tokens", "return_num_outp
              "return_cumulative_logprob", "return_logprobs")
 
 
-class _Collector(http.server.BaseHTTPRequestHandler):
-    """A stand-in OTLP/HTTP receiver: keeps every body posted to it."""
-
-    bodies: list[bytes] = []
-
-    def do_POST(self):  # noqa: N802 - http.server API
-        self.bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("triton")
@@ -65,18 +49,13 @@ def triton(tmp_path_factory):
     if HAS_LLAMA:
         repositories.insert(0, ROOT / "deploy/triton/model_repository")
 
-    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
-    threading.Thread(target=collector.serve_forever, daemon=True).start()
     ports = StackPorts(free_base_port())
-    component = triton_component(tmp / "data", ports, repositories,
-                                 f"http://127.0.0.1:{collector.server_address[1]}")
-    started = time.monotonic()
-    try:
+    with otlp_collector() as collector:
+        component = triton_component(tmp / "data", ports, repositories, collector.url)
+        started = time.monotonic()
         with running_component(component, tmp / "data"):
             print(f"\ntritonserver ready in {time.monotonic() - started:.2f} s")
-            yield {"url": f"127.0.0.1:{ports.triton_grpc}", "collector": _Collector.bodies}
-    finally:
-        collector.shutdown()
+            yield {"url": f"127.0.0.1:{ports.triton_grpc}", "collector": collector.bodies}
 
 
 def _inputs(prompt: str, stream: bool | None, params: dict | str | None, exclude: bool | None, flags) -> list:

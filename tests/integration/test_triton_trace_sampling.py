@@ -5,11 +5,8 @@ sampled_trace_headers). Should a later Triton follow the flag, the second assert
 
 from __future__ import annotations
 
-import http.server
-import json
 import queue
 import secrets
-import threading
 import time
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import tritonclient.grpc as grpcclient
 from llmaas.stack.ports import StackPorts
 from llmaas.stack.triton import triton_component
 
+from tests.support.otlp_collector import otlp_collector
 from tests.support.ports import free_base_port
 from tests.support.process import running_component
 
@@ -31,38 +29,14 @@ PROMPT = "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
 EXPORT_WAIT = 10.0
 
 
-class _Collector(http.server.BaseHTTPRequestHandler):
-    """A stand-in OTLP/HTTP JSON receiver: keeps the trace id of every span posted to it."""
-
-    trace_ids: list[str] = []
-
-    def do_POST(self):  # noqa: N802 - http.server API
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        for resource in body.get("resourceSpans", []):
-            for scope in resource.get("scopeSpans", []):
-                self.trace_ids.extend(span["traceId"].lower() for span in scope.get("spans", []))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("triton-sampling")
-    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
-    threading.Thread(target=collector.serve_forever, daemon=True).start()
     ports = StackPorts(free_base_port())
-    component = triton_component(tmp / "data", ports, [ROOT / "tests/e2e/model_repository"],
-                                 f"http://127.0.0.1:{collector.server_address[1]}")
-    try:
+    with otlp_collector() as collector:
+        component = triton_component(tmp / "data", ports, [ROOT / "tests/e2e/model_repository"], collector.url)
         with running_component(component, tmp / "data"):
-            yield f"127.0.0.1:{ports.triton_grpc}"
-    finally:
-        collector.shutdown()
+            yield f"127.0.0.1:{ports.triton_grpc}", collector
 
 
 def _infer(url: str, headers: dict | None) -> None:
@@ -93,21 +67,23 @@ def _traceparent(trace_id: str, sampled: bool) -> dict[str, str]:
 
 
 def test_triton_traces_exactly_the_requests_that_carry_a_traceparent(triton):
+    url, collector = triton
     # Triton 2.51's exporter now and then drops one request's spans (tests/e2e/test_tracing.py): a new pair of
     # traced requests is tried when one of them is missing.
     for _ in range(3):
-        _Collector.trace_ids.clear()
+        collector.bodies.clear()
         unsampled, sampled = secrets.token_hex(16), secrets.token_hex(16)
-        _infer(triton, None)  # no header: Triton must not start a trace of its own (rate 0)
-        _infer(triton, _traceparent(unsampled, sampled=False))
-        _infer(triton, _traceparent(sampled, sampled=True))
+        _infer(url, None)  # no header: Triton must not start a trace of its own (rate 0)
+        _infer(url, _traceparent(unsampled, sampled=False))
+        _infer(url, _traceparent(sampled, sampled=True))
         deadline = time.monotonic() + EXPORT_WAIT
-        while not {unsampled, sampled} <= set(_Collector.trace_ids) and time.monotonic() < deadline:
+        while not {unsampled, sampled} <= set(collector.trace_ids()) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if {unsampled, sampled} <= set(_Collector.trace_ids):
+        if {unsampled, sampled} <= set(collector.trace_ids()):
             break
-    assert sampled in _Collector.trace_ids, "a sampled request was not traced by Triton"
-    assert unsampled in _Collector.trace_ids, ("Triton no longer traces a request whose traceparent says 'not "
+    trace_ids = collector.trace_ids()
+    assert sampled in trace_ids, "a sampled request was not traced by Triton"
+    assert unsampled in trace_ids, ("Triton no longer traces a request whose traceparent says 'not "
                                                "sampled': the router could send the header always")
     # The request without a header was sent first and exported (if at all) no later than the others.
-    assert set(_Collector.trace_ids) == {unsampled, sampled}, "Triton traced a request that carried no traceparent"
+    assert set(trace_ids) == {unsampled, sampled}, "Triton traced a request that carried no traceparent"
