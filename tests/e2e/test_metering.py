@@ -164,6 +164,11 @@ def test_remaining_decreases_with_every_request(stack):
             assert r.headers["x-ratelimit-reset-requests"].endswith("s")
             seen.append((int(r.headers["x-ratelimit-remaining-requests"]),
                          int(r.headers["x-ratelimit-remaining-tokens"])))
+            # Remaining tokens count settled usage plus the holds of requests not settled yet (a hold is the
+            # request's maximum): settlement follows the response by a few ms, and a next request sent inside that
+            # window sees the previous one's full hold, the one after it only its real usage. Wait for settlement,
+            # so each header reflects the usage of every request before it.
+            settled_usage(stack, tenant_id, i + 1)
         refused = client.post("/chat/completions", json=chat_body(9))
         streamed = client.post("/chat/completions", json={**chat_body(10), "stream": True})
     assert [s[0] for s in seen] == [2, 1, 0]
