@@ -20,6 +20,7 @@ from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.common.identity import Identity, encode_identity
 from llmaas.router.v1 import router_pb2, router_pb2_grpc
 
+from tests.support.service_auth import service_metadata
 from tests.support.stack import REAL_MODEL, TEST_MODEL
 
 pytestmark = pytest.mark.e2e
@@ -121,7 +122,8 @@ def test_revocation_reaches_both_replicas_within_the_bound(stack, admin, tenant)
     _error(models(stack, key), 401, "revoked_api_key")
     for address in stack["auth_replicas"]:  # and each replica, asked directly
         with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as e:
-            auth_pb2_grpc.AuthServiceStub(channel).Authenticate(auth_pb2.AuthenticateRequest(api_key=key), timeout=10)
+            auth_pb2_grpc.AuthInternalServiceStub(channel).Authenticate(
+                auth_pb2.AuthenticateRequest(api_key=key), metadata=service_metadata(stack, "auth"), timeout=10)
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert len(stack["auth_replicas"]) == 2
 

@@ -173,11 +173,15 @@ def item_identity(signed: str, secret: str, request_id: str) -> Identity | None:
     return caller
 
 
-def _metadata_value(metadata, key: str) -> str | None:
+def _headers(metadata) -> tuple[str, str]:
+    """The service token and the identity header of a call's metadata, in one pass ("" when absent)."""
+    token = identity = ""
     for k, v in metadata or ():
-        if k == key:
-            return v if isinstance(v, str) else None
-    return None
+        if k == SERVICE_HEADER and isinstance(v, str):
+            token = v
+        elif k == IDENTITY_HEADER and isinstance(v, str):
+            identity = v
+    return token, identity
 
 
 class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
@@ -193,7 +197,9 @@ class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
         self._verified: dict[str, tuple[str, int]] = {}
 
     def caller(self, metadata) -> str | None:
-        token = _metadata_value(metadata, SERVICE_HEADER)
+        return self._caller(_headers(metadata)[0])
+
+    def _caller(self, token: str) -> str | None:
         if not token:
             return None
         now = self._clock()
@@ -216,17 +222,25 @@ class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         callers = INTERNAL_CALLERS.get(service, frozenset())
-        metadata = handler_call_details.invocation_metadata
-        if self.caller(metadata) not in callers:
+        token, signed = _headers(handler_call_details.invocation_metadata)
+        if self._caller(token) not in callers:
             return _refusing(handler, unauthenticated(
                 "This RPC is internal: it needs a valid service credential of a caller allowed to call it."))
         check = TENANT_BOUND.get(method)
         if check is None:
             return handler
-        return _bound(handler, check, self._secret)
+        try:
+            caller = identity_from_metadata({IDENTITY_HEADER: signed} if signed else {}, self._secret)
+        except ApiError as err:  # forged or expired: UNAUTHENTICATED
+            return _refusing(handler, err)
+        if caller is None:
+            return _refusing(handler, unauthenticated(
+                "This RPC acts for a tenant: it needs the caller's signed identity.", code="missing_identity"))
+        return _bound(handler, check, caller)
 
 
 def _refusing(handler, err: ApiError):
+    """The handler with its behaviour replaced by the refusal (raised inside ErrorInterceptor's wrapper)."""
     if handler.unary_unary:
         async def refuse(request, context):
             raise err
@@ -239,29 +253,21 @@ def _refusing(handler, err: ApiError):
     raise NotImplementedError("internal client-streaming RPCs are not supported")
 
 
-def _caller_identity(request, context, check, secret: str) -> None:
-    md = {k: v for k, v in (context.invocation_metadata() or ()) if k == IDENTITY_HEADER}
-    caller = identity_from_metadata(md, secret)  # a forged or expired one: UNAUTHENTICATED
-    if caller is None:
-        raise unauthenticated("This RPC acts for a tenant: it needs the caller's signed identity.",
-                              code="missing_identity")
-    disagrees = check(request, caller)
-    if disagrees is not None:
-        raise identity_mismatch(disagrees)
-
-
-def _bound(handler, check, secret: str):
+def _bound(handler, check, caller: Identity):
+    """The handler, refusing a body that names another tenant, key or request than the caller's identity."""
     if handler.unary_unary:
         behavior = handler.unary_unary
 
         async def unary(request, context):
-            _caller_identity(request, context, check, secret)
+            if (disagrees := check(request, caller)) is not None:
+                raise identity_mismatch(disagrees)
             return await behavior(request, context)
         return handler._replace(unary_unary=unary)
     behavior = handler.unary_stream
 
     async def stream(request, context):
-        _caller_identity(request, context, check, secret)
+        if (disagrees := check(request, caller)) is not None:
+            raise identity_mismatch(disagrees)
         async for item in behavior(request, context):
             yield item
     return handler._replace(unary_stream=stream)
