@@ -4,6 +4,7 @@ directory's admin.json (llmaas.stack.up), and where the call acts for a tenant t
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from pathlib import Path
@@ -14,7 +15,12 @@ from llmaas.stack.up import ADMIN_FILE
 
 
 def internal_secret(stack: dict) -> str:
-    return json.loads((Path(stack["data_dir"]) / ADMIN_FILE).read_text())["internal_secret"]
+    return _secret(stack["data_dir"])
+
+
+@functools.cache
+def _secret(data_dir: str) -> str:
+    return json.loads((Path(data_dir) / ADMIN_FILE).read_text())["internal_secret"]
 
 
 def service_metadata(stack: dict, audience: str, *, caller: str = ROUTER) -> tuple[tuple[str, str], ...]:

@@ -187,7 +187,8 @@ def _headers(metadata) -> tuple[str, str]:
 class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
     """Refuses a call to an internal service without a valid credential from a caller allowed for it, and a
     tenant-bound call whose end-user identity is missing or names another tenant, key or request than its body.
-    Sits inside llmaas.common.server.ErrorInterceptor, which turns the ApiError into its status and error JSON."""
+    Sits inside llmaas.common.server.ErrorInterceptor: a body that disagrees with the identity raises an ApiError from
+    the handler's wrapper, which it maps like any other."""
 
     # Verified tokens remembered (each caller reuses one per audience for minutes): bounded, cleared when full.
     _CACHE_SIZE = 256
@@ -240,17 +241,23 @@ class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _refusing(handler, err: ApiError):
-    """The handler with its behaviour replaced by the refusal (raised inside ErrorInterceptor's wrapper)."""
+    """The handler with its behaviour replaced by the refusal: its status, with the error JSON in trailing metadata
+    like every ApiError (aborting here, so that any kind of handler refuses alike)."""
+    async def refuse(request, context):
+        context.set_trailing_metadata(err.trailing_metadata())
+        await context.abort(err.status, err.message)
+
+    async def refuse_stream(request, context):
+        await refuse(request, context)
+        yield  # never reached; an async generator, like the handler it replaces
+
     if handler.unary_unary:
-        async def refuse(request, context):
-            raise err
         return handler._replace(unary_unary=refuse)
     if handler.unary_stream:
-        async def refuse_stream(request, context):
-            raise err
-            yield  # an async generator, like the handler it replaces
         return handler._replace(unary_stream=refuse_stream)
-    raise NotImplementedError("internal client-streaming RPCs are not supported")
+    if handler.stream_unary:
+        return handler._replace(stream_unary=refuse)
+    return handler._replace(stream_stream=refuse_stream)
 
 
 def _bound(handler, check, caller: Identity):
