@@ -169,7 +169,7 @@ async def bench_grpc(address: str, requests: int, pid: int, secret: str) -> None
                 done += requests
                 print(f"  {'batched' if batched else 'settle':>10} {concurrency:>11} {_pct(lat, 50):8.2f}"
                       f" {_pct(lat, 99):8.2f} {rps:8.0f} {cpu * 1000:10.2f}")
-        total = (await stub.GetUsage(metering_pb2.GetUsageRequest(tenant_id=tenant), timeout=30,
+        total = (await admin_stub.GetUsage(metering_pb2.GetUsageRequest(tenant_id=tenant), timeout=30,
                                      metadata=admin)).total
         assert total.requests == done and total.prompt_tokens == 150 * done, (total, done)
         print(f"  ledger: {total.requests} requests settled once each, as sent")
