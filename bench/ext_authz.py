@@ -42,6 +42,7 @@ from llmaas.auth.audit import AuditLog, AuditRecord, AuditStore
 from llmaas.auth.tables import audit_events
 from llmaas.common.db import make_engine
 from llmaas.common.identity import IDENTITY_HEADER, Identity, encode_identity
+from llmaas.common.service_auth import EDGE
 from llmaas.stack.component import Component
 from llmaas.stack.envoy import find_envoy, render_config
 from llmaas.stack.ports import StackPorts
@@ -50,6 +51,7 @@ from llmaas.stack.up import ADMIN_FILE
 from tests.support.auth_store import auth_engine
 from tests.support.ports import free_base_port
 from tests.support.process import running_component
+from tests.support.service_auth import service_metadata
 from tests.support.stack import running_stack
 
 CONCURRENCY = (1, 16)
@@ -182,9 +184,10 @@ async def check_direct(stack: dict, requests: int, rounds: int) -> None:
     channels = [grpc.aio.insecure_channel(address) for address in stack["auth_replicas"]]
     stubs = [external_auth_pb2_grpc.AuthorizationStub(channel) for channel in channels]
     turn = itertools.cycle(stubs)
+    edge = service_metadata(stack, "auth", caller=EDGE)  # Envoy's credential
 
     async def ask(stub) -> None:
-        response = await stub.Check(request, timeout=10)
+        response = await stub.Check(request, timeout=10, metadata=edge)
         assert response.status.code == code_pb2.OK, response
 
     health = health_pb2_grpc.HealthStub(channels[0])

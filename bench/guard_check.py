@@ -65,6 +65,7 @@ PROMPT_BYTES = 300
 PER_KIND = 48
 CONCURRENCY = 32
 TENANT, END_USER = "bench-tenant", "bench-user"
+INTERNAL_SECRET = "bench-internal-secret-0123456789abcd"
 # Kinds of prompt: honest chat in five languages, and attacks (blocked, logged). "mix" is their round-robin.
 HONEST = ("english", "french", "german", "chinese", "japanese")
 KINDS = (*HONEST, "attack")
@@ -224,15 +225,15 @@ def _serve_null(bare: bool) -> None:
     answer = guard_pb2.CheckPromptResponse(decision=guard_pb2.DECISION_ALLOW, mode=guard_pb2.GUARD_MODE_ENFORCE,
                                            threshold=0.5)
 
-    class Null(guard_pb2_grpc.GuardServiceServicer):
+    class Null(guard_pb2_grpc.GuardInternalServiceServicer):
         async def CheckPrompt(self, request, context):
             return answer
 
     port = int(os.environ["LLMAAS_GRPC_PORT"])
     if not bare:
         def register(server):
-            guard_pb2_grpc.add_GuardServiceServicer_to_server(Null(), server)
-            return [guard_pb2.DESCRIPTOR.services_by_name["GuardService"].full_name]
+            guard_pb2_grpc.add_GuardInternalServiceServicer_to_server(Null(), server)
+            return [guard_pb2.DESCRIPTOR.services_by_name["GuardInternalService"].full_name]
 
         asyncio.run(serve("guard", port, register))
         return
@@ -241,7 +242,7 @@ def _serve_null(bare: bool) -> None:
         import grpc
 
         server = grpc.aio.server()
-        guard_pb2_grpc.add_GuardServiceServicer_to_server(Null(), server)
+        guard_pb2_grpc.add_GuardInternalServiceServicer_to_server(Null(), server)
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         await server.wait_for_termination()
@@ -251,14 +252,21 @@ def _serve_null(bare: bool) -> None:
 
 async def _load(port: int, seconds: float) -> None:
     import grpc
+    from llmaas.common.identity import IDENTITY_HEADER, Identity, encode_identity
+    from llmaas.common.service_auth import ROUTER, ServiceCredentials
     from llmaas.guard.v1 import guard_pb2_grpc
 
     requests = [_request(text, i=i) for i, (_, text) in enumerate(mix(prompts()))]
+    # What the router sends with each: its service credential and the request's signed identity.
+    service = ServiceCredentials(ROUTER, INTERNAL_SECRET).metadata("guard")
+    metadata = [(*service, (IDENTITY_HEADER, encode_identity(Identity(TENANT, "key"), INTERNAL_SECRET,
+                                                             request_id=r.request_id, ttl=3600)))
+                for r in requests]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = guard_pb2_grpc.GuardServiceStub(channel)
+        stub = guard_pb2_grpc.GuardInternalServiceStub(channel)
         for _ in range(100):  # ready?
             try:
-                await stub.CheckPrompt(requests[0], timeout=5)
+                await stub.CheckPrompt(requests[0], timeout=5, metadata=metadata[0])
                 break
             except grpc.aio.AioRpcError:
                 await asyncio.sleep(0.2)
@@ -268,7 +276,7 @@ async def _load(port: int, seconds: float) -> None:
             nonlocal done
             i = k
             while time.monotonic() < stop:
-                await stub.CheckPrompt(requests[i % len(requests)], timeout=10)
+                await stub.CheckPrompt(requests[i % len(requests)], timeout=10, metadata=metadata[i % len(requests)])
                 done += 1
                 i += CONCURRENCY
 
@@ -311,7 +319,7 @@ def _grpc_round(variant: str, source: Path | None, seconds: float, model_dir: Pa
     port = _free_port()
     with tempfile.TemporaryDirectory() as data_dir:
         env = {**os.environ, "LLMAAS_GRPC_PORT": str(port), "LLMAAS_GUARD_DATABASE_URL": f"sqlite:///{data_dir}/g.db",
-               "LLMAAS_ADMIN_TOKEN": "bench-admin", "LLMAAS_INTERNAL_SECRET": "bench-internal-secret-0123456789abcd",
+               "LLMAAS_ADMIN_TOKEN": "bench-admin", "LLMAAS_INTERNAL_SECRET": INTERNAL_SECRET,
                "LLMAAS_GUARD_MODEL_DIR": str(model_dir), "LLMAAS_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
         if source is not None:

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import grpc
 from llmaas.common.db import make_engine, migrate
-from llmaas.common.identity import Quota
+from llmaas.common.identity import IDENTITY_HEADER, Identity, Quota, encode_identity
+from llmaas.common.service_auth import ROUTER, ServiceCredentials
 from llmaas.metering import ledger as ledger_mod
 from llmaas.metering.ledger import Ledger, Reservation, SettleItem
 from llmaas.metering.pricing import Usage, load_prices
@@ -106,19 +107,23 @@ def bench_ledger(url: str, requests: int) -> None:
           f" {cpu_settle / requests * 1000:.3f} ms settle")
 
 
-async def bench_grpc(address: str, requests: int, pid: int) -> None:
+async def bench_grpc(address: str, requests: int, pid: int, secret: str) -> None:
+    """Calls carry what the router's do: its service credential, and each request's signed identity."""
+    credentials = ServiceCredentials(ROUTER, secret)
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = metering_pb2_grpc.MeteringServiceStub(channel)
+        admin_stub = metering_pb2_grpc.MeteringServiceStub(channel)
+        stub = metering_pb2_grpc.MeteringInternalServiceStub(channel)
         tenant = "bench-" + secrets.token_hex(4)
         quota = metering_pb2.Quota(window_seconds=QUOTA.window_seconds, max_requests=QUOTA.max_requests,
                                    max_tokens=QUOTA.max_tokens)
         counter = iter(range(10**9))
         admin = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
-        await stub.SetTenantTier(metering_pb2.SetTenantTierRequest(tenant_id=tenant, tier="monthly"), timeout=10,
+        await admin_stub.SetTenantTier(metering_pb2.SetTenantTierRequest(tenant_id=tenant, tier="monthly"), timeout=10,
                                  metadata=admin)
 
         async def settle_batch(batch: list[metering_pb2.SettleRequest]) -> None:
-            response = await stub.SettleBatch(metering_pb2.SettleBatchRequest(items=batch), timeout=20)
+            response = await stub.SettleBatch(metering_pb2.SettleBatchRequest(items=batch), timeout=20,
+                                              metadata=credentials.metadata("metering"))
             assert not any(r.error_code for r in response.results), response
 
         batcher = BatchedHandOff("settlement", settle_batch, lambda s: s.request_id, max_delay=SETTLE_DELAY)
@@ -126,15 +131,17 @@ async def bench_grpc(address: str, requests: int, pid: int) -> None:
         async def one(batched: bool) -> float:
             rid = f"{tenant}-{next(counter)}"
             t0 = time.perf_counter()
+            signed = encode_identity(Identity(tenant, "key", quotas=(QUOTA,)), secret, request_id=rid)
+            md = (*credentials.metadata("metering"), (IDENTITY_HEADER, signed))
             await stub.Reserve(metering_pb2.ReserveRequest(
                 request_id=rid, tenant_id=tenant, key_id="key", model="model", max_input_tokens=200,
-                max_output_tokens=64, quotas=[quota], kwh_per_million_tokens=6.32), timeout=10)
+                max_output_tokens=64, quotas=[quota], kwh_per_million_tokens=6.32), timeout=10, metadata=md)
             settlement = metering_pb2.SettleRequest(request_id=rid, prompt_tokens=150, completion_tokens=40,
-                                                    outcome="completed")
+                                                    outcome="completed", identity=signed)
             if batched:
                 batcher.submit(settlement)
             else:
-                await stub.Settle(settlement, timeout=10)
+                await stub.Settle(settlement, timeout=10, metadata=md)
             return time.perf_counter() - t0
 
         async def run(n: int, concurrency: int, batched: bool) -> tuple[list[float], float, float]:
@@ -162,7 +169,7 @@ async def bench_grpc(address: str, requests: int, pid: int) -> None:
                 done += requests
                 print(f"  {'batched' if batched else 'settle':>10} {concurrency:>11} {_pct(lat, 50):8.2f}"
                       f" {_pct(lat, 99):8.2f} {rps:8.0f} {cpu * 1000:10.2f}")
-        total = (await stub.GetUsage(metering_pb2.GetUsageRequest(tenant_id=tenant), timeout=30,
+        total = (await admin_stub.GetUsage(metering_pb2.GetUsageRequest(tenant_id=tenant), timeout=30,
                                      metadata=admin)).total
         assert total.requests == done and total.prompt_tokens == 150 * done, (total, done)
         print(f"  ledger: {total.requests} requests settled once each, as sent")
@@ -177,8 +184,9 @@ def main() -> None:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'metering.db'}"
         bench_ledger(url, args.requests)
         port = free_base_port(span=1)
+        secret = secrets.token_urlsafe(48)
         env = {**os.environ, "LLMAAS_GRPC_PORT": str(port), "LLMAAS_METERING_DATABASE_URL": url,
-               "LLMAAS_ADMIN_TOKEN": ADMIN_TOKEN, "LLMAAS_INTERNAL_SECRET": secrets.token_urlsafe(48),
+               "LLMAAS_ADMIN_TOKEN": ADMIN_TOKEN, "LLMAAS_INTERNAL_SECRET": secret,
                "PYTHONUNBUFFERED": "1"}
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
         proc = subprocess.Popen([sys.executable, "-m", "llmaas.metering"], env=env, stdout=subprocess.DEVNULL,
@@ -189,7 +197,7 @@ def main() -> None:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("metering did not start")
                 time.sleep(0.2)
-            asyncio.run(bench_grpc(f"127.0.0.1:{port}", args.requests, proc.pid))
+            asyncio.run(bench_grpc(f"127.0.0.1:{port}", args.requests, proc.pid, secret))
         finally:
             proc.terminate()
             proc.wait(timeout=10)

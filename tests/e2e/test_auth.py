@@ -4,7 +4,6 @@ REST API, with the stack's two auth replicas sharing one database."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import secrets
 import signal
@@ -20,6 +19,7 @@ from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.common.identity import Identity, encode_identity
 from llmaas.router.v1 import router_pb2, router_pb2_grpc
 
+from tests.support.service_auth import internal_secret, service_metadata
 from tests.support.stack import REAL_MODEL, TEST_MODEL
 
 pytestmark = pytest.mark.e2e
@@ -121,7 +121,8 @@ def test_revocation_reaches_both_replicas_within_the_bound(stack, admin, tenant)
     _error(models(stack, key), 401, "revoked_api_key")
     for address in stack["auth_replicas"]:  # and each replica, asked directly
         with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as e:
-            auth_pb2_grpc.AuthServiceStub(channel).Authenticate(auth_pb2.AuthenticateRequest(api_key=key), timeout=10)
+            auth_pb2_grpc.AuthInternalServiceStub(channel).Authenticate(
+                auth_pb2.AuthenticateRequest(api_key=key), metadata=service_metadata(stack, "auth"), timeout=10)
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert len(stack["auth_replicas"]) == 2
 
@@ -140,15 +141,11 @@ def test_rotation_grace_window(stack, admin, tenant):
     assert models(stack, new).status_code == 200
 
 
-def _internal_secret(stack) -> str:
-    return json.loads((Path(stack["data_dir"]) / "admin.json").read_text())["internal_secret"]
-
-
 def test_spoofed_identity_headers_are_never_trusted(stack, admin, tenant):
     _, limited = new_key(admin, tenant, allowed_models=[TEST_MODEL])
     # Even a correctly signed identity (here made with the stack's own secret) sent by a client is overwritten
     # by ext_authz with the identity of the key actually presented.
-    unrestricted = encode_identity(Identity(tenant, "someone-else"), _internal_secret(stack))
+    unrestricted = encode_identity(Identity(tenant, "someone-else"), internal_secret(stack))
     forged = {"x-llmaas-identity": unrestricted, "x-llmaas-client-address": "10.6.6.6"}
     listed = [m["id"] for m in _ok(models(stack, limited, forged))["data"]]
     assert listed == [TEST_MODEL]

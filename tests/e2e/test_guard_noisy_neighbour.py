@@ -28,6 +28,7 @@ from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
 
 from tests.e2e.test_guard import new_tenant
 from tests.e2e.test_metering import admin
+from tests.support.service_auth import new_request_id, tenant_metadata
 from tests.support.stack import TEST_MODEL
 
 pytestmark = pytest.mark.e2e
@@ -84,12 +85,14 @@ def _flood_guard(stack, tenant_id: str, texts: list[str], stop: threading.Event,
     sources = (guard_pb2.PART_SOURCE_USER, guard_pb2.PART_SOURCE_TOOL_RESULT)
     with grpc.insecure_channel(stack["services"]["guard"], options=[
             ("grpc.max_send_message_length", 64 << 20)]) as channel:
-        guard = guard_pb2_grpc.GuardServiceStub(channel)
+        guard = guard_pb2_grpc.GuardInternalServiceStub(channel)
         while not stop.is_set():
-            request = guard_pb2.CheckPromptRequest(tenant_id=tenant_id, parts=[
+            request_id = new_request_id()
+            request = guard_pb2.CheckPromptRequest(tenant_id=tenant_id, request_id=request_id, parts=[
                 guard_pb2.PromptPart(source=rng.choice(sources), text=rng.choice(texts))])
+            md = tenant_metadata(stack, "guard", tenant_id, request_id=request_id)
             try:
-                r = guard.CheckPrompt(request, timeout=5)  # the router's deadline
+                r = guard.CheckPrompt(request, metadata=md, timeout=5)  # the router's deadline
                 outcomes.append(",".join(sorted({f.reason for f in r.findings if f.layer == "limits"})) or "none")
             except grpc.RpcError as e:
                 outcomes.append(e.code().name)

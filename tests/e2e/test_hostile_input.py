@@ -22,6 +22,7 @@ from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
 from llmaas.router import params as limits
 from typer.testing import CliRunner
 
+from tests.support.service_auth import tenant_metadata
 from tests.support.stack import TEST_MODEL
 
 pytestmark = pytest.mark.e2e
@@ -148,12 +149,14 @@ def usage_total(stack, tenant_id: str) -> dict:
 def test_a_settlement_above_its_reservation_is_capped_and_reported(stack):
     tenant_id, _ = new_tenant_key(stack, "capped")
     rid = "hostile-" + secrets.token_hex(8)
+    md = tenant_metadata(stack, "metering", tenant_id, request_id=rid)  # as the router calls it
     with grpc.insecure_channel(stack["services"]["metering"]) as channel:
-        metering = metering_pb2_grpc.MeteringServiceStub(channel)
+        metering = metering_pb2_grpc.MeteringInternalServiceStub(channel)
         metering.Reserve(metering_pb2.ReserveRequest(request_id=rid, tenant_id=tenant_id, key_id="k", model=TEST_MODEL,
-                                                     max_input_tokens=6, max_output_tokens=4), timeout=10)
+                                                     max_input_tokens=6, max_output_tokens=4), metadata=md, timeout=10)
         settled = metering.Settle(metering_pb2.SettleRequest(request_id=rid, prompt_tokens=10**9,
-                                                             completion_tokens=10**9, outcome="completed"), timeout=10)
+                                                             completion_tokens=10**9, outcome="completed"),
+                                  metadata=md, timeout=10)
     assert settled.recorded and settled.capped
     assert (settled.refused_prompt_tokens, settled.refused_completion_tokens) == (10**9 - 6, 10**9 - 4)
     assert float(settled.cost_eur) == (6 * 1.8 + 4 * 8) / 1e6

@@ -14,15 +14,19 @@ INTERNAL = [
     ("POST", "/v2/repository/models/llmaas-test-deterministic/unload"),
     ("POST", "/v2/models/llmaas-test-deterministic/generate"),
     ("GET", "/v2/health/ready"),
-    ("POST", "/llmaas.catalog.v1.CatalogService/ReportReplicaFailure"),
-    ("POST", "/llmaas.catalog.v1.CatalogService/ResolveModel"),
-    ("POST", "/llmaas.metering.v1.MeteringService/Reserve"),
-    ("POST", "/llmaas.metering.v1.MeteringService/Settle"),
-    ("POST", "/llmaas.metering.v1.MeteringService/SettleBatch"),
-    ("POST", "/llmaas.auth.v1.AuthService/RecordRequest"),
-    ("POST", "/llmaas.auth.v1.AuthService/RecordRequests"),
-    ("POST", "/llmaas.guard.v1.GuardService/CheckPrompt"),
-    ("POST", "/llmaas.auth.v1.AuthService/Authenticate"),
+    # Every internal service's methods (llmaas.common.service_auth), under their new names and their old ones.
+    *(("POST", f"/llmaas.{path}") for path in (
+        "catalog.v1.CatalogInternalService/ReportReplicaFailure", "catalog.v1.CatalogInternalService/ResolveModel",
+        "catalog.v1.CatalogInternalService/WatchCatalog", "metering.v1.MeteringInternalService/Reserve",
+        "metering.v1.MeteringInternalService/Settle", "metering.v1.MeteringInternalService/SettleBatch",
+        "auth.v1.AuthInternalService/Authenticate", "auth.v1.AuthInternalService/RecordRequest",
+        "auth.v1.AuthInternalService/RecordRequests", "guard.v1.GuardInternalService/CheckPrompt",
+        "catalog.v1.CatalogService/ResolveModel", "metering.v1.MeteringService/Reserve",
+        "auth.v1.AuthService/Authenticate", "guard.v1.GuardService/CheckPrompt",
+        # The router's typed gRPC methods are for direct callers of the router, not the edge.
+        "router.v1.RouterService/CreateChatCompletion", "router.v1.RouterService/StreamChatCompletion")),
+    ("POST", "/envoy.service.auth.v3.Authorization/Check"),
+    ("POST", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
 ]
 
 

@@ -10,8 +10,8 @@ import pytest
 from llmaas.common.identity import ROLE_TENANT_ADMIN, Identity, encode_identity
 from llmaas.router.v1 import router_pb2, router_pb2_grpc
 
-from tests.e2e.test_auth import _internal_secret
 from tests.e2e.test_metering import new_key, new_tenant, usage
+from tests.support.service_auth import internal_secret
 from tests.support.stack import TEST_MODEL
 
 pytestmark = pytest.mark.e2e
@@ -49,7 +49,7 @@ def test_a_replayed_request_id_on_the_direct_path_is_charged_each_time(stack):
 def test_a_leaked_identity_header_serves_its_own_request_once_and_expires(stack):
     tenant_id = new_tenant(stack, "leaked")
     key_id, _ = new_key(stack, tenant_id)
-    secret = _internal_secret(stack)
+    secret = internal_secret(stack)
     # What ext_authz signs for one request (as a header seen in a log would be), replayed straight to the router.
     leaked = encode_identity(Identity(tenant_id, key_id), secret, request_id="req-leaked-1", client_address="10.0.0.7")
     with grpc.insecure_channel(stack["services"]["router"]) as channel:
@@ -73,7 +73,7 @@ def test_a_leaked_identity_header_serves_its_own_request_once_and_expires(stack)
 def test_only_an_application_key_bound_to_a_request_may_call_a_model(stack):
     tenant_id = new_tenant(stack, "unbound")
     key_id, _ = new_key(stack, tenant_id)
-    secret = _internal_secret(stack)
+    secret = internal_secret(stack)
     unbound = encode_identity(Identity(tenant_id, key_id), secret)  # no request id: ext_authz never mints one
     admin = encode_identity(Identity(tenant_id, key_id, role=ROLE_TENANT_ADMIN), secret, request_id="req-admin-1")
     with grpc.insecure_channel(stack["services"]["router"]) as channel:

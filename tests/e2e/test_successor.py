@@ -180,9 +180,10 @@ def test_internal_catalog_methods_are_not_routed_by_the_gateway(stack):
         stub = catalog_pb2_grpc.CatalogServiceStub(channel)
         assert TEST_MODEL in {m.id for m in stub.ListModels(catalog_pb2.ListModelsRequest(), metadata=md,
                                                              timeout=10).data}
-        for call in (lambda: stub.ResolveModel(catalog_pb2.ResolveModelRequest(model=TEST_MODEL), metadata=md,
-                                               timeout=10),
-                     lambda: next(stub.WatchCatalog(catalog_pb2.WatchCatalogRequest(), metadata=md, timeout=10))):
+        internal = catalog_pb2_grpc.CatalogInternalServiceStub(channel)
+        for call in (lambda: internal.ResolveModel(catalog_pb2.ResolveModelRequest(model=TEST_MODEL), metadata=md,
+                                                   timeout=10),
+                     lambda: next(internal.WatchCatalog(catalog_pb2.WatchCatalogRequest(), metadata=md, timeout=10))):
             with pytest.raises(grpc.RpcError) as e:
                 call()
             assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED  # Envoy's 404

@@ -26,7 +26,7 @@ def test_lua_states_the_same_limits():
 
 
 def rendered() -> dict:
-    return yaml.safe_load(envoy.render_config(StackPorts(20000)))
+    return yaml.safe_load(envoy.render_config(StackPorts(20000), internal_secret="s" * 32))
 
 
 def test_envoy_config_sizes_the_limits_together():

@@ -5,6 +5,7 @@ import grpc
 import pytest
 from llmaas.common.db import make_engine, migrate
 from llmaas.common.errors import ApiError, from_rpc_error
+from llmaas.common.identity import Identity, encode_identity
 from llmaas.metering import ledger as ledger_mod
 from llmaas.metering.headers import duration
 from llmaas.metering.ledger import Ledger
@@ -17,6 +18,7 @@ from llmaas.stack.paths import DEPLOY_DIR
 from tests.unit.test_errors import FakeRpcError
 
 ADMIN = "admin-token-for-tests"
+SECRET = "s" * 32
 NOW = dt.datetime(2026, 11, 23, 15, 4, 5, tzinfo=dt.UTC)
 
 
@@ -34,7 +36,13 @@ def servicer(tmp_path: Path) -> MeteringServicer:
     migrate(engine, Path(ledger_mod.__file__).parent / "migrations")
     ledger = Ledger(engine, load_prices(DEPLOY_DIR / "metering" / "prices.yaml"),
                     load_tiers(DEPLOY_DIR / "metering" / "tiers.yaml"))
-    return MeteringServicer(ledger, ADMIN, "s" * 32, clock=lambda: NOW)
+    return MeteringServicer(ledger, ADMIN, SECRET, clock=lambda: NOW)
+
+
+def _settle(rid: str, *, signed_for: str | None = None, **kw) -> metering_pb2.SettleRequest:
+    """A SettleBatch item with its request's signed identity (bound to `signed_for`, by default its own id)."""
+    identity = encode_identity(Identity("t", "k"), SECRET, request_id=rid if signed_for is None else signed_for)
+    return metering_pb2.SettleRequest(request_id=rid, identity=identity, **kw)
 
 
 def _reserve(rid: str, **kw) -> metering_pb2.ReserveRequest:
@@ -102,14 +110,18 @@ def test_reset_durations_in_openai_format():
 async def test_settle_batch_answers_each_item_as_settle_would(servicer: MeteringServicer):
     for rid in ("a", "b"):
         await servicer.Reserve(_reserve(rid), Context())
-    items = [metering_pb2.SettleRequest(request_id="a", prompt_tokens=15, completion_tokens=42, outcome="completed"),
-             metering_pb2.SettleRequest(request_id="nope", prompt_tokens=1, outcome="failed"),
-             metering_pb2.SettleRequest(request_id="b", outcome="exploded"),
-             metering_pb2.SettleRequest(request_id="a", prompt_tokens=99, outcome="completed"),
-             metering_pb2.SettleRequest(request_id="b", prompt_tokens=10**9, completion_tokens=1, outcome="failed")]
+    items = [_settle("a", prompt_tokens=15, completion_tokens=42, outcome="completed"),
+             _settle("nope", prompt_tokens=1, outcome="failed"),
+             _settle("b", outcome="exploded"),
+             _settle("a", prompt_tokens=99, outcome="completed"),
+             _settle("b", prompt_tokens=10**9, completion_tokens=1, outcome="failed"),
+             # Refused alone: an identity bound to another request, and none at all.
+             _settle("b", signed_for="a", outcome="completed"),
+             metering_pb2.SettleRequest(request_id="b", outcome="completed")]
     response = await servicer.SettleBatch(metering_pb2.SettleBatchRequest(items=items), Context())
     r = response.results
-    assert [x.request_id for x in r] == ["a", "nope", "b", "a", "b"]
+    assert [x.request_id for x in r] == ["a", "nope", "b", "a", "b", "b", "b"]
+    assert r[5].error_code == r[6].error_code == "invalid_identity" and not r[5].HasField("settlement")
     assert r[0].settlement.recorded and r[0].settlement.cost_eur == "0.000363000" and not r[0].error_code
     assert r[1].error_code == "reservation_not_found" and not r[1].HasField("settlement")
     assert r[2].error_code == "invalid_request"
@@ -132,7 +144,7 @@ async def test_settle_batch_is_unavailable_while_the_ledger_is(servicer: Meterin
         raise servicer._ledger.unavailable("database is locked")
 
     monkeypatch.setattr(ledger_mod.hot_sql.Tx, "claim", locked)
-    batch = metering_pb2.SettleBatchRequest(items=[metering_pb2.SettleRequest(request_id="r1", outcome="completed")])
+    batch = metering_pb2.SettleBatchRequest(items=[_settle("r1", outcome="completed")])
     with pytest.raises(ApiError) as unavailable:
         await servicer.SettleBatch(batch, Context())
     assert unavailable.value.status == grpc.StatusCode.UNAVAILABLE

@@ -27,7 +27,7 @@ class FakeDownstream:
         self.guard_started = self.reserve_started = None
         self.guard_cancelled = False
 
-    async def check_prompt(self, request):
+    async def check_prompt(self, request, identity=""):
         self.guard_started = asyncio.get_running_loop().time()
         try:
             await asyncio.sleep(self.delay)
@@ -38,7 +38,7 @@ class FakeDownstream:
             raise self.guard_error
         return guard_pb2.CheckPromptResponse(decision=self.decision)
 
-    async def reserve(self, request):
+    async def reserve(self, request, identity=""):
         self.reserve_started = asyncio.get_running_loop().time()
         await asyncio.sleep(self.delay)
         if self.reserve_error:
@@ -96,7 +96,7 @@ async def test_a_failing_guard_releases_the_reservation():
 async def test_a_refused_grant_cancels_the_guard_and_settles_nothing():
     downstream = FakeDownstream(reserve_error=ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "limit"), delay=0.05)
 
-    async def slow_guard(request):  # still running when metering refuses
+    async def slow_guard(request, identity=""):  # still running when metering refuses
         downstream.guard_started = asyncio.get_running_loop().time()
         try:
             await asyncio.sleep(1.0)

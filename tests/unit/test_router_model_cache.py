@@ -13,7 +13,9 @@ from llmaas.catalog.servicer import CatalogServicer
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.catalog.watch import Revisions
 from llmaas.common.errors import ApiError
+from llmaas.common.identity import Identity, encode_identity
 from llmaas.common.server import ErrorInterceptor
+from llmaas.common.service_auth import ROUTER, ServiceAuthInterceptor, ServiceCredentials
 from llmaas.router import model_cache
 from llmaas.router.downstream import Downstream
 from llmaas.router.model_cache import CatalogWatcher, ModelCache
@@ -209,32 +211,35 @@ async def test_a_catalogue_reload_reaches_the_router_cache_at_once(tmp_path: Pat
     revisions = Revisions(heartbeat=1)
     source = CatalogSource([path], on_change=lambda: revisions.bump("test"))
     servicer = CountingCatalog(source, served_by(FakeTriton("m-t")), "secret", revisions)
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
-    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server)
+    # As the catalog serves it: its internal service behind the service credential check.
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(), ServiceAuthInterceptor("catalog", "secret")])
+    catalog_pb2_grpc.add_CatalogInternalServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     cache = ModelCache()
-    downstream = Downstream("127.0.0.1:1", "127.0.0.1:1", f"127.0.0.1:{port}", "127.0.0.1:1", model_cache=cache)
+    downstream = Downstream("127.0.0.1:1", "127.0.0.1:1", f"127.0.0.1:{port}", "127.0.0.1:1", model_cache=cache,
+                            credentials=ServiceCredentials(ROUTER, "secret"))
+    signed = encode_identity(Identity("t", "k"), "secret", request_id="r")
     watcher = asyncio.create_task(CatalogWatcher(downstream.watch_catalog, cache).run())
     try:
         await until(lambda: cache.active)
-        assert (await downstream.resolve_model("m")).default_max_tokens == 8
-        assert (await downstream.resolve_model("m")).default_max_tokens == 8
+        assert (await downstream.resolve_model("m", identity=signed)).default_max_tokens == 8
+        assert (await downstream.resolve_model("m", identity=signed)).default_max_tokens == 8
         assert servicer.resolves == 1  # the second came from the cache
         with pytest.raises(ApiError):
-            await downstream.resolve_model("nope")
+            await downstream.resolve_model("nope", identity=signed)
         with pytest.raises(ApiError):
-            await downstream.resolve_model("nope")
+            await downstream.resolve_model("nope", identity=signed)
         assert servicer.resolves == 2
 
         path.write_text(CATALOG.format(max_tokens=16) + "\n")
         assert source.refresh()  # what the catalog's poller does within a second
         await until(lambda: len(cache) == 0)
-        assert (await downstream.resolve_model("m")).default_max_tokens == 16 and servicer.resolves == 3
+        assert (await downstream.resolve_model("m", identity=signed)).default_max_tokens == 16 and servicer.resolves == 3
 
         revisions.close()  # the catalog stops: its streams end, the router stops caching
         await until(lambda: not cache.active)
-        await downstream.resolve_model("m")
+        await downstream.resolve_model("m", identity=signed)
         assert servicer.resolves == 4
     finally:
         watcher.cancel()

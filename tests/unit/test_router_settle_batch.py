@@ -30,6 +30,7 @@ class FakeMetering:
 def _downstream(metering: FakeMetering) -> Downstream:
     d = Downstream.__new__(Downstream)  # no channels: only the metering stub is used
     d._metering = metering
+    d._credentials = None
     return d
 
 

@@ -255,19 +255,23 @@ def test_services_follow_their_caller_and_sample_their_roots_at_the_ratio(monkey
     assert TracerProvider().sampler.get_description() == ParentBased(TraceIdRatioBased(0.25)).get_description()
 
 
+def _render(**options) -> str:
+    return envoy.render_config(StackPorts(20000), internal_secret="s" * 32, **options)
+
+
 def _tracing(config: str) -> dict:
     hcm = yaml.safe_load(config)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     return hcm["typed_config"]["tracing"]
 
 
 def test_envoy_samples_the_ratio_as_a_percentage_and_honours_x_client_trace_id():
-    assert _tracing(envoy.render_config(StackPorts(20000)))["random_sampling"] == {
+    assert _tracing(_render())["random_sampling"] == {
         "value": DEFAULT_TRACE_SAMPLING * 100}
-    tracing = _tracing(envoy.render_config(StackPorts(20000), trace_sampling=0.0))
+    tracing = _tracing(_render(trace_sampling=0.0))
     assert tracing["random_sampling"] == {"value": 0.0} and tracing["client_sampling"] == {"value": 100}
-    assert _tracing(envoy.render_config(StackPorts(20000), trace_sampling=1))["random_sampling"] == {"value": 100}
+    assert _tracing(_render(trace_sampling=1))["random_sampling"] == {"value": 100}
     with pytest.raises(ValueError):
-        envoy.render_config(StackPorts(20000), trace_sampling=1.5)
+        _render(trace_sampling=1.5)
 
 
 def test_the_stack_passes_the_ratio_to_the_services_and_lets_triton_follow_the_traceparent(tmp_path):

@@ -60,10 +60,12 @@ async def run() -> None:
         rotate_periodically(store, audit, env_float("LLMAAS_AUTH_ROTATION_CHECK_SECONDS", 60.0)))
 
     def register(server):
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(
-            AuthServicer(store, audit, authorizer, admin_token, secret), server)
+        servicer = AuthServicer(store, audit, authorizer, admin_token, secret)
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server)
+        auth_pb2_grpc.add_AuthInternalServiceServicer_to_server(servicer, server)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ExtAuthzServicer(authorizer, secret), server)
-        return [auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name, "envoy.service.auth.v3.Authorization"]
+        return [*(auth_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("AuthService", "AuthInternalService")),
+                "envoy.service.auth.v3.Authorization"]
 
     async def on_stop():
         rotation.cancel()

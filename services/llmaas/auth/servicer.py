@@ -90,7 +90,7 @@ def _validate_key_request(request: auth_pb2.CreateApiKeyRequest, now: datetime) 
         raise invalid_request("at most 32 labels, keys up to 64 and values up to 256 characters", param="labels")
 
 
-class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer, auth_pb2_grpc.AuthInternalServiceServicer):
     def __init__(self, store: KeyStore, audit: AuditLog, authorizer: Authorizer, admin_token: str,
                  internal_secret: str) -> None:
         self._store = store

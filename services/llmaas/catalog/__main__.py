@@ -32,9 +32,11 @@ async def run() -> None:
     watchers = [asyncio.create_task(source.watch()), asyncio.create_task(served.watch())]
 
     def register(server):
-        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(
-            CatalogServicer(source, served, internal_secret(), revisions), server)
-        return [catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name]
+        servicer = CatalogServicer(source, served, internal_secret(), revisions)
+        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server)
+        catalog_pb2_grpc.add_CatalogInternalServiceServicer_to_server(servicer, server)
+        return [catalog_pb2.DESCRIPTOR.services_by_name[name].full_name
+                for name in ("CatalogService", "CatalogInternalService")]
 
     async def on_stop():
         for watcher in watchers:

@@ -91,7 +91,7 @@ def _model_message(entry: ModelEntry, catalog: Catalog, today: dt.date) -> catal
     )
 
 
-class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
+class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer, catalog_pb2_grpc.CatalogInternalServiceServicer):
     def __init__(self, source: CatalogSource, served: ServedModels, internal_secret: str,
                  revisions: Revisions | None = None) -> None:
         self._source = source

@@ -82,6 +82,8 @@ def up(
     trace_sampling: float = typer.Option(DEFAULT_TRACE_SAMPLING, min=0.0, max=1.0, envvar="LLMAAS_TRACE_SAMPLING",
                                          help="Share of requests traced end to end, decided by Envoy (0 to 1); a "
                                          "request with an x-client-trace-id header is always traced."),
+    grpc_reflection: bool = typer.Option(False, help="Serve gRPC reflection on the services' ports (it lists "
+                                         "every service and message, internal ones included)."),
 ) -> None:
     """Start the whole local stack in the foreground; Ctrl-C stops it."""
     if guard_classifier not in ("local", "triton"):
@@ -90,7 +92,7 @@ def up(
                            catalog_files=list(catalog), jaeger=jaeger, guard_mode=guard_mode,
                            guard_classifier=guard_classifier,
                            auth_replicas=auth_replicas, triton_replicas=triton_replicas,
-                           trace_sampling=trace_sampling)
+                           trace_sampling=trace_sampling, grpc_reflection=grpc_reflection)
     try:
         refuse_taken_ports(options)
     except PortTaken as e:  # before anything starts or stack.json is touched: they may be the other stack's

@@ -1,5 +1,6 @@
-"""Shared bootstrap of every llmaas gRPC service: tracing, JSON logs, error mapping, health, reflection, and a
-graceful stop on SIGTERM/SIGINT (NOT_SERVING -> drain -> stop -> flush spans)."""
+"""Shared bootstrap of every llmaas gRPC service: tracing, JSON logs, error mapping, the service credential of
+internal RPCs (llmaas.common.service_auth), health, reflection where configured, and a graceful stop on
+SIGTERM/SIGINT (NOT_SERVING -> drain -> stop -> flush spans)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import filters
 
+from llmaas.common.config import internal_secret
 from llmaas.common.errors import ApiError, internal_error
 from llmaas.common.grpc_tracing import SamplingServerInterceptor
+from llmaas.common.service_auth import ServiceAuthInterceptor
 from llmaas.common.telemetry import setup_logging, setup_tracing
 
 log = logging.getLogger("llmaas.server")
@@ -30,6 +33,13 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # default refuses 16 KiB with RESOURCE_EXHAUSTED, i.e. a 429.
 MAX_METADATA_BYTES = 64 * 1024
 GRACE_SECONDS = 5.0
+# gRPC reflection lists every service and message of a port: only where the operator asked for it
+# (`llmaas up --grpc-reflection`).
+REFLECTION_ENV = "LLMAAS_GRPC_REFLECTION"
+
+
+def reflection_enabled() -> bool:
+    return os.environ.get(REFLECTION_ENV, "") in ("1", "true", "yes")
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: ApiError) -> None:
@@ -134,14 +144,16 @@ async def serve(
     """Runs a service until SIGTERM/SIGINT. `register` adds the servicers and returns their full service names.
     `on_drain` runs as the drain starts, to end long-lived streams that would otherwise hold it for its whole grace;
     `on_stop` once the server has stopped. `ready` is awaited before the health checks answer SERVING, for a service
-    that cannot answer its first requests yet (the catalog before it has Triton's model index)."""
+    that cannot answer its first requests yet (the catalog before it has Triton's model index). `name` is also the
+    audience of the service credentials its internal RPCs accept."""
     setup_logging()
     provider = setup_tracing(name)
     server = grpc.aio.server(
         # OpenTelemetry's span for a call that may be sampled, only the caller's context for one that is not (the
         # instrumentation costs 0.18 ms of server CPU per call even unsampled: llmaas.common.grpc_tracing).
         interceptors=[SamplingServerInterceptor(filter_=filters.negate(filters.health_check()), provider=provider),
-                      ErrorInterceptor()],
+                      # Inside the error mapping: a refusal is an ApiError like any other.
+                      ErrorInterceptor(), ServiceAuthInterceptor(name, internal_secret())],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -155,7 +167,8 @@ async def serve(
     # grpc starts the overall status as SERVING: not so before `ready` has returned.
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    if reflection_enabled():
+        reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     address = f"{os.environ.get('LLMAAS_BIND_HOST', '127.0.0.1')}:{port}"
     if server.add_insecure_port(address) == 0:
         raise SystemExit(f"{name}: cannot bind {address}")

@@ -109,9 +109,11 @@ def main() -> None:
 
     def register(server):
         guard_pb2_grpc.add_GuardServiceServicer_to_server(servicer, server)
+        guard_pb2_grpc.add_GuardInternalServiceServicer_to_server(servicer, server)
         # Runs once serve() has built the server and yields to the loop: everything built so far is start-up state.
         asyncio.get_running_loop().call_soon(runtime.settle)
-        return [guard_pb2.DESCRIPTOR.services_by_name["GuardService"].full_name]
+        return [guard_pb2.DESCRIPTOR.services_by_name[name].full_name
+                for name in ("GuardService", "GuardInternalService")]
 
     run_service(serve("guard", grpc_port(), register))
 

@@ -25,7 +25,7 @@ _MODE = {"enforce": guard_pb2.GUARD_MODE_ENFORCE, "shadow": guard_pb2.GUARD_MODE
 _MODE_NAME = {v: k for k, v in _MODE.items()}
 
 
-class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
+class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInternalServiceServicer):
     def __init__(self, detector: Detector, behaviour: Behaviour, policies: PolicyStore, admin_token: str,
                  internal_secret: str) -> None:
         self._detector = detector

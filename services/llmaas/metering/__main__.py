@@ -56,7 +56,9 @@ def main() -> None:
 
     def register(server):
         metering_pb2_grpc.add_MeteringServiceServicer_to_server(servicer, server)
-        return [metering_pb2.DESCRIPTOR.services_by_name["MeteringService"].full_name]
+        metering_pb2_grpc.add_MeteringInternalServiceServicer_to_server(servicer, server)
+        return [metering_pb2.DESCRIPTOR.services_by_name[name].full_name
+                for name in ("MeteringService", "MeteringInternalService")]
 
     async def run():
         sweeper = asyncio.create_task(sweep(ledger, ttl))

@@ -15,6 +15,7 @@ import grpc
 
 from llmaas.common.errors import ApiError, invalid_request
 from llmaas.common.identity import Quota, require_admin
+from llmaas.common.service_auth import item_identity
 from llmaas.metering import metrics
 from llmaas.metering.group_commit import GroupCommit
 from llmaas.metering.headers import rate_limit_headers, refusal_message, retry_after
@@ -75,7 +76,16 @@ def usage_row(row: UsageRow) -> metering_pb2.UsageRow:
         expired_requests=row.expired_requests)
 
 
-class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
+def _item_problem(item, secret: str) -> tuple[str, str] | None:
+    """Why a SettleBatch item is refused alone (error code, message), or None."""
+    if item.outcome not in OUTCOMES or not item.request_id:
+        return "invalid_request", f"request_id is required and outcome must be one of {sorted(OUTCOMES)}"
+    if item_identity(item.identity, secret, item.request_id) is None:
+        return "invalid_identity", "The item's signed identity is missing, invalid, expired or bound to another request."
+    return None
+
+
+class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer, metering_pb2_grpc.MeteringInternalServiceServicer):
     def __init__(self, ledger: Ledger, admin_token: str = "", internal_secret: str = "",
                  clock: Callable[[], dt.datetime] = _now) -> None:
         self._ledger = ledger
@@ -127,15 +137,17 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
         return result
 
     async def SettleBatch(self, request, context):
-        """Each item as Settle would answer it, in one transaction (per round: see group_commit)."""
-        valid = [item for item in request.items if item.outcome in OUTCOMES and item.request_id]
-        settled = iter(await self._settle(valid))
+        """Each item as Settle would answer it, in one transaction (per round: see group_commit). An item's own signed
+        identity, bound to its request id, vouches for it (Reserve checked that request's tenant and key)."""
+        problems = [_item_problem(item, self._secret) for item in request.items]
+        settled = iter(await self._settle([item for item, problem in zip(request.items, problems, strict=True)
+                                           if problem is None]))
         results = []
-        for item in request.items:
-            if item.outcome not in OUTCOMES or not item.request_id:
-                results.append(metering_pb2.SettleResult(
-                    request_id=item.request_id, error_code="invalid_request",
-                    error_message=f"request_id is required and outcome must be one of {sorted(OUTCOMES)}"))
+        for item, problem in zip(request.items, problems, strict=True):
+            if problem is not None:
+                code, message = problem
+                results.append(metering_pb2.SettleResult(request_id=item.request_id, error_code=code,
+                                                         error_message=message))
                 continue
             result = next(settled)
             if isinstance(result, metering_pb2.SettleResponse):

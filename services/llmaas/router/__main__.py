@@ -4,6 +4,7 @@ import asyncio
 
 from llmaas.common.config import env_str, grpc_port, internal_secret
 from llmaas.common.server import run_service, serve
+from llmaas.common.service_auth import ROUTER, ServiceCredentials
 from llmaas.router.downstream import Downstream
 from llmaas.router.model_cache import CatalogWatcher, ModelCache
 from llmaas.router.pipeline import ChatPipeline
@@ -17,7 +18,8 @@ async def run() -> None:
     cache = ModelCache()
     downstream = Downstream(
         auth=env_str("LLMAAS_AUTH_ADDR"), guard=env_str("LLMAAS_GUARD_ADDR"),
-        catalog=env_str("LLMAAS_CATALOG_ADDR"), metering=env_str("LLMAAS_METERING_ADDR"), model_cache=cache)
+        catalog=env_str("LLMAAS_CATALOG_ADDR"), metering=env_str("LLMAAS_METERING_ADDR"),
+        credentials=ServiceCredentials(ROUTER, internal_secret()), model_cache=cache)
     # Subscribes the resolution cache to the catalog's revisions (uncached until the first one arrives).
     watcher = asyncio.create_task(CatalogWatcher(downstream.watch_catalog, cache).run())
     # The Triton replicas come from the catalog with each resolution (its routing table).

@@ -1,4 +1,6 @@
-"""Every call from the router to another llmaas service: channels, deadlines, tracing, error translation."""
+"""Every call from the router to another llmaas service: channels, deadlines, tracing, error translation, and the
+credentials each call carries: the router's service token (llmaas.common.service_auth) and, where the call acts for
+a tenant, the end user's signed identity (x-llmaas-identity)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.common.errors import ApiError, from_rpc_error
 from llmaas.common.grpc_tracing import SamplingChannel
-from llmaas.common.identity import Identity, Quota
+from llmaas.common.identity import IDENTITY_HEADER, Identity, Quota
+from llmaas.common.service_auth import ServiceCredentials
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
 from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
 from llmaas.router.model_cache import ModelCache
@@ -33,9 +36,10 @@ def _retry_config(service: str, *methods: str, balanced: bool = False) -> str:
     return json.dumps(config)
 
 
-_SETTLE_RETRY = _retry_config("llmaas.metering.v1.MeteringService", "Settle", "SettleBatch")
+_SETTLE_RETRY = _retry_config("llmaas.metering.v1.MeteringInternalService", "Settle", "SettleBatch")
 # The audit records of how requests ended (one, or a batch): idempotent by request id as well.
-_RECORD_RETRY = _retry_config("llmaas.auth.v1.AuthService", "RecordRequest", "RecordRequests", balanced=True)
+_RECORD_RETRY = _retry_config("llmaas.auth.v1.AuthInternalService", "RecordRequest", "RecordRequests",
+                              balanced=True)
 
 
 def _channel(address: str, **options) -> SamplingChannel:
@@ -54,23 +58,31 @@ async def _call(service: str, method, request, timeout: float = DEADLINE, metada
 
 class Downstream:
     def __init__(self, auth: str, guard: str, catalog: str, metering: str, *,
-                 model_cache: ModelCache | None = None) -> None:
+                 credentials: ServiceCredentials | None = None, model_cache: ModelCache | None = None) -> None:
+        """`credentials`: the router's service tokens (None: calls carry none, for tests of the router alone)."""
+        self._credentials = credentials
         self._channels = [
             _channel(auth, **{"grpc.service_config": _RECORD_RETRY}), _channel(guard), _channel(catalog),
             _channel(metering, **{"grpc.service_config": _SETTLE_RETRY})]
-        self._auth = auth_pb2_grpc.AuthServiceStub(self._channels[0])
-        self._guard = guard_pb2_grpc.GuardServiceStub(self._channels[1])
-        self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channels[2])
-        self._metering = metering_pb2_grpc.MeteringServiceStub(self._channels[3])
+        self._auth = auth_pb2_grpc.AuthInternalServiceStub(self._channels[0])
+        self._guard = guard_pb2_grpc.GuardInternalServiceStub(self._channels[1])
+        self._catalog = catalog_pb2_grpc.CatalogInternalServiceStub(self._channels[2])
+        self._metering = metering_pb2_grpc.MeteringInternalServiceStub(self._channels[3])
         # The catalog's revision stream lives as long as the router: on its own channel, untraced (one span that
         # never ends would say nothing).
         self._watch_channel = grpc.aio.insecure_channel(catalog)
-        self._catalog_watch = catalog_pb2_grpc.CatalogServiceStub(self._watch_channel)
+        self._catalog_watch = catalog_pb2_grpc.CatalogInternalServiceStub(self._watch_channel)
         # Without a subscribed watcher (llmaas.router.model_cache.CatalogWatcher) the cache stays inactive.
         self.model_cache = model_cache if model_cache is not None else ModelCache()
 
+    def _metadata(self, audience: str, identity: str = "") -> tuple[tuple[str, str], ...]:
+        """The router's token for `audience` (minted once, refreshed at half its life), plus the end user's signed
+        identity for a call that acts for a tenant."""
+        service = self._credentials.metadata(audience) if self._credentials is not None else ()
+        return (*service, (IDENTITY_HEADER, identity)) if identity else service
+
     async def authenticate(self, request: auth_pb2.AuthenticateRequest) -> Identity:
-        i = (await _call("auth", self._auth.Authenticate, request)).identity
+        i = (await _call("auth", self._auth.Authenticate, request, metadata=self._metadata("auth"))).identity
         return Identity(i.tenant_id, i.key_id, i.role, tuple(i.allowed_models),
                         tuple(Quota(q.window_seconds, q.max_requests, q.max_tokens) for q in i.quotas),
                         serve_successor=i.serve_successor)
@@ -82,15 +94,17 @@ class Downstream:
         request = auth_pb2.RecordRequestsRequest(records=[
             auth_pb2.RequestRecord(record=record, identity=identity, client_address=address)
             for record, identity, address in batch])
-        response = await _call("auth", self._auth.RecordRequests, request, timeout=4 * DEADLINE)
+        response = await _call("auth", self._auth.RecordRequests, request, timeout=4 * DEADLINE,
+                               metadata=self._metadata("auth"))
         refused = [record.request_id for (record, _, _), outcome in zip(batch, response.outcomes, strict=False)
                    if outcome == auth_pb2.RECORD_OUTCOME_REFUSED]
         if refused:
             log.error("audit records refused", extra={"fields": {"request_ids": refused[:20], "items": len(refused)}})
 
-    async def resolve_model(self, model: str, serve_successor: bool = False) -> catalog_pb2.ResolveModelResponse:
+    async def resolve_model(self, model: str, serve_successor: bool = False,
+                            identity: str = "") -> catalog_pb2.ResolveModelResponse:
         """Through the resolution cache; `serve_successor`: the caller's tenant opted in to having a retired model
-        served by its successor."""
+        served by its successor (as its signed `identity`, sent on a cache miss, says)."""
         cache, key = self.model_cache, (model, serve_successor)
         span = trace.get_current_span()
         try:
@@ -105,7 +119,8 @@ class Downstream:
         token = cache.token()
         try:
             resolved = await _call("catalog", self._catalog.ResolveModel,
-                                   catalog_pb2.ResolveModelRequest(model=model, serve_successor=serve_successor))
+                                   catalog_pb2.ResolveModelRequest(model=model, serve_successor=serve_successor),
+                                   metadata=self._metadata("catalog", identity))
         except ApiError as err:
             cache.put(key, err, token)
             raise
@@ -115,25 +130,27 @@ class Downstream:
     async def report_replica_failure(self, replica: str, triton_model: str) -> None:
         """Tells the catalog that a model's instance died on a replica (it reloads it there)."""
         await _call("catalog", self._catalog.ReportReplicaFailure,
-                    catalog_pb2.ReportReplicaFailureRequest(replica=replica, triton_model=triton_model))
+                    catalog_pb2.ReportReplicaFailureRequest(replica=replica, triton_model=triton_model),
+                    metadata=self._metadata("catalog"))
 
     def watch_catalog(self):
         """A WatchCatalog stream (grpc.aio unary-stream call) for llmaas.router.model_cache.CatalogWatcher."""
-        return self._catalog_watch.WatchCatalog(catalog_pb2.WatchCatalogRequest())
+        return self._catalog_watch.WatchCatalog(catalog_pb2.WatchCatalogRequest(), metadata=self._metadata("catalog"))
 
-    async def check_prompt(self, request: guard_pb2.CheckPromptRequest) -> guard_pb2.CheckPromptResponse:
-        return await _call("guard", self._guard.CheckPrompt, request)
+    async def check_prompt(self, request: guard_pb2.CheckPromptRequest,
+                           identity: str = "") -> guard_pb2.CheckPromptResponse:
+        return await _call("guard", self._guard.CheckPrompt, request, metadata=self._metadata("guard", identity))
 
-    async def reserve(self, request: metering_pb2.ReserveRequest) -> metering_pb2.ReserveResponse:
-        return await _call("metering", self._metering.Reserve, request)
+    async def reserve(self, request: metering_pb2.ReserveRequest, identity: str = "") -> metering_pb2.ReserveResponse:
+        return await _call("metering", self._metering.Reserve, request, metadata=self._metadata("metering", identity))
 
     async def settle_batch(self, batch: list[metering_pb2.SettleRequest]) -> None:
         """Many settlements in one call (llmaas.router.handoff.BatchedHandOff gathers them), retried by the service
-        config above. The call fails (and is retried whole: idempotent per item) only if metering could not record it
+        config above; each item carries its request's signed identity. The call fails (and is retried whole: idempotent per item) only if metering could not record it
         at all; an item metering refuses (no reservation for its id, malformed) is final, and logged with its
         request id."""
         response = await _call("metering", self._metering.SettleBatch, metering_pb2.SettleBatchRequest(items=batch),
-                               timeout=4 * DEADLINE)
+                               timeout=4 * DEADLINE, metadata=self._metadata("metering"))
         for result in response.results:
             if result.error_code:
                 log.error("settlement failed", extra={"fields": {

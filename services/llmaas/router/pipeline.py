@@ -24,6 +24,8 @@ from opentelemetry import trace
 from llmaas.auth.v1 import auth_pb2
 from llmaas.common.errors import HTTP_STATUS, ApiError, invalid_request
 from llmaas.common.identity import (
+    IDENTITY_HEADER,
+    IDENTITY_TTL_SECONDS,
     ROLE_KEY,
     Identity,
     bearer_token,
@@ -68,11 +70,17 @@ class Usage:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who sent the request and how, for the permission check and the audit record of how it ended."""
+    """Who sent the request and how, for the permission check and the audit record of how it ended. `signed`: its
+    identity as the services behind the router check it (the header ext_authz signed, or the router's own signature
+    for a direct gRPC caller), forwarded with the calls made for it."""
     identity: Identity
     request_id: str
     endpoint: str
     client_address: str
+    signed: str = ""
+    # A fresh signature for the hand-offs after the answer ([value, re-sign after]), shared by the settlement and
+    # the audit record: one signature per request, however long the answer.
+    fresh: list = field(default_factory=list, compare=False, repr=False)
 
 
 @dataclass
@@ -112,8 +120,11 @@ class ChatPipeline:
         self._secret = internal_secret
         # Settlements go to metering in batches (one SettleBatch RPC and one ledger transaction per batch), each
         # within HANDOFF_DELAY of the request's end; retried while metering is unavailable (see llmaas.router.handoff).
-        self._settlements: BatchedHandOff[metering_pb2.SettleRequest] = BatchedHandOff(
-            "settlement", downstream.settle_batch, lambda s: s.request_id, max_delay=HANDOFF_DELAY)
+        # Each carries its request's identity, signed when its batch is sent (like the audit records below).
+        self._settlements: BatchedHandOff[tuple[Caller, metering_pb2.SettleRequest]] = BatchedHandOff(
+            "settlement", lambda batch: downstream.settle_batch(
+                [_signed(request, self._fresh_signature(caller)) for caller, request in batch]),
+            lambda item: item[1].request_id, max_delay=HANDOFF_DELAY)
         # Audit records of how requests ended go to auth the same way (one RecordRequests RPC and one transaction per
         # batch). Each is signed when its batch is sent, so a batch retried across an auth restart still carries
         # unexpired identities.
@@ -135,6 +146,7 @@ class ChatPipeline:
                                code="invalid_identity")
             request_id = identity.request_id
             client = client_address(md, context, identity)
+            signed = md[IDENTITY_HEADER]
         else:
             # Direct gRPC callers do not pass through Envoy's ext_authz: auth verifies their key (and audits it).
             request_id, client = str(uuid.uuid4()), (context.peer() or "")[:64]
@@ -144,7 +156,11 @@ class ChatPipeline:
                                code="missing_api_key")
             identity = await self._downstream.authenticate(auth_pb2.AuthenticateRequest(
                 api_key=token, endpoint=endpoint, client_address=client, request_id=request_id))
-        return Caller(identity, request_id, endpoint, client)
+            # Signed here, as ext_authz would have: what guard, metering and the catalog accept.
+            signed = encode_identity(identity, self._secret, request_id=request_id, client_address=client)
+            return Caller(identity, request_id, endpoint, client, signed,
+                          [signed, time.monotonic() + IDENTITY_TTL_SECONDS / 2])
+        return Caller(identity, request_id, endpoint, client, signed)
 
     async def prepare(self, request: router_pb2.CreateChatCompletionRequest, context, *,
                       stream: bool | None = None, endpoint: str = REST_CHAT) -> ChatRun:
@@ -167,7 +183,7 @@ class ChatPipeline:
 
         # The model first (usually the router's cache, no RPC): a request over its context, or for a model it may not
         # use, never costs the guard's analysis.
-        model = await self._downstream.resolve_model(params.model, identity.serve_successor)
+        model = await self._downstream.resolve_model(params.model, identity.serve_successor, caller.signed)
         span.set_attribute("llmaas.model", model.id)
         check_model_permission(identity, params.model, model)
         self._check_capabilities(params, model)
@@ -209,9 +225,9 @@ class ChatPipeline:
         of the latency the platform adds. A refused grant (or a replayed id) cancels the guard's check; a prompt the
         guard blocks, or a guard that fails, releases the reservation (settled `rejected`: nothing billed, its request
         slot given back), as does a client gone meanwhile (`cancelled`)."""
-        guard = asyncio.ensure_future(self._downstream.check_prompt(guard_request))
+        guard = asyncio.ensure_future(self._downstream.check_prompt(guard_request, run.caller.signed))
         try:
-            reserved = await self._downstream.reserve(reservation)
+            reserved = await self._downstream.reserve(reservation, run.caller.signed)
         except asyncio.CancelledError:
             guard.cancel()
             # The client left while metering was granting: whatever metering did, release it now (a settlement of
@@ -318,21 +334,30 @@ class ChatPipeline:
             trace_id=_trace_id(), detail=(error.code or "") if error else "")))
 
     def _fresh_signature(self, caller: Caller) -> str:
-        """The caller's identity signed now: the header it came with expires (60 s) before a long answer ends."""
-        return encode_identity(caller.identity, self._secret, request_id=caller.request_id,
-                               client_address=caller.client_address)
+        """The caller's identity signed recently: the header it came with expires (60 s) before a long answer ends.
+        Re-signed once half its life is gone (a hand-off retried across a restart)."""
+        now = time.monotonic()
+        if not caller.fresh or now >= caller.fresh[1]:
+            caller.fresh[:] = [encode_identity(caller.identity, self._secret, request_id=caller.request_id,
+                                               client_address=caller.client_address), now + IDENTITY_TTL_SECONDS / 2]
+        return caller.fresh[0]
 
     def _settle(self, run: ChatRun, outcome: str) -> None:
         """Hands the real usage to metering, batched with other requests' (idempotent by request id: a retried
         batch never counts twice)."""
-        self._settlements.submit(metering_pb2.SettleRequest(
+        self._settlements.submit((run.caller, metering_pb2.SettleRequest(
             request_id=run.request_id, prompt_tokens=run.usage.prompt_tokens,
-            completion_tokens=run.usage.completion_tokens, outcome=outcome))
+            completion_tokens=run.usage.completion_tokens, outcome=outcome)))
 
     async def drain(self) -> None:
         """Waits for pending settlements and audit records (called on shutdown)."""
         await self._settlements.drain()
         await self._records.drain()
+
+
+def _signed(request: metering_pb2.SettleRequest, identity: str) -> metering_pb2.SettleRequest:
+    request.identity = identity
+    return request
 
 
 def _trace_id() -> str:

@@ -1,4 +1,9 @@
-"""Envoy for the stack: renders gateway/envoy.yaml.j2 with the stack's ports and runs the `envoy` from PyPI."""
+"""Envoy for the stack: renders gateway/envoy.yaml.j2 with the stack's ports and runs the `envoy` from PyPI.
+
+What the edge routes comes from the descriptor the transcoder loads (gateway/llmaas.pb), never from a hand-kept list:
+one exact-path route per method with a google.api.http annotation, to the cluster of its package
+(llmaas.<cluster>.v1), and the transcoder's services are those that have one. A method without the annotation (every
+internal service's, RouterService's typed methods) has no route: a 404 at the edge."""
 
 from __future__ import annotations
 
@@ -6,9 +11,13 @@ import shutil
 import sys
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import jinja2
+from google.api import annotations_pb2  # registers google.api.http, read from the descriptor's method options
+from google.protobuf import descriptor_pb2
 
+from llmaas.common.service_auth import EDGE, EDGE_TOKEN_TTL_SECONDS, mint_service_token
 from llmaas.common.telemetry import DEFAULT_TRACE_SAMPLING
 from llmaas.stack.component import Component
 from llmaas.stack.paths import GATEWAY_DIR
@@ -28,6 +37,33 @@ MAX_REQUEST_HEADERS_KB = 32
 # same two numbers). A JSON level inside a google.protobuf.Struct is 3 protobuf levels and the services' protobuf
 # decoder stops at 100: 32 is safe for any field (33 levels under `metadata` failed as a 500).
 MAX_JSON_DEPTH = 32
+DESCRIPTOR = GATEWAY_DIR / "llmaas.pb"
+# How long the edge waits for each service's answer (the router's covers a long streamed completion).
+ROUTE_TIMEOUTS = {"router": "900s", "auth": "60s", "catalog": "30s", "guard": "30s", "metering": "30s"}
+
+
+class Route(NamedTuple):
+    path: str  # the gRPC path the transcoder gives the request: /<package>.<Service>/<Method>
+    cluster: str
+    timeout: str
+
+
+def transcoded_routes(descriptor: Path = DESCRIPTOR) -> tuple[list[Route], list[str]]:
+    """The edge's routes and the transcoder's services, from the descriptor: every method with a google.api.http
+    annotation (a public REST operation), to the cluster its package names (llmaas.<cluster>.v1)."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor.read_bytes()).file
+    routes, services = [], []
+    for f in files:
+        if not f.package.startswith("llmaas."):
+            continue
+        cluster = f.package.split(".")[1]
+        for service in f.service:
+            methods = [m.name for m in service.method if m.options.HasExtension(annotations_pb2.http)]
+            if methods:
+                services.append(f"{f.package}.{service.name}")
+                routes += [Route(f"/{f.package}.{service.name}/{m}", cluster, ROUTE_TIMEOUTS[cluster])
+                           for m in methods]
+    return routes, services
 
 
 def find_envoy() -> Path:
@@ -40,19 +76,27 @@ def find_envoy() -> Path:
 
 def render_config(ports: StackPorts, *, authz_timeout: str = AUTHZ_TIMEOUT, auth_replicas: int = 1,
                   ext_authz: bool = True, upstream: StackPorts | None = None,
-                  trace_sampling: float = DEFAULT_TRACE_SAMPLING) -> str:
+                  trace_sampling: float = DEFAULT_TRACE_SAMPLING, internal_secret: str = "") -> str:
     """`ext_authz=False` renders the same gateway without the auth check (the latency benchmark's baseline only).
     `upstream`: the stack whose services the clusters point at, when Envoy itself listens elsewhere (default: the
-    same ports). `trace_sampling`: the share of requests Envoy traces (0..1; Envoy's resolution is 0.01%)."""
+    same ports). `trace_sampling`: the share of requests Envoy traces (0..1; Envoy's resolution is 0.01%).
+    `internal_secret`: signs the edge's credential for auth's ext_authz Check (llmaas.common.service_auth), minted
+    here, at every start of Envoy (required with ext_authz)."""
+    if ext_authz and not internal_secret:
+        raise ValueError("the edge's ext_authz credential needs the stack's internal secret")
     if not 0.0 <= trace_sampling <= 1.0:
         raise ValueError(f"trace sampling must be within 0..1, not {trace_sampling}")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(GATEWAY_DIR), undefined=jinja2.StrictUndefined)
     up = upstream or ports
+    routes, transcoded_services = transcoded_routes()
     return env.get_template("envoy.yaml.j2").render(
+        routes=routes, transcoded_services=transcoded_services,
+        edge_credential=(mint_service_token(EDGE, "auth", internal_secret, ttl=EDGE_TOKEN_TTL_SECONDS)
+                         if ext_authz else ""),
         host=HOST, http_port=ports.envoy_http, admin_port=ports.envoy_admin, authz_timeout=authz_timeout,
         max_body_bytes=MAX_BODY_BYTES, max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         ext_authz=ext_authz, trace_percent=round(trace_sampling * 100, 4),
-        lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=GATEWAY_DIR / "llmaas.pb",
+        lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=DESCRIPTOR,
         grpc_clusters=[("auth", [up.auth_replica(i) for i in range(auth_replicas)]),
                        ("router", [up.service("router")]), ("catalog", [up.service("catalog")]),
                        ("guard", [up.service("guard")]), ("metering", [up.service("metering")]),
@@ -68,12 +112,14 @@ def _ready(ports: StackPorts) -> bool:
 
 
 def envoy_component(data_dir: Path, ports: StackPorts, auth_replicas: int = 1,
-                    trace_sampling: float = DEFAULT_TRACE_SAMPLING) -> Component:
+                    trace_sampling: float = DEFAULT_TRACE_SAMPLING, *, internal_secret: str) -> Component:
     config = data_dir / "envoy" / "envoy.yaml"
 
     def prepare() -> None:
+        # Holds the edge's credential: the data directory and what the stack writes in it are the owner's only.
         config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(render_config(ports, auth_replicas=auth_replicas, trace_sampling=trace_sampling))
+        config.write_text(render_config(ports, auth_replicas=auth_replicas, trace_sampling=trace_sampling,
+                                        internal_secret=internal_secret))
 
     return Component(
         name="envoy",

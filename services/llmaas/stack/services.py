@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from llmaas.common.server import REFLECTION_ENV
 from llmaas.common.telemetry import DEFAULT_TRACE_SAMPLING, sampler_env
 from llmaas.stack.component import Component
 from llmaas.stack.paths import GUARD_TRITON_MODEL
@@ -57,9 +58,11 @@ def service_components(
     auth_replicas: int = 1,
     triton_replicas: int = 1,
     trace_sampling: float = DEFAULT_TRACE_SAMPLING,
+    grpc_reflection: bool = False,
 ) -> list[Component]:
     """`trace_sampling`: the share of requests a service traces when it is the first hop (a direct gRPC caller that
-    sent no traceparent); behind Envoy every service follows the edge's decision."""
+    sent no traceparent); behind Envoy every service follows the edge's decision. `grpc_reflection`: the services
+    serve gRPC reflection (llmaas.common.server.REFLECTION_ENV)."""
     # LLMAAS_TRITON_GRPC is replica 1 (the guard's classifier, and the router's and catalog's default); the
     # catalog learns every replica from LLMAAS_TRITON_POOLS.
     triton = f"{HOST}:{ports.triton_grpc}"
@@ -92,7 +95,8 @@ def service_components(
             name=component,
             argv=[sys.executable, "-m", f"llmaas.{service}"],
             env={"LLMAAS_GRPC_PORT": str(port), "OTEL_SERVICE_NAME": service, "PYTHONUNBUFFERED": "1",
-                 "LLMAAS_INTERNAL_SECRET": internal_secret, **telemetry, **specific[service]},
+                 "LLMAAS_INTERNAL_SECRET": internal_secret, **telemetry, **specific[service],
+                 **({REFLECTION_ENV: "1"} if grpc_reflection else {})},
             ready=lambda addr=addr: grpc_healthy(addr),
             # The catalog is healthy once it has read Triton's model index: as long as Triton takes to load.
             ready_timeout=TRITON_READY_TIMEOUT if service == "catalog" else 30.0,

@@ -40,6 +40,8 @@ class StackOptions:
     triton_replicas: int = 1
     # Share of requests traced end to end, decided at the edge (README "Tracing"); 0 when Jaeger does not run.
     trace_sampling: float = DEFAULT_TRACE_SAMPLING
+    # gRPC reflection on the services' ports: off unless asked for (`--grpc-reflection`).
+    grpc_reflection: bool = False
 
 
 class PortTaken(StartError):
@@ -157,9 +159,10 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
                             catalog_files=options.catalog_files, otlp_endpoint=otlp_grpc,
                             guard_mode=options.guard_mode, guard_classifier=options.guard_classifier,
                             auth_replicas=options.auth_replicas, triton_replicas=options.triton_replicas,
-                            trace_sampling=trace_sampling),
+                            trace_sampling=trace_sampling, grpc_reflection=options.grpc_reflection),
     ])
-    supervisor.start_stage([envoy_component(data_dir, ports, options.auth_replicas, trace_sampling)])
+    supervisor.start_stage([envoy_component(data_dir, ports, options.auth_replicas, trace_sampling,
+                                            internal_secret=secret)])
 
     stack = {
         "base_url": f"http://127.0.0.1:{ports.envoy_http}/v1",

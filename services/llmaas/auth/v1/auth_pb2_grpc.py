@@ -37,11 +37,6 @@ class AuthServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Authenticate = channel.unary_unary(
-                '/llmaas.auth.v1.AuthService/Authenticate',
-                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.AuthenticateRequest.SerializeToString,
-                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.AuthenticateResponse.FromString,
-                _registered_method=True)
         self.CreateTenant = channel.unary_unary(
                 '/llmaas.auth.v1.AuthService/CreateTenant',
                 request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CreateTenantRequest.SerializeToString,
@@ -97,16 +92,6 @@ class AuthServiceStub:
                 request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.VerifyAuditChainRequest.SerializeToString,
                 response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.VerifyAuditChainResponse.FromString,
                 _registered_method=True)
-        self.RecordRequest = channel.unary_unary(
-                '/llmaas.auth.v1.AuthService/RecordRequest',
-                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestRequest.SerializeToString,
-                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestResponse.FromString,
-                _registered_method=True)
-        self.RecordRequests = channel.unary_unary(
-                '/llmaas.auth.v1.AuthService/RecordRequests',
-                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsRequest.SerializeToString,
-                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsResponse.FromString,
-                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -114,14 +99,6 @@ class AuthServiceServicer:
     (ext_authz) for every REST request. The admin RPCs accept the platform admin token (bearer, direct gRPC) or the
     signed identity ext_authz injects for /admin/v1 (platform admin, or a tenant admin key for its own tenant).
     """
-
-    def Authenticate(self, request, context):
-        """Verifies an API key presented by a direct gRPC caller (the router asks on their behalf). UNAUTHENTICATED when it
-        is missing, unknown, expired or revoked. Leaves an audit record, like ext_authz.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
 
     def CreateTenant(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -195,31 +172,9 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def RecordRequest(self, request, context):
-        """Internal: the router records how a request it served ended (model, status, tokens). Needs the caller's signed
-        identity; idempotent by request id. The same as RecordRequests with one record.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def RecordRequests(self, request, context):
-        """Internal: the router's records of how requests ended, in one batch, written in one transaction. Each record carries
-        its own caller's signed identity: a record whose identity does not verify is refused alone, the others are
-        written. Idempotent by request id: a record already stored, or repeated in the batch, is skipped.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Authenticate': grpc.unary_unary_rpc_method_handler(
-                    servicer.Authenticate,
-                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.AuthenticateRequest.FromString,
-                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.AuthenticateResponse.SerializeToString,
-            ),
             'CreateTenant': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTenant,
                     request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CreateTenantRequest.FromString,
@@ -275,16 +230,6 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.VerifyAuditChainRequest.FromString,
                     response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.VerifyAuditChainResponse.SerializeToString,
             ),
-            'RecordRequest': grpc.unary_unary_rpc_method_handler(
-                    servicer.RecordRequest,
-                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestRequest.FromString,
-                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestResponse.SerializeToString,
-            ),
-            'RecordRequests': grpc.unary_unary_rpc_method_handler(
-                    servicer.RecordRequests,
-                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsRequest.FromString,
-                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsResponse.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'llmaas.auth.v1.AuthService', rpc_method_handlers)
@@ -298,33 +243,6 @@ class AuthService:
     (ext_authz) for every REST request. The admin RPCs accept the platform admin token (bearer, direct gRPC) or the
     signed identity ext_authz injects for /admin/v1 (platform admin, or a tenant admin key for its own tenant).
     """
-
-    @staticmethod
-    def Authenticate(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/llmaas.auth.v1.AuthService/Authenticate',
-            llmaas_dot_auth_dot_v1_dot_auth__pb2.AuthenticateRequest.SerializeToString,
-            llmaas_dot_auth_dot_v1_dot_auth__pb2.AuthenticateResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def CreateTenant(request,
@@ -623,6 +541,126 @@ class AuthService:
             metadata,
             _registered_method=True)
 
+
+class AuthInternalServiceStub:
+    """Auth's internal RPCs, for the router only (a service credential: llmaas.common.service_auth);
+    never routed by the gateway. Envoy's ext_authz calls envoy.service.auth.v3.Authorization
+    on the same port, with the edge's own credential.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Authenticate = channel.unary_unary(
+                '/llmaas.auth.v1.AuthInternalService/Authenticate',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.AuthenticateRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.AuthenticateResponse.FromString,
+                _registered_method=True)
+        self.RecordRequest = channel.unary_unary(
+                '/llmaas.auth.v1.AuthInternalService/RecordRequest',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestResponse.FromString,
+                _registered_method=True)
+        self.RecordRequests = channel.unary_unary(
+                '/llmaas.auth.v1.AuthInternalService/RecordRequests',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsResponse.FromString,
+                _registered_method=True)
+
+
+class AuthInternalServiceServicer:
+    """Auth's internal RPCs, for the router only (a service credential: llmaas.common.service_auth);
+    never routed by the gateway. Envoy's ext_authz calls envoy.service.auth.v3.Authorization
+    on the same port, with the edge's own credential.
+    """
+
+    def Authenticate(self, request, context):
+        """Verifies an API key presented by a direct gRPC caller (the router asks on their behalf). UNAUTHENTICATED when it
+        is missing, unknown, expired or revoked. Leaves an audit record, like ext_authz.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordRequest(self, request, context):
+        """The router records how a request it served ended (model, status, tokens). Needs the caller's signed
+        identity; idempotent by request id. The same as RecordRequests with one record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordRequests(self, request, context):
+        """The router's records of how requests ended, in one batch, written in one transaction. Each record carries
+        its own caller's signed identity: a record whose identity does not verify is refused alone, the others are
+        written. Idempotent by request id: a record already stored, or repeated in the batch, is skipped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuthInternalServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Authenticate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Authenticate,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.AuthenticateRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.AuthenticateResponse.SerializeToString,
+            ),
+            'RecordRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRequest,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestResponse.SerializeToString,
+            ),
+            'RecordRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRequests,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'llmaas.auth.v1.AuthInternalService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('llmaas.auth.v1.AuthInternalService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AuthInternalService:
+    """Auth's internal RPCs, for the router only (a service credential: llmaas.common.service_auth);
+    never routed by the gateway. Envoy's ext_authz calls envoy.service.auth.v3.Authorization
+    on the same port, with the edge's own credential.
+    """
+
+    @staticmethod
+    def Authenticate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.auth.v1.AuthInternalService/Authenticate',
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.AuthenticateRequest.SerializeToString,
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.AuthenticateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
     @staticmethod
     def RecordRequest(request,
             target,
@@ -637,7 +675,7 @@ class AuthService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmaas.auth.v1.AuthService/RecordRequest',
+            '/llmaas.auth.v1.AuthInternalService/RecordRequest',
             llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestRequest.SerializeToString,
             llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestResponse.FromString,
             options,
@@ -664,7 +702,7 @@ class AuthService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmaas.auth.v1.AuthService/RecordRequests',
+            '/llmaas.auth.v1.AuthInternalService/RecordRequests',
             llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsRequest.SerializeToString,
             llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsResponse.FromString,
             options,

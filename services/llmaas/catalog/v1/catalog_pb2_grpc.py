@@ -50,21 +50,6 @@ class CatalogServiceStub:
                 request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListLifecycleRequest.SerializeToString,
                 response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListLifecycleResponse.FromString,
                 _registered_method=True)
-        self.ResolveModel = channel.unary_unary(
-                '/llmaas.catalog.v1.CatalogService/ResolveModel',
-                request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelRequest.SerializeToString,
-                response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelResponse.FromString,
-                _registered_method=True)
-        self.WatchCatalog = channel.unary_stream(
-                '/llmaas.catalog.v1.CatalogService/WatchCatalog',
-                request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogRequest.SerializeToString,
-                response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.CatalogRevision.FromString,
-                _registered_method=True)
-        self.ReportReplicaFailure = channel.unary_unary(
-                '/llmaas.catalog.v1.CatalogService/ReportReplicaFailure',
-                request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureRequest.SerializeToString,
-                response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureResponse.FromString,
-                _registered_method=True)
 
 
 class CatalogServiceServicer:
@@ -94,34 +79,6 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ResolveModel(self, request, context):
-        """Resolves a public model id or alias to what the router needs to dispatch. NOT_FOUND (model_not_found) when the
-        model is unknown or not deployed, UNAVAILABLE (model_unavailable, with Retry-After) when it is deployed but none
-        of its replicas is ready now (crashed, reloading), model_retired when its life is over (unless the caller's tenant opted
-        in to being served by its successor, and a model of its migration chain is served).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def WatchCatalog(self, request, context):
-        """Internal (never routed by the gateway): a revision now, then a new one whenever what ResolveModel answers may
-        have changed (the catalogue reloaded, the set of models Triton serves changed), and the same one again every
-        `heartbeat_seconds` while nothing changes. The router caches resolutions while it is subscribed.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ReportReplicaFailure(self, request, context):
-        """Internal (never routed by the gateway): the router saw a model's instance on a replica die (Triton's Python
-        backend answers "Stub process ... is not healthy" while its repository index and ModelReady still say READY).
-        The catalog takes it out of the served set at once and reloads it there through Triton's repository API.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,21 +96,6 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.ListLifecycle,
                     request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListLifecycleRequest.FromString,
                     response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ListLifecycleResponse.SerializeToString,
-            ),
-            'ResolveModel': grpc.unary_unary_rpc_method_handler(
-                    servicer.ResolveModel,
-                    request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelRequest.FromString,
-                    response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelResponse.SerializeToString,
-            ),
-            'WatchCatalog': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchCatalog,
-                    request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogRequest.FromString,
-                    response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.CatalogRevision.SerializeToString,
-            ),
-            'ReportReplicaFailure': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReportReplicaFailure,
-                    request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureRequest.FromString,
-                    response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -248,6 +190,100 @@ class CatalogService:
             metadata,
             _registered_method=True)
 
+
+class CatalogInternalServiceStub:
+    """The catalogue's internal RPCs, for the router only (a service credential: llmaas.common.service_auth);
+    never routed by the gateway.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ResolveModel = channel.unary_unary(
+                '/llmaas.catalog.v1.CatalogInternalService/ResolveModel',
+                request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelRequest.SerializeToString,
+                response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelResponse.FromString,
+                _registered_method=True)
+        self.WatchCatalog = channel.unary_stream(
+                '/llmaas.catalog.v1.CatalogInternalService/WatchCatalog',
+                request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogRequest.SerializeToString,
+                response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.CatalogRevision.FromString,
+                _registered_method=True)
+        self.ReportReplicaFailure = channel.unary_unary(
+                '/llmaas.catalog.v1.CatalogInternalService/ReportReplicaFailure',
+                request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureRequest.SerializeToString,
+                response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureResponse.FromString,
+                _registered_method=True)
+
+
+class CatalogInternalServiceServicer:
+    """The catalogue's internal RPCs, for the router only (a service credential: llmaas.common.service_auth);
+    never routed by the gateway.
+    """
+
+    def ResolveModel(self, request, context):
+        """Resolves a public model id or alias to what the router needs to dispatch (the caller's signed identity
+        comes with it: a `serve_successor` its tenant did not opt in to is refused). NOT_FOUND (model_not_found) when the
+        model is unknown or not deployed, UNAVAILABLE (model_unavailable, with Retry-After) when it is deployed but none
+        of its replicas is ready now (crashed, reloading), model_retired when its life is over (unless the caller's tenant opted
+        in to being served by its successor, and a model of its migration chain is served).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchCatalog(self, request, context):
+        """A revision now, then a new one whenever what ResolveModel answers may
+        have changed (the catalogue reloaded, the set of models Triton serves changed), and the same one again every
+        `heartbeat_seconds` while nothing changes. The router caches resolutions while it is subscribed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportReplicaFailure(self, request, context):
+        """The router saw a model's instance on a replica die (Triton's Python
+        backend answers "Stub process ... is not healthy" while its repository index and ModelReady still say READY).
+        The catalog takes it out of the served set at once and reloads it there through Triton's repository API.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CatalogInternalServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ResolveModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveModel,
+                    request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelRequest.FromString,
+                    response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelResponse.SerializeToString,
+            ),
+            'WatchCatalog': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCatalog,
+                    request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogRequest.FromString,
+                    response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.CatalogRevision.SerializeToString,
+            ),
+            'ReportReplicaFailure': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportReplicaFailure,
+                    request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureRequest.FromString,
+                    response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'llmaas.catalog.v1.CatalogInternalService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('llmaas.catalog.v1.CatalogInternalService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class CatalogInternalService:
+    """The catalogue's internal RPCs, for the router only (a service credential: llmaas.common.service_auth);
+    never routed by the gateway.
+    """
+
     @staticmethod
     def ResolveModel(request,
             target,
@@ -262,7 +298,7 @@ class CatalogService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmaas.catalog.v1.CatalogService/ResolveModel',
+            '/llmaas.catalog.v1.CatalogInternalService/ResolveModel',
             llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelRequest.SerializeToString,
             llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ResolveModelResponse.FromString,
             options,
@@ -289,7 +325,7 @@ class CatalogService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/llmaas.catalog.v1.CatalogService/WatchCatalog',
+            '/llmaas.catalog.v1.CatalogInternalService/WatchCatalog',
             llmaas_dot_catalog_dot_v1_dot_catalog__pb2.WatchCatalogRequest.SerializeToString,
             llmaas_dot_catalog_dot_v1_dot_catalog__pb2.CatalogRevision.FromString,
             options,
@@ -316,7 +352,7 @@ class CatalogService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmaas.catalog.v1.CatalogService/ReportReplicaFailure',
+            '/llmaas.catalog.v1.CatalogInternalService/ReportReplicaFailure',
             llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureRequest.SerializeToString,
             llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureResponse.FromString,
             options,

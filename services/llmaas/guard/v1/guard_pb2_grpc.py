@@ -35,11 +35,6 @@ class GuardServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.CheckPrompt = channel.unary_unary(
-                '/llmaas.guard.v1.GuardService/CheckPrompt',
-                request_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptRequest.SerializeToString,
-                response_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptResponse.FromString,
-                _registered_method=True)
         self.GetTenantPolicy = channel.unary_unary(
                 '/llmaas.guard.v1.GuardService/GetTenantPolicy',
                 request_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.GetTenantPolicyRequest.SerializeToString,
@@ -55,12 +50,6 @@ class GuardServiceStub:
 class GuardServiceServicer:
     """Prompt security: every prompt (user messages, tool results, documents) is checked before it reaches a model.
     """
-
-    def CheckPrompt(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
 
     def GetTenantPolicy(self, request, context):
         """Admin (admin token in `authorization`): a tenant's guard mode and threshold.
@@ -78,11 +67,6 @@ class GuardServiceServicer:
 
 def add_GuardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'CheckPrompt': grpc.unary_unary_rpc_method_handler(
-                    servicer.CheckPrompt,
-                    request_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptRequest.FromString,
-                    response_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptResponse.SerializeToString,
-            ),
             'GetTenantPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTenantPolicy,
                     request_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.GetTenantPolicyRequest.FromString,
@@ -104,33 +88,6 @@ def add_GuardServiceServicer_to_server(servicer, server):
 class GuardService:
     """Prompt security: every prompt (user messages, tool results, documents) is checked before it reaches a model.
     """
-
-    @staticmethod
-    def CheckPrompt(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/llmaas.guard.v1.GuardService/CheckPrompt',
-            llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptRequest.SerializeToString,
-            llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def GetTenantPolicy(request,
@@ -176,6 +133,87 @@ class GuardService:
             '/llmaas.guard.v1.GuardService/SetTenantPolicy',
             llmaas_dot_guard_dot_v1_dot_guard__pb2.SetTenantPolicyRequest.SerializeToString,
             llmaas_dot_guard_dot_v1_dot_guard__pb2.SetTenantPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class GuardInternalServiceStub:
+    """The guard's internal RPC, for the router only (a service credential: llmaas.common.service_auth);
+    never routed by the gateway. The caller's signed identity (x-llmaas-identity) must name the
+    body's tenant and request id.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CheckPrompt = channel.unary_unary(
+                '/llmaas.guard.v1.GuardInternalService/CheckPrompt',
+                request_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptRequest.SerializeToString,
+                response_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptResponse.FromString,
+                _registered_method=True)
+
+
+class GuardInternalServiceServicer:
+    """The guard's internal RPC, for the router only (a service credential: llmaas.common.service_auth);
+    never routed by the gateway. The caller's signed identity (x-llmaas-identity) must name the
+    body's tenant and request id.
+    """
+
+    def CheckPrompt(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_GuardInternalServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CheckPrompt': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckPrompt,
+                    request_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptRequest.FromString,
+                    response_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'llmaas.guard.v1.GuardInternalService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('llmaas.guard.v1.GuardInternalService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class GuardInternalService:
+    """The guard's internal RPC, for the router only (a service credential: llmaas.common.service_auth);
+    never routed by the gateway. The caller's signed identity (x-llmaas-identity) must name the
+    body's tenant and request id.
+    """
+
+    @staticmethod
+    def CheckPrompt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.guard.v1.GuardInternalService/CheckPrompt',
+            llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptRequest.SerializeToString,
+            llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptResponse.FromString,
             options,
             channel_credentials,
             insecure,

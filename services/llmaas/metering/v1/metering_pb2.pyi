@@ -60,20 +60,22 @@ class ReserveResponse(_message.Message):
     def __init__(self, granted: _Optional[bool] = ..., headers: _Optional[_Iterable[_Union[ResponseHeader, _Mapping]]] = ..., replay: _Optional[bool] = ...) -> None: ...
 
 class SettleRequest(_message.Message):
-    __slots__ = ("request_id", "prompt_tokens", "completion_tokens", "outcome", "reasoning_tokens", "audio_ms")
+    __slots__ = ("request_id", "prompt_tokens", "completion_tokens", "outcome", "reasoning_tokens", "audio_ms", "identity")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     AUDIO_MS_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     prompt_tokens: int
     completion_tokens: int
     outcome: str
     reasoning_tokens: int
     audio_ms: int
-    def __init__(self, request_id: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., outcome: _Optional[str] = ..., reasoning_tokens: _Optional[int] = ..., audio_ms: _Optional[int] = ...) -> None: ...
+    identity: str
+    def __init__(self, request_id: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., outcome: _Optional[str] = ..., reasoning_tokens: _Optional[int] = ..., audio_ms: _Optional[int] = ..., identity: _Optional[str] = ...) -> None: ...
 
 class SettleResponse(_message.Message):
     __slots__ = ("recorded", "cost_eur", "capped", "refused_prompt_tokens", "refused_completion_tokens", "refused_reasoning_tokens", "refused_audio_ms")

@@ -28,8 +28,9 @@ if _version_not_supported:
 class MeteringServiceStub:
     """Usage metering, prices and limits. The router reserves the worst case before dispatch (RESOURCE_EXHAUSTED, i.e.
     HTTP 429, when a limit or the budget would be passed) and settles the backend's real usage after it. Settlement is
-    idempotent by request id, so a retried hand-off never counts twice. Reserve and Settle are internal (never routed
-    by the gateway); the others are the admin API (platform admin; a tenant admin for its own tenant's usage and tier).
+    idempotent by request id, so a retried hand-off never counts twice. This is the admin API
+    (platform admin; a tenant admin for its own tenant's usage and tier); reserving and settling are
+    MeteringInternalService's.
     """
 
     def __init__(self, channel):
@@ -38,21 +39,6 @@ class MeteringServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Reserve = channel.unary_unary(
-                '/llmaas.metering.v1.MeteringService/Reserve',
-                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveRequest.SerializeToString,
-                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveResponse.FromString,
-                _registered_method=True)
-        self.Settle = channel.unary_unary(
-                '/llmaas.metering.v1.MeteringService/Settle',
-                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleRequest.SerializeToString,
-                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleResponse.FromString,
-                _registered_method=True)
-        self.SettleBatch = channel.unary_unary(
-                '/llmaas.metering.v1.MeteringService/SettleBatch',
-                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.SerializeToString,
-                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.FromString,
-                _registered_method=True)
         self.GetUsage = channel.unary_unary(
                 '/llmaas.metering.v1.MeteringService/GetUsage',
                 request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.GetUsageRequest.SerializeToString,
@@ -83,30 +69,10 @@ class MeteringServiceStub:
 class MeteringServiceServicer:
     """Usage metering, prices and limits. The router reserves the worst case before dispatch (RESOURCE_EXHAUSTED, i.e.
     HTTP 429, when a limit or the budget would be passed) and settles the backend's real usage after it. Settlement is
-    idempotent by request id, so a retried hand-off never counts twice. Reserve and Settle are internal (never routed
-    by the gateway); the others are the admin API (platform admin; a tenant admin for its own tenant's usage and tier).
+    idempotent by request id, so a retried hand-off never counts twice. This is the admin API
+    (platform admin; a tenant admin for its own tenant's usage and tier); reserving and settling are
+    MeteringInternalService's.
     """
-
-    def Reserve(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Settle(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def SettleBatch(self, request, context):
-        """Many settlements in one call and one ledger transaction (the router gathers them for a few milliseconds). Each
-        item is settled exactly as Settle would (idempotent by request id); one item's failure never fails the others.
-        The call itself fails (UNAVAILABLE, to be retried whole) only when the ledger could not be written at all.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
 
     def GetUsage(self, request, context):
         """Settled usage of a tenant, per key, model, day or month: tokens by type, cost and estimated energy.
@@ -143,21 +109,6 @@ class MeteringServiceServicer:
 
 def add_MeteringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Reserve': grpc.unary_unary_rpc_method_handler(
-                    servicer.Reserve,
-                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveRequest.FromString,
-                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveResponse.SerializeToString,
-            ),
-            'Settle': grpc.unary_unary_rpc_method_handler(
-                    servicer.Settle,
-                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleRequest.FromString,
-                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleResponse.SerializeToString,
-            ),
-            'SettleBatch': grpc.unary_unary_rpc_method_handler(
-                    servicer.SettleBatch,
-                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.FromString,
-                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.SerializeToString,
-            ),
             'GetUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUsage,
                     request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.GetUsageRequest.FromString,
@@ -194,90 +145,10 @@ def add_MeteringServiceServicer_to_server(servicer, server):
 class MeteringService:
     """Usage metering, prices and limits. The router reserves the worst case before dispatch (RESOURCE_EXHAUSTED, i.e.
     HTTP 429, when a limit or the budget would be passed) and settles the backend's real usage after it. Settlement is
-    idempotent by request id, so a retried hand-off never counts twice. Reserve and Settle are internal (never routed
-    by the gateway); the others are the admin API (platform admin; a tenant admin for its own tenant's usage and tier).
+    idempotent by request id, so a retried hand-off never counts twice. This is the admin API
+    (platform admin; a tenant admin for its own tenant's usage and tier); reserving and settling are
+    MeteringInternalService's.
     """
-
-    @staticmethod
-    def Reserve(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/llmaas.metering.v1.MeteringService/Reserve',
-            llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveRequest.SerializeToString,
-            llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Settle(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/llmaas.metering.v1.MeteringService/Settle',
-            llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleRequest.SerializeToString,
-            llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def SettleBatch(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/llmaas.metering.v1.MeteringService/SettleBatch',
-            llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.SerializeToString,
-            llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def GetUsage(request,
@@ -404,6 +275,179 @@ class MeteringService:
             '/llmaas.metering.v1.MeteringService/ListPrices',
             llmaas_dot_metering_dot_v1_dot_metering__pb2.ListPricesRequest.SerializeToString,
             llmaas_dot_metering_dot_v1_dot_metering__pb2.ListPricesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class MeteringInternalServiceStub:
+    """Metering's internal RPCs, for the router only (a service credential: llmaas.common.service_auth);
+    never routed by the gateway. Each acts for a tenant: the caller's signed identity, bound to
+    the request id, comes with it (Reserve, Settle: the x-llmaas-identity metadata, whose tenant, key and quotas
+    must be the body's; SettleBatch: each item's `identity`).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Reserve = channel.unary_unary(
+                '/llmaas.metering.v1.MeteringInternalService/Reserve',
+                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveRequest.SerializeToString,
+                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveResponse.FromString,
+                _registered_method=True)
+        self.Settle = channel.unary_unary(
+                '/llmaas.metering.v1.MeteringInternalService/Settle',
+                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleRequest.SerializeToString,
+                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleResponse.FromString,
+                _registered_method=True)
+        self.SettleBatch = channel.unary_unary(
+                '/llmaas.metering.v1.MeteringInternalService/SettleBatch',
+                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.SerializeToString,
+                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.FromString,
+                _registered_method=True)
+
+
+class MeteringInternalServiceServicer:
+    """Metering's internal RPCs, for the router only (a service credential: llmaas.common.service_auth);
+    never routed by the gateway. Each acts for a tenant: the caller's signed identity, bound to
+    the request id, comes with it (Reserve, Settle: the x-llmaas-identity metadata, whose tenant, key and quotas
+    must be the body's; SettleBatch: each item's `identity`).
+    """
+
+    def Reserve(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Settle(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SettleBatch(self, request, context):
+        """Many settlements in one call and one ledger transaction (the router gathers them for a few milliseconds). Each
+        item is settled exactly as Settle would (idempotent by request id); one item's failure never fails the others.
+        The call itself fails (UNAVAILABLE, to be retried whole) only when the ledger could not be written at all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_MeteringInternalServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Reserve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reserve,
+                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveRequest.FromString,
+                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveResponse.SerializeToString,
+            ),
+            'Settle': grpc.unary_unary_rpc_method_handler(
+                    servicer.Settle,
+                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleRequest.FromString,
+                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleResponse.SerializeToString,
+            ),
+            'SettleBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleBatch,
+                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.FromString,
+                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'llmaas.metering.v1.MeteringInternalService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('llmaas.metering.v1.MeteringInternalService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class MeteringInternalService:
+    """Metering's internal RPCs, for the router only (a service credential: llmaas.common.service_auth);
+    never routed by the gateway. Each acts for a tenant: the caller's signed identity, bound to
+    the request id, comes with it (Reserve, Settle: the x-llmaas-identity metadata, whose tenant, key and quotas
+    must be the body's; SettleBatch: each item's `identity`).
+    """
+
+    @staticmethod
+    def Reserve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.metering.v1.MeteringInternalService/Reserve',
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveRequest.SerializeToString,
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Settle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.metering.v1.MeteringInternalService/Settle',
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleRequest.SerializeToString,
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.metering.v1.MeteringInternalService/SettleBatch',
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.SerializeToString,
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

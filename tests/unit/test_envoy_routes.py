@@ -1,0 +1,43 @@
+"""The edge's routes come from the descriptor (llmaas.stack.envoy.transcoded_routes): every public REST operation has
+exactly one route, to its package's service, and no internal service is routed or transcoded."""
+
+from __future__ import annotations
+
+import yaml
+from llmaas.common.service_auth import INTERNAL_CALLERS
+from llmaas.stack import envoy
+from llmaas.stack.ports import StackPorts
+
+
+def _hcm(config: str) -> dict:
+    return yaml.safe_load(config)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def test_one_route_per_annotated_method_to_its_packages_cluster():
+    routes, services = envoy.transcoded_routes()
+    paths = {r.path: r.cluster for r in routes}
+    assert len(paths) == len(routes)
+    assert paths["/llmaas.router.v1.RouterService/ChatCompletionsHttp"] == "router"
+    assert paths["/llmaas.catalog.v1.CatalogService/ListModels"] == "catalog"
+    assert paths["/llmaas.auth.v1.AuthService/CreateApiKey"] == "auth"
+    assert paths["/llmaas.guard.v1.GuardService/SetTenantPolicy"] == "guard"
+    assert paths["/llmaas.metering.v1.MeteringService/GetUsage"] == "metering"
+    assert all(path.split("/")[1].split(".")[1] == cluster for path, cluster in paths.items())
+    # Typed gRPC methods (no REST annotation) and every internal service: no route.
+    assert "/llmaas.router.v1.RouterService/CreateChatCompletion" not in paths
+    assert not set(services) & set(INTERNAL_CALLERS)
+    assert not [p for p in paths if p.split("/")[1] in INTERNAL_CALLERS]
+
+
+def test_the_rendered_config_routes_and_transcodes_exactly_those():
+    hcm = _hcm(envoy.render_config(StackPorts(20000), internal_secret="s" * 32))
+    routes, services = envoy.transcoded_routes()
+    exact = {r["match"]["path"]: r["route"]["cluster"] for r in hcm["route_config"]["virtual_hosts"][0]["routes"]
+             if "path" in r["match"] and r["match"]["path"].startswith("/llmaas.")}
+    assert exact == {r.path: r.cluster for r in routes}
+    [transcoder] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.grpc_json_transcoder"]
+    assert transcoder["typed_config"]["services"] == services
+    [authz] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"]
+    [credential] = authz["typed_config"]["grpc_service"]["initial_metadata"]
+    assert credential["key"] == "x-llmaas-service" and credential["value"].startswith("s1.")
+    assert hcm["route_config"]["virtual_hosts"][0]["request_headers_to_remove"] == ["x-llmaas-service"]
