@@ -4,16 +4,20 @@ callers): who is calling, may this credential call this API, and the audit recor
 - Model API (/v1/...): an application key (role `key`), active (not revoked, not expired).
 - Admin API (/admin/v1/...): the platform admin token, or a tenant admin key (role `tenant_admin`), which the admin
   RPCs then confine to its own tenant.
+
+A failed authentication (401) is limited per client address and audited as a count (llmaas.auth.abuse); every other
+outcome has its own audit record.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 from opentelemetry import trace
 
-from llmaas.auth.audit import AuditLog, AuditRecord
+from llmaas.auth.abuse import DenialTally, FailureLimiter, rate_limited
+from llmaas.auth.audit import AuditLog, AuditRecord, AuditUnavailable
 from llmaas.auth.sso import SsoVerifier, looks_like_jwt
 from llmaas.auth.store import Denial, KeyStore
 from llmaas.common.errors import ApiError
@@ -66,11 +70,14 @@ def current_trace_id(fallback_traceparent: str = "") -> str:
 
 
 class Authorizer:
-    def __init__(self, store: KeyStore, audit: AuditLog, admin_token: str, sso: SsoVerifier | None = None) -> None:
+    def __init__(self, store: KeyStore, audit: AuditLog, admin_token: str, sso: SsoVerifier | None = None, *,
+                 limiter: FailureLimiter | None = None, tally: DenialTally | None = None) -> None:
         self._store = store
         self._audit = audit
         self._admin_token = admin_token
         self._sso = sso
+        self._limiter = FailureLimiter() if limiter is None else limiter
+        self._tally = DenialTally(audit) if tally is None else tally
 
     def _decide(self, token: str | None, admin_api: bool) -> Identity | ApiError:
         if not token:
@@ -98,6 +105,8 @@ class Authorizer:
                                  endpoint=attempt.endpoint, status=HTTP_STATUS.get(decision.status, 401),
                                  client_address=attempt.client_address, trace_id=attempt.trace_id,
                                  request_id=attempt.request_id, detail=decision.code or "")
+            if decision.status == grpc.StatusCode.UNAUTHENTICATED:
+                return self._failed(decision, record)
         else:
             record = AuditRecord(tenant_id=decision.tenant_id, key_id=decision.key_id, actor=decision.key_id,
                                  action="request.authorized", endpoint=attempt.endpoint, status=200,
@@ -107,3 +116,24 @@ class Authorizer:
         if committed is not None:
             await committed
         return decision
+
+    def _failed(self, error: ApiError, record: AuditRecord) -> ApiError:
+        """A failed authentication: answered at once, 401 or past the address's budget 429, and counted for the
+        audit trail (no record, no write of its own). Still fail closed: no answer but 503 while the audit trail
+        cannot take records."""
+        reason = self._audit.refusal()
+        if reason is not None:
+            raise AuditUnavailable(reason)
+        wait = self._limiter.take(record.client_address)
+        if wait:
+            error = rate_limited(wait)
+            record = replace(record, status=429)
+        self._tally.count(record)
+        return error
+
+    def flush_failures(self) -> None:
+        """Hands the failed authentications counted so far to the audit log (tests; shutdown: `close`)."""
+        self._tally.flush()
+
+    async def close(self) -> None:
+        await self._tally.close()
