@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import ipaddress
 import math
 import time
@@ -50,7 +51,12 @@ OVERFLOW = "*"
 
 
 def rate_limited(retry_after: float) -> ApiError:
-    seconds = max(1, math.ceil(retry_after))
+    return _rate_limited(max(1, math.ceil(retry_after)))
+
+
+@functools.lru_cache(maxsize=64)
+def _rate_limited(seconds: int) -> ApiError:
+    """One error per Retry-After value (the same object each time: ext_authz keeps its answer)."""
     return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Too many failed authentication attempts from your address. "
                     f"Retry after {seconds} s; a valid API key is always accepted.", code="rate_limit_exceeded",
                     headers=(("retry-after", str(seconds)),))

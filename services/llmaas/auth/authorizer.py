@@ -11,7 +11,7 @@ outcome has its own audit record.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import grpc
 from opentelemetry import trace
@@ -69,6 +69,12 @@ def current_trace_id(fallback_traceparent: str = "") -> str:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
 
 
+def denied_record(attempt: Attempt, status: int, reason: str) -> AuditRecord:
+    return AuditRecord(tenant_id="", key_id="", actor="", action="request.denied", endpoint=attempt.endpoint,
+                       status=status, client_address=attempt.client_address, trace_id=attempt.trace_id,
+                       request_id=attempt.request_id, detail=reason)
+
+
 class Authorizer:
     def __init__(self, store: KeyStore, audit: AuditLog, admin_token: str, sso: SsoVerifier | None = None, *,
                  limiter: FailureLimiter | None = None, tally: DenialTally | None = None) -> None:
@@ -101,12 +107,9 @@ class Authorizer:
         log cannot take it, AuditUnavailable is raised and the caller fails closed."""
         decision = self._decide(token, admin_api)
         if isinstance(decision, ApiError):
-            record = AuditRecord(tenant_id="", key_id="", actor="", action="request.denied",
-                                 endpoint=attempt.endpoint, status=HTTP_STATUS.get(decision.status, 401),
-                                 client_address=attempt.client_address, trace_id=attempt.trace_id,
-                                 request_id=attempt.request_id, detail=decision.code or "")
             if decision.status == grpc.StatusCode.UNAUTHENTICATED:
-                return self._failed(decision, record)
+                return self._failed(decision, attempt)
+            record = denied_record(attempt, HTTP_STATUS.get(decision.status, 401), decision.code or "")
         else:
             record = AuditRecord(tenant_id=decision.tenant_id, key_id=decision.key_id, actor=decision.key_id,
                                  action="request.authorized", endpoint=attempt.endpoint, status=200,
@@ -117,18 +120,18 @@ class Authorizer:
             await committed
         return decision
 
-    def _failed(self, error: ApiError, record: AuditRecord) -> ApiError:
+    def _failed(self, error: ApiError, attempt: Attempt) -> ApiError:
         """A failed authentication: answered at once, 401 or past the address's budget 429, and counted for the
         audit trail (no record, no write of its own). Still fail closed: no answer but 503 while the audit trail
         cannot take records."""
-        reason = self._audit.refusal()
-        if reason is not None:
-            raise AuditUnavailable(reason)
-        wait = self._limiter.take(record.client_address)
+        refusal = self._audit.refusal()
+        if refusal is not None:
+            raise AuditUnavailable(refusal)
+        reason = error.code or ""
+        wait = self._limiter.take(attempt.client_address)
         if wait:
             error = rate_limited(wait)
-            record = replace(record, status=429)
-        self._tally.count(record)
+        self._tally.count(denied_record(attempt, 429 if wait else 401, reason))
         return error
 
     def flush_failures(self) -> None:

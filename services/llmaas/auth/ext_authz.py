@@ -11,6 +11,8 @@ timeout, makes Envoy answer 503 as well.
 
 from __future__ import annotations
 
+import functools
+
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
@@ -41,6 +43,13 @@ _HTTP_STATUS = {**HTTP_STATUS, **{s: HTTP_STATUS_BY_GRPC[s] for s in (grpc.Statu
 
 def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE)
+
+
+@functools.lru_cache(maxsize=64)
+def _denial(err: ApiError) -> external_auth_pb2.CheckResponse:
+    """_deny for the authorizer's errors, built once each: they are module constants (keyed by identity), and a
+    response is only serialized, never changed. Refusals are the cheap answer to a flood of bad keys."""
+    return _deny(err)
 
 
 def _deny(err: ApiError) -> external_auth_pb2.CheckResponse:
@@ -86,7 +95,7 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
         except AuditUnavailable as err:
             return _deny(err)
         if isinstance(decision, ApiError):
-            return _deny(decision)
+            return _denial(decision)
         span = trace.get_current_span()
         span.set_attribute("llmaas.tenant_id", decision.tenant_id)
         span.set_attribute("llmaas.key_id", decision.key_id)
