@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from envoy.service.auth.v3 import external_auth_pb2
 from google.rpc import code_pb2
-from llmaas.auth.abuse import OVERFLOW, DenialTally, FailureLimiter, bucket_of
+from llmaas.auth.abuse import OVERFLOW, DenialTally, FailureLimiter, bucket_of, client_host
 from llmaas.auth.audit import AuditLog, AuditRecord, AuditStore, canonical, chain_hash
 from llmaas.auth.authorizer import Authorizer
 from llmaas.auth.ext_authz import ExtAuthzServicer
@@ -59,9 +59,21 @@ def test_ipv6_addresses_share_a_bucket_per_64():
     assert bucket_of("::ffff:192.0.2.7") == "192.0.2.7"
     assert bucket_of("192.0.2.7") == "192.0.2.7"
     assert bucket_of("not-an-address:") == "not-an-address:"
+    # gRPC peers (direct callers): the port is not part of the address.
+    assert bucket_of("ipv4:192.0.2.7:51234") == "192.0.2.7"
+    assert bucket_of("ipv6:[2001:db8:1:2::9]:51234") == bucket_of("ipv6:%5B2001:db8:1:2::7%5D:1") == "2001:db8:1:2::/64"
     limiter = FailureLimiter(rate=1.0, burst=2, clock=FakeClock())
     assert limiter.take("2001:db8::1") == limiter.take("2001:db8::2") == 0.0
     assert limiter.take("2001:db8::3") > 0
+
+
+async def test_direct_callers_are_counted_by_host_not_by_connection(auth):
+    for port in range(40000, 40012):
+        await auth.check("garbage", address=f"ipv4:192.0.2.7:{port}")
+    rows = await auth.committed()
+    assert {(r["client_address"], r["status"]): r["count"] for r in rows} == {("192.0.2.7", 401): 5,
+                                                                              ("192.0.2.7", 429): 7}
+    assert client_host("ipv6:[::1]:5") == "::1" and client_host("10.0.0.1") == "10.0.0.1"
 
 
 def test_memory_is_bounded_whatever_the_addresses():

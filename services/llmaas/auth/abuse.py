@@ -62,8 +62,22 @@ def _rate_limited(seconds: int) -> ApiError:
                     headers=(("retry-after", str(seconds)),))
 
 
+def client_host(address: str) -> str:
+    """The host of a client address: Envoy gives a bare IP; a gRPC peer (direct callers, through the router's
+    Authenticate) is `ipv4:1.2.3.4:port` or `ipv6:[::1]:port` (brackets maybe %-encoded), whose port changes with
+    every connection and must not make a new budget."""
+    kind, colon, rest = address.partition(":")
+    if not colon or kind not in ("ipv4", "ipv6"):
+        return address
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or rest
+    rest = rest.replace("%5B", "[").replace("%5D", "]")
+    return rest[1:rest.index("]")] if rest.startswith("[") and "]" in rest else rest
+
+
 def bucket_of(address: str) -> str:
     """The bucket an address draws from: IPv4 as is, IPv6 by /64, an IPv4-mapped IPv6 address as its IPv4."""
+    address = client_host(address)
     if ":" not in address:
         return address
     try:
@@ -137,7 +151,9 @@ class DenialTally:
 
     def count(self, record: AuditRecord) -> None:
         """`record`: the request.denied record this request would have had on its own (reason in `detail`)."""
-        address = record.client_address
+        address = client_host(record.client_address)
+        if address != record.client_address:
+            record = replace(record, client_address=address)
         if address not in self._addresses:
             if len(self._addresses) >= self._max:
                 address = OVERFLOW
