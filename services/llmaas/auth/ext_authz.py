@@ -3,10 +3,10 @@
 Allow: the verified identity is injected as one signed header (overwriting anything the client sent) and
 `authorization` is removed, so no service behind Envoy ever sees the secret. Deny: 401 or 403 with an OpenAI-shaped
 body; 429 with Retry-After once an address has failed too often (llmaas.auth.abuse: only failures count, so a valid
-key is always served, and failures are audited as counts). The attempt's audit record is written behind (llmaas.auth.audit: durable within its bound; while the writer is
-behind that bound, Check waits for the record's commit). Fail closed: when the audit trail cannot take the record (its
-store failing, its backlog full), a 503 denial with Retry-After; any other error here, or no answer within Envoy's
-timeout, makes Envoy answer 503 as well.
+key is always served, and failures are audited as counts). The attempt's audit record is written behind
+(llmaas.auth.audit: durable within its bound; while the writer is behind that bound, Check waits for the record's
+commit). Fail closed: when the audit trail cannot take the record (its store failing, its backlog full), a 503
+denial with Retry-After; any other error here, or no answer within Envoy's timeout, makes Envoy answer 503 as well.
 """
 
 from __future__ import annotations
