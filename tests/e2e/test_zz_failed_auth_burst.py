@@ -10,6 +10,8 @@ Named test_zz_*: it spends 127.0.0.1's failure budget, and waits for it to refil
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import secrets
 import sqlite3
 import statistics
@@ -78,6 +80,18 @@ def _denied(db: Path, after_seq: int) -> tuple[int, int, int]:
     return rows, requests, last
 
 
+def _auth_cpu(stack) -> float:
+    """CPU seconds the auth replicas have used so far (Linux /proc)."""
+    total = 0
+    # stack.json's pids: kept current by the supervisor when it restarts a replica (an earlier test may have made it).
+    pids = json.loads((Path(stack["data_dir"]) / "stack.json").read_text())["pids"]
+    for name, pid in pids.items():
+        if name == "auth" or name.startswith("auth-"):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _p(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
@@ -89,7 +103,9 @@ def test_a_burst_of_invalid_keys_is_limited_and_counted_and_valid_keys_are_serve
     *_, start_seq = _denied(db, 0)
     with httpx.Client(timeout=30) as client:
         _valid(client, base_url, stack["api_key"], 10)  # warm-up (connections, caches)
+        cpu = _auth_cpu(stack)
         alone = _valid(client, base_url, stack["api_key"], BASELINE_REQUESTS)
+        cpu_per_valid = (_auth_cpu(stack) - cpu) / len(alone)
 
         statuses: list[int] = []
         retry_afters: set[str] = set()
@@ -103,7 +119,7 @@ def test_a_burst_of_invalid_keys_is_limited_and_counted_and_valid_keys_are_serve
 
         threads = [threading.Thread(target=attacker, args=(i * PER_ATTACKER,), daemon=True)
                    for i in range(ATTACKERS)]
-        t0 = time.monotonic()
+        t0, cpu = time.monotonic(), _auth_cpu(stack)
         for t in threads:
             t.start()
         done = threading.Event()
@@ -119,10 +135,13 @@ def test_a_burst_of_invalid_keys_is_limited_and_counted_and_valid_keys_are_serve
     while (found := _denied(db, start_seq))[1] < total and time.monotonic() < deadline:
         time.sleep(0.2)
     rows, requests, _ = found
+    # Auth's CPU for the refusals (their counts' commits included), less what the valid requests meanwhile cost.
+    cpu_per_refusal = (_auth_cpu(stack) - cpu - cpu_per_valid * len(during)) / total
     bound = BOUND_FACTOR * _p(alone, 99) + BOUND_SECONDS
     print(f"\nfailed-auth burst: {total} invalid-key requests from {ATTACKERS} connections in {burst_seconds:.1f} s: "
           f"{counted[401]} x 401, {counted[429]} x 429 (Retry-After {sorted(retry_afters)}); audit: {rows} records "
-          f"counting {requests} requests; valid key from the same address: alone p50 "
+          f"counting {requests} requests; auth CPU about {cpu_per_refusal * 1e6:.0f} us a refusal "
+          f"({cpu_per_valid * 1e6:.0f} us a valid request); valid key from the same address: alone p50 "
           f"{statistics.median(alone) * 1e3:.1f} ms, p99 {_p(alone, 99) * 1e3:.1f} ms ({len(alone)} requests); "
           f"during p50 {statistics.median(during) * 1e3:.1f} ms, p99 {_p(during, 99) * 1e3:.1f} ms, max "
           f"{max(during) * 1e3:.1f} ms ({len(during)} requests, 0 refused); bound {bound * 1e3:.0f} ms "
