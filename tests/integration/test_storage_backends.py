@@ -25,7 +25,7 @@ from llmaas.metering import tables as metering_tables
 from tests.support.auth_store import auth_engine, key_store
 from tests.support.postgres_server import fresh_database
 from tests.support.recollect import recollect
-from tests.unit import test_audit, test_auth_store, test_guard_service, test_ledger
+from tests.unit import test_audit, test_auth_abuse, test_auth_store, test_guard_service, test_ledger
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +35,7 @@ pytestmark = pytest.mark.integration
 recollect(globals(), {
     test_auth_store: ("engine", "clock", "store", "tenant"),
     test_audit: (),
+    test_auth_abuse: ("auth",),  # the aggregated records' counts, and the chain over them
     test_guard_service: ("servicer",),
     test_ledger: ("ledger",),
 })

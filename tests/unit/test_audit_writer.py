@@ -93,6 +93,7 @@ class Auth:
     async def close(self) -> None:
         self.store.failing = False
         self.store.open.set()
+        await self.authorizer.close()
         await self.log.close()
 
 
@@ -218,5 +219,7 @@ async def test_denials_are_audited_too(auth):
     auth.api_key = "sk-llmaas-0123456789abcdef-wrong"
     response = await auth.check()
     assert response.denied_response.status.code == 401
+    # Failed authentications are counted and written once per window (llmaas.auth.abuse): hand them over now.
+    auth.authorizer.flush_failures()
     await auth.log.flush()
     assert auth.actions() == ["request.denied"]

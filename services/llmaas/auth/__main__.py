@@ -12,6 +12,7 @@ from pathlib import Path
 
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
+from llmaas.auth import abuse
 from llmaas.auth.audit import DURABILITY_BOUND, AuditLog, AuditRecord, AuditStore
 from llmaas.auth.authorizer import Authorizer
 from llmaas.auth.ext_authz import ExtAuthzServicer
@@ -20,7 +21,7 @@ from llmaas.auth.servicer import AuthServicer
 from llmaas.auth.sso import SsoVerifier
 from llmaas.auth.store import KeyStore
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
-from llmaas.common.config import env_float, env_str, grpc_port, internal_secret
+from llmaas.common.config import ConfigError, env_float, env_int, env_str, grpc_port, internal_secret
 from llmaas.common.db import make_engine, migrate
 from llmaas.common.server import run_service, serve
 
@@ -48,6 +49,18 @@ def _sso() -> SsoVerifier | None:
     return SsoVerifier(url, env_str("LLMAAS_ADMIN_JWT_ISSUER"), env_str("LLMAAS_ADMIN_JWT_AUDIENCE"))
 
 
+def _failure_limits(audit: AuditLog) -> tuple[abuse.FailureLimiter, abuse.DenialTally]:
+    """Failed authentications: the per-address budget and the window their audit records aggregate."""
+    rate = env_float("LLMAAS_AUTH_FAILURE_RATE", abuse.FAILURE_RATE)
+    burst = env_int("LLMAAS_AUTH_FAILURE_BURST", abuse.FAILURE_BURST)
+    addresses = env_int("LLMAAS_AUTH_FAILURE_ADDRESSES", abuse.MAX_ADDRESSES)
+    window = env_float("LLMAAS_AUTH_DENIED_AUDIT_WINDOW_SECONDS", abuse.DENIED_WINDOW)
+    if rate <= 0 or burst < 1 or addresses < 1 or window <= 0:
+        raise ConfigError("LLMAAS_AUTH_FAILURE_RATE and LLMAAS_AUTH_DENIED_AUDIT_WINDOW_SECONDS must be positive, "
+                          "LLMAAS_AUTH_FAILURE_BURST and LLMAAS_AUTH_FAILURE_ADDRESSES at least 1")
+    return abuse.FailureLimiter(rate, burst, addresses), abuse.DenialTally(audit, window)
+
+
 async def run() -> None:
     engine = make_engine(env_str("LLMAAS_AUTH_DATABASE_URL"))
     migrate(engine, Path(__file__).parent / "migrations")
@@ -55,7 +68,8 @@ async def run() -> None:
     admin_token = env_str("LLMAAS_ADMIN_TOKEN")
     store = KeyStore(engine, Sealer(secret), cache_seconds=env_float("LLMAAS_AUTH_CACHE_SECONDS", 2.0))
     audit = AuditLog(AuditStore(engine), bound=env_float("LLMAAS_AUTH_AUDIT_BOUND_SECONDS", DURABILITY_BOUND))
-    authorizer = Authorizer(store, audit, admin_token, _sso())
+    limiter, tally = _failure_limits(audit)
+    authorizer = Authorizer(store, audit, admin_token, _sso(), limiter=limiter, tally=tally)
     rotation = asyncio.create_task(
         rotate_periodically(store, audit, env_float("LLMAAS_AUTH_ROTATION_CHECK_SECONDS", 60.0)))
 
@@ -71,6 +85,7 @@ async def run() -> None:
         rotation.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await rotation
+        await authorizer.close()  # the failed attempts counted so far, before the audit log's last commit
         await audit.close()
 
     await serve("auth", grpc_port(), register, on_stop=on_stop)

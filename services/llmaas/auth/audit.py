@@ -15,6 +15,9 @@ before. The store failing (its last commit failed) or MAX_BACKLOG records waitin
 and ext_authz denies with a 503 (fail closed). A record accepted is kept and retried until it is committed; only a
 crash of the auth process can lose records: at most those of the requests it let through in one DURABILITY_BOUND
 window.
+
+Failed authentications are not submitted one by one: llmaas.auth.abuse counts them and hands over one record per
+client address, reason and window (`count` says how many requests it stands for) through `submit_behind`.
 """
 
 from __future__ import annotations
@@ -73,6 +76,9 @@ class AuditRecord:
     request_id: str = ""
     detail: str = ""
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # How many requests this record stands for: failed authentications from one address for one reason are
+    # recorded once per short window with their count (llmaas.auth.abuse); every other record is one event.
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -111,9 +117,13 @@ def _values(record: AuditRecord) -> dict:
 
 
 def canonical(seq: int, record: AuditRecord) -> bytes:
-    """The bytes a record's hash covers: every field, in a fixed order, time to the microsecond in UTC."""
+    """The bytes a record's hash covers: every field, in a fixed order, time to the microsecond in UTC. The count
+    only when it is not 1: records written before it existed keep their hashes, and changing a count either way
+    still changes the bytes."""
     body = _values(record)
     body["at"] = as_utc(record.at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if body["count"] == 1:
+        del body["count"]
     body["seq"] = seq
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
@@ -291,6 +301,14 @@ class AuditLog:
             return future
         self._enqueue(_Group([record], time.monotonic()))
         return None
+
+    def submit_behind(self, records: list[AuditRecord]) -> None:
+        """Hands the records over to be written behind in one group, whatever the bound or the backlog: for the
+        aggregated records of failed authentications (llmaas.auth.abuse), whose requests were refused (nothing
+        waits on them) and whose number per window is bounded there. Kept and retried until committed, like any
+        record written behind."""
+        for i in range(0, len(records), _MAX_BATCH):
+            self._enqueue(_Group(records[i:i + _MAX_BATCH], time.monotonic()))
 
     async def append(self, record: AuditRecord) -> int | None:
         """Returns once the record is committed: its sequence number (None: a request.completed already recorded).

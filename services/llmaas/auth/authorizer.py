@@ -4,6 +4,9 @@ callers): who is calling, may this credential call this API, and the audit recor
 - Model API (/v1/...): an application key (role `key`), active (not revoked, not expired).
 - Admin API (/admin/v1/...): the platform admin token, or a tenant admin key (role `tenant_admin`), which the admin
   RPCs then confine to its own tenant.
+
+A failed authentication (401) is limited per client address and audited as a count (llmaas.auth.abuse); every other
+outcome has its own audit record.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from dataclasses import dataclass
 import grpc
 from opentelemetry import trace
 
-from llmaas.auth.audit import AuditLog, AuditRecord
+from llmaas.auth.abuse import DenialTally, FailureLimiter, rate_limited
+from llmaas.auth.audit import AuditLog, AuditRecord, AuditUnavailable
 from llmaas.auth.sso import SsoVerifier, looks_like_jwt
 from llmaas.auth.store import Denial, KeyStore
 from llmaas.common.errors import ApiError
@@ -65,12 +69,21 @@ def current_trace_id(fallback_traceparent: str = "") -> str:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
 
 
+def denied_record(attempt: Attempt, status: int, reason: str) -> AuditRecord:
+    return AuditRecord(tenant_id="", key_id="", actor="", action="request.denied", endpoint=attempt.endpoint,
+                       status=status, client_address=attempt.client_address, trace_id=attempt.trace_id,
+                       request_id=attempt.request_id, detail=reason)
+
+
 class Authorizer:
-    def __init__(self, store: KeyStore, audit: AuditLog, admin_token: str, sso: SsoVerifier | None = None) -> None:
+    def __init__(self, store: KeyStore, audit: AuditLog, admin_token: str, sso: SsoVerifier | None = None, *,
+                 limiter: FailureLimiter | None = None, tally: DenialTally | None = None) -> None:
         self._store = store
         self._audit = audit
         self._admin_token = admin_token
         self._sso = sso
+        self._limiter = FailureLimiter() if limiter is None else limiter
+        self._tally = DenialTally(audit) if tally is None else tally
 
     def _decide(self, token: str | None, admin_api: bool) -> Identity | ApiError:
         if not token:
@@ -94,10 +107,9 @@ class Authorizer:
         log cannot take it, AuditUnavailable is raised and the caller fails closed."""
         decision = self._decide(token, admin_api)
         if isinstance(decision, ApiError):
-            record = AuditRecord(tenant_id="", key_id="", actor="", action="request.denied",
-                                 endpoint=attempt.endpoint, status=HTTP_STATUS.get(decision.status, 401),
-                                 client_address=attempt.client_address, trace_id=attempt.trace_id,
-                                 request_id=attempt.request_id, detail=decision.code or "")
+            if decision.status == grpc.StatusCode.UNAUTHENTICATED:
+                return self._failed(decision, attempt)
+            record = denied_record(attempt, HTTP_STATUS.get(decision.status, 401), decision.code or "")
         else:
             record = AuditRecord(tenant_id=decision.tenant_id, key_id=decision.key_id, actor=decision.key_id,
                                  action="request.authorized", endpoint=attempt.endpoint, status=200,
@@ -107,3 +119,24 @@ class Authorizer:
         if committed is not None:
             await committed
         return decision
+
+    def _failed(self, error: ApiError, attempt: Attempt) -> ApiError:
+        """A failed authentication: answered at once, 401 or past the address's budget 429, and counted for the
+        audit trail (no record, no write of its own). Still fail closed: no answer but 503 while the audit trail
+        cannot take records."""
+        refusal = self._audit.refusal()
+        if refusal is not None:
+            raise AuditUnavailable(refusal)
+        reason = error.code or ""
+        wait = self._limiter.take(attempt.client_address)
+        if wait:
+            error = rate_limited(wait)
+        self._tally.count(denied_record(attempt, 429 if wait else 401, reason))
+        return error
+
+    def flush_failures(self) -> None:
+        """Hands the failed authentications counted so far to the audit log (tests; shutdown: `close`)."""
+        self._tally.flush()
+
+    async def close(self) -> None:
+        await self._tally.close()

@@ -2,13 +2,16 @@
 
 Allow: the verified identity is injected as one signed header (overwriting anything the client sent) and
 `authorization` is removed, so no service behind Envoy ever sees the secret. Deny: 401 or 403 with an OpenAI-shaped
-body. The attempt's audit record is written behind (llmaas.auth.audit: durable within its bound; while the writer is
-behind that bound, Check waits for the record's commit). Fail closed: when the audit trail cannot take the record (its
-store failing, its backlog full), a 503 denial with Retry-After; any other error here, or no answer within Envoy's
-timeout, makes Envoy answer 503 as well.
+body; 429 with Retry-After once an address has failed too often (llmaas.auth.abuse: only failures count, so a valid
+key is always served, and failures are audited as counts). The attempt's audit record is written behind
+(llmaas.auth.audit: durable within its bound; while the writer is behind that bound, Check waits for the record's
+commit). Fail closed: when the audit trail cannot take the record (its store failing, its backlog full), a 503
+denial with Retry-After; any other error here, or no answer within Envoy's timeout, makes Envoy answer 503 as well.
 """
 
 from __future__ import annotations
+
+import functools
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -32,12 +35,21 @@ from llmaas.common.identity import (
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _GRPC_CODE = {grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
               grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
+              grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
               grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE}
-_HTTP_STATUS = {**HTTP_STATUS, grpc.StatusCode.UNAVAILABLE: HTTP_STATUS_BY_GRPC[grpc.StatusCode.UNAVAILABLE]}
+_HTTP_STATUS = {**HTTP_STATUS, **{s: HTTP_STATUS_BY_GRPC[s] for s in (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                                                        grpc.StatusCode.UNAVAILABLE)}}
 
 
 def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE)
+
+
+@functools.lru_cache(maxsize=64)
+def _denial(err: ApiError) -> external_auth_pb2.CheckResponse:
+    """_deny for the authorizer's errors, built once each: they are module constants (keyed by identity), and a
+    response is only serialized, never changed. Refusals are the cheap answer to a flood of bad keys."""
+    return _deny(err)
 
 
 def _deny(err: ApiError) -> external_auth_pb2.CheckResponse:
@@ -83,7 +95,7 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
         except AuditUnavailable as err:
             return _deny(err)
         if isinstance(decision, ApiError):
-            return _deny(decision)
+            return _denial(decision)
         span = trace.get_current_span()
         span.set_attribute("llmaas.tenant_id", decision.tenant_id)
         span.set_attribute("llmaas.key_id", decision.key_id)

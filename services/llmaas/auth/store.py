@@ -116,6 +116,11 @@ def _keys():
     return sa.select(api_keys, tenants.c.serve_successor).join(tenants, tenants.c.id == api_keys.c.tenant_id)
 
 
+# The hot path's lookup, built once: SQLAlchemy memoizes a statement's cache key on the object, so the statement
+# reused costs no key generation per call (half the CPU of a lookup, which every unknown key id costs).
+_KEY_BY_ID = _keys().where(api_keys.c.id == sa.bindparam("key_id"))
+
+
 def _tenant(row) -> Tenant:
     return Tenant(row.id, row.name, as_utc(row.created_at), bool(row.serve_successor))
 
@@ -278,7 +283,7 @@ class KeyStore:
         if hit is not None and hit.until > now:
             return hit
         with self._engine.connect() as conn:
-            row = conn.execute(_keys().where(api_keys.c.id == key_id)).first()
+            row = conn.execute(_KEY_BY_ID, {"key_id": key_id}).first()
         if row is None:
             self._cache.pop(key_id, None)
             return None

@@ -60,6 +60,8 @@ audit_events = sa.Table(
     sa.Column("trace_id", sa.String(32), nullable=False),
     sa.Column("request_id", sa.String(64), nullable=False),
     sa.Column("detail", sa.String(300), nullable=False),
+    # How many requests the record stands for: failed authentications are aggregated (llmaas.auth.abuse).
+    sa.Column("count", sa.Integer, nullable=False, server_default="1"),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Index("ix_audit_tenant_seq", "tenant_id", "seq"),
