@@ -13,9 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 from cryptography import x509
+from llmaas.cli.main import app
 from llmaas.stack import envoy, tls
 from llmaas.stack.ports import StackPorts
 from llmaas.stack.up import StackOptions, TlsSetupError, edge_tls
+from typer.testing import CliRunner
 
 NOW = dt.datetime(2027, 1, 10, tzinfo=dt.timezone.utc)
 
@@ -32,8 +34,8 @@ def test_first_start_makes_a_ca_and_a_server_certificate_for_the_local_names(tmp
     made = tls.generated_edge_tls(tmp_path, hostname="box.example", now=NOW)
     assert made.origin == "created"
     assert made.ca_file == tmp_path / "tls" / "ca.pem"
-    for key in (made.key_file, tmp_path / "tls" / "ca.key"):
-        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    for path in (made.key_file, tmp_path / "tls" / "ca.key", made.cert_file, made.ca_file):  # all private
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "tls").stat().st_mode) == 0o700
     server, ca = _cert(made.cert_file), _cert(made.ca_file)
     server.verify_directly_issued_by(ca)
@@ -164,3 +166,11 @@ def test_envoy_listener_without_tls_is_plain_http():
     chain = _listener(envoy.render_config(StackPorts(20000)))["filter_chains"][0]
     assert "transport_socket" not in chain
     assert chain["filters"][0]["name"] == "envoy.filters.network.http_connection_manager"
+
+
+@pytest.mark.parametrize("options", [["--insecure-http", "--tls-cert", "c.pem", "--tls-key", "k.pem"],
+                                     ["--tls-cert", "c.pem"], ["--tls-key", "k.pem"], ["--tls-ca", "ca.pem"]])
+def test_llmaas_up_refuses_tls_options_that_do_not_go_together(options, tmp_path):
+    result = CliRunner().invoke(app, ["up", "--data-dir", str(tmp_path), *options])
+    assert result.exit_code == 2 and ("--tls-cert" in result.output or "--insecure-http" in result.output)
+    assert not (tmp_path / "tls").exists()

@@ -172,7 +172,7 @@ def generated_edge_tls(data_dir: Path, *, hostname: str | None = None, now: dt.d
         origin = "created" if ca is None and server is None else "renewed"
         ca = _new_ca(now, host)
         _write(paths[CA_KEY], _key_pem(ca[0]), 0o600)
-        _write(paths[CA_CERT], _cert_pem(ca[1]), 0o644)
+        _write(paths[CA_CERT], _cert_pem(ca[1]), 0o600)  # like all the data directory: the owner's only
         server = None
     else:
         origin = "renewed"
@@ -181,7 +181,7 @@ def generated_edge_tls(data_dir: Path, *, hostname: str | None = None, now: dt.d
         return result
     key, cert = _new_server(now, ca[0], ca[1], dns, ips)
     _write(paths[SERVER_KEY], _key_pem(key), 0o600)
-    _write(paths[SERVER_CERT], _cert_pem(cert), 0o644)
+    _write(paths[SERVER_CERT], _cert_pem(cert), 0o600)
     return EdgeTls(paths[SERVER_CERT], paths[SERVER_KEY], paths[CA_CERT], origin=origin)
 
 
