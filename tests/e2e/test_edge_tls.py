@@ -47,7 +47,7 @@ def test_openssl_tls_1_2_is_refused(stack):
 
 
 def test_openssl_tls_1_3_is_accepted_and_verified(stack):
-    done = _s_client(stack, "-tls1_3", "-alpn", "h2,http/1.1")
+    done = _s_client(stack, "-tls1_3", "-alpn", "h2,http/1.1", "-verify_ip", _edge(stack)[0])
     assert done.returncode == 0, done.stderr
     assert "New, TLSv1.3" in done.stdout
     assert "Verify return code: 0 (ok)" in done.stdout
