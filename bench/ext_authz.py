@@ -46,6 +46,7 @@ from llmaas.common.service_auth import EDGE
 from llmaas.stack.component import Component
 from llmaas.stack.envoy import find_envoy, render_config
 from llmaas.stack.ports import StackPorts
+from llmaas.stack.tls import EdgeTls
 from llmaas.stack.up import ADMIN_FILE
 
 from tests.support.auth_store import auth_engine
@@ -63,8 +64,11 @@ def envoy_without_ext_authz(stack: dict, work: Path) -> Iterator[str]:
     """A second Envoy, same template and the same upstream services, no ext_authz. Yields its /v1 base URL."""
     ports = StackPorts(free_base_port(span=2))  # its own listener and admin port; the clusters are the stack's
     config = work / "envoy.yaml"
+    # The stack's own certificate (or plain HTTP like the stack): the difference is ext_authz alone.
+    edge = stack["edge_tls"]
+    tls = EdgeTls(Path(edge["cert_file"]), Path(edge["key_file"]), None) if edge else None
     config.write_text(render_config(ports, ext_authz=False, auth_replicas=len(stack["auth_replicas"]),
-                                    upstream=StackPorts(stack["base_port"])))
+                                    upstream=StackPorts(stack["base_port"]), tls=tls))
 
     def ready() -> bool:
         try:
@@ -78,7 +82,7 @@ def envoy_without_ext_authz(stack: dict, work: Path) -> Iterator[str]:
         argv=[str(find_envoy()), "-c", str(config), "--log-level", "warn", "--concurrency", "2",
               "--base-id", str(ports.base)])
     with running_component(component, work):
-        yield f"http://127.0.0.1:{ports.envoy_http}/v1"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{ports.envoy_http}/v1"
 
 
 async def _measure(send: Send, requests: int, concurrency: int) -> tuple[list[float], float]:

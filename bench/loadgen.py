@@ -1,5 +1,5 @@
 """A lean HTTP/1.1 load generator for the benches: keep-alive connections on asyncio streams, request bytes encoded
-once, responses read by Content-Length or chunked framing. On a 2-core machine the client shares the CPU with what
+once, responses read by Content-Length or chunked framing, over TLS when given a context (the stack's edge). On a 2-core machine the client shares the CPU with what
 it measures: a general-purpose client (httpx, aiohttp) spends more per request than the path under test, so the
 benches use this one (what wrk is to C), and report its CPU apart."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -32,16 +33,24 @@ def post(host: str, port: int, path: str, body: dict, headers: dict[str, str] | 
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
 
+def client_tls(ca_file: str | None) -> ssl.SSLContext:
+    """Verifies the server against ca_file (None: the system's CAs) and offers HTTP/1.1 only: this client speaks
+    nothing else, and a server picking h2 by ALPN would not be understood."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
 class Connection:
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        self.host, self.port, self.tls = host, port, tls
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def request(self, raw: bytes, on_first_body=None) -> tuple[int, bytes]:
         """Sends one request, returns (status, body). on_first_body() is called when the first body bytes arrive."""
         if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 22)
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 22, ssl=self.tls)
         self.writer.write(raw)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
@@ -75,11 +84,11 @@ class Connection:
 
 
 async def run(host: str, port: int, make_request, *, concurrency: int, seconds: float | None = None,
-              requests: int | None = None, check=None) -> Result:
+              requests: int | None = None, check=None, tls: ssl.SSLContext | None = None) -> Result:
     """Closed loop: `concurrency` connections, each sending make_request() (bytes) as soon as its last one ended,
-    for `seconds` or until `requests` were sent. check(status, body) -> error text or None."""
+    for `seconds` or until `requests` were sent. check(status, body) -> error text or None. tls: see client_tls."""
     result = Result()
-    connections = [Connection(host, port) for _ in range(concurrency)]
+    connections = [Connection(host, port, tls) for _ in range(concurrency)]
     sent = 0
     start = time.perf_counter()
     deadline = start + seconds if seconds else None
@@ -93,7 +102,7 @@ async def run(host: str, port: int, make_request, *, concurrency: int, seconds: 
             first: list[float] = []
             try:
                 status, body = await conn.request(raw, lambda first=first: first.append(time.perf_counter()))
-            except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+            except (OSError, asyncio.IncompleteReadError, ValueError) as e:  # ssl.SSLError is an OSError
                 conn.close()
                 result.errors += 1
                 result.last_error = repr(e)

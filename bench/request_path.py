@@ -106,6 +106,8 @@ class Paths:
     def __init__(self, stack: dict, max_tokens: int) -> None:
         ports = StackPorts(stack["base_port"])
         self.envoy_port, self.triton_port = ports.envoy_http, ports.triton_http
+        # The edge speaks TLS unless the stack runs with --insecure-http; Triton's own port is plain HTTP.
+        self.envoy_tls = loadgen.client_tls(stack["ca_file"]) if stack["base_url"].startswith("https:") else None
         entry = load_catalog([E2E_DIR / "catalog.yaml"]).lookup(TEST_MODEL)
         self.triton_model = entry.triton_model
         self.auth = {"Authorization": f"Bearer {stack['api_key']}"}
@@ -124,7 +126,7 @@ class Paths:
             if stream:
                 body["stream"] = True
             return loadgen.post(HOST, self.envoy_port, "/v1/chat/completions", body, self.auth)
-        return self.envoy_port, make
+        return self.envoy_port, make, self.envoy_tls
 
     def direct(self, stream: bool = False, max_tokens: int | None = None):
         path = f"/v2/models/{self.triton_model}/generate" + ("_stream" if stream else "")
@@ -133,7 +135,7 @@ class Paths:
             body = {"text_input": self.render(self._text()), "stream": stream, "exclude_input_in_output": True,
                     "sampling_parameters": json.dumps({"max_tokens": max_tokens or self.max_tokens})}
             return loadgen.post(HOST, self.triton_port, path, body)
-        return self.triton_port, make
+        return self.triton_port, make, None
 
 
 def _median_range(values: list[float], fmt: str = "{:.2f}") -> str:
@@ -147,8 +149,8 @@ def _pct(values: list[float], p: int) -> float:
 async def _run(port_make, concurrency: int, seconds: float) -> loadgen.Result:
     if callable(port_make):  # an in-process path (the router's own Triton stream)
         return await _run_in_process(port_make, concurrency, seconds)
-    port, make = port_make
-    result = await loadgen.run(HOST, port, make, concurrency=concurrency, seconds=seconds)
+    port, make, tls = port_make
+    result = await loadgen.run(HOST, port, make, concurrency=concurrency, seconds=seconds, tls=tls)
     if result.errors:
         print(f"  !! {result.errors} errors, last: {result.last_error}")
     return result
@@ -255,8 +257,8 @@ async def measure(stack: dict, args) -> None:
     rss_before = {k: _rss_mib(p) for k, p in roots.items()}
     if args.soak:
         print(f"\nsoak: {args.soak} more requests at concurrency 32 ...")
-        port, make = paths.stack()
-        r = await loadgen.run(HOST, port, make, concurrency=32, requests=args.soak)
+        port, make, tls = paths.stack()
+        r = await loadgen.run(HOST, port, make, concurrency=32, requests=args.soak, tls=tls)
         print(f"  {len(r.latencies)} served in {r.elapsed:.0f} s ({r.rps:.0f}/s), {r.errors} errors")
     print(f"\nRSS MiB {'before':>8} {'after':>8}")
     for k, p in roots.items():

@@ -24,7 +24,7 @@ from llmaas.metering.v1 import metering_pb2, metering_pb2_grpc
 
 from tests.e2e.test_metering import new_tenant
 from tests.support.service_auth import internal_secret, new_request_id, service_metadata, tenant_metadata
-from tests.support.stack import RETIRED_MODEL, TEST_MODEL
+from tests.support.stack import RETIRED_MODEL, TEST_MODEL, gateway_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -48,8 +48,9 @@ INTERNAL_RPCS = [
 ]
 
 
-def _call(address: str, stub_class, method: str, request, metadata=()):
-    with grpc.insecure_channel(address) as channel:
+def _call(address: str | grpc.Channel, stub_class, method: str, request, metadata=()):
+    """`address`: a service's host:port (a plain channel), or a channel (the edge's, over TLS)."""
+    with (grpc.insecure_channel(address) if isinstance(address, str) else address) as channel:
         rpc = getattr(stub_class(channel), method)
         answer = rpc(request, metadata=metadata, timeout=10)
         return next(answer) if method == "WatchCatalog" else answer
@@ -147,11 +148,10 @@ def test_envoy_calls_auth_with_its_own_credential_which_a_client_cannot_replace(
 @pytest.mark.parametrize(("service", "stub", "method", "request_"), INTERNAL_RPCS,
                          ids=[f"{s}.{m}" for s, _, m, _ in INTERNAL_RPCS])
 def test_no_internal_rpc_is_reachable_through_the_edge_even_with_a_credential(stack, service, stub, method, request_):
-    gateway = stack["base_url"].removeprefix("http://").removesuffix("/v1")
     md = (("authorization", f"Bearer {stack['api_key']}"),
           *service_metadata(stack, service, caller=EDGE if method == "Check" else ROUTER))
     with pytest.raises(grpc.RpcError) as e:
-        _call(gateway, stub, method, request_, md)
+        _call(gateway_channel(stack), stub, method, request_, md)
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED  # Envoy's 404
 
 

@@ -15,7 +15,7 @@ from llmaas.auth.store import VERIFY_CACHE_SECONDS
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.router.v1 import router_pb2, router_pb2_grpc
 
-from tests.support.stack import FLIP_MODEL, RETIRED_MODEL, TEST_MODEL, lifecycle_catalog_text
+from tests.support.stack import FLIP_MODEL, RETIRED_MODEL, TEST_MODEL, gateway_channel, lifecycle_catalog_text
 
 pytestmark = pytest.mark.e2e
 
@@ -174,9 +174,8 @@ def test_a_catalogue_change_reaches_the_router_at_once(stack):
 def test_internal_catalog_methods_are_not_routed_by_the_gateway(stack):
     """Raw gRPC through Envoy's port, with a valid key: the public methods pass, ResolveModel and WatchCatalog (the
     router's) do not."""
-    gateway = stack["base_url"].removeprefix("http://").removesuffix("/v1")
     md = (("authorization", f"Bearer {stack['api_key']}"),)
-    with grpc.insecure_channel(gateway) as channel:
+    with gateway_channel(stack) as channel:
         stub = catalog_pb2_grpc.CatalogServiceStub(channel)
         assert TEST_MODEL in {m.id for m in stub.ListModels(catalog_pb2.ListModelsRequest(), metadata=md,
                                                              timeout=10).data}

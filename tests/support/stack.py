@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
 import os
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,6 +73,40 @@ def live_pids(stack: dict) -> dict[str, int]:
     return json.loads((Path(stack["data_dir"]) / STACK_FILE).read_text())["pids"]
 
 
+# Every client library of the tests verifies the edge's certificate against the CAs of the stacks this process
+# started: httpx (and so the OpenAI SDK) and urllib read SSL_CERT_FILE, requests (schemathesis) REQUESTS_CA_BUNDLE
+# (gRPC reads its default roots once: `gateway_channel` gives them). One bundle, since several stacks (each with its
+# own CA) can run at once.
+CA_ENVIRONMENT = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+_ca_bundle: Path | None = None
+
+
+def trust_stack_ca(stack: dict) -> None:
+    """Adds the stack's CA to this process's trusted CAs (nothing for a plain HTTP stack)."""
+    global _ca_bundle
+    if not stack.get("ca_file"):
+        return
+    if _ca_bundle is None:
+        fd, name = tempfile.mkstemp(prefix="llmaas-test-ca-", suffix=".pem")
+        os.close(fd)
+        _ca_bundle = Path(name)
+        atexit.register(_ca_bundle.unlink, missing_ok=True)
+    with _ca_bundle.open("a") as bundle:
+        bundle.write(Path(stack["ca_file"]).read_text())
+    for variable in CA_ENVIRONMENT:
+        os.environ[variable] = str(_ca_bundle)
+
+
+def gateway_channel(stack: dict):
+    """A gRPC channel to the edge's port (HTTP/2 over TLS, verified against the stack's CA, or plain)."""
+    import grpc
+
+    target = stack["base_url"].split("://", 1)[1].removesuffix("/v1")
+    if not stack.get("ca_file"):
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(Path(stack["ca_file"]).read_bytes()))
+
+
 @contextmanager
 def running_stack(data_dir: Path, *options: str, start_timeout: float = 240.0) -> Iterator[dict]:
     """options: more `llmaas up` options."""
@@ -97,6 +133,7 @@ def running_stack(data_dir: Path, *options: str, start_timeout: float = 240.0) -
         stack["base_port"] = base
         stack["data_dir"] = str(data_dir)
         stack["lifecycle_catalog"] = str(lifecycle_catalog)
+        trust_stack_ca(stack)
         yield stack
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does

@@ -84,15 +84,28 @@ def up(
                                          "request with an x-client-trace-id header is always traced."),
     grpc_reflection: bool = typer.Option(False, help="Serve gRPC reflection on the services' ports (it lists "
                                          "every service and message, internal ones included)."),
+    tls_cert: Path | None = typer.Option(None, help="Serve this certificate (PEM chain, server first) instead of "
+                                         "the one generated in the data directory; with --tls-key."),
+    tls_key: Path | None = typer.Option(None, help="The private key of --tls-cert (PEM, unencrypted)."),
+    tls_ca: Path | None = typer.Option(None, help="The CA clients should trust for --tls-cert (stack.json's "
+                                       "ca_file); omit when a CA the system trusts issued it."),
+    insecure_http: bool = typer.Option(False, "--insecure-http", help="Serve plain HTTP instead of HTTPS: API keys "
+                                       "and prompts cross the network in clear. For a trusted loopback only."),
 ) -> None:
     """Start the whole local stack in the foreground; Ctrl-C stops it."""
     if guard_classifier not in ("local", "triton"):
         raise typer.BadParameter("must be local or triton", param_hint="--guard-classifier")
+    if insecure_http and (tls_cert or tls_key or tls_ca):
+        raise typer.BadParameter("plain HTTP serves no certificate", param_hint="--insecure-http")
+    if (tls_cert is None) != (tls_key is None) or (tls_ca is not None and tls_cert is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together (--tls-ca with them)", param_hint="--tls-cert")
     options = StackOptions(data_dir=data_dir, base_port=base_port, model_repositories=list(model_repository),
                            catalog_files=list(catalog), jaeger=jaeger, guard_mode=guard_mode,
                            guard_classifier=guard_classifier,
                            auth_replicas=auth_replicas, triton_replicas=triton_replicas,
-                           trace_sampling=trace_sampling, grpc_reflection=grpc_reflection)
+                           trace_sampling=trace_sampling, grpc_reflection=grpc_reflection,
+                           tls_cert_file=tls_cert, tls_key_file=tls_key,
+                           tls_ca_file=tls_ca, insecure_http=insecure_http)
     try:
         refuse_taken_ports(options)
     except PortTaken as e:  # before anything starts or stack.json is touched: they may be the other stack's
@@ -109,6 +122,8 @@ def up(
         stack = start_stack(options, supervisor)
         console.print(f"\n[bold green]All components healthy[/] in {time.monotonic() - t0:.1f}s")
         console.print(f"  REST base URL  [bold]{stack['base_url']}[/]")
+        console.print(f"  Admin URL      {stack['admin_url']}")
+        _print_edge_security(stack)
         console.print(f"  API key        [bold]{stack['api_key']}[/]", soft_wrap=True)
         if stack["jaeger_query"]:
             console.print(f"  Traces         {stack['jaeger_query']} (Jaeger query API), "
@@ -132,6 +147,17 @@ def up(
         supervisor.stop_all()
         (data_dir / STACK_FILE).unlink(missing_ok=True)
     raise typer.Exit(code)
+
+
+def _print_edge_security(stack: dict) -> None:
+    if stack["edge_tls"] is None:
+        console.print("  [bold red]PLAIN HTTP (--insecure-http): API keys, prompts and completions cross the "
+                      "network unencrypted[/]", soft_wrap=True)
+        return
+    origin = {"created": " (new CA: clients must trust it)", "renewed": " (renewed)"}.get(stack["edge_tls"]["origin"],
+                                                                                         "")
+    trust = stack["ca_file"] or "the system's CAs"
+    console.print(f"  TLS 1.3        clients verify with [bold]{escape(trust)}[/]{origin}", soft_wrap=True)
 
 
 _PHASE_STYLE = {"production": "green", "notice": "yellow", "end_of_support": "red", "removed": "dim"}

@@ -1,13 +1,15 @@
 """`llmaas usage ...`: consumption, tiers and prices, from the admin REST API (/admin/v1) through the gateway.
 
 Where to connect: --admin-url and --token, else $LLMAAS_ADMIN_URL and $LLMAAS_ADMIN_TOKEN, else the stack file of a
-local `llmaas up` (--data-dir, default .llmaas). Standard library HTTP only.
+local `llmaas up` (--data-dir, default .llmaas). HTTPS verified against $LLMAAS_CA_FILE, else the stack file's
+`ca_file` when the stack file is read, else the system's CAs. Standard library HTTP only.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,6 +34,7 @@ _GROUP_FIELD = {"key": "key_id", "model": "model", "day": "day", "month": "month
 class Admin:
     url: str
     token: str
+    ca_file: str = ""  # the CA that issued the gateway's certificate; "": the system's CAs
 
     def call(self, method: str, path: str, query: list[tuple[str, str]] | None = None, body: dict | None = None):
         url = self.url.rstrip("/") + path + ("?" + urllib.parse.urlencode(query) if query else "")
@@ -39,7 +42,8 @@ class Admin:
         req = urllib.request.Request(url, data=data, method=method, headers={
             "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            context = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
+            with urllib.request.urlopen(req, timeout=30, context=context) as resp:
                 return json.loads(resp.read() or b"{}")
         except urllib.error.HTTPError as e:
             try:
@@ -56,6 +60,7 @@ class Admin:
 def _admin(admin_url: str, token: str, data_dir: Path) -> Admin:
     url = admin_url or os.environ.get("LLMAAS_ADMIN_URL", "")
     tok = token or os.environ.get("LLMAAS_ADMIN_TOKEN", "")
+    ca = os.environ.get("LLMAAS_CA_FILE", "")
     if not (url and tok):
         stack_file = data_dir / STACK_FILE
         if not stack_file.exists():
@@ -63,7 +68,8 @@ def _admin(admin_url: str, token: str, data_dir: Path) -> Admin:
             raise typer.Exit(2)
         stack = json.loads(stack_file.read_text())
         url, tok = url or stack["admin_url"], tok or stack["admin_token"]
-    return Admin(url, tok)
+        ca = ca or stack.get("ca_file") or ""
+    return Admin(url, tok, ca)
 
 
 def _tenant(admin: Admin, tenant: str) -> str:
@@ -77,7 +83,7 @@ def _tenant(admin: Admin, tenant: str) -> str:
     return ids[0]
 
 
-_URL = typer.Option("", "--admin-url", help="e.g. http://127.0.0.1:8080/admin/v1 ($LLMAAS_ADMIN_URL).")
+_URL = typer.Option("", "--admin-url", help="e.g. https://127.0.0.1:8080/admin/v1 ($LLMAAS_ADMIN_URL).")
 _TOKEN = typer.Option("", "--token", help="Admin token, or a tenant admin's key ($LLMAAS_ADMIN_TOKEN).")
 _DATA = typer.Option(Path(".llmaas"), "--data-dir", help="A local stack's data directory (for its stack file).")
 

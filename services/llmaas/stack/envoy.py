@@ -22,6 +22,7 @@ from llmaas.common.telemetry import DEFAULT_TRACE_SAMPLING
 from llmaas.stack.component import Component
 from llmaas.stack.paths import GATEWAY_DIR
 from llmaas.stack.ports import StackPorts
+from llmaas.stack.tls import EdgeTls
 
 HOST = "127.0.0.1"
 # Auth slower than this is auth down: Envoy answers 503 (fail closed). Sized for a burst of a few hundred requests
@@ -76,12 +77,14 @@ def find_envoy() -> Path:
 
 def render_config(ports: StackPorts, *, authz_timeout: str = AUTHZ_TIMEOUT, auth_replicas: int = 1,
                   ext_authz: bool = True, upstream: StackPorts | None = None,
-                  trace_sampling: float = DEFAULT_TRACE_SAMPLING, internal_secret: str = "") -> str:
+                  trace_sampling: float = DEFAULT_TRACE_SAMPLING, internal_secret: str = "",
+                  tls: EdgeTls | None = None) -> str:
     """`ext_authz=False` renders the same gateway without the auth check (the latency benchmark's baseline only).
     `upstream`: the stack whose services the clusters point at, when Envoy itself listens elsewhere (default: the
     same ports). `trace_sampling`: the share of requests Envoy traces (0..1; Envoy's resolution is 0.01%).
     `internal_secret`: signs the edge's credential for auth's ext_authz Check (llmaas.common.service_auth), minted
-    here, at every start of Envoy (required with ext_authz)."""
+    here, at every start of Envoy (required with ext_authz).
+    `tls`: the API listener's certificate (HTTPS, TLS 1.3 only); None: plain HTTP."""
     if ext_authz and not internal_secret:
         raise ValueError("the edge's ext_authz credential needs the stack's internal secret")
     if not 0.0 <= trace_sampling <= 1.0:
@@ -95,7 +98,7 @@ def render_config(ports: StackPorts, *, authz_timeout: str = AUTHZ_TIMEOUT, auth
                          if ext_authz else ""),
         host=HOST, http_port=ports.envoy_http, admin_port=ports.envoy_admin, authz_timeout=authz_timeout,
         max_body_bytes=MAX_BODY_BYTES, max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
-        ext_authz=ext_authz, trace_percent=round(trace_sampling * 100, 4),
+        ext_authz=ext_authz, tls=tls, trace_percent=round(trace_sampling * 100, 4),
         lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=DESCRIPTOR,
         grpc_clusters=[("auth", [up.auth_replica(i) for i in range(auth_replicas)]),
                        ("router", [up.service("router")]), ("catalog", [up.service("catalog")]),
@@ -112,14 +115,15 @@ def _ready(ports: StackPorts) -> bool:
 
 
 def envoy_component(data_dir: Path, ports: StackPorts, auth_replicas: int = 1,
-                    trace_sampling: float = DEFAULT_TRACE_SAMPLING, *, internal_secret: str) -> Component:
+                    trace_sampling: float = DEFAULT_TRACE_SAMPLING, tls: EdgeTls | None = None, *,
+                    internal_secret: str) -> Component:
     config = data_dir / "envoy" / "envoy.yaml"
 
     def prepare() -> None:
         # Holds the edge's credential: the data directory and what the stack writes in it are the owner's only.
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(render_config(ports, auth_replicas=auth_replicas, trace_sampling=trace_sampling,
-                                        internal_secret=internal_secret))
+                                        internal_secret=internal_secret, tls=tls))
 
     return Component(
         name="envoy",

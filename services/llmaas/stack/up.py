@@ -18,6 +18,7 @@ from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, GUARD_
 from llmaas.stack.ports import SERVICES, StackPorts, port_taken
 from llmaas.stack.services import HOST, address, auth_addresses, service_components
 from llmaas.stack.supervisor import StartError, Supervisor, private_dir
+from llmaas.stack.tls import EdgeTls, TlsError, generated_edge_tls, supplied_edge_tls
 from llmaas.stack.triton import triton_components, triton_name
 
 STACK_FILE = "stack.json"
@@ -42,6 +43,31 @@ class StackOptions:
     trace_sampling: float = DEFAULT_TRACE_SAMPLING
     # gRPC reflection on the services' ports: off unless asked for (`--grpc-reflection`).
     grpc_reflection: bool = False
+    # The edge serves HTTPS (TLS 1.3) with the data directory's generated certificate, or with these files (the
+    # chain, its key, and what clients should trust: None when a CA the system trusts issued it).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
+    # Plain HTTP at the edge: only when asked for by name (`llmaas up --insecure-http`).
+    insecure_http: bool = False
+
+
+class TlsSetupError(StartError):
+    """The operator's certificate or key cannot serve."""
+
+
+def edge_tls(options: StackOptions, data_dir: Path) -> EdgeTls | None:
+    """What the edge serves: None for plain HTTP, the operator's files, or the data directory's certificate."""
+    if options.insecure_http:
+        return None
+    if options.tls_cert_file is None and options.tls_key_file is None:
+        return generated_edge_tls(data_dir)
+    if options.tls_cert_file is None or options.tls_key_file is None:
+        raise TlsSetupError("--tls-cert and --tls-key go together")
+    try:
+        return supplied_edge_tls(options.tls_cert_file, options.tls_key_file, options.tls_ca_file)
+    except TlsError as e:
+        raise TlsSetupError(str(e)) from None
 
 
 class PortTaken(StartError):
@@ -143,6 +169,7 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
     ports = StackPorts(options.base_port)
     state = _admin_state(data_dir)
     secret = _internal_secret(state, data_dir)
+    tls = edge_tls(options, data_dir)
 
     otlp_grpc = otlp_http = None
     # Without a collector a sampled span would be built for nobody: nothing is sampled then (but a request forced
@@ -161,17 +188,22 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
                             auth_replicas=options.auth_replicas, triton_replicas=options.triton_replicas,
                             trace_sampling=trace_sampling, grpc_reflection=options.grpc_reflection),
     ])
-    supervisor.start_stage([envoy_component(data_dir, ports, options.auth_replicas, trace_sampling,
+    supervisor.start_stage([envoy_component(data_dir, ports, options.auth_replicas, trace_sampling, tls,
                                             internal_secret=secret)])
 
+    edge = f"{'http' if tls is None else 'https'}://127.0.0.1:{ports.envoy_http}"
     stack = {
-        "base_url": f"http://127.0.0.1:{ports.envoy_http}/v1",
+        "base_url": f"{edge}/v1",
         "api_key": _create_api_key(ports, data_dir, state),
         "admin_token": state["admin_token"],
         "tenant_id": state["default_tenant_id"],
         "services": {name: address(ports, name) for name in SERVICES},
         "auth_replicas": auth_addresses(ports, options.auth_replicas),
-        "admin_url": f"http://127.0.0.1:{ports.envoy_http}/admin/v1",
+        "admin_url": f"{edge}/admin/v1",
+        # The CA that issued the edge's certificate (clients verify with it); None: plain HTTP, or the system's CAs.
+        "ca_file": str(tls.ca_file) if tls is not None and tls.ca_file is not None else None,
+        "edge_tls": None if tls is None else {"cert_file": str(tls.cert_file), "key_file": str(tls.key_file),
+                                              "origin": tls.origin},
         "triton_grpc": f"{HOST}:{ports.triton_grpc}",
         "triton_replicas": triton_replicas(ports, options.triton_replicas),
         "envoy_admin": f"http://127.0.0.1:{ports.envoy_admin}",
