@@ -120,9 +120,32 @@ local function too_deep(s, limit)
   end
 end
 
+-- Request headers become the gRPC metadata of the call the transcoder makes, and gRPC refuses (a bodiless 500, found
+-- by the fuzzer) what HTTP allows: a name outside [0-9a-z_.-] (e.g. "a$b"), a "-bin" value that is not base64, a
+-- "grpc-timeout" it cannot parse. A REST client has no business setting gRPC's own headers either (grpc-timeout: 1n
+-- cut every call short). Such headers mean nothing to the API, so they are dropped, as any unknown header is ignored;
+-- a gRPC client keeps its grpc-* and -bin metadata.
+local function drop_non_metadata_headers(headers, grpc)
+  local drop = nil
+  for name, _ in pairs(headers) do
+    if byte(name, 1) ~= 58 -- ":": pseudo-headers are HTTP/2's, not metadata
+        and (find(name, "[^%l%d_%.%-]") or (not grpc and (find(name, "^grpc%-") or find(name, "%-bin$")))) then
+      drop = drop or {}
+      drop[#drop + 1] = name
+    end
+  end
+  if drop ~= nil then
+    for _, name in ipairs(drop) do
+      headers:remove(name)
+    end
+  end
+end
+
 function envoy_on_request(request_handle)
   local headers = request_handle:headers()
-  if find(headers:get("content-type") or "", "application/grpc", 1, true) == 1 then
+  local grpc = find(headers:get("content-type") or "", "application/grpc", 1, true) == 1
+  drop_non_metadata_headers(headers, grpc)
+  if grpc then
     -- A gRPC client (internal callers through the gateway): its protobuf body and its grpc-status are its own.
     request_handle:streamInfo():dynamicMetadata():set(EDGE_METADATA, "grpc", "1")
     return

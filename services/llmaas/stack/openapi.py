@@ -1,20 +1,20 @@
-"""Finishes the public OpenAPI description protos/generate.sh writes (gateway/openapi.yaml).
+"""Finishes the public OpenAPI description protos/generate.sh writes (gateway/openapi.yaml), as OpenAPI 3.1.
 
-grpc-gateway's protoc-gen-openapiv2 describes the methods that have a google.api.http binding (the public ones), with
-proto field names and 64-bit integers as strings, as Envoy's transcoder prints them. What it cannot know, this module
-says, so that the description is what the wire carries:
+grpc-gateway's protoc-gen-openapiv2 (stable; its OpenAPI 3 twin is alpha) describes the methods that have a
+google.api.http binding (the public ones), with proto field names and 64-bit integers as strings, as Envoy's transcoder
+prints them. This module says what it cannot know, so that the description is what the wire carries:
 - every error is OpenAI's {"error": {"message", "type", "param", "code"}} (not google.rpc.Status);
 - POST /v1/chat/completions is an HttpBody stream on the gRPC side, but on the wire a chat.completion object
-  (application/json) or Server-Sent Events of chat.completion.chunk objects when `stream` is true;
+  (application/json) or, when `stream` is true, Server-Sent Events whose data is a chat.completion.chunk object and
+  finally `[DONE]`: two media types for one status, which needs OpenAPI 3 (hence the conversion from Swagger 2.0);
 - the API key (or admin token) is a bearer token; GET /v1/lifecycle needs none.
 
 Usage: python -m llmaas.stack.openapi BOUND UNBOUND OUT, where BOUND is the plugin's merged output for the bound
-methods and UNBOUND the same with generate_unbound_methods (only read for the typed chat response's definitions).
+methods and UNBOUND the same with generate_unbound_methods (only read for the typed chat responses' definitions).
 """
 
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,11 @@ import yaml
 
 CHAT_PATH = "/v1/chat/completions"
 CHAT_RESPONSE = "llmaas.router.v1.CreateChatCompletionResponse"
+CHAT_CHUNK = "llmaas.router.v1.StreamChatCompletionResponse"
 PUBLIC_PATHS = {"/v1/lifecycle"}  # no API key asked (gateway/envoy.yaml.j2)
 ERROR = "Error"
+JSON = "application/json"
+SSE = "text/event-stream"
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -37,18 +40,46 @@ ERROR_SCHEMA: dict[str, Any] = {
             "properties": {
                 "message": {"type": "string", "minLength": 1},
                 "type": {"type": "string", "minLength": 1},
-                "param": {"type": "string", "x-nullable": True},
-                "code": {"type": "string", "x-nullable": True},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
             },
         },
     },
 }
 
+# One Server-Sent Event of a streamed chat completion (OpenAPI before 3.2: the schema of a text/event-stream
+# describes each event): a chunk, an error once the status is sent (llmaas.router.openai_json.sse_error), `[DONE]`.
+CHUNK_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"anyOf": [
+            {"const": "[DONE]"},
+            *({"type": "string", "contentMediaType": JSON, "contentSchema": {"$ref": f"#/components/schemas/{name}"}}
+              for name in (CHAT_CHUNK, ERROR)),
+        ]},
+    },
+}
+# Fields the router writes as JSON null where their proto type has no null (llmaas.router.openai_json writes OpenAI's
+# shape itself into the HttpBody): {definition: fields}. tests/unit/test_openapi_description.py checks the router's
+# real output against the description, so this cannot drift unnoticed.
+WIRE_NULLS = {
+    CHAT_CHUNK: ("usage",),  # null on every chunk but the usage one
+    "llmaas.router.v1.ChatCompletionChunkChoice": ("finish_reason",),  # null until the last chunk
+}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    return {**schema, "type": [schema["type"], "null"]}
+
 
 def _refs(node: Any) -> set[str]:
-    """Names of the definitions `node` refers to directly."""
+    """Names of the definitions `node` refers to directly (Swagger 2.0 or OpenAPI 3 references)."""
     if isinstance(node, dict):
-        found = {node["$ref"].removeprefix("#/definitions/")} if isinstance(node.get("$ref"), str) else set()
+        ref = node.get("$ref")
+        found = {ref.rsplit("/", 1)[1]} if isinstance(ref, str) else set()
         for value in node.values():
             found |= _refs(value)
         return found
@@ -69,43 +100,94 @@ def _closure(names: set[str], definitions: dict[str, Any]) -> set[str]:
     return seen
 
 
+def _schema(node: Any) -> Any:
+    """A Swagger 2.0 schema as OpenAPI 3.1's (JSON Schema 2020-12): references moved to components."""
+    if isinstance(node, dict):
+        out = {key: _schema(value) for key, value in node.items()}
+        if isinstance(out.get("$ref"), str):
+            out["$ref"] = out["$ref"].replace("#/definitions/", "#/components/schemas/")
+        return out
+    if isinstance(node, list):
+        return [_schema(value) for value in node]
+    return node
+
+
+def _parameter(parameter: dict[str, Any]) -> dict[str, Any]:
+    """A path or query parameter: its type moves under `schema`; a repeated one is form-exploded (the default)."""
+    schema_keys = ("type", "format", "items", "pattern", "enum", "default")
+    out = {key: value for key, value in parameter.items() if key not in schema_keys and key != "collectionFormat"}
+    out["schema"] = _schema({key: parameter[key] for key in schema_keys if key in parameter})
+    return out
+
+
+def _operation(operation: dict[str, Any], produces: list[str], public: bool) -> dict[str, Any]:
+    out = {key: value for key, value in operation.items() if key not in ("parameters", "responses", "produces")}
+    parameters = operation.get("parameters", [])
+    if plain := [_parameter(p) for p in parameters if p["in"] != "body"]:
+        out["parameters"] = plain
+    for body in (p for p in parameters if p["in"] == "body"):
+        out["requestBody"] = {"required": True, "content": {JSON: {"schema": _schema(body["schema"])}}}
+        if "description" in body:
+            out["requestBody"]["description"] = body["description"]
+    out["responses"] = {
+        status: {"description": response["description"],
+                 "content": {media: {"schema": _schema(response["schema"])} for media in produces}}
+        for status, response in operation["responses"].items()
+    }
+    out["responses"]["default"] = {"description": "An error, in OpenAI's shape.",
+                                   "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{ERROR}"}}}}
+    if public:
+        out["security"] = []
+    return out
+
+
 def finish(bound: dict[str, Any], unbound: dict[str, Any]) -> dict[str, Any]:
-    spec = copy.deepcopy(bound)
-    spec["info"] = {
-        "title": "llmaas public API",
-        "version": "v1",
-        "description": "OpenAI's REST API (/v1) and the admin API (/admin/v1), generated from the protos' "
-                       "google.api.http annotations by protos/generate.sh. Do not edit.",
+    """The OpenAPI 3.1 description of the wire, from the plugin's two Swagger 2.0 outputs."""
+    produces = bound.get("produces", [JSON])
+    paths = {
+        path: {method: _operation(operation, operation.get("produces", produces), path in PUBLIC_PATHS)
+               for method, operation in operations.items()}
+        for path, operations in bound["paths"].items()
     }
-    spec["securityDefinitions"] = {
-        "bearer": {"type": "apiKey", "in": "header", "name": "Authorization",
-                   "description": "`Bearer <API key>`; on /admin/v1, the platform admin token or a tenant admin key."},
+    chat = paths[CHAT_PATH]["post"]["responses"]
+    chat["200"] = {
+        "description": "A chat.completion object; with `stream` true, Server-Sent Events whose data is a "
+                       "chat.completion.chunk object, the last one `[DONE]`.",
+        "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{CHAT_RESPONSE}"}},
+                    SSE: {"schema": CHUNK_EVENT}},
     }
-    spec["security"] = [{"bearer": []}]
-    definitions = spec["definitions"]
-    definitions[ERROR] = ERROR_SCHEMA
-    for path, operations in spec["paths"].items():
-        for operation in operations.values():
-            responses = operation["responses"]
-            responses["default"] = {"description": "An error, in OpenAI's shape.",
-                                    "schema": {"$ref": f"#/definitions/{ERROR}"}}
-            if path in PUBLIC_PATHS:
-                operation["security"] = []
-    chat = spec["paths"][CHAT_PATH]["post"]
-    chat["produces"] = ["application/json", "text/event-stream"]
-    chat["responses"]["200"] = {
-        "description": "A chat.completion object; with `stream` true, Server-Sent Events of chat.completion.chunk "
-                       "objects ending in `data: [DONE]`.",
-        "schema": {"$ref": f"#/definitions/{CHAT_RESPONSE}"},
-    }
-    for name in _closure({CHAT_RESPONSE}, unbound["definitions"]):
+    definitions = dict(bound["definitions"])
+    for name in _closure({CHAT_RESPONSE, CHAT_CHUNK}, unbound["definitions"]):
         if name in definitions and definitions[name] != unbound["definitions"][name]:
             raise ValueError(f"{name} differs between the bound and unbound descriptions")
         definitions[name] = unbound["definitions"][name]
+    for name, fields in WIRE_NULLS.items():
+        properties = definitions[name]["properties"]
+        definitions[name] = {**definitions[name],
+                             "properties": {**properties, **{f: _nullable(properties[f]) for f in fields}}}
+    definitions[ERROR] = ERROR_SCHEMA
     # Only what the paths use (the plugin also keeps HttpBody, Any, NullValue), sorted: a stable file.
-    used = _closure(_refs(spec["paths"]), definitions)
-    spec["definitions"] = {name: definitions[name] for name in sorted(used)}
-    return spec
+    used = _closure(_refs(paths), definitions)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "llmaas public API",
+            "version": "v1",
+            "description": "OpenAI's REST API (/v1) and the admin API (/admin/v1), generated from the protos' "
+                           "google.api.http annotations by protos/generate.sh. Do not edit.",
+        },
+        "tags": bound.get("tags", []),
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": {name: _schema(definitions[name]) for name in sorted(used)},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "The API key; on /admin/v1, the platform admin token or a tenant admin "
+                                          "key."},
+            },
+        },
+    }
 
 
 class _Dumper(yaml.SafeDumper):

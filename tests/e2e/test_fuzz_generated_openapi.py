@@ -1,0 +1,130 @@
+"""The project's own public OpenAPI description (gateway/openapi.yaml, generated from the protos by protos/generate.sh),
+fuzzed by schemathesis against the real stack: every operation, valid (positive) and invalid (negative) requests.
+Never a server error, every error in OpenAI's shape, every response valid against the description.
+
+/v1 runs with the stack's API key, /admin/v1 with the admin token. The admin calls act on a throwaway tenant (and a key
+of it) made for this test, most of the time, so that they reach the services' real work rather than a 404, and never
+on the tenant the other tests use: revoking, rotating or re-tiering that tenant's key would break them. Derandomized:
+the same requests every run (tests/e2e/test_fuzz_openai_spec.py fuzzes OpenAI's own description)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from collections import Counter
+
+import httpx
+import pytest
+import schemathesis
+import yaml
+from hypothesis import HealthCheck, given, settings
+from llmaas.stack.paths import REPO_ROOT
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from tests.support.stack import TEST_MODEL
+
+pytestmark = pytest.mark.e2e
+
+SPEC = REPO_ROOT / "gateway" / "openapi.yaml"
+# Per operation and generation mode (22 operations, 16 with negative cases).
+EXAMPLES = int(os.environ.get("LLMAAS_FUZZ_GENERATED_EXAMPLES", "12"))
+
+
+def _origin(stack: dict) -> str:
+    return stack["base_url"].removesuffix("/v1")
+
+
+@pytest.fixture(scope="module")
+def throwaway(stack) -> dict[str, str]:
+    """A tenant of this test's own, with one key: the admin operations' path parameters."""
+    admin = httpx.Client(base_url=_origin(stack) + "/admin/v1", timeout=30,
+                         headers={"Authorization": f"Bearer {stack['admin_token']}"})
+    created = admin.post("/tenants", json={"name": f"fuzz-{secrets.token_hex(4)}"})
+    assert created.status_code == 200, created.text
+    tenant_id = created.json()["tenant"]["tenant_id"]
+    key = admin.post(f"/tenants/{tenant_id}/keys", json={"name": "fuzz"})
+    assert key.status_code == 200, key.text
+    return {"tenant_id": tenant_id, "key_id": key.json()["key_id"]}
+
+
+def _steer(case, n: int, known: dict[str, str]) -> None:
+    """Three cases in four name the throwaway tenant and key (and the served model); every other chat request names
+    the served model with a well-formed message, one in eight is a minimal valid request (streamed or not): generated
+    values then reach the services' validation and the model, not only the 404 of an unknown id or the 400 of a
+    message without a role (the generated description knows no constraints: any field is most often out of range)."""
+    if n % 4 != 3 and case.path_parameters:
+        for name in known.keys() & case.path_parameters.keys():
+            case.path_parameters[name] = known[name]
+    if case.operation.path == "/v1/chat/completions" and isinstance(case.body, dict) and n % 2 == 0:
+        # Not one prompt again and again: the guard refuses a tenant's 30th identical prompt in a row.
+        chat = {"model": TEST_MODEL, "messages": [{"role": "user", "content": f"hi {n}"}]}
+        if n % 8 == 0:
+            chat |= {"max_tokens": 4, "stream": case.body.get("stream") is True}
+            case.body.clear()
+        case.body.update(chat)
+
+
+def _error_shape(response) -> None:
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"] and error["type"], response.text
+
+
+def load_schema(stack: dict):
+    """The description without its security requirements: each call carries the right credential, and the negative
+    cases then vary parameters and bodies instead of only leaving the key out (tests/e2e/test_auth.py covers that)."""
+    raw = yaml.safe_load(SPEC.read_text())
+    raw.pop("security")
+    for operations in raw["paths"].values():
+        for operation in operations.values():
+            operation.pop("security", None)
+    schema = schemathesis.openapi.from_dict(raw)
+    schema.config.update(base_url=_origin(stack))
+    return schema
+
+
+def _modes(operation) -> list[GenerationMode]:
+    """Negative cases only where there is something to get wrong: a free string in the path has no invalid value."""
+    raw = operation.definition.raw
+    query = any(parameter["in"] == "query" for parameter in raw.get("parameters", []))
+    return list(GenerationMode) if query or "requestBody" in raw else [GenerationMode.POSITIVE]
+
+
+def fuzz_operation(operation, mode: GenerationMode, token: str, steer, statuses: Counter[int]) -> None:
+    """EXAMPLES requests of one mode to one operation; raises what schemathesis or the shape check found.
+    steer(case): what _steer does with the case first."""
+
+    # The pytest plugin's parametrize does not work with this pytest; hypothesis drives the cases directly.
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def fuzz(case):
+        steer(case)
+        response = case.call(headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        statuses[response.status_code] += 1
+        case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+        if response.status_code >= 400:
+            _error_shape(response)
+
+    fuzz()
+
+
+def operations_in_order(schema) -> list:
+    """Every operation, revocation last: the throwaway key stays usable for the operations on it before."""
+    return sorted((result.ok() for result in schema.get_all_operations()), key=lambda op: op.path.endswith("/revoke"))
+
+
+def test_generated_openapi_fuzzed(stack, throwaway):
+    operations = operations_in_order(load_schema(stack))
+    assert len(operations) >= 22 and all(op.path.startswith(("/v1/", "/admin/v1/")) for op in operations)
+    known = {**throwaway, "model": TEST_MODEL}
+    statuses: Counter[int] = Counter()
+    counter = itertools.count()
+    for operation in operations:
+        token = stack["admin_token"] if operation.path.startswith("/admin/") else stack["api_key"]
+        for mode in _modes(operation):
+            fuzz_operation(operation, mode, token, lambda case: _steer(case, next(counter), known), statuses)
+    assert statuses[200] > 0 and any(400 <= s < 500 for s in statuses)
+    print(f"\nfuzzed {statuses.total()} requests: " + ", ".join(f"{s}x{n}" for s, n in sorted(statuses.items())))
