@@ -181,11 +181,20 @@ local EXPECTED = {
 -- The transcoder's message names the field path and the type; only those two (proto field names are OpenAI's
 -- parameter names) reach the client, never the value or the proto type.
 local function transcode_error(message)
-  local path, kind = string.match(message, "^([%w_%.%[%]]*): invalid value .* for type (%S+)$")
+  local path, value, kind = string.match(message, "^([%w_%.%[%]]*): invalid value (.*) for type (%S+)$")
   if path ~= nil then
     local expected = EXPECTED[kind] or (find(kind, "^type%.googleapis%.com/") and "an object" or "another type")
     if path == "" then
       return error_body("The request body must be a JSON object.", "invalid_type")
+    end
+    -- An integer, but beyond the field's range (e.g. max_tokens 99999999999 for an int32): say so, not "expected
+    -- an integer". A negative one for an unsigned field keeps "expected a non-negative integer".
+    local digits = string.match(value, '^"?(%-?%d+)"?$')
+    if digits ~= nil and find(kind, "INT", 1, true) and not (byte(digits, 1) == 45 and find(kind, "UINT", 1, true)) then
+      local above = byte(digits, 1) ~= 45
+      return error_body(format("Invalid '%s': integer %s the parameter's %s value.", path,
+        above and "above" or "below", above and "maximum" or "minimum"),
+        above and "integer_above_max_value" or "integer_below_min_value", path)
     end
     return error_body(format("Invalid type for '%s': expected %s.", path, expected), "invalid_type", path)
   end
@@ -195,6 +204,19 @@ local function transcode_error(message)
   if find(message, "Message too deep", 1, true) then
     return error_body(format("The request body's JSON is nested too deeply: at most %d levels of objects and arrays "
       .. "are accepted.", MAX_JSON_DEPTH), "json_too_deep")
+  end
+  -- Valid JSON the transcoder still refuses (found by the fuzzer; each was "not valid JSON" before).
+  local where = string.match(message, "^([%w_%.%[%]]+): Proto fields must have a name")
+  if where ~= nil or find(message, "^: Proto fields must have a name") then
+    return error_body("The request body has an empty key" .. (where and format(" in '%s'", where) or "")
+      .. ": every key must name a parameter.", "invalid_value", where)
+  end
+  if find(message, "exceeds the range of", 1, true) then
+    return error_body("A number in the request body is beyond the range of a double.", "invalid_value")
+  end
+  if find(message, "surrogate", 1, true) or find(message, "unicode code point", 1, true) then
+    return error_body("The request body's JSON has an invalid \\u escape (a lone UTF-16 surrogate or a code point "
+      .. "beyond Unicode).", "invalid_json")
   end
   local field = string.match(message, "^([%w_%.%[%]]+): ")
   if field ~= nil then

@@ -21,19 +21,63 @@ NOT_METADATA = [
 ]
 
 
-def _get(stack, path: str, token: str, headers: dict[str, str]) -> httpx.Response:
+def _get(stack, path: str, token: str | None, headers: dict[str, str]) -> httpx.Response:
     return httpx.get(stack["base_url"].removesuffix("/v1") + path, timeout=30,
-                     headers={"Authorization": f"Bearer {token}", **headers})
+                     headers={**({"Authorization": f"Bearer {token}"} if token else {}), **headers})
 
 
 @pytest.mark.parametrize(("name", "value"), NOT_METADATA)
 def test_headers_grpc_cannot_carry_are_ignored(stack, name, value):
     header = {name: value}
     assert _get(stack, "/v1/models", stack["api_key"], header).json()["object"] == "list"
-    assert _get(stack, "/v1/lifecycle", "", header).status_code == 200
+    assert _get(stack, "/v1/lifecycle", None, header).status_code == 200
     assert "tiers" in _get(stack, "/admin/v1/tiers", stack["admin_token"], header).json()
     chat = httpx.post(stack["base_url"] + "/chat/completions", timeout=60,
                       headers={"Authorization": f"Bearer {stack['api_key']}", **header},
                       json={"model": TEST_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
     assert chat.status_code == 200, chat.text
     assert chat.json()["object"] == "chat.completion"
+
+
+def _chat(stack, body: str) -> httpx.Response:
+    return httpx.post(stack["base_url"] + "/chat/completions", content=body, timeout=60,
+                      headers={"Authorization": f"Bearer {stack['api_key']}", "Content-Type": "application/json"})
+
+
+# Valid JSON the transcoder refuses, each told "not valid JSON" (or a wrong cause) before.
+REFUSED_VALID_JSON = [
+    ('{"model": "m", "": 1}', "empty key", "invalid_value", None),
+    ('{"model": "m", "stream_options": {"": 1}}', "empty key in 'stream_options'", "invalid_value", "stream_options"),
+    ('{"model": "m", "temperature": 1e999}', "beyond the range of a double", "invalid_value", None),
+    ('{"model": "m", "max_tokens": 99999999999}', "integer above", "integer_above_max_value", "max_tokens"),
+    ('{"model": "m", "max_tokens": -99999999999}', "integer below", "integer_below_min_value", "max_tokens"),
+    ('{"model": "m", "seed": "99999999999999999999"}', "integer above", "integer_above_max_value", "seed"),
+    ('{"model": "\\ud800"}', "lone UTF-16 surrogate", "invalid_json", None),
+]
+
+
+@pytest.mark.parametrize(("body", "says", "code", "param"), REFUSED_VALID_JSON)
+def test_valid_json_the_transcoder_refuses_is_told_by_cause(stack, body, says, code, param):
+    response = _chat(stack, body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert says in error["message"] and "not valid JSON" not in error["message"], error
+    assert (error["code"], error["param"], error["type"]) == (code, param, "invalid_request_error")
+
+
+# A query parameter the transcoder could not read was "The request could not be read: it is not a valid HTTP request."
+BAD_QUERY = [
+    ("/admin/v1/tenants/t/audit", {"after_seq": "-1"}, "after_seq", "a non-negative integer"),
+    ("/admin/v1/tenants/t/audit", {"limit": "abc"}, "limit", "a non-negative integer"),
+    ("/admin/v1/tenants/t/keys", {"include_revoked": "maybe"}, "include_revoked", "a boolean"),
+]
+
+
+@pytest.mark.parametrize(("path", "query", "param", "expected"), BAD_QUERY)
+def test_a_query_parameter_of_the_wrong_type_is_named(stack, path, query, param, expected):
+    response = httpx.get(stack["base_url"].removesuffix("/v1") + path, params=query, timeout=30,
+                         headers={"Authorization": f"Bearer {stack['admin_token']}"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error == {"message": f"Invalid type for '{param}': expected {expected}.", "type": "invalid_request_error",
+                     "param": param, "code": "invalid_type"}

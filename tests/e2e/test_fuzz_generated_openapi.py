@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 
 SPEC = REPO_ROOT / "gateway" / "openapi.yaml"
 # Per operation and generation mode (22 operations, 16 with negative cases).
-EXAMPLES = int(os.environ.get("LLMAAS_FUZZ_GENERATED_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("LLMAAS_FUZZ_GENERATED_EXAMPLES", "30"))
 
 
 def _origin(stack: dict) -> str:
