@@ -168,6 +168,8 @@ def finish(bound: dict[str, Any], unbound: dict[str, Any]) -> dict[str, Any]:
     definitions[ERROR] = ERROR_SCHEMA
     # Only what the paths use (the plugin also keeps HttpBody, Any, NullValue), sorted: a stable file.
     used = _closure(_refs(paths), definitions)
+    used_tags = {tag for operations in paths.values() for operation in operations.values()
+                 for tag in operation.get("tags", [])}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -176,7 +178,8 @@ def finish(bound: dict[str, Any], unbound: dict[str, Any]) -> dict[str, Any]:
             "description": "OpenAI's REST API (/v1) and the admin API (/admin/v1), generated from the protos' "
                            "google.api.http annotations by protos/generate.sh. Do not edit.",
         },
-        "tags": bound.get("tags", []),
+        # The plugin names every service; a service with no public method (an internal one) has no place here.
+        "tags": [tag for tag in bound.get("tags", []) if tag["name"] in used_tags],
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
