@@ -28,8 +28,8 @@ python -m grpc_tools.protoc -I protos -I build/proto-deps --include_imports --in
 # The public OpenAPI description: grpc-gateway's protoc-gen-openapiv2 (deploy/install-protoc-gen-openapiv2.sh) sees
 # only the methods with a google.api.http binding, i.e. what Envoy transcodes; field names as on the wire (proto names),
 # one merged file. llmaas.stack.openapi then says what the plugin cannot know (OpenAI's error shape, the chat
-# response behind its HttpBody stream, the bearer key); it reads the typed chat response from a second run that
-# includes the unbound methods.
+# response behind its HttpBody stream, the bearer key, the integers' ranges from the descriptor set) in OpenAPI 3.1; it
+# reads the typed chat response from a second run that includes the unbound methods.
 openapiv2_version=$(sed -n 's/^VERSION=//p' deploy/install-protoc-gen-openapiv2.sh)
 openapiv2="$(go env GOPATH 2>/dev/null | cut -d: -f1)/bin/protoc-gen-openapiv2-$openapiv2_version"
 if [[ ! -x "$openapiv2" ]]; then
@@ -44,5 +44,5 @@ for unbound in false true; do
     --openapiv2_opt=omit_array_item_type_when_ref_sibling=true,ignore_go_package_option=true \
     --openapiv2_opt=generate_unbound_methods=$unbound "${sources[@]}"
 done
-python -m llmaas.stack.openapi build/openapi/unbound-{false,true}.swagger.yaml gateway/openapi.yaml
+python -m llmaas.stack.openapi build/openapi/unbound-{false,true}.swagger.yaml gateway/llmaas.pb gateway/openapi.yaml
 echo "generated: ${#sources[@]} protos -> services/llmaas/*/v1, gateway/llmaas.pb, gateway/openapi.yaml"

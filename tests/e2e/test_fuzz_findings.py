@@ -3,6 +3,8 @@ the real stack, so that a finding stays fixed whatever the fuzzers happen to gen
 
 from __future__ import annotations
 
+import secrets
+
 import httpx
 import pytest
 
@@ -81,3 +83,59 @@ def test_a_query_parameter_of_the_wrong_type_is_named(stack, path, query, param,
     error = response.json()["error"]
     assert error == {"message": f"Invalid type for '{param}': expected {expected}.", "type": "invalid_request_error",
                      "param": param, "code": "invalid_type"}
+
+
+class Admin:
+    """The admin REST API with the platform admin token."""
+
+    def __init__(self, stack) -> None:
+        self.client = httpx.Client(base_url=stack["base_url"].removesuffix("/v1") + "/admin/v1", timeout=30,
+                                   headers={"Authorization": f"Bearer {stack['admin_token']}"})
+
+    def ok(self, response: httpx.Response) -> dict:
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture(scope="module")
+def admin(stack) -> Admin:
+    return Admin(stack)
+
+
+@pytest.fixture(scope="module")
+def tenant(admin) -> str:
+    return admin.ok(admin.client.post("/tenants", json={"name": f"findings-{secrets.token_hex(4)}"}))["tenant"][
+        "tenant_id"]
+
+
+def _refused(response: httpx.Response, param: str) -> None:
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param and response.json()["error"]["code"] == "invalid_value"
+
+
+# Values in range of their proto type that the services could not store or compute with: each was a 500.
+def test_a_rotation_period_or_grace_that_overflows_a_date_is_refused(admin, tenant):
+    keys = f"/tenants/{tenant}/keys"
+    _refused(admin.client.post(keys, json={"name": "a", "rotation_period_days": 3_000_000}), "rotation_period_days")
+    _refused(admin.client.post(keys, json={"name": "a", "rotation_grace_seconds": 2**31 - 1}),
+             "rotation_grace_seconds")
+    key = admin.ok(admin.client.post(keys, json={"name": "a", "rotation_period_days": 3650,
+                                                 "rotation_grace_seconds": 365 * 86400}))["key"]
+    assert key["rotation_period_days"] == 3650
+    _refused(admin.client.post(f"{keys}/{key['key_id']}/rotate", json={"grace_seconds": 2**31 - 1}), "grace_seconds")
+    admin.ok(admin.client.post(f"{keys}/{key['key_id']}/rotate", json={"grace_seconds": 365 * 86400}))
+
+
+def test_an_audit_page_after_any_possible_sequence_number_is_empty(admin, tenant):
+    for after in (2**63 - 1, 2**63, 2**64 - 1):
+        page = admin.ok(admin.client.get(f"/tenants/{tenant}/audit", params={"after_seq": str(after)}))
+        assert page.get("events", []) == [] and page.get("next_after_seq", "0") == "0"
+
+
+def test_a_budget_beyond_what_can_be_counted_is_refused(admin, tenant):
+    tier = admin.ok(admin.client.get("/tiers"))["tiers"][0]["id"]
+    for budget in ("1e999", "9" * 20, "1000000000.000000001"):
+        _refused(admin.client.put(f"/tenants/{tenant}/tier", json={"tier": tier, "monthly_budget_eur": budget}),
+                 "monthly_budget_eur")
+    body = admin.ok(admin.client.put(f"/tenants/{tenant}/tier", json={"tier": tier, "monthly_budget_eur": "1000000000"}))
+    assert body["tier"]["monthly_budget_eur"] == "1000000000.000000000"

@@ -39,7 +39,7 @@ def _origin(stack: dict) -> str:
 
 @pytest.fixture(scope="module")
 def throwaway(stack) -> dict[str, str]:
-    """A tenant of this test's own, with one key: the admin operations' path parameters."""
+    """A tenant of this test's own, with one key, and a tier that exists: the admin operations' parameters."""
     admin = httpx.Client(base_url=_origin(stack) + "/admin/v1", timeout=30,
                          headers={"Authorization": f"Bearer {stack['admin_token']}"})
     created = admin.post("/tenants", json={"name": f"fuzz-{secrets.token_hex(4)}"})
@@ -47,17 +47,21 @@ def throwaway(stack) -> dict[str, str]:
     tenant_id = created.json()["tenant"]["tenant_id"]
     key = admin.post(f"/tenants/{tenant_id}/keys", json={"name": "fuzz"})
     assert key.status_code == 200, key.text
-    return {"tenant_id": tenant_id, "key_id": key.json()["key_id"]}
+    tiers = admin.get("/tiers")
+    assert tiers.status_code == 200, tiers.text
+    return {"tenant_id": tenant_id, "key_id": key.json()["key_id"], "tier": tiers.json()["tiers"][0]["id"]}
 
 
 def _steer(case, n: int, known: dict[str, str]) -> None:
-    """Three cases in four name the throwaway tenant and key (and the served model); every other chat request names
+    """Three cases in four name the throwaway tenant, key and a tier (and the served model); every other chat request names
     the served model with a well-formed message, one in eight is a minimal valid request (streamed or not): generated
     values then reach the services' validation and the model, not only the 404 of an unknown id or the 400 of a
     message without a role (the generated description knows no constraints: any field is most often out of range)."""
     if n % 4 != 3 and case.path_parameters:
         for name in known.keys() & case.path_parameters.keys():
             case.path_parameters[name] = known[name]
+    if n % 4 != 3 and case.operation.path.endswith("/tier") and isinstance(case.body, dict):
+        case.body["tier"] = known["tier"]
     if case.operation.path == "/v1/chat/completions" and isinstance(case.body, dict) and n % 2 == 0:
         # Not one prompt again and again: the guard refuses a tenant's 30th identical prompt in a row.
         chat = {"model": TEST_MODEL, "messages": [{"role": "user", "content": f"hi {n}"}]}

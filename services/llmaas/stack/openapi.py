@@ -7,10 +7,14 @@ prints them. This module says what it cannot know, so that the description is wh
 - POST /v1/chat/completions is an HttpBody stream on the gRPC side, but on the wire a chat.completion object
   (application/json) or, when `stream` is true, Server-Sent Events whose data is a chat.completion.chunk object and
   finally `[DONE]`: two media types for one status, which needs OpenAPI 3 (hence the conversion from Swagger 2.0);
-- the API key (or admin token) is a bearer token; GET /v1/lifecycle needs none.
+- the API key (or admin token) is a bearer token; GET /v1/lifecycle needs none;
+- integers have their proto type's range (the plugin writes uint32 as "int64", with no bounds) and 64-bit ones, JSON
+  strings, only digits: read from the descriptor set (gateway/llmaas.pb), so that a fuzzer sends what the wire can
+  carry, up to its limits.
 
-Usage: python -m llmaas.stack.openapi BOUND UNBOUND OUT, where BOUND is the plugin's merged output for the bound
-methods and UNBOUND the same with generate_unbound_methods (only read for the typed chat responses' definitions).
+Usage: python -m llmaas.stack.openapi BOUND UNBOUND DESCRIPTORS OUT, where BOUND is the plugin's merged output for the
+bound methods, UNBOUND the same with generate_unbound_methods (only read for the typed chat responses' definitions) and
+DESCRIPTORS the protos' descriptor set.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from google.protobuf import descriptor_pb2
+
+FieldType = descriptor_pb2.FieldDescriptorProto
 
 CHAT_PATH = "/v1/chat/completions"
 CHAT_RESPONSE = "llmaas.router.v1.CreateChatCompletionResponse"
@@ -69,6 +76,62 @@ WIRE_NULLS = {
 }
 
 
+_INT32 = {"minimum": -2**31, "maximum": 2**31 - 1}
+_UINT32 = {"minimum": 0, "maximum": 2**32 - 1}
+# What a field of each integer type may be on the wire: 64-bit integers are JSON strings of digits.
+INTEGER_RANGES: dict[int, dict[str, Any]] = {
+    FieldType.TYPE_INT32: _INT32, FieldType.TYPE_SINT32: _INT32, FieldType.TYPE_SFIXED32: _INT32,
+    FieldType.TYPE_UINT32: _UINT32, FieldType.TYPE_FIXED32: _UINT32,
+    **dict.fromkeys((FieldType.TYPE_INT64, FieldType.TYPE_SINT64, FieldType.TYPE_SFIXED64), {"pattern": "^-?[0-9]+$"}),
+    **dict.fromkeys((FieldType.TYPE_UINT64, FieldType.TYPE_FIXED64), {"pattern": "^[0-9]+$"}),
+}
+
+
+class Protos:
+    """The integer fields of the protos' messages, and the request message of each method."""
+
+    def __init__(self, descriptor_set: bytes) -> None:
+        files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set).file
+        self.integers: dict[str, dict[str, int]] = {}
+        self.inputs: dict[str, str] = {}
+        for file in files:
+            for message in file.message_type:
+                self._add(f"{file.package}.{message.name}", message)
+            for service in file.service:
+                for method in service.method:
+                    self.inputs[f"{file.package}.{service.name}.{method.name}"] = method.input_type.lstrip(".")
+
+    def _add(self, name: str, message: descriptor_pb2.DescriptorProto) -> None:
+        self.integers[name] = {f.name: f.type for f in message.field if f.type in INTEGER_RANGES}
+        for nested in message.nested_type:
+            self._add(f"{name}.{nested.name}", nested)
+
+    def fields(self, definition: str) -> dict[str, int]:
+        """Integer fields of a definition: a message, or the plugin's `<package>.<Service>.<Method>Body` (the request
+        message without its path parameters)."""
+        if definition in self.integers:
+            return self.integers[definition]
+        method = definition.removesuffix("Body")
+        return self.integers.get(self.inputs.get(method, ""), {}) if method != definition else {}
+
+
+def _ranged(schema: dict[str, Any], field_type: int) -> dict[str, Any]:
+    if schema.get("type") == "array":
+        return {**schema, "items": _ranged(schema["items"], field_type)}
+    return {**schema, **INTEGER_RANGES[field_type]}
+
+
+def _with_integer_ranges(definitions: dict[str, Any], protos: Protos) -> dict[str, Any]:
+    out = {}
+    for name, definition in definitions.items():
+        fields = protos.fields(name)
+        properties = definition.get("properties", {})
+        out[name] = {**definition, "properties": {
+            key: _ranged(value, fields[key]) if key in fields else value for key, value in properties.items()
+        }} if fields.keys() & properties.keys() else definition
+    return out
+
+
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     if "$ref" in schema:
         return {"anyOf": [schema, {"type": "null"}]}
@@ -114,15 +177,17 @@ def _schema(node: Any) -> Any:
 
 def _parameter(parameter: dict[str, Any]) -> dict[str, Any]:
     """A path or query parameter: its type moves under `schema`; a repeated one is form-exploded (the default)."""
-    schema_keys = ("type", "format", "items", "pattern", "enum", "default")
+    schema_keys = ("type", "format", "items", "pattern", "enum", "default", "minimum", "maximum")
     out = {key: value for key, value in parameter.items() if key not in schema_keys and key != "collectionFormat"}
     out["schema"] = _schema({key: parameter[key] for key in schema_keys if key in parameter})
     return out
 
 
-def _operation(operation: dict[str, Any], produces: list[str], public: bool) -> dict[str, Any]:
+def _operation(operation: dict[str, Any], produces: list[str], public: bool, fields: dict[str, int]) -> dict[str, Any]:
+    """fields: the integer fields of the operation's request message (its path and query parameters' types)."""
     out = {key: value for key, value in operation.items() if key not in ("parameters", "responses", "produces")}
-    parameters = operation.get("parameters", [])
+    parameters = [{**p, **INTEGER_RANGES[fields[p["name"]]]} if p["name"] in fields and p["in"] != "body" else p
+                  for p in operation.get("parameters", [])]
     if plain := [_parameter(p) for p in parameters if p["in"] != "body"]:
         out["parameters"] = plain
     for body in (p for p in parameters if p["in"] == "body"):
@@ -141,11 +206,18 @@ def _operation(operation: dict[str, Any], produces: list[str], public: bool) -> 
     return out
 
 
-def finish(bound: dict[str, Any], unbound: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of the wire, from the plugin's two Swagger 2.0 outputs."""
+def _method(operation: dict[str, Any], protos: Protos) -> str:
+    """The full name of an operation's method: its operationId is `<Service>_<Method>` (unique across packages)."""
+    service_method = operation["operationId"].replace("_", ".", 1)
+    return next(name for name in protos.inputs if name.endswith("." + service_method))
+
+
+def finish(bound: dict[str, Any], unbound: dict[str, Any], protos: Protos) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the wire, from the plugin's two Swagger 2.0 outputs and the descriptors."""
     produces = bound.get("produces", [JSON])
     paths = {
-        path: {method: _operation(operation, operation.get("produces", produces), path in PUBLIC_PATHS)
+        path: {method: _operation(operation, operation.get("produces", produces), path in PUBLIC_PATHS,
+                                  protos.integers[protos.inputs[_method(operation, protos)]])
                for method, operation in operations.items()}
         for path, operations in bound["paths"].items()
     }
@@ -165,6 +237,7 @@ def finish(bound: dict[str, Any], unbound: dict[str, Any]) -> dict[str, Any]:
         properties = definitions[name]["properties"]
         definitions[name] = {**definitions[name],
                              "properties": {**properties, **{f: _nullable(properties[f]) for f in fields}}}
+    definitions = _with_integer_ranges(definitions, protos)
     definitions[ERROR] = ERROR_SCHEMA
     # Only what the paths use (the plugin also keeps HttpBody, Any, NullValue), sorted: a stable file.
     used = _closure(_refs(paths), definitions)
@@ -202,8 +275,9 @@ _Dumper.add_representer(str, lambda dumper, s: dumper.represent_scalar(
 
 
 def main(argv: list[str]) -> None:
-    bound, unbound, out = map(Path, argv)
-    spec = finish(yaml.safe_load(bound.read_text()), yaml.safe_load(unbound.read_text()))
+    bound, unbound, descriptors, out = map(Path, argv)
+    spec = finish(yaml.safe_load(bound.read_text()), yaml.safe_load(unbound.read_text()),
+                  Protos(descriptors.read_bytes()))
     text = yaml.dump(spec, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
     out.write_text("# Generated by protos/generate.sh from the protos (protoc-gen-openapiv2 and llmaas.stack.openapi)."
                    " Do not edit.\n" + text)
