@@ -80,3 +80,20 @@ def test_only_public_methods_are_described():
                 "CheckPrompt", "Reserve", "Settle")
     assert not {op for op in operations if op.split("_", 1)[1] in internal}
     assert all(path.startswith(("/v1/", "/admin/v1/")) for path in SPEC["paths"])
+
+
+def test_integers_have_their_proto_types_range():
+    # The plugin writes uint32 as "int64" with no bounds and 64-bit integers as free strings: the fuzzer then sent
+    # nothing a service could take. The descriptor set says what each field is.
+    audit = SPEC["paths"]["/admin/v1/tenants/{tenant_id}/audit"]["get"]["parameters"]
+    params = {p["name"]: p["schema"] for p in audit}
+    assert (params["limit"]["minimum"], params["limit"]["maximum"]) == (0, 2**32 - 1)  # uint32
+    assert params["after_seq"]["pattern"] == "^[0-9]+$"  # uint64, a JSON string
+    schemas = SPEC["components"]["schemas"]
+    request = schemas["llmaas.router.v1.CreateChatCompletionRequest"]["properties"]
+    assert (request["max_tokens"]["minimum"], request["max_tokens"]["maximum"]) == (-2**31, 2**31 - 1)  # int32
+    assert request["seed"]["pattern"] == "^-?[0-9]+$"  # int64
+    key_body = schemas["llmaas.auth.v1.AuthService.CreateApiKeyBody"]["properties"]  # the request minus tenant_id
+    assert key_body["rotation_period_days"]["maximum"] == 2**32 - 1
+    quota = schemas["llmaas.auth.v1.Quota"]["properties"]
+    assert quota["max_requests"]["pattern"] == "^[0-9]+$"
