@@ -3,7 +3,8 @@
 #   .venv/            the project and its pinned dependencies; llama-cpp-python is built for a portable
 #                     instruction-set baseline by deploy/llama-cpp.sh (~11 min the first time on a machine, then
 #                     reused from a wheel keyed by its build settings)
-#   $GOPATH/bin/      Jaeger v2 (built once from the Go module proxy, ~8 min cold, seconds warm)
+#   $GOPATH/bin/      Jaeger v2 (built once from the Go module proxy, ~8 min cold, seconds warm) and grpc-gateway's
+#                     protoc-gen-openapiv2 (protos/generate.sh writes gateway/openapi.yaml with it; ~1 min cold)
 # Usage: bash deploy/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +43,9 @@ fi
 
 if command -v go >/dev/null 2>&1; then
   bash deploy/install-jaeger.sh
+  bash deploy/install-protoc-gen-openapiv2.sh
 else
-  echo "go not found: the stack will run without Jaeger (traces are still propagated, not stored)"
+  echo "go not found: the stack will run without Jaeger (traces are still propagated, not stored), and"\
+    "protos/generate.sh cannot write the OpenAPI description"
 fi
 echo "setup done: .venv ready"

@@ -4,12 +4,15 @@ from decimal import Decimal
 import pytest
 from llmaas.metering import tiers as tw
 from llmaas.metering.pricing import (
+    MAX_EUR,
     PricingError,
     Usage,
     cost_nano,
     energy_uwh,
+    eur_to_nano,
     format_eur,
     load_prices,
+    parse_eur,
     parse_prices,
     started_minutes,
     to_cents,
@@ -116,3 +119,11 @@ def test_windows_are_aligned():
     assert end == int(dt.datetime(2027, 1, 1, tzinfo=dt.UTC).timestamp())
     start, end = tw.slot_window(NOW, 60)
     assert end - start == 60 and start % 60 == 0 and start <= NOW.timestamp() < end
+
+
+@pytest.mark.parametrize("amount", ["1e999", "9" * 20, "1000000000.000000001"])
+def test_an_amount_beyond_a_bigint_of_nano_eur_is_refused(amount):
+    # (a tenant budget of "1e999" EUR reached the database: a 500, found by the fuzzer)
+    with pytest.raises(PricingError, match="at most 1000000000 EUR"):
+        parse_eur(amount, "monthly_budget_eur")
+    assert eur_to_nano(parse_eur(str(MAX_EUR), "x")) < 2**63

@@ -30,6 +30,13 @@ from llmaas.common.identity import (
 )
 
 _MAX_AUDIT_PAGE = 1000
+# Audit sequence numbers are signed 64-bit in the database: none is beyond this, and a larger after_seq (the API's
+# uint64) was a database error, a 500 (found by the fuzzer).
+_MAX_SEQ = 2**63 - 1
+# Beyond these, the dates they make overflowed Python's datetime (a 500, found by the fuzzer): ten years between
+# automatic rotations, a year of grace for the previous secret.
+MAX_ROTATION_PERIOD_DAYS = 3650
+MAX_GRACE_SECONDS = 365 * 86400
 # Records per RecordRequests call (the router sends at most 256).
 _MAX_RECORDS_PER_CALL = 1000
 
@@ -88,6 +95,16 @@ def _validate_key_request(request: auth_pb2.CreateApiKeyRequest, now: datetime) 
         raise invalid_request("expires_at must be in the future", param="expires_at", code="invalid_value")
     if len(request.labels) > 32 or any(len(k) > 64 or len(v) > 256 for k, v in request.labels.items()):
         raise invalid_request("at most 32 labels, keys up to 64 and values up to 256 characters", param="labels")
+    if request.rotation_period_days > MAX_ROTATION_PERIOD_DAYS:
+        raise invalid_request(f"rotation_period_days must be at most {MAX_ROTATION_PERIOD_DAYS}",
+                              param="rotation_period_days", code="invalid_value")
+    _check_grace(request.rotation_grace_seconds, "rotation_grace_seconds")
+
+
+def _check_grace(seconds: int, param: str) -> None:
+    if seconds > MAX_GRACE_SECONDS:
+        raise invalid_request(f"{param} must be at most {MAX_GRACE_SECONDS} (a year)", param=param,
+                              code="invalid_value")
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer, auth_pb2_grpc.AuthInternalServiceServicer):
@@ -196,6 +213,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer, auth_pb2_grpc.AuthInternal
             if request.grace_seconds == 0:
                 raise invalid_request("grace_seconds must be positive (revoke the key to stop it at once)",
                                       param="grace_seconds", code="invalid_value")
+            _check_grace(request.grace_seconds, "grace_seconds")
             grace = timedelta(seconds=request.grace_seconds)
         record, api_key = self._key_call(self._store.rotate_key, request.tenant_id, request.key_id, grace)
         await self._record(context, actor, "key.rotate", tenant_id=request.tenant_id, key_id=record.id)
@@ -222,7 +240,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer, auth_pb2_grpc.AuthInternal
     async def ListAuditEvents(self, request, context):
         self._admin(context, request.tenant_id)
         limit = min(request.limit or 100, _MAX_AUDIT_PAGE)
-        rows = self._audit.store.list(request.tenant_id, after_seq=request.after_seq, limit=limit,
+        rows = self._audit.store.list(request.tenant_id, after_seq=min(request.after_seq, _MAX_SEQ), limit=limit,
                                       key_id=request.key_id, action=request.action)
         events = [auth_pb2.AuditEvent(
             seq=r.seq, time=_ts(r.record.at), tenant_id=r.record.tenant_id, key_id=r.record.key_id,

@@ -40,6 +40,11 @@ class PricingError(ValueError):
     pass
 
 
+# The largest amount accepted anywhere (a price, a budget): its nano-EUR, 10^18, fit the signed 64-bit BIGINT
+# columns. Beyond it (a budget of "1e999" EUR) the database refused the number: a 500 (found by the fuzzer).
+MAX_EUR = Decimal(10**9)
+
+
 def parse_eur(value, where: str, *, max_decimals: int = 9) -> Decimal:
     """A non-negative EUR amount from a YAML/JSON/proto value (string or integer; floats only via their text)."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -50,6 +55,8 @@ def parse_eur(value, where: str, *, max_decimals: int = 9) -> Decimal:
         raise PricingError(f"{where}: {value!r} is not a number") from None
     if not amount.is_finite() or amount < 0:
         raise PricingError(f"{where}: must be a non-negative amount, got {value!r}")
+    if amount > MAX_EUR:
+        raise PricingError(f"{where}: at most {MAX_EUR} EUR")
     if amount.normalize().as_tuple().exponent < -max_decimals:
         raise PricingError(f"{where}: at most {max_decimals} decimals, got {value!r}")
     return amount
