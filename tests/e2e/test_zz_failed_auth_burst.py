@@ -157,7 +157,7 @@ def test_a_burst_of_invalid_keys_is_limited_and_counted_and_valid_keys_are_serve
     assert rows <= total / 10, (rows, requests)
     verified = httpx.post(f"{stack['admin_url']}/audit/verify",
                           headers={"Authorization": f"Bearer {stack['admin_token']}"}, timeout=60).json()
-    assert verified["ok"] is True, verified
+    assert verified.get("ok") is True, verified
     # The valid key's latency during the burst, against its own alone.
     assert len(during) >= 20
     assert _p(during, 99) <= bound

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 import sqlalchemy as sa
+from llmaas.auth import audit
 from llmaas.auth.audit import AuditRecord
 from llmaas.auth.tables import audit_events
 
@@ -95,3 +97,38 @@ async def test_overlong_values_are_clipped_not_refused(engine):
     [stored] = log.store.list("t")
     assert len(stored.record.key_id) == 64 and len(stored.record.request_id) == 64
     assert log.store.verify().ok
+
+
+
+class _AppendAfterTipRead:
+    """A fake engine for the race: the real one, except that right after verify first reads the tip, two records are
+    appended and committed (as another replica's write-behind would)."""
+
+    def __init__(self, engine, append) -> None:
+        self._engine, self._append, self._done = engine, append, False
+
+    @contextlib.contextmanager
+    def connect(self):
+        with self._engine.connect() as conn:
+            outer = self
+
+            class _Conn:
+                def execute(self, statement, *args, **kwargs):
+                    result = conn.execute(statement, *args, **kwargs)
+                    if statement is audit._TIP and not outer._done:
+                        outer._done = True
+                        outer._append()
+                    return result
+
+            yield _Conn()
+
+
+async def test_verify_walks_a_chain_that_grows_meanwhile(engine):
+    """Records appended while verify walks (after it read the tip) are walked too, never reported as tampering: the
+    failed-auth burst e2e test once found its chain "not ok" because denied-request counts kept landing meanwhile."""
+    log = audit_log(engine)
+    await log.append_many([_record(i) for i in range(10)])
+    racing = _AppendAfterTipRead(engine, lambda: log.store.append_batch([_record(100), _record(101)]))
+    report = audit.AuditStore(racing).verify(batch=4)
+    assert report.ok and report.checked == 12
+    assert log.store.verify().checked == 12

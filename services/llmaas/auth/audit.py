@@ -158,6 +158,7 @@ _LOCK_TIP = (audit_head.update().where(audit_head.c.id == 1).values(seq=audit_he
 _INSERT = audit_events.insert().returning(audit_events.c.seq)
 _SET_TIP = audit_head.update().where(audit_head.c.id == 1).values(seq=sa.bindparam("tip_seq"),
                                                                    hash=sa.bindparam("tip_hash"))
+_TIP = sa.select(audit_head.c.seq, audit_head.c.hash)
 _COMPLETED_AMONG = sa.select(audit_events.c.request_id).where(
     audit_events.c.action == COMPLETED, audit_events.c.request_id.in_(sa.bindparam("ids", expanding=True)))
 
@@ -218,26 +219,39 @@ class AuditStore:
             return [StoredRecord(r.seq, _row_to_record(r), r.prev_hash, r.hash) for r in conn.execute(query)]
 
     def verify(self, batch: int = 5000) -> ChainReport:
-        """Walks the whole chain in order, recomputing every hash; stops at the first mismatch."""
+        """Walks the chain in order, recomputing every hash; stops at the first mismatch. The chain may grow while it
+        is walked (each read may see a later snapshot than the tip read before it: SQLite's driver, PostgreSQL's read
+        committed): the walk goes up to the tip it read, then to the next tip as long as records beyond it exist. An
+        append writes its records and the tip in one transaction, so a record beyond a tip read after it was seen
+        was not appended: it was inserted."""
         prev, expected_seq, checked = GENESIS, 1, 0
         with self._engine.connect() as conn:
-            tip = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash)).one()
+            tip = conn.execute(_TIP).one()
             while True:
-                rows = conn.execute(sa.select(audit_events).where(audit_events.c.seq >= expected_seq)
-                                    .order_by(audit_events.c.seq).limit(batch)).all()
-                for r in rows:
-                    if r.seq != expected_seq:
-                        return ChainReport(False, checked, expected_seq, f"record {expected_seq} is missing")
-                    if r.prev_hash != prev or chain_hash(prev, r.seq, _row_to_record(r)) != r.hash:
-                        return ChainReport(False, checked, r.seq, f"record {r.seq} does not match its hash")
-                    prev, expected_seq, checked = r.hash, expected_seq + 1, checked + 1
-                if len(rows) < batch:
-                    break
-        if tip.seq != checked or tip.hash != prev:
-            first_bad = checked + 1 if tip.seq > checked else tip.seq
-            return ChainReport(False, checked, first_bad,
-                               f"the chain ends at record {checked} but its recorded tip is record {tip.seq}")
-        return ChainReport(True, checked)
+                while expected_seq <= tip.seq:
+                    rows = conn.execute(sa.select(audit_events)
+                                        .where(audit_events.c.seq >= expected_seq, audit_events.c.seq <= tip.seq)
+                                        .order_by(audit_events.c.seq).limit(batch)).all()
+                    for r in rows:
+                        if r.seq != expected_seq:
+                            return ChainReport(False, checked, expected_seq, f"record {expected_seq} is missing")
+                        if r.prev_hash != prev or chain_hash(prev, r.seq, _row_to_record(r)) != r.hash:
+                            return ChainReport(False, checked, r.seq, f"record {r.seq} does not match its hash")
+                        prev, expected_seq, checked = r.hash, expected_seq + 1, checked + 1
+                    if len(rows) < batch:
+                        break
+                if tip.seq != checked or tip.hash != prev:
+                    first_bad = checked + 1 if tip.seq > checked else tip.seq
+                    return ChainReport(False, checked, first_bad,
+                                       f"the chain ends at record {checked} but its recorded tip is record {tip.seq}")
+                beyond = conn.execute(sa.select(sa.func.min(audit_events.c.seq))
+                                      .where(audit_events.c.seq > tip.seq)).scalar()
+                if beyond is None:
+                    return ChainReport(True, checked)
+                newer = conn.execute(_TIP).one()
+                if newer.seq == tip.seq:
+                    return ChainReport(False, checked, beyond, f"record {beyond} is beyond the chain's tip")
+                tip = newer
 
 
 @dataclass(eq=False)
