@@ -50,9 +50,9 @@ def client(stack, tenant) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack["base_url"], api_key=tenant[1], max_retries=0, timeout=120)
 
 
-def post(stack, key: str, path: str, files=None, data=None, **kw) -> httpx.Response:
-    return httpx.post(stack["base_url"] + path, headers={"Authorization": f"Bearer {key}"}, files=files, data=data,
-                      timeout=120, **kw)
+def post(stack, key: str, path: str, files=None, data=None, headers=None, **kw) -> httpx.Response:
+    return httpx.post(stack["base_url"] + path, headers={"Authorization": f"Bearer {key}", **(headers or {})},
+                      files=files, data=data, timeout=120, **kw)
 
 
 def error(resp: httpx.Response, status: int, param: str | None, code: str | None = None) -> dict:
@@ -198,3 +198,28 @@ def test_billed_per_started_minute(stack, audio_dir):
     assert int(total["requests"]) == 2
     assert 66_000 < int(total["audio_ms"]) < 68_000  # 5.6 s + 61.6 s: one started minute plus two
     assert total["cost_eur"] == "0.030000000", total
+
+
+def test_traced_across_the_hops_without_the_transcript(stack, tenant, spoken):
+    from llmaas.stack.trace_query import JaegerQuery, edges
+
+    if not stack.get("jaeger_query"):
+        pytest.skip("Jaeger is not installed (deploy/install-jaeger.sh)")
+    trace_id = secrets.token_hex(16)
+    resp = post(stack, tenant[1], "/audio/transcriptions", files={"file": ("s.wav", spoken.read_bytes())},
+                data={"model": WHISPER}, headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
+                                                  "x-client-trace-id": trace_id})
+    assert resp.status_code == 200
+    jaeger = JaegerQuery(stack["jaeger_query"])
+    wanted = {("envoy", "router"), ("router", "metering")}
+    deadline = time.monotonic() + 20
+    while True:
+        spans = jaeger.spans(trace_id)
+        operations = {(s.service, s.operation) for s in spans}
+        if (wanted <= edges(spans) and ("router", "decode audio") in operations
+                and ("router", "triton infer") in operations) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert wanted <= edges(spans) and {("router", "decode audio"), ("router", "triton infer")} <= operations
+    assert "quarterly" not in repr(jaeger.trace(trace_id)).lower()
+

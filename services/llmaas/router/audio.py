@@ -33,7 +33,7 @@ from llmaas.common.triton_client import triton_channel
 from llmaas.metering.v1 import metering_pb2
 from llmaas.router import audio_formats
 from llmaas.router.audio_upload import SAMPLE_RATE, AudioForm, decode_audio, parse_form
-from llmaas.router.pipeline import ChatPipeline, Usage, check_model_permission, lifecycle_headers
+from llmaas.router.pipeline import CLIENT_CLOSED, ChatPipeline, Usage, check_model_permission, lifecycle_headers
 
 REST_TRANSCRIPTIONS = "POST /v1/audio/transcriptions"
 REST_TRANSLATIONS = "POST /v1/audio/translations"
@@ -101,7 +101,7 @@ class AudioPipeline:
         endpoint = REST_TRANSLATIONS if task == "translate" else REST_TRANSCRIPTIONS
         md = metadata_dict(context)
         caller = await self._chat._caller(md, context, endpoint)
-        model_id, audio_ms, error, reserved = "", 0, None, False
+        model_id, audio_ms, error, reserved, gone = "", 0, None, False, False
         request_id = caller.request_id
         try:
             form = parse_form(request.content_type, request.data, translation=task == "translate")
@@ -140,15 +140,14 @@ class AudioPipeline:
             error = err
             raise
         except asyncio.CancelledError:
-            error = ApiError(grpc.StatusCode.CANCELLED, "cancelled", code="client_closed")
+            gone = True  # the client left: nothing was delivered, nothing is billed
             raise
         finally:
             if reserved:
-                outcome = "completed" if audio_ms else ("cancelled" if error and error.code == "client_closed"
-                                                        else "failed")
+                outcome = "completed" if audio_ms else ("cancelled" if gone else "failed")
                 self._chat._settlements.submit((caller, metering_pb2.SettleRequest(
                     request_id=request_id, outcome=outcome, audio_ms=audio_ms)))
-            self._chat._record(caller, model_id, Usage(), error)
+            self._chat._record(caller, model_id, Usage(), error, CLIENT_CLOSED if gone else 200)
 
     async def _infer(self, model, request_id: str, pcm: np.ndarray, options: bytes) -> dict:
         if not model.endpoints:

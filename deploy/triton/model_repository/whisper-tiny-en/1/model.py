@@ -22,6 +22,8 @@ def _default_model_dir() -> str:
 
 class TritonPythonModel:
     def initialize(self, args):
+        # Belt and braces: the weights are a local directory, and the Hugging Face hub client must never be asked.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from faster_whisper import WhisperModel
 
         config = json.loads(args["model_config"])
