@@ -160,3 +160,47 @@ def test_triton_contract_encoding():
         name="TRANSCRIPTION", datatype="BYTES", shape=[1])], raw_output_contents=[struct.pack("<I", len(answer))
                                                                                    + answer])
     assert read_transcription(response) == RESULT
+
+
+class FakeTriton:
+    """A replica's KServe stub: fails with `error` (a gRPC status and message) or answers RESULT."""
+
+    def __init__(self, error: tuple[grpc.StatusCode, str] | None = None) -> None:
+        self.error, self.calls = error, 0
+
+    async def ModelInfer(self, request, timeout=None, metadata=None):
+        self.calls += 1
+        if self.error:
+            raise grpc.aio.AioRpcError(self.error[0], grpc.aio.Metadata(), grpc.aio.Metadata(), details=self.error[1])
+        answer = json.dumps(RESULT).encode()
+        return service_pb2.ModelInferResponse(
+            outputs=[service_pb2.ModelInferResponse.InferOutputTensor(name="TRANSCRIPTION", datatype="BYTES",
+                                                                      shape=[1])],
+            raw_output_contents=[struct.pack("<I", len(answer)) + answer])
+
+
+def audio_pipeline(replicas: dict[str, FakeTriton]):
+    from llmaas.router.audio import AudioPipeline
+
+    pipeline = AudioPipeline(SimpleNamespace(_downstream=None))
+    pipeline._stub = replicas.__getitem__
+    return pipeline
+
+
+async def test_a_replica_that_is_down_is_skipped_a_failed_transcription_is_not_retried():
+    pcm = np.zeros(1600, np.float32)
+    served = model(endpoints=["a:1", "b:1"], triton_model="whisper-tiny-en")
+    replicas = {"a:1": FakeTriton((grpc.StatusCode.UNAVAILABLE, "connection refused")), "b:1": FakeTriton()}
+    assert await audio_pipeline(replicas)._infer(served, "r", pcm, b"{}") == RESULT
+    assert replicas["a:1"].calls == replicas["b:1"].calls == 1
+
+    replicas = {"a:1": FakeTriton((grpc.StatusCode.INTERNAL, "transcription: bad input")), "b:1": FakeTriton()}
+    with pytest.raises(ApiError) as e:
+        await audio_pipeline(replicas)._infer(served, "r", pcm, b"{}")
+    assert e.value.status == grpc.StatusCode.INTERNAL and replicas["b:1"].calls == 0
+
+    replicas = {"a:1": FakeTriton((grpc.StatusCode.NOT_FOUND, "Request for unknown model")),
+                "b:1": FakeTriton((grpc.StatusCode.UNAVAILABLE, "down"))}
+    with pytest.raises(ApiError) as e:
+        await audio_pipeline(replicas)._infer(served, "r", pcm, b"{}")
+    assert e.value.status == grpc.StatusCode.UNAVAILABLE and e.value.code == "model_unavailable"

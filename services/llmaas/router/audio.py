@@ -153,22 +153,34 @@ class AudioPipeline:
         if not model.endpoints:
             raise ApiError(grpc.StatusCode.UNAVAILABLE, f"The model '{model.id}' is not served right now.",
                            code="model_unavailable")
-        # One replica per request (the first the catalog names): a speech model's answer is not streamed, so there is
-        # nothing to resume elsewhere; failover across replicas is the chat path's (llmaas.router.replicas).
-        address = model.endpoints[0]
+        # The replicas in the catalog's order; the next one only when a replica could not take the request at all
+        # (down, or the model not loaded there). An error while transcribing is the audio's, not the replica's.
         request = infer_request(model.triton_model, request_id or str(uuid.uuid4()), pcm, options)
-        with tracer.start_as_current_span("triton infer", kind=trace.SpanKind.CLIENT) as span:
-            span.set_attribute("llmaas.triton_model", model.triton_model)
-            try:
-                response = await self._stub(address).ModelInfer(
-                    request, timeout=INFER_TIMEOUT, metadata=tuple(sampled_trace_headers().items()))
-            except grpc.aio.AioRpcError as e:
-                if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
-                    raise ApiError(grpc.StatusCode.UNAVAILABLE, f"The model '{model.id}' is temporarily unavailable.",
-                                   code="model_unavailable") from None
-                raise ApiError(grpc.StatusCode.INTERNAL, "The speech model failed on this audio.",
-                               code="backend_error") from None
+        response = None
+        for attempt, address in enumerate(model.endpoints):
+            with tracer.start_as_current_span("triton infer", kind=trace.SpanKind.CLIENT) as span:
+                span.set_attribute("llmaas.triton_model", model.triton_model)
+                span.set_attribute("llmaas.attempt", attempt)
+                try:
+                    response = await self._stub(address).ModelInfer(
+                        request, timeout=INFER_TIMEOUT, metadata=tuple(sampled_trace_headers().items()))
+                    break
+                except grpc.aio.AioRpcError as e:
+                    if not _replica_down(e):
+                        raise ApiError(grpc.StatusCode.INTERNAL, "The speech model failed on this audio.",
+                                       code="backend_error") from None
+        if response is None:
+            raise ApiError(grpc.StatusCode.UNAVAILABLE, f"The model '{model.id}' is temporarily unavailable.",
+                           code="model_unavailable")
         return read_transcription(response)
 
     async def close(self) -> None:
         self._stubs.clear()
+
+
+def _replica_down(error: grpc.aio.AioRpcError) -> bool:
+    """The replica could not take the request (another may): unreachable, or the model not (or no longer) there."""
+    message = (error.details() or "").lower()
+    return error.code() == grpc.StatusCode.UNAVAILABLE or any(
+        marker in message for marker in ("unknown model", "is not ready", "stub process", "is not healthy"))
+
