@@ -15,6 +15,7 @@ decoder's vocabulary and spelling (Whisper keeps its last 224 tokens); the trans
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import struct
 import time
@@ -37,6 +38,8 @@ from llmaas.router.pipeline import CLIENT_CLOSED, ChatPipeline, Usage, check_mod
 
 REST_TRANSCRIPTIONS = "POST /v1/audio/transcriptions"
 REST_TRANSLATIONS = "POST /v1/audio/translations"
+# Uploads smaller than this are parsed inline (well under a millisecond), larger ones in a thread.
+INLINE_PARSE_BYTES = 256 * 1024
 # A transcription's bound: the model works at a real-time factor well under 1 on CPU.
 INFER_TIMEOUT = 600.0
 
@@ -104,7 +107,9 @@ class AudioPipeline:
         model_id, audio_ms, error, reserved, gone = "", 0, None, False, False
         request_id = caller.request_id
         try:
-            form = parse_form(request.content_type, request.data, translation=task == "translate")
+            # Parsing costs about 1.4 ms per MB (23 ms for 16 MB): a large upload is parsed off the event loop.
+            parse = functools.partial(parse_form, request.content_type, request.data, translation=task == "translate")
+            form = parse() if len(request.data) < INLINE_PARSE_BYTES else await asyncio.to_thread(parse)
             span = trace.get_current_span()
             span.set_attribute("llmaas.tenant_id", caller.identity.tenant_id)
             span.set_attribute("llmaas.key_id", caller.identity.key_id)
