@@ -204,3 +204,89 @@ async def test_a_replica_that_is_down_is_skipped_a_failed_transcription_is_not_r
     with pytest.raises(ApiError) as e:
         await audio_pipeline(replicas)._infer(served, "r", pcm, b"{}")
     assert e.value.status == grpc.StatusCode.UNAVAILABLE and e.value.code == "model_unavailable"
+
+
+class FakeChat:
+    """Fakes of what AudioPipeline borrows from the chat pipeline and the downstream services (unit tests only)."""
+
+    def __init__(self, served) -> None:
+        from llmaas.common.identity import Identity
+        from llmaas.router.pipeline import Caller
+
+        self.caller = Caller(Identity("t", "k"), "req-1", "POST /v1/audio/transcriptions", "127.0.0.1")
+        self.served, self.reserved, self.settled, self.records = served, [], [], []
+        self._downstream = self
+        self._settlements = SimpleNamespace(submit=self.settled.append)
+
+    async def _caller(self, md, context, endpoint):
+        return self.caller
+
+    def _record(self, caller, model, usage, error, status=200):
+        self.records.append((model, error.code if error else None, status))
+
+    async def resolve_model(self, name, serve_successor=False, identity=""):
+        return self.served
+
+    async def reserve(self, request, identity=""):
+        from llmaas.metering.v1 import metering_pb2
+
+        self.reserved.append(request)
+        return metering_pb2.ReserveResponse()
+
+
+class FakeContext:
+    def __init__(self) -> None:
+        self.headers = None
+
+    def invocation_metadata(self):
+        return ()
+
+    async def send_initial_metadata(self, headers):
+        self.headers = headers
+
+
+def served_model(**kw):
+    return SimpleNamespace(**{"id": "whisper:tiny.en", "type": "audio", "capabilities": ["transcription"],
+                              "aliases": [], "substituted_for": "", "phase": "", "deprecation": "", "successor": "",
+                              "endpoints": ["a:1"], "triton_model": "whisper-tiny-en", **kw})
+
+
+async def test_handle_bills_the_decoded_duration_and_nothing_for_bad_input(spoken):
+    from google.api import httpbody_pb2
+    from llmaas.router.audio import AudioPipeline
+
+    chat = FakeChat(served_model())
+    pipeline = AudioPipeline(chat)
+    pipeline._stub = {"a:1": FakeTriton()}.__getitem__
+    ctype, body = multipart(files={"file": ("s.wav", spoken.read_bytes())},
+                            data={"model": "whisper:tiny.en", "response_format": "srt"})
+    answer = await pipeline.handle(httpbody_pb2.HttpBody(content_type=ctype, data=body), FakeContext(),
+                                   task="transcribe")
+    assert answer.content_type.startswith("text/plain") and answer.data.startswith(b"1\n00:00:00,000 --> ")
+    (reservation,) = chat.reserved
+    assert reservation.kind == "audio" and 5500 < reservation.max_audio_ms < 6500
+    ((_, settlement),) = chat.settled
+    assert settlement.outcome == "completed" and settlement.audio_ms == reservation.max_audio_ms
+    assert chat.records == [("whisper:tiny.en", None, 200)]
+
+    chat = FakeChat(served_model())
+    pipeline = AudioPipeline(chat)
+    ctype, body = multipart(files={"file": ("s.wav", b"RIFF-not-really" * 50)}, data={"model": "whisper:tiny.en"})
+    with pytest.raises(ApiError):
+        await pipeline.handle(httpbody_pb2.HttpBody(content_type=ctype, data=body), FakeContext(), task="transcribe")
+    assert chat.reserved == [] and chat.settled == [] and chat.records == [("whisper:tiny.en", "invalid_file_format",
+                                                                             200)]
+
+
+async def test_handle_releases_the_reservation_when_the_model_fails(spoken):
+    from google.api import httpbody_pb2
+    from llmaas.router.audio import AudioPipeline
+
+    chat = FakeChat(served_model())
+    pipeline = AudioPipeline(chat)
+    pipeline._stub = {"a:1": FakeTriton((grpc.StatusCode.INTERNAL, "transcription: boom"))}.__getitem__
+    ctype, body = multipart(files={"file": ("s.wav", spoken.read_bytes())}, data={"model": "whisper:tiny.en"})
+    with pytest.raises(ApiError):
+        await pipeline.handle(httpbody_pb2.HttpBody(content_type=ctype, data=body), FakeContext(), task="transcribe")
+    ((_, settlement),) = chat.settled
+    assert settlement.outcome == "failed" and settlement.audio_ms == 0
