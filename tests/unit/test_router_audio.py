@@ -138,6 +138,10 @@ def test_check_audio_model():
     refused(lambda: check_audio_model(model(type="chat"), form, "transcribe"), "model", "model_not_supported")
     refused(lambda: check_audio_model(model(), form, "translate"), "model", "model_not_supported")
     assert check_audio_model(model(capabilities=["translation", "multilingual"]), form, "translate") is None
+    form.granularities = ["word"]
+    refused(lambda: check_audio_model(model(), form, "transcribe"), "timestamp_granularities", "unsupported_value")
+    assert check_audio_model(model(capabilities=["word_timestamps"]), form, "transcribe") == "en"
+    form.granularities = []
     form.language = "fr"
     refused(lambda: check_audio_model(model(), form, "transcribe"), "language", "unsupported_language")
     assert check_audio_model(model(capabilities=["multilingual"]), form, "transcribe") == "fr"

@@ -82,6 +82,9 @@ def check_audio_model(model, form: AudioForm, task: str) -> str | None:
     if task == "translate" and "translation" not in model.capabilities:
         raise invalid_request(f"The model '{model.id}' cannot translate: it is English-only (it transcribes English "
                               f"speech; use /v1/audio/transcriptions).", param="model", code="model_not_supported")
+    if "word" in form.granularities and "word_timestamps" not in model.capabilities:
+        raise invalid_request(f"The model '{model.id}' does not give word timestamps.",
+                              param="timestamp_granularities", code="unsupported_value")
     if form.language and form.language != "en" and not multilingual:
         raise invalid_request(f"The model '{model.id}' only transcribes English: language '{form.language}' is not "
                               f"supported.", param="language", code="unsupported_language")
