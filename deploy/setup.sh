@@ -41,6 +41,15 @@ if ! command -v initdb >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bi
   fi
 fi
 
+# espeak-ng speaks the speech-to-text tests' audio (tests/support/audio.py), reproducibly, from Debian's packages.
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+  else
+    echo "espeak-ng not found: install the Debian package espeak-ng (the speech-to-text tests skip without it)" >&2
+  fi
+fi
+
 if command -v go >/dev/null 2>&1; then
   bash deploy/install-jaeger.sh
   bash deploy/install-protoc-gen-openapiv2.sh

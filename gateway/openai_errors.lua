@@ -179,6 +179,9 @@ function envoy_on_request(request_handle)
   if headers:get("content-length") == nil and headers:get("transfer-encoding") == nil then
     return -- no body
   end
+  if find(headers:get("content-type") or "", "multipart/form-data", 1, true) == 1 then
+    return -- an upload (audio): not JSON, its bytes mean nothing to the depth scan
+  end
   -- Already read whole by the buffer filter before this one, within the body limit.
   local body = request_handle:body()
   if body == nil then

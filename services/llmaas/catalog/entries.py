@@ -17,7 +17,9 @@ from pathlib import Path
 import yaml
 
 UNKNOWN_PRODUCTION_DATE = dt.date(1970, 1, 1)  # placeholder for a model whose production date the source omits
-CAPABILITIES = {"tools", "vision", "reasoning", "safety"}
+CAPABILITIES = {"tools", "vision", "reasoning", "safety",
+                # audio models: English-only unless multilingual; translation into English; word timestamps
+                "transcription", "translation", "multilingual", "word_timestamps"}
 MODEL_TYPES = {"chat", "embedding", "rerank", "vision", "ocr", "audio", "image", "translation", "safety"}
 
 

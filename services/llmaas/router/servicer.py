@@ -8,6 +8,7 @@ from google.api import httpbody_pb2
 
 from llmaas.common.errors import ApiError
 from llmaas.router import openai_json as oj
+from llmaas.router.audio import AudioPipeline
 from llmaas.router.pipeline import ChatPipeline
 from llmaas.router.read_ahead import ReadAhead
 from llmaas.router.v1 import router_pb2_grpc
@@ -19,6 +20,7 @@ GRPC_STREAM = "grpc llmaas.router.v1.RouterService/StreamChatCompletion"
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def __init__(self, pipeline: ChatPipeline) -> None:
         self._pipeline = pipeline
+        self._audio = AudioPipeline(pipeline)
 
     async def ChatCompletionsHttp(self, request, context):
         run = await self._pipeline.prepare(request, context)
@@ -94,3 +96,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 yield oj.typed_chunk(run, with_usage=True)
         finally:
             self._pipeline.finish(run)
+
+    async def CreateTranscriptionHttp(self, request, context):
+        return await self._audio.handle(request, context, task="transcribe")
+
+    async def CreateTranslationHttp(self, request, context):
+        return await self._audio.handle(request, context, task="translate")

@@ -52,6 +52,16 @@ class RouterServiceStub:
                 request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateChatCompletionRequest.SerializeToString,
                 response_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.StreamChatCompletionResponse.FromString,
                 _registered_method=True)
+        self.CreateTranscriptionHttp = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/CreateTranscriptionHttp',
+                request_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.CreateTranslationHttp = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/CreateTranslationHttp',
+                request_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -81,6 +91,22 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateTranscriptionHttp(self, request, context):
+        """POST /v1/audio/transcriptions (OpenAI's multipart upload: file, model, language, prompt, response_format,
+        timestamp_granularities[], temperature). HttpBody both ways: the raw multipart bytes and their content type come
+        in intact (llmaas.router.audio parses them); the answer is JSON, text, SRT or WebVTT as response_format asks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTranslationHttp(self, request, context):
+        """POST /v1/audio/translations: the same upload (no language), the speech translated into English text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -98,6 +124,16 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.StreamChatCompletion,
                     request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateChatCompletionRequest.FromString,
                     response_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.StreamChatCompletionResponse.SerializeToString,
+            ),
+            'CreateTranscriptionHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTranscriptionHttp,
+                    request_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateTranslationHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTranslationHttp,
+                    request_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +219,60 @@ class RouterService:
             '/llmaas.router.v1.RouterService/StreamChatCompletion',
             llmaas_dot_router_dot_v1_dot_router__pb2.CreateChatCompletionRequest.SerializeToString,
             llmaas_dot_router_dot_v1_dot_router__pb2.StreamChatCompletionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTranscriptionHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/CreateTranscriptionHttp',
+            google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTranslationHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/CreateTranslationHttp',
+            google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,
