@@ -7,6 +7,8 @@ prints them. This module says what it cannot know, so that the description is wh
 - POST /v1/chat/completions is an HttpBody stream on the gRPC side, but on the wire a chat.completion object
   (application/json) or, when `stream` is true, Server-Sent Events whose data is a chat.completion.chunk object and
   finally `[DONE]`: two media types for one status, which needs OpenAPI 3 (hence the conversion from Swagger 2.0);
+- POST /v1/audio/transcriptions and /translations are HttpBody both ways: on the wire a multipart/form-data upload
+  (OpenAI's fields) answered with JSON or, as `response_format` asks, plain text (text, SRT, WebVTT);
 - the API key (or admin token) is a bearer token; GET /v1/lifecycle needs none;
 - integers have their proto type's range (the plugin writes uint32 as "int64", with no bounds) and 64-bit ones, JSON
   strings, only digits: read from the descriptor set (gateway/llmaas.pb), so that a fuzzer sends what the wire can
@@ -26,11 +28,16 @@ from typing import Any
 import yaml
 from google.protobuf import descriptor_pb2
 
+from llmaas.router.audio_upload import GRANULARITIES, RESPONSE_FORMATS, SUPPORTED_FORMATS
+
 FieldType = descriptor_pb2.FieldDescriptorProto
 
 CHAT_PATH = "/v1/chat/completions"
 CHAT_RESPONSE = "llmaas.router.v1.CreateChatCompletionResponse"
 CHAT_CHUNK = "llmaas.router.v1.StreamChatCompletionResponse"
+AUDIO_PATHS = ("/v1/audio/transcriptions", "/v1/audio/translations")
+MULTIPART = "multipart/form-data"
+TEXT = "text/plain"
 PUBLIC_PATHS = {"/v1/lifecycle"}  # no API key asked (gateway/envoy.yaml.j2)
 ERROR = "Error"
 JSON = "application/json"
@@ -53,6 +60,47 @@ ERROR_SCHEMA: dict[str, Any] = {
         },
     },
 }
+
+
+
+def _audio_form(translation: bool) -> dict[str, Any]:
+    """OpenAI's upload form (llmaas.router.audio_upload parses it; translations take no `language`)."""
+    properties: dict[str, Any] = {
+        "file": {"type": "string", "contentMediaType": "application/octet-stream",
+                 "description": f"The audio: {', '.join(SUPPORTED_FORMATS)}."},
+        "model": {"type": "string", "minLength": 1},
+        "prompt": {"type": "string"},
+        "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS), "default": "json"},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+    }
+    if not translation:
+        properties["language"] = {"type": "string", "description": "ISO-639-1, e.g. `en`."}
+        properties["timestamp_granularities[]"] = {"type": "array", "items": {"type": "string",
+                                                                            "enum": list(GRANULARITIES)}}
+    return {"type": "object", "required": ["file", "model"], "properties": properties}
+
+
+# What a transcription answers: `text` always; verbose_json adds the language, duration, segments and words.
+AUDIO_RESULT: dict[str, Any] = {
+    "type": "object",
+    "required": ["text"],
+    "properties": {"text": {"type": "string"}, "language": {"type": "string"}, "duration": {"type": "number"},
+                   "segments": {"type": "array", "items": {"type": "object"}},
+                   "words": {"type": "array", "items": {"type": "object"}},
+                   "usage": {"type": "object"}},
+}
+
+
+def _audio_operation(operation: dict[str, Any], translation: bool) -> dict[str, Any]:
+    operation = dict(operation)
+    operation["requestBody"] = {"required": True, "content": {MULTIPART: {"schema": _audio_form(translation)}}}
+    operation["responses"] = {
+        **operation["responses"],
+        "200": {"description": "json and verbose_json: the transcription object; text, srt and vtt: plain text.",
+                "content": {JSON: {"schema": AUDIO_RESULT}, TEXT: {"schema": {"type": "string"}}}},
+    }
+    return operation
+
 
 # One Server-Sent Event of a streamed chat completion (OpenAPI before 3.2: the schema of a text/event-stream
 # describes each event): a chunk, an error once the status is sent (llmaas.router.openai_json.sse_error), `[DONE]`.
@@ -228,6 +276,9 @@ def finish(bound: dict[str, Any], unbound: dict[str, Any], protos: Protos) -> di
         "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{CHAT_RESPONSE}"}},
                     SSE: {"schema": CHUNK_EVENT}},
     }
+    for path in AUDIO_PATHS:
+        if path in paths:
+            paths[path]["post"] = _audio_operation(paths[path]["post"], translation=path.endswith("translations"))
     definitions = dict(bound["definitions"])
     for name in _closure({CHAT_RESPONSE, CHAT_CHUNK}, unbound["definitions"]):
         if name in definitions and definitions[name] != unbound["definitions"][name]:
