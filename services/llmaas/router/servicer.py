@@ -7,7 +7,9 @@ from contextlib import aclosing
 from google.api import httpbody_pb2
 
 from llmaas.common.errors import ApiError
+from llmaas.common.identity import IDENTITY_HEADER
 from llmaas.router import openai_json as oj
+from llmaas.router.embeddings import GRPC_EMBEDDINGS, REST_EMBEDDINGS, EmbeddingService
 from llmaas.router.pipeline import ChatPipeline
 from llmaas.router.read_ahead import ReadAhead
 from llmaas.router.v1 import router_pb2_grpc
@@ -19,6 +21,7 @@ GRPC_STREAM = "grpc llmaas.router.v1.RouterService/StreamChatCompletion"
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def __init__(self, pipeline: ChatPipeline) -> None:
         self._pipeline = pipeline
+        self._embeddings = EmbeddingService(pipeline)
 
     async def ChatCompletionsHttp(self, request, context):
         run = await self._pipeline.prepare(request, context)
@@ -94,3 +97,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 yield oj.typed_chunk(run, with_usage=True)
         finally:
             self._pipeline.finish(run)
+
+    async def CreateEmbedding(self, request, context):
+        # Behind Envoy the identity header is there (REST); a direct gRPC caller authenticates with its key.
+        rest = any(k == IDENTITY_HEADER for k, _ in (context.invocation_metadata() or ()))
+        return await self._embeddings.create(request, context, REST_EMBEDDINGS if rest else GRPC_EMBEDDINGS)

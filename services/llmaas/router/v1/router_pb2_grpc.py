@@ -52,6 +52,11 @@ class RouterServiceStub:
                 request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateChatCompletionRequest.SerializeToString,
                 response_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.StreamChatCompletionResponse.FromString,
                 _registered_method=True)
+        self.CreateEmbedding = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/CreateEmbedding',
+                request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingRequest.SerializeToString,
+                response_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -81,6 +86,13 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateEmbedding(self, request, context):
+        """POST /v1/embeddings (OpenAI's wire format); the same RPC serves typed gRPC callers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -98,6 +110,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.StreamChatCompletion,
                     request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateChatCompletionRequest.FromString,
                     response_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.StreamChatCompletionResponse.SerializeToString,
+            ),
+            'CreateEmbedding': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEmbedding,
+                    request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingRequest.FromString,
+                    response_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +200,33 @@ class RouterService:
             '/llmaas.router.v1.RouterService/StreamChatCompletion',
             llmaas_dot_router_dot_v1_dot_router__pb2.CreateChatCompletionRequest.SerializeToString,
             llmaas_dot_router_dot_v1_dot_router__pb2.StreamChatCompletionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEmbedding(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/CreateEmbedding',
+            llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingRequest.SerializeToString,
+            llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingResponse.FromString,
             options,
             channel_credentials,
             insecure,

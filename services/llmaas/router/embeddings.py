@@ -1,0 +1,221 @@
+"""POST /v1/embeddings: one request, from validated input to settled usage, on the chat pipeline's machinery (the
+caller's identity, the model's resolution and permission, metering's reservation and batched settlement, the audit
+record) with the embedding contract of deploy/triton/model_repository/all-minilm-l6-v2 (every input of a request in
+one Triton call).
+
+The guard does not apply: it judges whether text steers a model that follows instructions, and an embedding model
+follows none (its output is a vector, never text the platform acts on). Documents meant for a chat model are guarded
+when they reach one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import time
+
+import grpc
+import numpy as np
+from google.protobuf import struct_pb2
+from opentelemetry import trace
+from tritonclient.grpc import service_pb2
+
+from llmaas.common.errors import ApiError, invalid_request, model_unavailable
+from llmaas.common.grpc_tracing import sampled_trace_headers
+from llmaas.common.identity import metadata_dict
+from llmaas.metering.v1 import metering_pb2
+from llmaas.router.embedding_input import EmbeddingParams, decode_tokens, parse_input, parse_options
+from llmaas.router.pipeline import ChatPipeline, Usage, check_model_permission, lifecycle_headers
+from llmaas.router.replicas import MAX_ATTEMPTS
+from llmaas.router.triton import ReplicaFailure, _instance_gone
+from llmaas.router.v1 import router_pb2
+
+tracer = trace.get_tracer("llmaas.router.embeddings")
+
+REST_EMBEDDINGS = "POST /v1/embeddings"
+GRPC_EMBEDDINGS = "grpc llmaas.router.v1.RouterService/CreateEmbedding"
+# One Triton call embeds every input of a request: 2048 short inputs take ~25 s on two CPU cores.
+INFER_TIMEOUT = 120.0
+# More token ids than this are decoded off the event loop.
+INLINE_DECODE_IDS = 2000
+# Backend messages that mean an input was over the model's context (our CPU model, vLLM, TEI).
+_CONTEXT_MARKERS = ("maximum context length", "too long", "max_model_len", "maximum sequence length")
+
+
+class _Run:
+    """What the chat pipeline's settlement needs (request id, caller, usage)."""
+
+    def __init__(self, caller, request_id: str) -> None:
+        self.caller, self.request_id, self.usage = caller, request_id, Usage()
+
+
+async def parse_embedding_request(request: router_pb2.CreateEmbeddingRequest) -> EmbeddingParams:
+    if not request.model:
+        raise invalid_request("'model' is required.", param="model", code="missing_required_parameter")
+    texts, arrays = parse_input(request.input)
+    encoding_format, dimensions = parse_options(request)
+    if arrays is not None:
+        ids = sum(len(a) for a in arrays)
+        texts = decode_tokens(arrays) if ids <= INLINE_DECODE_IDS else await asyncio.to_thread(decode_tokens, arrays)
+    return EmbeddingParams(request.model, tuple(texts), encoding_format, dimensions, request.user,
+                           from_tokens=arrays is not None)
+
+
+def infer_request(model: str, request_id: str, texts: tuple[str, ...]) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name=model, id=request_id)
+    request.inputs.add(name="text_input", datatype="BYTES", shape=[len(texts)])
+    request.raw_input_contents.append(b"".join(struct.pack("<I", len(b)) + b for b in (t.encode() for t in texts)))
+    request.outputs.add(name="embedding")
+    request.outputs.add(name="num_input_tokens")
+    return request
+
+
+def read_response(response: service_pb2.ModelInferResponse, n: int) -> tuple[np.ndarray, list[int]]:
+    raw = {t.name: (t, response.raw_output_contents[i]) for i, t in enumerate(response.outputs)}
+    tensor, data = raw["embedding"]
+    vectors = np.frombuffer(data, dtype="<f4").reshape(tuple(tensor.shape))
+    tensor, data = raw["num_input_tokens"]
+    tokens = np.frombuffer(data, dtype="<i4" if tensor.datatype == "INT32" else "<i8").tolist()
+    if vectors.shape[0] != n or len(tokens) != n:
+        raise ApiError(grpc.StatusCode.INTERNAL, "The model returned a malformed response.", code="backend_error")
+    return vectors, tokens
+
+
+def shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """OpenAI's `dimensions` for a Matryoshka model: the first `dimensions` values, normalised again."""
+    if dimensions is None or dimensions >= vectors.shape[1]:
+        return vectors
+    cut = vectors[:, :dimensions]
+    return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
+
+
+def response_body(model: str, vectors: np.ndarray, tokens: int, encoding_format: str):
+    data = []
+    for i, row in enumerate(vectors):
+        if encoding_format == "base64":
+            value = struct_pb2.Value(string_value=base64.b64encode(row.astype("<f4").tobytes()).decode())
+        else:
+            value = struct_pb2.Value()
+            value.list_value.extend(row.tolist())
+        data.append(router_pb2.Embedding(object="embedding", index=i, embedding=value))
+    return router_pb2.CreateEmbeddingResponse(
+        object="list", data=data, model=model,
+        usage=router_pb2.EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
+
+
+def _backend_error(e: grpc.aio.AioRpcError) -> ApiError | ReplicaFailure:
+    message = e.details() or ""
+    if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        return ReplicaFailure(f"{e.code().name}: {message}"[:200], model_level=False)
+    if _instance_gone(message):
+        return ReplicaFailure(message[:200], model_level=True)
+    if any(m in message.lower() for m in _CONTEXT_MARKERS):
+        # The backend's own words carry counts only ("input 3 has 300 tokens, more than ... of 256"), no text.
+        return invalid_request(f"This model's maximum context length was exceeded: {message[:300]}. Please reduce "
+                               f"the length of the input.", param="input", code="context_length_exceeded")
+    return ApiError(grpc.StatusCode.INTERNAL, "The model failed to embed the input.", code="backend_error")
+
+
+class EmbeddingService:
+    def __init__(self, pipeline: ChatPipeline) -> None:
+        self._pipeline = pipeline
+        self._downstream = pipeline._downstream
+        self._replicas = pipeline._replicas
+
+    async def create(self, request, context, endpoint: str = REST_EMBEDDINGS) -> router_pb2.CreateEmbeddingResponse:
+        pipeline = self._pipeline
+        caller = await pipeline._caller(metadata_dict(context), context, endpoint)
+        run, model_id, status = _Run(caller, caller.request_id), "", 200
+        reserved = None
+        try:
+            params = await parse_embedding_request(request)
+            model = await self._resolve(params, caller)
+            model_id = model.id
+            reserved = await self._reserve(params, model, caller)
+            try:
+                vectors, tokens = await self._infer(model, params, caller.request_id)
+            except BaseException:
+                pipeline._settle(run, "rejected")  # nothing embedded: nothing billed
+                raise
+            run.usage.prompt_tokens = sum(tokens)
+            pipeline._settle(run, "completed")
+            span = trace.get_current_span()
+            span.set_attribute("llmaas.prompt_tokens", run.usage.prompt_tokens)
+            response = response_body(model.id, shorten(vectors, params.dimensions), run.usage.prompt_tokens,
+                                     params.encoding_format)
+        except ApiError as err:
+            pipeline._record(caller, model_id, run.usage, err)
+            raise
+        except asyncio.CancelledError:
+            status = 499
+            pipeline._record(caller, model_id, run.usage, None, status)
+            raise
+        pipeline._record(caller, model_id, run.usage, None, status)
+        headers = lifecycle_headers(model) + tuple((h.name, h.value) for h in reserved.headers)
+        await context.send_initial_metadata(headers)
+        return response
+
+    async def _resolve(self, params: EmbeddingParams, caller):
+        identity = caller.identity
+        span = trace.get_current_span()
+        span.set_attribute("llmaas.tenant_id", identity.tenant_id)
+        span.set_attribute("llmaas.key_id", identity.key_id)
+        span.set_attribute("llmaas.inputs", len(params.texts))
+        model = await self._downstream.resolve_model(params.model, identity.serve_successor, caller.signed)
+        span.set_attribute("llmaas.model", model.id)
+        check_model_permission(identity, params.model, model)
+        if model.type != "embedding":
+            raise invalid_request(f"The model '{model.id}' is a {model.type} model and does not create embeddings.",
+                                  param="model", code="model_not_supported")
+        if params.dimensions is not None and "dimensions" not in model.capabilities:
+            raise invalid_request(f"The model '{model.id}' does not support shortened embeddings ('dimensions').",
+                                  param="dimensions", code="unsupported_parameter")
+        return model
+
+    async def _reserve(self, params: EmbeddingParams, model, caller) -> metering_pb2.ReserveResponse:
+        # A token covers at least one character (plus the two markers a BERT-style tokenizer adds), and no input may
+        # exceed the context: the worst case metering holds against the budget.
+        bound = 0
+        for text in params.texts:
+            worst = len(text) + 2
+            bound += min(worst, model.max_model_len) if model.max_model_len else worst
+        identity = caller.identity
+        reservation = metering_pb2.ReserveRequest(
+            request_id=caller.request_id, tenant_id=identity.tenant_id, key_id=identity.key_id, model=model.id,
+            max_input_tokens=bound, max_output_tokens=0, kind="embedding",
+            quotas=[metering_pb2.Quota(window_seconds=q.window_seconds, max_requests=q.max_requests,
+                                       max_tokens=q.max_tokens) for q in identity.quotas],
+            kwh_per_million_tokens=(model.kwh_per_million_tokens if model.HasField("kwh_per_million_tokens")
+                                    else None))
+        reserved = await self._downstream.reserve(reservation, caller.signed)
+        if reserved.replay:
+            raise ApiError(grpc.StatusCode.ALREADY_EXISTS, "This request was already made: it is not served again.",
+                           code="request_replayed")
+        return reserved
+
+    async def _infer(self, model, params: EmbeddingParams, request_id: str) -> tuple[np.ndarray, list[int]]:
+        """Every input in one call to one replica, failing over to another while a replica (not the request) fails."""
+        pool, triton_model = self._replicas, model.triton_model
+        request = infer_request(triton_model, request_id, params.texts)
+        tried: set[str] = set()
+        while True:
+            address = pool.pick(model.endpoints, triton_model, tried) if len(tried) < MAX_ATTEMPTS else None
+            if address is None:
+                raise model_unavailable(model.id, pool.retry_after(model.endpoints, triton_model))
+            tried.add(address)
+            with tracer.start_as_current_span("triton ModelInfer", kind=trace.SpanKind.CLIENT) as span:
+                span.set_attribute("llmaas.triton_model", triton_model)
+                span.set_attribute("llmaas.triton_replica", address)
+                started = time.perf_counter()
+                try:
+                    response = await pool.replica(address).infer(
+                        request, INFER_TIMEOUT, tuple(sampled_trace_headers().items()))
+                except grpc.aio.AioRpcError as e:
+                    failure = _backend_error(e)
+                    if isinstance(failure, ApiError):
+                        raise failure from None
+                    pool.report_failure(address, triton_model, failure)
+                    continue
+                span.set_attribute("llmaas.backend_ms", round((time.perf_counter() - started) * 1000, 2))
+            return read_response(response, len(params.texts))
