@@ -96,6 +96,9 @@ def test_response_float_and_base64_carry_the_same_floats():
     floats = np.array([x.number_value for x in as_float.data[0].embedding.list_value.values], dtype=np.float32)
     decoded = np.frombuffer(base64.b64decode(as_base64.data[0].embedding.string_value), dtype="<f4")
     assert np.array_equal(floats, vectors[0]) and np.array_equal(decoded, vectors[0])
+    slow = struct_pb2.Value()
+    slow.list_value.extend(vectors[0].tolist())
+    assert as_float.data[0].embedding == slow  # the bytes numpy writes are the message Python would build
     assert as_float.usage.prompt_tokens == as_float.usage.total_tokens == 7 and as_float.data[0].index == 0
 
 
