@@ -85,9 +85,12 @@ class MiniLM:
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
 
-    def encode(self, texts: list[str], batch_size: int = 32) -> Encoded:
-        encodings = self.tokenizer.encode_batch(texts)
-        lengths = [len(e.ids) for e in encodings]
+    def encode(self, texts: list[str], batch_size: int = 32, truncate_to: int | None = None) -> Encoded:
+        """`truncate_to`: longer texts keep their first tokens (and the final [SEP]), as rerankers do."""
+        ids_of = [e.ids for e in self.tokenizer.encode_batch(texts)]
+        if truncate_to:
+            ids_of = [ids if len(ids) <= truncate_to else ids[:truncate_to - 1] + ids[-1:] for ids in ids_of]
+        lengths = [len(ids) for ids in ids_of]
         vectors = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
         # Similar lengths together, so that little padding is computed.
         order = sorted(range(len(texts)), key=lambda i: lengths[i])
@@ -97,7 +100,7 @@ class MiniLM:
             ids = np.zeros((len(chunk), width), dtype=np.int64)
             mask = np.zeros((len(chunk), width), dtype=np.float32)
             for row, i in enumerate(chunk):
-                ids[row, :lengths[i]] = encodings[i].ids
+                ids[row, :lengths[i]] = ids_of[i]
                 mask[row, :lengths[i]] = 1.0
             vectors[chunk] = self._forward(ids, mask)
         return Encoded(vectors, lengths)

@@ -192,46 +192,60 @@ class EmbeddingService:
     async def _reserve(self, params: EmbeddingParams, model, caller) -> metering_pb2.ReserveResponse:
         # A token covers at least one character (plus the two markers a BERT-style tokenizer adds), and no input may
         # exceed the context: the worst case metering holds against the budget.
-        bound = 0
-        for text in params.texts:
-            worst = len(text) + 2
-            bound += min(worst, model.max_model_len) if model.max_model_len else worst
-        identity = caller.identity
-        reservation = metering_pb2.ReserveRequest(
-            request_id=caller.request_id, tenant_id=identity.tenant_id, key_id=identity.key_id, model=model.id,
-            max_input_tokens=bound, max_output_tokens=0, kind="embedding",
-            quotas=[metering_pb2.Quota(window_seconds=q.window_seconds, max_requests=q.max_requests,
-                                       max_tokens=q.max_tokens) for q in identity.quotas],
-            kwh_per_million_tokens=(model.kwh_per_million_tokens if model.HasField("kwh_per_million_tokens")
-                                    else None))
-        reserved = await self._downstream.reserve(reservation, caller.signed)
-        if reserved.replay:
-            raise ApiError(grpc.StatusCode.ALREADY_EXISTS, "This request was already made: it is not served again.",
-                           code="request_replayed")
-        return reserved
+        bound = sum(worst_tokens(text, model.max_model_len) for text in params.texts)
+        return await reserve(self._downstream, caller, model, "embedding", bound)
 
     async def _infer(self, model, params: EmbeddingParams, request_id: str) -> tuple[np.ndarray, list[int]]:
-        """Every input in one call to one replica, failing over to another while a replica (not the request) fails."""
-        pool, triton_model = self._replicas, model.triton_model
-        request = infer_request(triton_model, request_id, params.texts)
-        tried: set[str] = set()
-        while True:
-            address = pool.pick(model.endpoints, triton_model, tried) if len(tried) < MAX_ATTEMPTS else None
-            if address is None:
-                raise model_unavailable(model.id, pool.retry_after(model.endpoints, triton_model))
-            tried.add(address)
-            with tracer.start_as_current_span("triton ModelInfer", kind=trace.SpanKind.CLIENT) as span:
-                span.set_attribute("llmaas.triton_model", triton_model)
-                span.set_attribute("llmaas.triton_replica", address)
-                started = time.perf_counter()
-                try:
-                    response = await pool.replica(address).infer(
-                        request, INFER_TIMEOUT, tuple(sampled_trace_headers().items()))
-                except grpc.aio.AioRpcError as e:
-                    failure = _backend_error(e)
-                    if isinstance(failure, ApiError):
-                        raise failure from None
-                    pool.report_failure(address, triton_model, failure)
-                    continue
-                span.set_attribute("llmaas.backend_ms", round((time.perf_counter() - started) * 1000, 2))
-            return read_response(response, len(params.texts))
+        response = await call_triton(self._replicas, model, infer_request(model.triton_model, request_id,
+                                                                          params.texts))
+        return read_response(response, len(params.texts))
+
+
+def worst_tokens(text: str, max_model_len: int) -> int:
+    """The most tokens a BERT-style tokenizer makes of `text` (one per character, plus [CLS] and [SEP]), at most the
+    context."""
+    worst = len(text) + 2
+    return min(worst, max_model_len) if max_model_len else worst
+
+
+async def reserve(downstream, caller, model, kind: str, bound: int) -> metering_pb2.ReserveResponse:
+    """Metering's reservation of `bound` input tokens for `caller` (a replayed request id is refused)."""
+    identity = caller.identity
+    reservation = metering_pb2.ReserveRequest(
+        request_id=caller.request_id, tenant_id=identity.tenant_id, key_id=identity.key_id, model=model.id,
+        max_input_tokens=bound, max_output_tokens=0, kind=kind,
+        quotas=[metering_pb2.Quota(window_seconds=q.window_seconds, max_requests=q.max_requests,
+                                   max_tokens=q.max_tokens) for q in identity.quotas],
+        kwh_per_million_tokens=(model.kwh_per_million_tokens if model.HasField("kwh_per_million_tokens")
+                                else None))
+    reserved = await downstream.reserve(reservation, caller.signed)
+    if reserved.replay:
+        raise ApiError(grpc.StatusCode.ALREADY_EXISTS, "This request was already made: it is not served again.",
+                       code="request_replayed")
+    return reserved
+
+
+async def call_triton(pool, model, request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
+    """One unary call to one replica, failing over to another while a replica (not the request) fails."""
+    triton_model = model.triton_model
+    tried: set[str] = set()
+    while True:
+        address = pool.pick(model.endpoints, triton_model, tried) if len(tried) < MAX_ATTEMPTS else None
+        if address is None:
+            raise model_unavailable(model.id, pool.retry_after(model.endpoints, triton_model))
+        tried.add(address)
+        with tracer.start_as_current_span("triton ModelInfer", kind=trace.SpanKind.CLIENT) as span:
+            span.set_attribute("llmaas.triton_model", triton_model)
+            span.set_attribute("llmaas.triton_replica", address)
+            started = time.perf_counter()
+            try:
+                response = await pool.replica(address).infer(
+                    request, INFER_TIMEOUT, tuple(sampled_trace_headers().items()))
+            except grpc.aio.AioRpcError as e:
+                failure = _backend_error(e)
+                if isinstance(failure, ApiError):
+                    raise failure from None
+                pool.report_failure(address, triton_model, failure)
+                continue
+            span.set_attribute("llmaas.backend_ms", round((time.perf_counter() - started) * 1000, 2))
+        return response

@@ -12,6 +12,7 @@ from llmaas.router import openai_json as oj
 from llmaas.router.embeddings import GRPC_EMBEDDINGS, REST_EMBEDDINGS, EmbeddingService
 from llmaas.router.pipeline import ChatPipeline
 from llmaas.router.read_ahead import ReadAhead
+from llmaas.router.rerank import GRPC_RERANK, REST_RERANK, RerankService
 from llmaas.router.v1 import router_pb2_grpc
 
 GRPC_UNARY = "grpc llmaas.router.v1.RouterService/CreateChatCompletion"
@@ -22,6 +23,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def __init__(self, pipeline: ChatPipeline) -> None:
         self._pipeline = pipeline
         self._embeddings = EmbeddingService(pipeline)
+        self._rerank = RerankService(pipeline)
 
     async def ChatCompletionsHttp(self, request, context):
         run = await self._pipeline.prepare(request, context)
@@ -99,6 +101,18 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             self._pipeline.finish(run)
 
     async def CreateEmbedding(self, request, context):
-        # Behind Envoy the identity header is there (REST); a direct gRPC caller authenticates with its key.
-        rest = any(k == IDENTITY_HEADER for k, _ in (context.invocation_metadata() or ()))
-        return await self._embeddings.create(request, context, REST_EMBEDDINGS if rest else GRPC_EMBEDDINGS)
+        endpoint = REST_EMBEDDINGS if _through_envoy(context) else GRPC_EMBEDDINGS
+        return await self._embeddings.create(request, context, endpoint)
+
+    async def RerankV1(self, request, context):
+        return await self._rerank.rerank(request, context, "1", (REST_RERANK if _through_envoy(context)
+                                                                 else GRPC_RERANK)["1"])
+
+    async def RerankV2(self, request, context):
+        return await self._rerank.rerank(request, context, "2", (REST_RERANK if _through_envoy(context)
+                                                                 else GRPC_RERANK)["2"])
+
+
+def _through_envoy(context) -> bool:
+    """Behind Envoy the identity header ext_authz signed is there (REST); a direct gRPC caller has its key instead."""
+    return any(k == IDENTITY_HEADER for k, _ in (context.invocation_metadata() or ()))

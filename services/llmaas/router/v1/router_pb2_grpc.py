@@ -57,6 +57,16 @@ class RouterServiceStub:
                 request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingRequest.SerializeToString,
                 response_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingResponse.FromString,
                 _registered_method=True)
+        self.RerankV1 = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/RerankV1',
+                request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankRequest.SerializeToString,
+                response_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankResponse.FromString,
+                _registered_method=True)
+        self.RerankV2 = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/RerankV2',
+                request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankRequest.SerializeToString,
+                response_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -93,6 +103,20 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RerankV1(self, request, context):
+        """POST /v1/rerank (Cohere's v1 shape, as the reference serves it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RerankV2(self, request, context):
+        """POST /v2/rerank (Cohere's v2 shape: the same fields).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +139,16 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.CreateEmbedding,
                     request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingRequest.FromString,
                     response_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingResponse.SerializeToString,
+            ),
+            'RerankV1': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerankV1,
+                    request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankRequest.FromString,
+                    response_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankResponse.SerializeToString,
+            ),
+            'RerankV2': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerankV2,
+                    request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankRequest.FromString,
+                    response_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -227,6 +261,60 @@ class RouterService:
             '/llmaas.router.v1.RouterService/CreateEmbedding',
             llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingRequest.SerializeToString,
             llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerankV1(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/RerankV1',
+            llmaas_dot_router_dot_v1_dot_router__pb2.RerankRequest.SerializeToString,
+            llmaas_dot_router_dot_v1_dot_router__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerankV2(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/RerankV2',
+            llmaas_dot_router_dot_v1_dot_router__pb2.RerankRequest.SerializeToString,
+            llmaas_dot_router_dot_v1_dot_router__pb2.RerankResponse.FromString,
             options,
             channel_credentials,
             insecure,
