@@ -151,3 +151,66 @@ def test_embedding_kind_costs_input_tokens_only():
                     batch_input=900, batch_output=4000, audio_minute=10**7)
     assert cost_nano(prices, "embedding", Usage(prompt_tokens=1000, completion_tokens=0)) == 1_800_000
     assert worst_case_nano(prices, "embedding", 1000, 0) == 1_800_000
+
+
+class _FakePipeline:
+    """Stands in for the chat pipeline: a caller, and the settlements and audit records it is handed."""
+
+    def __init__(self, downstream) -> None:
+        from llmaas.common.identity import Identity
+
+        self._downstream, self._replicas = downstream, None
+        self.settled, self.records = [], []
+        self._identity = Identity("t", "k", "key", ())
+
+    async def _caller(self, md, context, endpoint):
+        from llmaas.router.pipeline import Caller
+
+        return Caller(self._identity, "req-1", endpoint, "127.0.0.1", "signed")
+
+    def _settle(self, run, outcome):
+        self.settled.append(outcome)
+
+    def _record(self, caller, model, usage, error, status=200):
+        self.records.append(status if error is None else error.code)
+
+
+class _FakeDownstream:
+    def __init__(self) -> None:
+        import asyncio
+
+        self.reserving = asyncio.Event()
+
+    async def resolve_model(self, model, serve_successor=False, identity=""):
+        from llmaas.catalog.v1 import catalog_pb2
+
+        return catalog_pb2.ResolveModelResponse(id="all-minilm:22m", type="embedding", triton_model="e",
+                                                max_model_len=256)
+
+    async def reserve(self, request, identity=""):
+        import asyncio
+
+        self.reserving.set()
+        await asyncio.sleep(3600)
+
+
+class _Context:
+    def invocation_metadata(self):
+        return ()
+
+
+async def test_a_client_gone_while_metering_grants_releases_the_reservation():
+    import asyncio
+
+    from llmaas.router.embeddings import EmbeddingService
+
+    downstream = _FakeDownstream()
+    pipeline = _FakePipeline(downstream)
+    service = EmbeddingService(pipeline)
+    task = asyncio.create_task(service.create(router_pb2.CreateEmbeddingRequest(
+        model="all-minilm:22m", input=struct_pb2.Value(string_value="hello")), _Context()))
+    await downstream.reserving.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pipeline.settled == ["cancelled"] and pipeline.records == [499]

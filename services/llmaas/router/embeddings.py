@@ -148,7 +148,12 @@ class EmbeddingService:
             params = await parse_embedding_request(request)
             model = await self._resolve(params, caller)
             model_id = model.id
-            reserved = await self._reserve(params, model, caller)
+            try:
+                reserved = await self._reserve(params, model, caller)
+            except asyncio.CancelledError:
+                # The client left while metering was granting: release whatever it granted (as chat does).
+                pipeline._settle(run, "cancelled")
+                raise
             try:
                 vectors, tokens = await self._infer(model, params, caller.request_id)
             except BaseException:

@@ -133,7 +133,11 @@ class RerankService:
                                       param="model", code="model_not_supported")
             query = worst_tokens(params.query, model.max_model_len)
             bound = sum(query + worst_tokens(d, model.max_model_len) for d in params.documents)
-            reserved = await reserve(self._downstream, caller, model, "rerank", bound)
+            try:
+                reserved = await reserve(self._downstream, caller, model, "rerank", bound)
+            except asyncio.CancelledError:
+                pipeline._settle(run, "cancelled")  # the client left while metering was granting: release it
+                raise
             try:
                 response = await call_triton(self._replicas, model, infer_request(
                     model.triton_model, caller.request_id, params.query, params.documents))
