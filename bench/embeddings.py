@@ -1,5 +1,6 @@
 """POST /v1/embeddings with the real all-MiniLM-L6-v2 through the whole stack (Envoy, auth, catalog, metering, router)
-and straight to Triton (the same tensors, one ModelInfer), for 1 and 64 inputs per request. Prints p50/p99 latency,
+and straight to Triton (the same tensors, one ModelInfer), for 1 and 64 inputs per request (floats as JSON numbers, and
+as base64). Prints p50/p99 latency,
 inputs/s (one request at a time) and the gateway's added latency (through-the-stack minus direct, at p50).
 
     .venv/bin/python -m bench.embeddings [--requests-1 60] [--requests-64 12]
@@ -41,17 +42,18 @@ def pct(values: list[float], p: int) -> float:
 async def measure(stack: dict, inputs: int, requests: int) -> dict[str, list[float]]:
     triton_model = load_catalog([DEFAULT_CATALOG]).lookup(MODEL).triton_model
     triton = TritonReplica(stack["triton_grpc"])
-    samples: dict[str, list[float]] = {"gateway": [], "direct": []}
+    samples: dict[str, list[float]] = {"gateway": [], "gateway-b64": [], "direct": []}
     async with httpx.AsyncClient(base_url=stack["base_url"], timeout=120,
                                  headers={"Authorization": f"Bearer {stack['api_key']}"}) as http:
         for warm in range(2):  # connections, the model's first batch
             await http.post("/embeddings", json={"model": MODEL, "input": texts(-warm, inputs)})
         for r in range(requests):
             batch = texts(r, inputs)
-            for path in (("gateway", "direct") if r % 2 else ("direct", "gateway")):
+            for path in (("gateway", "gateway-b64", "direct") if r % 2 else ("direct", "gateway-b64", "gateway")):
                 start = time.perf_counter()
-                if path == "gateway":
-                    response = await http.post("/embeddings", json={"model": MODEL, "input": batch})
+                if path.startswith("gateway"):
+                    response = await http.post("/embeddings", json={
+                        "model": MODEL, "input": batch, "encoding_format": "base64" if path != "gateway" else "float"})
                     assert response.status_code == 200, response.text
                     assert len(response.json()["data"]) == inputs
                 else:
@@ -72,7 +74,8 @@ async def main(requests_1: int, requests_64: int) -> None:
                 print(f"{inputs:>6} {path:>8} {pct(values, 50) * 1000:>8.1f} {pct(values, 99) * 1000:>8.1f} "
                       f"{inputs / statistics.mean(values):>9.1f}")
             added = (pct(samples["gateway"], 50) - pct(samples["direct"], 50)) * 1000
-            print(f"{inputs:>6} gateway adds {added:.1f} ms at p50")
+            added_b64 = (pct(samples["gateway-b64"], 50) - pct(samples["direct"], 50)) * 1000
+            print(f"{inputs:>6} gateway adds {added:.1f} ms at p50 ({added_b64:.1f} ms with base64)")
 
 
 if __name__ == "__main__":
