@@ -9,13 +9,14 @@ import base64
 import secrets
 import time
 
+import grpc
 import httpx
 import numpy as np
 import openai
 import pytest
 from llmaas.router.v1 import router_pb2, router_pb2_grpc
 
-from tests.support.stack import REAL_MODEL, gateway_channel
+from tests.support.stack import REAL_MODEL
 from tests.support.tiktoken_offline import offline_cache
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -121,7 +122,8 @@ def test_billed_at_the_input_price_and_shown_per_kind(stack):
 
 
 def test_typed_grpc_method(stack):
-    with gateway_channel(stack) as channel:
+    """Internal callers use the typed RPC on the router's port, with their API key (as for chat)."""
+    with grpc.insecure_channel(stack["services"]["router"]) as channel:
         stub = router_pb2_grpc.RouterServiceStub(channel)
         response = stub.CreateEmbedding(router_pb2.CreateEmbeddingRequest(
             model=MODEL, input=_text(QUERY)),

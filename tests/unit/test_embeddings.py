@@ -15,7 +15,14 @@ from llmaas.common.errors import ApiError
 from llmaas.embedding.minilm import DIMENSIONS, MiniLM
 from llmaas.metering.pricing import KINDS, Prices, Usage, cost_nano, worst_case_nano
 from llmaas.router.embedding_input import MAX_INPUTS, decode_tokens, parse_input, parse_options
-from llmaas.router.embeddings import _backend_error, infer_request, read_response, response_body, shorten
+from llmaas.router.embeddings import (
+    _backend_error,
+    infer_request,
+    json_body,
+    read_response,
+    response_body,
+    shorten,
+)
 from llmaas.router.triton import ReplicaFailure
 from llmaas.router.v1 import router_pb2
 from tritonclient.grpc import service_pb2
@@ -100,6 +107,19 @@ def test_response_float_and_base64_carry_the_same_floats():
     slow.list_value.extend(vectors[0].tolist())
     assert as_float.data[0].embedding == slow  # the bytes numpy writes are the message Python would build
     assert as_float.usage.prompt_tokens == as_float.usage.total_tokens == 7 and as_float.data[0].index == 0
+
+
+def test_json_body_float_and_base64_read_back_exactly():
+    import json
+
+    vectors = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    floats = json.loads(json_body("m", vectors, 5, "float"))
+    encoded = json.loads(json_body("m", vectors, 5, "base64"))
+    assert floats["object"] == "list" and floats["usage"] == {"prompt_tokens": 5, "total_tokens": 5}
+    assert [d["index"] for d in floats["data"]] == [0, 1, 2] and floats["data"][0]["object"] == "embedding"
+    for i in range(3):
+        assert np.array_equal(np.array(floats["data"][i]["embedding"], dtype=np.float32), vectors[i])
+        assert np.array_equal(np.frombuffer(base64.b64decode(encoded["data"][i]["embedding"]), "<f4"), vectors[i])
 
 
 def test_shorten_renormalises():

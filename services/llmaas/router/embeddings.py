@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import struct
 import time
 
@@ -37,6 +38,8 @@ REST_EMBEDDINGS = "POST /v1/embeddings"
 GRPC_EMBEDDINGS = "grpc llmaas.router.v1.RouterService/CreateEmbedding"
 # One Triton call embeds every input of a request: 2048 short inputs take ~25 s on two CPU cores.
 INFER_TIMEOUT = 120.0
+# Larger answers (numbers) are written to JSON off the event loop.
+INLINE_JSON_VALUES = 4096
 # More token ids than this are decoded off the event loop.
 INLINE_DECODE_IDS = 2000
 # Backend messages that mean an input was over the model's context (our CPU model, vLLM, TEI).
@@ -110,14 +113,26 @@ def number_lists(vectors: np.ndarray) -> list[struct_pb2.Value]:
 
 def response_body(model: str, vectors: np.ndarray, tokens: int, encoding_format: str):
     if encoding_format == "base64":
-        values = [struct_pb2.Value(string_value=base64.b64encode(row.astype("<f4").tobytes()).decode())
-                  for row in vectors]
+        values = [struct_pb2.Value(string_value=_base64(row)) for row in vectors]
     else:
         values = number_lists(vectors)
     data = [router_pb2.Embedding(object="embedding", index=i, embedding=value) for i, value in enumerate(values)]
     return router_pb2.CreateEmbeddingResponse(
         object="list", data=data, model=model,
         usage=router_pb2.EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
+
+
+def _base64(row: np.ndarray) -> str:
+    return base64.b64encode(row.astype("<f4").tobytes()).decode()
+
+
+def json_body(model: str, vectors: np.ndarray, tokens: int, encoding_format: str) -> bytes:
+    """OpenAI's JSON, written directly (each float32 as the double it converts to: it reads back exactly)."""
+    rows = [_base64(row) for row in vectors] if encoding_format == "base64" else vectors.tolist()
+    return json.dumps({"object": "list", "data": [{"object": "embedding", "index": i, "embedding": row}
+                                                  for i, row in enumerate(rows)],
+                       "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
+                      separators=(",", ":")).encode()
 
 
 def _backend_error(e: grpc.aio.AioRpcError) -> ApiError | ReplicaFailure:
@@ -139,7 +154,20 @@ class EmbeddingService:
         self._downstream = pipeline._downstream
         self._replicas = pipeline._replicas
 
-    async def create(self, request, context, endpoint: str = REST_EMBEDDINGS) -> router_pb2.CreateEmbeddingResponse:
+    async def create(self, request, context, endpoint: str = GRPC_EMBEDDINGS) -> router_pb2.CreateEmbeddingResponse:
+        """The typed answer (gRPC callers)."""
+        model_id, params, vectors, tokens = await self._serve(request, context, endpoint)
+        return response_body(model_id, vectors, tokens, params.encoding_format)
+
+    async def create_json(self, request, context, endpoint: str = REST_EMBEDDINGS) -> bytes:
+        """OpenAI's JSON body (REST through Envoy)."""
+        model_id, params, vectors, tokens = await self._serve(request, context, endpoint)
+        if vectors.size <= INLINE_JSON_VALUES:
+            return json_body(model_id, vectors, tokens, params.encoding_format)
+        # ~17 ms for 64 x 384 floats: in a thread, so that the event loop keeps serving others meanwhile.
+        return await asyncio.to_thread(json_body, model_id, vectors, tokens, params.encoding_format)
+
+    async def _serve(self, request, context, endpoint: str):
         pipeline = self._pipeline
         caller = await pipeline._caller(metadata_dict(context), context, endpoint)
         run, model_id, status = _Run(caller, caller.request_id), "", 200
@@ -161,10 +189,7 @@ class EmbeddingService:
                 raise
             run.usage.prompt_tokens = sum(tokens)
             pipeline._settle(run, "completed")
-            span = trace.get_current_span()
-            span.set_attribute("llmaas.prompt_tokens", run.usage.prompt_tokens)
-            response = response_body(model.id, shorten(vectors, params.dimensions), run.usage.prompt_tokens,
-                                     params.encoding_format)
+            trace.get_current_span().set_attribute("llmaas.prompt_tokens", run.usage.prompt_tokens)
         except ApiError as err:
             pipeline._record(caller, model_id, run.usage, err)
             raise
@@ -175,7 +200,7 @@ class EmbeddingService:
         pipeline._record(caller, model_id, run.usage, None, status)
         headers = lifecycle_headers(model) + tuple((h.name, h.value) for h in reserved.headers)
         await context.send_initial_metadata(headers)
-        return response
+        return model.id, params, shorten(vectors, params.dimensions), run.usage.prompt_tokens
 
     async def _resolve(self, params: EmbeddingParams, caller):
         identity = caller.identity

@@ -100,6 +100,11 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         finally:
             self._pipeline.finish(run)
 
+    async def EmbeddingsHttp(self, request, context):
+        endpoint = REST_EMBEDDINGS if _through_envoy(context) else GRPC_EMBEDDINGS
+        return httpbody_pb2.HttpBody(content_type="application/json",
+                                     data=await self._embeddings.create_json(request, context, endpoint))
+
     async def CreateEmbedding(self, request, context):
         endpoint = REST_EMBEDDINGS if _through_envoy(context) else GRPC_EMBEDDINGS
         return await self._embeddings.create(request, context, endpoint)

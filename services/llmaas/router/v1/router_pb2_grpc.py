@@ -52,6 +52,11 @@ class RouterServiceStub:
                 request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateChatCompletionRequest.SerializeToString,
                 response_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.StreamChatCompletionResponse.FromString,
                 _registered_method=True)
+        self.EmbeddingsHttp = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/EmbeddingsHttp',
+                request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.CreateEmbedding = channel.unary_unary(
                 '/llmaas.router.v1.RouterService/CreateEmbedding',
                 request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingRequest.SerializeToString,
@@ -96,8 +101,16 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EmbeddingsHttp(self, request, context):
+        """POST /v1/embeddings (OpenAI's wire format). The router writes the JSON itself: Envoy's transcoding of 64 x 384
+        numbers held in google.protobuf.Value took ~120 ms.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateEmbedding(self, request, context):
-        """POST /v1/embeddings (OpenAI's wire format); the same RPC serves typed gRPC callers.
+        """Typed embeddings for internal callers (the same request and pipeline).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +147,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.StreamChatCompletion,
                     request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateChatCompletionRequest.FromString,
                     response_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.StreamChatCompletionResponse.SerializeToString,
+            ),
+            'EmbeddingsHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbeddingsHttp,
+                    request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'CreateEmbedding': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateEmbedding,
@@ -234,6 +252,33 @@ class RouterService:
             '/llmaas.router.v1.RouterService/StreamChatCompletion',
             llmaas_dot_router_dot_v1_dot_router__pb2.CreateChatCompletionRequest.SerializeToString,
             llmaas_dot_router_dot_v1_dot_router__pb2.StreamChatCompletionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbeddingsHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/EmbeddingsHttp',
+            llmaas_dot_router_dot_v1_dot_router__pb2.CreateEmbeddingRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,
