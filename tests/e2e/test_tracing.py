@@ -125,3 +125,23 @@ def test_an_unsampled_request_leaves_no_trace_but_keeps_its_trace_id(stack):
     assert not left, f"an unsampled request left spans in {left}"
     # Its context still crossed the hops: the audit record names the trace id the client sent.
     assert _audit_trace_id(stack, request_id) == unsampled
+
+
+def test_an_embeddings_request_is_traced_like_chat(stack):
+    """Envoy, auth, router, metering and Triton (no guard: it does not apply to embeddings); no input text in any
+    span."""
+    jaeger = JaegerQuery(stack["jaeger_query"])
+    expected = {("envoy", "auth"), ("envoy", "router"), ("router", "metering"), ("router", "triton")}
+    for _ in range(ATTEMPTS):
+        trace_id = secrets.token_hex(16)
+        resp = httpx.post(stack["base_url"] + "/embeddings", timeout=60, json={
+            "model": "all-minilm:22m", "input": ["embed this secret phrase"]}, headers={
+            "Authorization": f"Bearer {stack['api_key']}", "x-client-trace-id": trace_id,
+            "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
+        assert resp.status_code == 200, resp.text
+        found = _edges_when_complete(jaeger, trace_id, expected, timeout=20)
+        assert expected - {("router", "triton")} <= found, f"missing edges: {expected - found}"
+        if ("router", "triton") in found:
+            break
+    assert expected <= found and ("router", "guard") not in found
+    assert "secret phrase" not in repr(jaeger.trace(trace_id))

@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 UNKNOWN_PRODUCTION_DATE = dt.date(1970, 1, 1)  # placeholder for a model whose production date the source omits
-CAPABILITIES = {"tools", "vision", "reasoning", "safety",
+# "dimensions": an embedding model trained to be shortened (Matryoshka), which honours OpenAI's `dimensions`.
+CAPABILITIES = {"tools", "vision", "reasoning", "safety", "dimensions",
                 # audio models: English-only unless multilingual; translation into English; word timestamps
                 "transcription", "translation", "multilingual", "word_timestamps"}
 MODEL_TYPES = {"chat", "embedding", "rerank", "vision", "ocr", "audio", "image", "translation", "safety"}
@@ -102,7 +103,8 @@ def _parse_entry(raw: dict, base_dir: Path, where: str) -> ModelEntry:
     max_len = _field(raw, "max_model_len", int, where, default=None if deployed else 0)
     if max_len < 0:
         raise CatalogError(f"{where}: field 'max_model_len' must not be negative")
-    if deployed or "default_max_tokens" in raw:
+    # Only a chat model generates: an embedding or rerank model has no completion budget.
+    if (deployed and mtype == "chat") or "default_max_tokens" in raw:
         default_max = _field(raw, "default_max_tokens", int, where, default=1024)
         if not 0 < default_max <= max_len:
             raise CatalogError(f"{where}: default_max_tokens must be in 1..max_model_len")

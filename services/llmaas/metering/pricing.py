@@ -16,6 +16,7 @@ Cost of a request by kind (completion tokens include reasoning tokens, as in Ope
   batch:  prompt * batch_input + completion * batch_output
   rerank: prompt * rerank      (the reranked tokens)
   audio:  started minutes * audio_minute
+  embedding: prompt * input   (input tokens only, as the reference bills embeddings)
 The worst case reserved before dispatch uses the same formula with the bounds (output at the dearer of output and
 reasoning).
 """
@@ -31,7 +32,7 @@ import yaml
 
 NANO = 10**9
 PER_MILLION_NANO = 1000  # nEUR per token for 1 EUR per million tokens
-KINDS = ("chat", "batch", "rerank", "audio")
+KINDS = ("chat", "batch", "rerank", "audio", "embedding")
 TOKEN_PRICES = ("input", "output", "reasoning", "rerank", "batch_input", "batch_output")
 PRICE_FIELDS = (*TOKEN_PRICES, "audio_minute")
 
@@ -130,6 +131,8 @@ def cost_nano(prices: Prices, kind: str, usage: Usage) -> int:
         return usage.prompt_tokens * prices.rerank
     if kind == "audio":
         return started_minutes(usage.audio_ms) * prices.audio_minute
+    if kind == "embedding":
+        return usage.prompt_tokens * prices.input
     raise PricingError(f"unknown kind {kind!r}")
 
 

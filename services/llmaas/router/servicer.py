@@ -7,10 +7,13 @@ from contextlib import aclosing
 from google.api import httpbody_pb2
 
 from llmaas.common.errors import ApiError
+from llmaas.common.identity import IDENTITY_HEADER
 from llmaas.router import openai_json as oj
 from llmaas.router.audio import AudioPipeline
+from llmaas.router.embeddings import GRPC_EMBEDDINGS, REST_EMBEDDINGS, EmbeddingService
 from llmaas.router.pipeline import ChatPipeline
 from llmaas.router.read_ahead import ReadAhead
+from llmaas.router.rerank import GRPC_RERANK, REST_RERANK, RerankService
 from llmaas.router.v1 import router_pb2_grpc
 
 GRPC_UNARY = "grpc llmaas.router.v1.RouterService/CreateChatCompletion"
@@ -21,6 +24,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def __init__(self, pipeline: ChatPipeline) -> None:
         self._pipeline = pipeline
         self._audio = AudioPipeline(pipeline)
+        self._embeddings = EmbeddingService(pipeline)
+        self._rerank = RerankService(pipeline)
 
     async def ChatCompletionsHttp(self, request, context):
         run = await self._pipeline.prepare(request, context)
@@ -102,3 +107,24 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
     async def CreateTranslationHttp(self, request, context):
         return await self._audio.handle(request, context, task="translate")
+    async def EmbeddingsHttp(self, request, context):
+        endpoint = REST_EMBEDDINGS if _through_envoy(context) else GRPC_EMBEDDINGS
+        return httpbody_pb2.HttpBody(content_type="application/json",
+                                     data=await self._embeddings.create_json(request, context, endpoint))
+
+    async def CreateEmbedding(self, request, context):
+        endpoint = REST_EMBEDDINGS if _through_envoy(context) else GRPC_EMBEDDINGS
+        return await self._embeddings.create(request, context, endpoint)
+
+    async def RerankV1(self, request, context):
+        return await self._rerank.rerank(request, context, "1", (REST_RERANK if _through_envoy(context)
+                                                                 else GRPC_RERANK)["1"])
+
+    async def RerankV2(self, request, context):
+        return await self._rerank.rerank(request, context, "2", (REST_RERANK if _through_envoy(context)
+                                                                 else GRPC_RERANK)["2"])
+
+
+def _through_envoy(context) -> bool:
+    """Behind Envoy the identity header ext_authz signed is there (REST); a direct gRPC caller has its key instead."""
+    return any(k == IDENTITY_HEADER for k, _ in (context.invocation_metadata() or ()))

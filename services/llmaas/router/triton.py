@@ -196,6 +196,10 @@ class TritonReplica:
         except ApiError:
             return True  # the model answered (about the canary itself): its instance is alive
 
+    async def infer(self, request, timeout: float, metadata=()):
+        """One unary ModelInfer (a model that is not decoupled: embeddings). Raises grpc.aio.AioRpcError."""
+        return await self._stub.ModelInfer(request, timeout=timeout, metadata=metadata)
+
     async def server_ready(self) -> bool:
         try:
             return bool(await self._client.is_server_ready(client_timeout=PROBE_TIMEOUT))

@@ -7,6 +7,7 @@ prints them. This module says what it cannot know, so that the description is wh
 - POST /v1/chat/completions is an HttpBody stream on the gRPC side, but on the wire a chat.completion object
   (application/json) or, when `stream` is true, Server-Sent Events whose data is a chat.completion.chunk object and
   finally `[DONE]`: two media types for one status, which needs OpenAPI 3 (hence the conversion from Swagger 2.0);
+- POST /v1/embeddings is an HttpBody the router writes: on the wire, the typed CreateEmbeddingResponse;
 - POST /v1/audio/transcriptions and /translations are HttpBody both ways: on the wire a multipart/form-data upload
   (OpenAI's fields) answered with JSON or, as `response_format` asks, plain text (text, SRT, WebVTT);
 - the API key (or admin token) is a bearer token; GET /v1/lifecycle needs none;
@@ -35,6 +36,9 @@ FieldType = descriptor_pb2.FieldDescriptorProto
 CHAT_PATH = "/v1/chat/completions"
 CHAT_RESPONSE = "llmaas.router.v1.CreateChatCompletionResponse"
 CHAT_CHUNK = "llmaas.router.v1.StreamChatCompletionResponse"
+# POST /v1/embeddings: an HttpBody the router writes (llmaas.router.embeddings), in the typed response's shape.
+EMBEDDINGS_PATH = "/v1/embeddings"
+EMBEDDINGS_RESPONSE = "llmaas.router.v1.CreateEmbeddingResponse"
 AUDIO_PATHS = ("/v1/audio/transcriptions", "/v1/audio/translations")
 MULTIPART = "multipart/form-data"
 TEXT = "text/plain"
@@ -276,11 +280,18 @@ def finish(bound: dict[str, Any], unbound: dict[str, Any], protos: Protos) -> di
         "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{CHAT_RESPONSE}"}},
                     SSE: {"schema": CHUNK_EVENT}},
     }
+    if EMBEDDINGS_PATH in paths:
+        paths[EMBEDDINGS_PATH]["post"]["responses"]["200"] = {
+            "description": "OpenAI's embedding list (each `embedding` a list of numbers, or a base64 string of "
+                           "little-endian float32 with `encoding_format` base64).",
+            "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{EMBEDDINGS_RESPONSE}"}}},
+        }
     for path in AUDIO_PATHS:
         if path in paths:
             paths[path]["post"] = _audio_operation(paths[path]["post"], translation=path.endswith("translations"))
     definitions = dict(bound["definitions"])
-    for name in _closure({CHAT_RESPONSE, CHAT_CHUNK}, unbound["definitions"]):
+    typed = {CHAT_RESPONSE, CHAT_CHUNK} | ({EMBEDDINGS_RESPONSE} if EMBEDDINGS_PATH in paths else set())
+    for name in _closure(typed, unbound["definitions"]):
         if name in definitions and definitions[name] != unbound["definitions"][name]:
             raise ValueError(f"{name} differs between the bound and unbound descriptions")
         definitions[name] = unbound["definitions"][name]
