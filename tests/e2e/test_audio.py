@@ -134,6 +134,17 @@ def test_translation_is_refused_by_an_english_only_model(client, spoken):
     assert "English-only" in e.value.body["message"]
 
 
+def test_the_references_fields_are_honoured(stack, tenant, spoken):
+    """The reference's `initial_prompt` steers like `prompt`; its `task=translate` on /transcriptions is a translation
+    (refused by this English-only model like /translations), never silently a transcription."""
+    wav = {"file": ("s.wav", spoken.read_bytes())}
+    resp = post(stack, tenant[1], "/audio/transcriptions", files=wav,
+                data={"model": WHISPER, "initial_prompt": "Quarterly report, finance team."})
+    assert resp.status_code == 200 and resp.json()["text"]
+    refused = post(stack, tenant[1], "/audio/transcriptions", files=wav, data={"model": WHISPER, "task": "translate"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "model_not_supported"
+
+
 def test_bad_input_is_a_clear_4xx_and_is_not_billed(stack, audio_dir, spoken):
     tenant_id = admin(stack, "POST", "/tenants", json={"name": f"audio-bad-{secrets.token_hex(4)}"})["tenant"]["tenant_id"]
     key = admin(stack, "POST", f"/tenants/{tenant_id}/keys", json={"name": "audio"})["api_key"]

@@ -60,6 +60,8 @@ def test_parse_form_defaults():
     ({"model": "m", "response_format": "verbose_json", "timestamp_granularities[]": "char"},
      "timestamp_granularities", "invalid_value"),
     ({}, "model", "missing_required_parameter"),
+    ({"model": "m", "task": "summarise"}, "task", "invalid_value"),
+    ({"model": "m", "prompt": "a", "initial_prompt": "b"}, "initial_prompt", "invalid_value"),
 ])
 def test_parse_form_refusals_name_the_param(data, param, code):
     refused(lambda: parse_form(*multipart(files={"file": ("a", b"x")}, data=data), translation=False), param, code)
@@ -76,6 +78,20 @@ def test_parse_form_needs_a_multipart_body_with_a_file():
 def test_translations_take_no_language():
     ctype, body = multipart(files={"file": ("a", b"x")}, data={"model": "m", "language": "fr"})
     refused(lambda: parse_form(ctype, body, translation=True), "language", "unsupported_parameter")
+
+
+def test_the_references_field_names_are_honoured():
+    """The reference's `initial_prompt` is OpenAI's `prompt`, and its `task=translate` on /transcriptions translates
+    (with `language` the spoken one); /translations only translates."""
+    form = parse_form(*multipart(files={"file": ("a", b"x")}, data={
+        "model": "m", "initial_prompt": "Cloud Temple", "task": "translate", "language": "fr"}), translation=False)
+    assert (form.prompt, form.task, form.language) == ("Cloud Temple", "translate", "fr")
+    assert parse_form(*multipart(files={"file": ("a", b"x")}, data={"model": "m"}), translation=False).task == \
+        "transcribe"
+    assert parse_form(*multipart(files={"file": ("a", b"x")}, data={"model": "m"}), translation=True).task == \
+        "translate"
+    refused(lambda: parse_form(*multipart(files={"file": ("a", b"x")}, data={"model": "m", "task": "transcribe"}),
+                               translation=True), "task", "invalid_value")
 
 
 @pytest.fixture(scope="module")

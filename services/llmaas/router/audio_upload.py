@@ -41,6 +41,8 @@ class AudioForm:
     response_format: str = "json"
     temperature: float | None = None
     granularities: list[str] = field(default_factory=list)
+    # "transcribe" or "translate": the endpoint's, or the reference's `task` field on /transcriptions.
+    task: str = "transcribe"
 
 
 def _form_parts(content_type: str, body: bytes) -> list[tuple[str, str, bytes]]:
@@ -115,7 +117,7 @@ def parse_form(content_type: str, body: bytes, *, translation: bool) -> AudioFor
         raise invalid_request("Missing required parameter: 'file' (the audio file to transcribe).", param="file",
                               code="missing_required_parameter")
     form = AudioForm(file=upload[1], filename=upload[0], model=fields.get("model", "").strip(),
-                     prompt=fields.get("prompt", ""), granularities=granularities)
+                     prompt=_prompt(fields), granularities=granularities, task=_task(fields, translation))
     if not form.model:
         raise invalid_request("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
     if "language" in fields:
@@ -145,6 +147,29 @@ def parse_form(content_type: str, body: bytes, *, translation: bool) -> AudioFor
         raise invalid_request("'timestamp_granularities[]' needs response_format 'verbose_json'.",
                               param="timestamp_granularities", code="invalid_value")
     return form
+
+
+def _prompt(fields: dict[str, str]) -> str:
+    """OpenAI's `prompt`, or the reference's name for it, `initial_prompt` (both accepted; two different ones are
+    ambiguous)."""
+    prompt, initial = fields.get("prompt"), fields.get("initial_prompt")
+    if prompt is not None and initial is not None and prompt != initial:
+        raise invalid_request("'prompt' and 'initial_prompt' are the same parameter: give one.",
+                              param="initial_prompt", code="invalid_value")
+    return prompt if prompt is not None else initial or ""
+
+
+def _task(fields: dict[str, str], translation: bool) -> str:
+    """The reference's `task` (transcribe or translate) on /transcriptions; /translations only translates."""
+    default = "translate" if translation else "transcribe"
+    task = fields.get("task", default).strip() or default
+    if task not in ("transcribe", "translate"):
+        raise invalid_request(f"Invalid 'task': '{task[:32]}'. Supported values are: transcribe, translate.",
+                              param="task", code="invalid_value")
+    if translation and task != "translate":
+        raise invalid_request("/v1/audio/translations only translates: use /v1/audio/transcriptions to transcribe.",
+                              param="task", code="invalid_value")
+    return task
 
 
 def _unsupported(detail: str):
