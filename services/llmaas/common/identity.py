@@ -15,17 +15,15 @@ a header seen in a log or a trace cannot be replayed for another request, nor fo
 
 from __future__ import annotations
 
-import base64
 import fnmatch
-import hashlib
 import hmac
-import json
 import time
 from dataclasses import dataclass, field
 
 import grpc
 
 from llmaas.common.errors import ApiError
+from llmaas.common.signed_token import sign, verified_body
 
 IDENTITY_HEADER = "x-llmaas-identity"
 REQUEST_ID_HEADER = "x-request-id"
@@ -79,18 +77,6 @@ class Identity:
         return self.role == ROLE_PLATFORM_ADMIN
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(payload: str, secret: str) -> str:
-    return _b64(hmac.new(secret.encode(), f"{_VERSION}.{payload}".encode(), hashlib.sha256).digest())
-
-
 def encode_identity(identity: Identity, secret: str, *, request_id: str | None = None,
                     client_address: str | None = None, ttl: float = IDENTITY_TTL_SECONDS,
                     now: float | None = None) -> str:
@@ -106,19 +92,16 @@ def encode_identity(identity: Identity, secret: str, *, request_id: str | None =
         body["i"] = request_id
     if client_address:
         body["c"] = client_address
-    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
-    return f"{_VERSION}.{payload}.{_mac(payload, secret)}"
+    return sign(_VERSION, body, secret)
 
 
 def decode_identity(value: str, secret: str, *, now: float | None = None) -> Identity | None:
     """The identity in a signed header value; None when it is malformed, its signature does not verify, it is meant
     for another audience or it has expired."""
-    version, _, rest = value.partition(".")
-    payload, _, mac = rest.partition(".")
-    if version != _VERSION or not payload or not mac or not hmac.compare_digest(mac, _mac(payload, secret)):
+    body = verified_body(_VERSION, value, secret)
+    if body is None:
         return None
     try:
-        body = json.loads(_unb64(payload))
         if body["a"] != AUDIENCE or int(body["x"]) < (time.time() if now is None else now):
             return None
         return Identity(tenant_id=body["t"], key_id=body["k"], role=body["r"], models=tuple(body["m"]),

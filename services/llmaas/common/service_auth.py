@@ -22,10 +22,6 @@ owner's only.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import time
 from collections.abc import Callable
 
@@ -33,6 +29,7 @@ import grpc
 
 from llmaas.common.errors import ApiError
 from llmaas.common.identity import IDENTITY_HEADER, Identity, Quota, decode_identity, identity_from_metadata
+from llmaas.common.signed_token import sign, verified_body
 
 SERVICE_HEADER = "x-llmaas-service"
 _VERSION = "s1"
@@ -61,34 +58,18 @@ PUBLIC_SERVICES = frozenset({
 })
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(payload: str, secret: str) -> str:
-    return _b64(hmac.new(secret.encode(), f"{_VERSION}.{payload}".encode(), hashlib.sha256).digest())
-
-
 def mint_service_token(caller: str, audience: str, secret: str, *, ttl: float = SERVICE_TOKEN_TTL_SECONDS,
                        now: float | None = None) -> str:
     """A token saying `caller` may call `audience` (a service name: auth, catalog, guard, metering) until now+ttl."""
-    body = {"c": caller, "a": audience, "x": int((time.time() if now is None else now) + ttl)}
-    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
-    return f"{_VERSION}.{payload}.{_mac(payload, secret)}"
+    return sign(_VERSION, {"c": caller, "a": audience, "x": int((time.time() if now is None else now) + ttl)}, secret)
 
 
 def _read_token(token: str, secret: str) -> tuple[str, str, int] | None:
     """(caller, audience, expiry) of a token whose signature verifies, else None."""
-    version, _, rest = token.partition(".")
-    payload, _, mac = rest.partition(".")
-    if version != _VERSION or not payload or not mac or not hmac.compare_digest(mac, _mac(payload, secret)):
+    body = verified_body(_VERSION, token, secret)
+    if body is None:
         return None
     try:
-        body = json.loads(_unb64(payload))
         return str(body["c"]), str(body["a"]), int(body["x"])
     except (ValueError, KeyError, TypeError):
         return None
