@@ -140,7 +140,7 @@ def test_token_delay_knob():
     ('{"n": 2}', "n > 1"),
     ('{"stop": ["ok", ""]}', "empty string"),
     ('{"max_tokens": "many"}', "integer"),
-    ('{"guided_decoding": {"json": {}}}', "not supported"),
+    ('{"guided_decoding": {"regex": "a+"}}', "not supported"),
     ('{"lora_name": "x"}', "LoRA"),
 ])
 def test_invalid_sampling_parameters(raw, fragment):

