@@ -140,3 +140,13 @@ def test_llama_grammar_selection():
     bad = parse_sampling_parameters(json.dumps({"guided_decoding": {"json": {"$ref": "https://example.com/s"}}}))
     with pytest.raises(SamplingError):
         grammar_for(bad)
+
+
+def test_backend_schema_errors_are_a_400_naming_response_format():
+    from llmaas.router.triton import _backend_error  # noqa: PLC0415
+
+    error = _backend_error("guided_decoding 'json' schema is not supported by the CPU engine: Pattern must start")
+    assert error.param == "response_format" and error.type == "invalid_request_error"
+    assert _backend_error("The provided JSON schema contains features not supported by xgrammar.").param \
+        == "response_format"
+    assert _backend_error("sampling parameter 'top_p' must be in (0, 1]").param == "top_p"

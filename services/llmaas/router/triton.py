@@ -239,6 +239,10 @@ _SAMPLING_KEYS = ("max_tokens", "min_tokens", "temperature", "top_p", "top_k", "
 _PARAM_ERROR = re.compile(r"^(?:sampling parameter ')?(" + "|".join(_SAMPLING_KEYS) + r")'? (?:must|cannot)")
 
 
+# The CPU backend's guided decoding errors and vLLM's (xgrammar/outlines) about a schema or grammar.
+_GUIDED_MARKERS = ("guided_decoding", "structured_outputs", "xgrammar", "json schema", "json_schema")
+
+
 def _backend_error(message: str) -> ApiError:
     """In-band errors about the request (bad sampling parameters, context too long). The message is the backend's own
     and carries no prompt text (only counts and parameter names)."""
@@ -255,6 +259,11 @@ def _backend_error(message: str) -> ApiError:
     if lowered.startswith("the decoder prompt cannot be empty") or lowered.startswith("prompt cannot be empty"):
         return ApiError(grpc.StatusCode.INVALID_ARGUMENT, "The prompt is empty.", param="messages",
                         code="invalid_value")
+    if any(marker in lowered for marker in _GUIDED_MARKERS):
+        # A schema the router's structural check accepts but the backend's grammar compiler cannot enforce.
+        return ApiError(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"Invalid 'response_format': this model cannot enforce the schema ({text[:300]}).",
+                        param="response_format", code="invalid_value")
     if (match := _PARAM_ERROR.match(lowered)) is not None:
         return ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid '{match.group(1)}': {text[:300]}",
                         param=match.group(1), code="invalid_value")

@@ -86,6 +86,7 @@ class LlamaEngine:
                                    n_threads_batch=n_threads, seed=self._default_seed, verbose=False)
         self.max_model_len = self.llm.n_ctx()
         self.gguf = gguf
+        self._parsed_grammars: set[str] = set()  # grammar texts llama.cpp parsed already (bounded by the LRU's)
 
     @classmethod
     def from_config(cls, config: dict, model_dir: Path, log) -> LlamaEngine:
@@ -114,6 +115,8 @@ class LlamaEngine:
         show_special = not params.skip_special_tokens
         top_n = params.logprobs or 0
         grammar = grammar_for(params)
+        if grammar is not None:
+            self._check_grammar(grammar._grammar)
         tokens = llm.generate(
             prompt_ids,
             temp=0.0 if params.greedy else params.temperature,
@@ -132,6 +135,20 @@ class LlamaEngine:
                                 bool(lib.llama_vocab_is_eog(vocab, tid)), lps)
         finally:
             tokens.close()
+
+    def _check_grammar(self, text: str) -> None:
+        """llama.cpp answers a grammar it cannot parse with a NULL sampler, which llama-cpp-python would add to the
+        chain unchecked (a crash): parsed once here first, refused in-band if it fails."""
+        if text in self._parsed_grammars:
+            return
+        sampler = self._lib.llama_sampler_init_grammar(self.llm._model.vocab, text.encode("utf-8"), b"root")
+        if not sampler:
+            raise SamplingError("guided_decoding 'json' schema is not supported by the CPU engine: its grammar does "
+                                "not parse")
+        self._lib.llama_sampler_free(sampler)
+        if len(self._parsed_grammars) >= 256:
+            self._parsed_grammars.clear()
+        self._parsed_grammars.add(text)
 
     def _logprobs(self, tid: int, top_n: int) -> dict[int, tuple[float, int, str]]:
         logits = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),)).astype(np.float64)
