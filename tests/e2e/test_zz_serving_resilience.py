@@ -22,7 +22,7 @@ from llmaas.router.triton import TritonReplica
 from llmaas.router.v1 import router_pb2, router_pb2_grpc
 
 from tests.e2e.test_metering import admin, new_key, new_tenant, usage
-from tests.support.stack import TEST_MODEL, running_stack
+from tests.support.stack import TEST_MODEL, live_pids, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -75,6 +75,19 @@ def stub_pid(triton_pid: int, triton_model: str) -> int | None:
     return None
 
 
+def stub_pids(stack, triton_model: str, within: float = 30.0) -> list[int | None]:
+    """The model's stub on each Triton replica, waiting while one is not there: an earlier test's reload (the catalog
+    reloads a model whose stub died, and may do so twice) can leave a replica briefly without one, and a restarted
+    tritonserver has another pid than the fixture's (live_pids)."""
+    deadline = time.monotonic() + within
+    while True:
+        pids = live_pids(stack)
+        found = [stub_pid(pids[name], triton_model) for name in ("triton", "triton-2")]
+        if None not in found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def chat(i: int, model: str = TEST_MODEL, **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": f"Please count the apples in basket {i}."}],
             "max_tokens": 12, **extra}
@@ -105,7 +118,7 @@ def answers_directly(stack, replica: int, triton_model: str) -> bool:
 def test_a_stub_killed_on_one_replica_is_invisible_to_clients_and_reloaded(stack, key):
     _, api_key = key
     model = "llmaas-test-deterministic"
-    pid = stub_pid(stack["pids"]["triton"], model)
+    pid = stub_pids(stack, model)[0]
     assert pid is not None
     with httpx.Client(base_url=stack["base_url"], headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as c:
         assert c.post("/chat/completions", json=chat(0)).status_code == 200
@@ -130,7 +143,7 @@ def test_a_model_dead_everywhere_gets_fast_503s_leaves_the_list_and_comes_back(s
     both_replicas_serve(stack, api_key)
     time.sleep(REPORT_GRACE_SECONDS)  # reports right after a reload are taken for the instance it replaced
     model = "llmaas-test-deterministic"
-    pids = [stub_pid(stack["pids"][name], model) for name in ("triton", "triton-2")]
+    pids = stub_pids(stack, model)
     assert None not in pids
     with httpx.Client(base_url=stack["base_url"], headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as c:
         assert TEST_MODEL in models(c)
