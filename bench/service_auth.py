@@ -5,7 +5,7 @@
 - the pieces, timed alone: the caller's credential (ServiceCredentials.metadata: a dictionary lookup, no signing),
   the interceptor's check of it (a cached verification), the end user's identity check of a tenant-bound call
   (an HMAC and a JSON decode), and a verification the interceptor has not cached yet;
-- the whole, on a real grpc.aio server in this process (fake servicers that answer at once): CPU of this process
+- the whole, on a real grpc.aio server in this process (servicers that answer at once, so only the checks cost): CPU of this process
   (client and server) per call, interleaved rounds, medians, for a call without the interceptor, a public call
   through it, an internal call with the credential only, and a tenant-bound call with both headers (as the router
   makes them).

@@ -128,3 +128,10 @@ class MiniLM:
         x = x.reshape(n, t, DIMENSIONS)
         pooled = (x * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
         return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def max_input_tokens(model_config: str) -> int:
+    """The `max_input_tokens` parameter of a Triton model's config (its JSON, as the Python backend hands it over), or
+    the model's own MAX_TOKENS."""
+    parameters = json.loads(model_config).get("parameters", {})
+    return int(parameters.get("max_input_tokens", {}).get("string_value") or MAX_TOKENS)

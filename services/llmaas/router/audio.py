@@ -35,6 +35,7 @@ from llmaas.metering.v1 import metering_pb2
 from llmaas.router import audio_formats
 from llmaas.router.audio_upload import SAMPLE_RATE, AudioForm, decode_audio, parse_form
 from llmaas.router.pipeline import CLIENT_CLOSED, ChatPipeline, Usage, check_model_permission, lifecycle_headers
+from llmaas.router.triton import _instance_gone
 
 REST_TRANSCRIPTIONS = "POST /v1/audio/transcriptions"
 REST_TRANSLATIONS = "POST /v1/audio/translations"
@@ -196,8 +197,7 @@ class AudioPipeline:
 
 
 def _replica_down(error: grpc.aio.AioRpcError) -> bool:
-    """The replica could not take the request (another may): unreachable, or the model not (or no longer) there."""
-    message = (error.details() or "").lower()
-    return error.code() == grpc.StatusCode.UNAVAILABLE or any(
-        marker in message for marker in ("unknown model", "is not ready", "stub process", "is not healthy"))
+    """The replica could not take the request (another may): unreachable, or the model's instance not (or no longer)
+    there, as the chat path tells it (llmaas.router.triton)."""
+    return error.code() == grpc.StatusCode.UNAVAILABLE or _instance_gone(error.details() or "")
 

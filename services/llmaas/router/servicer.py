@@ -107,6 +107,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
     async def CreateTranslationHttp(self, request, context):
         return await self._audio.handle(request, context, task="translate")
+
     async def EmbeddingsHttp(self, request, context):
         endpoint = REST_EMBEDDINGS if _through_envoy(context) else GRPC_EMBEDDINGS
         return httpbody_pb2.HttpBody(content_type="application/json",

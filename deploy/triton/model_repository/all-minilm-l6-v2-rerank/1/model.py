@@ -4,11 +4,9 @@ weights; its quality on the project's labelled set is in the README. Texts are s
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from llmaas.embedding.minilm import MAX_TOKENS, MiniLM
+from llmaas.embedding.minilm import MiniLM, max_input_tokens
 
 
 def _texts(request, name: str) -> list[str]:
@@ -18,8 +16,7 @@ def _texts(request, name: str) -> list[str]:
 
 class TritonPythonModel:
     def initialize(self, args):
-        parameters = json.loads(args["model_config"]).get("parameters", {})
-        self._max_tokens = int(parameters.get("max_input_tokens", {}).get("string_value") or MAX_TOKENS)
+        self._max_tokens = max_input_tokens(args["model_config"])
         self._model = MiniLM()
 
     def execute(self, requests):
