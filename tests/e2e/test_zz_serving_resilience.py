@@ -117,6 +117,9 @@ def answers_directly(stack, replica: int, triton_model: str) -> bool:
 
 def test_a_stub_killed_on_one_replica_is_invisible_to_clients_and_reloaded(stack, key):
     _, api_key = key
+    # Failover needs the other replica in rotation: right after start-up the catalog may not list it yet (CI once
+    # got a 503 here, the request failing on the killed stub with nowhere else to go).
+    both_replicas_serve(stack, api_key)
     model = "llmaas-test-deterministic"
     pid = stub_pids(stack, model)[0]
     assert pid is not None
