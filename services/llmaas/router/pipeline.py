@@ -275,8 +275,8 @@ class ChatPipeline:
         if params.wants_tools and "tools" not in model.capabilities:
             raise invalid_request(f"The model '{model.id}' does not support tools.", param="tools",
                                   code="unsupported_parameter")
-        if params.reasoning_effort and "reasoning_effort" not in model.capabilities:
-            # No model served here reads an effort level (its template would ignore it): refused, never ignored.
+        if params.reasoning_effort:
+            # Nothing passes an effort level to a model yet (a template would ignore it): refused, never ignored.
             raise invalid_request(f"The model '{model.id}' does not support 'reasoning_effort'.",
                                   param="reasoning_effort", code="unsupported_parameter")
         if any(m.has_image for m in params.messages) and "vision" not in model.capabilities:
