@@ -230,3 +230,25 @@ def test_logprobs_in_openai_shape():
     assert _sampling(parse(logprobs=True, top_logprobs=3), 8)["logprobs"] == 3
     assert "logprobs" not in _sampling(parse(), 8)
     assert refused(top_logprobs=2).param == "top_logprobs"  # without logprobs: OpenAI's 400
+
+
+def test_typed_twins_carry_tool_calls_and_logprobs():
+    from types import SimpleNamespace
+
+    from llmaas.router import openai_json as oj
+    from llmaas.router.pipeline import Usage
+
+    p = parse(tools=TOOLS, tool_choice="required", logprobs=True, top_logprobs=1)
+    run = SimpleNamespace(id="chatcmpl-1", created=1, model="m", triton_model="t", finish_reason="stop",
+                          usage=Usage(3, 2), params=p, output=ChatOutput.for_params(p))
+    typed = oj.typed_shaped_completion(run, [Delta('[{"name": "get_time", "arguments": {}}]', "stop", 3, 2, True,
+                                                   LOGPROBS)])
+    choice = typed.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls[0].function.name == "get_time"
+    assert not choice.message.HasField("content") and choice.logprobs.content[0].token == " Hi"
+    run.output = ChatOutput.for_params(p)
+    chunks = oj.typed_shaped_chunks(run, run.output.deltas(Delta('[{"name": "get_time", "arguments": {}}]', None, 3,
+                                                                  1, False))) + \
+        oj.typed_shaped_chunks(run, run.output.end())
+    assert chunks[0].choices[0].delta.tool_calls[0].function.name == "get_time"
+    assert oj.typed_final_chunk(run).choices[0].finish_reason == "tool_calls"
