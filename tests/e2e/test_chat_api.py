@@ -4,6 +4,7 @@ SDK, a full round trip, LangChain's tool binding), logprobs, /v1/completions, an
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import openai
@@ -73,6 +74,21 @@ def test_streamed_tool_call_deltas_in_openais_shape(client):
     assert all(d.id is None and d.function.name is None for d in deltas[1:])
     _valid_weather_args("".join(d.function.arguments for d in deltas))
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+
+
+def test_async_client_streams_a_required_call(stack):
+    async def run():
+        async with openai.AsyncOpenAI(base_url=stack["base_url"], api_key=stack["api_key"], max_retries=0,
+                                      timeout=300) as client:
+            async with client.chat.completions.stream(model=REAL_MODEL, messages=ASK, tools=TOOLS,
+                                                      tool_choice="required", parallel_tool_calls=False,
+                                                      max_tokens=48, temperature=0) as stream:
+                fragments = [e async for e in stream if e.type == "tool_calls.function.arguments.delta"]
+                return fragments, await stream.get_final_completion()
+
+    fragments, final = asyncio.run(run())
+    assert len(fragments) > 1 and final.choices[0].finish_reason == "tool_calls"
+    _valid_weather_args(final.choices[0].message.tool_calls[0].function.arguments)
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -252,3 +252,25 @@ def test_typed_twins_carry_tool_calls_and_logprobs():
         oj.typed_shaped_chunks(run, run.output.end())
     assert chunks[0].choices[0].delta.tool_calls[0].function.name == "get_time"
     assert oj.typed_final_chunk(run).choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("split", [1, 2, 5, 1000])
+def test_streamed_required_calls_stream_their_arguments(split):
+    text = ('[{"name": "get_weather", "arguments": {"city": "Pa\\"ris {x}", "n": [1, {"a": 2}]}}, '
+            '{"name": "get_time", "arguments": {}}]')
+    stream = ToolStream(parse(tools=TOOLS, tool_choice="required").tools)
+    parts = [d for i in range(0, len(text), split) for d in stream.feed(text[i:i + split])] + stream.end()
+    content, calls = _assemble(parts)
+    assert content == ""
+    assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [
+        ("get_weather", {"city": 'Pa"ris {x}', "n": [1, {"a": 2}]}), ("get_time", {})]
+    if split == 1:
+        assert sum(1 for p in parts if "id" not in p["tool_calls"][0]) > 10  # fragments as they come
+    # Arguments before the name (another backend's order): each call whole when its object closes.
+    stream = ToolStream(parse(tools=TOOLS, tool_choice="required").tools)
+    parts = stream.feed('[{"arguments": {"city": "Oslo"}, "name": "get_weather"}]') + stream.end()
+    assert [(c["name"], json.loads(c["arguments"])) for c in _assemble(parts)[1]] == [("get_weather",
+                                                                                       {"city": "Oslo"})]
+    # Cut before any call: the text.
+    stream = ToolStream(parse(tools=TOOLS, tool_choice="required").tools)
+    assert _assemble(stream.feed('[{"na') + stream.end()) == ('[{"na', [])

@@ -8,13 +8,15 @@
 
 `ToolStream` does the same incrementally for streaming, in OpenAI's delta shape: a call's first delta carries its
 index, id, type and name with empty arguments, the next ones argument fragments. A named call's arguments stream as
-the model writes them; an auto call is sent when its block closes (the name must be known first); required calls when
-the array is complete.
+the model writes them; an auto call is sent when its block closes (the name must be known first); a required call's
+arguments stream as they are written once its name is known (the grammar writes `name` before `arguments`, in the
+schema's order; otherwise each call is sent when its object closes).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import string
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from llmaas.router.tools import ToolSpec
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
+_NAME = re.compile(r'"name"\s*:\s*("(?:[^"\\]|\\.)*")')
+_ARGUMENTS = re.compile(r'"arguments"\s*:\s*$')
 _ID_ALPHABET = string.ascii_letters + string.digits
 
 
@@ -130,6 +134,7 @@ class ToolStream:
         self._in_call = False
         self._names = {t.name for t in spec.tools}
         self._done = False  # auto: a parallel_tool_calls=false answer had its one call
+        self._required = _RequiredStream(self) if spec.choice == "required" else None
 
     def feed(self, text: str) -> list[dict]:
         if not text:
@@ -140,8 +145,7 @@ class ToolStream:
             self.calls = 1
             return out + [_fragment(0, text)]
         if mode == "required":
-            self._buffer += text
-            return []
+            return self._required.feed(text)
         if mode != "auto":
             return [{"content": text}]
         self._buffer += text
@@ -153,10 +157,7 @@ class ToolStream:
             self.calls = 1
             return [_header(0, Call(self.spec.function, ""))]
         if mode == "required":
-            calls = parse_required(self._buffer, self.spec)
-            if calls is None:
-                return [{"content": self._buffer}] if self._buffer else []
-            return self._emit(calls)
+            return self._required.end()
         if mode == "auto":
             return self._scan(final=True)
         return []
@@ -200,3 +201,85 @@ class ToolStream:
             self._buffer = "" if end == -1 else self._buffer[end + len(CLOSE):]
             self._in_call = False
         return out
+
+
+class _RequiredStream:
+    """The guided array `[{"name": ..., "arguments": {...}}, ...]` read as it is written: a small JSON scanner
+    (depth, strings) finds each call object, its name and its arguments' extent."""
+
+    def __init__(self, owner: ToolStream) -> None:
+        self.owner = owner
+        self.text = ""
+        self.pos = 0  # scanned up to here
+        self.depth = 0
+        self.in_string = self.escape = False
+        self.item_start = -1  # the current call object's "{"
+        self.args_start = -1  # its arguments' first character
+        self.sent = -1  # arguments sent up to here (-1: header not sent)
+        self.any_call = False
+
+    def feed(self, text: str) -> list[dict]:
+        self.text += text
+        out = []
+        while self.pos < len(self.text):
+            c = self.text[self.pos]
+            self.pos += 1
+            if self.in_string:
+                self.in_string, self.escape = (not (c == '"' and not self.escape)), (c == "\\" and not self.escape)
+                continue
+            if c == '"':
+                self.in_string = True
+            elif c in "{[":
+                self.depth += 1
+                if self.depth == 2 and c == "{":
+                    self.item_start, self.args_start, self.sent = self.pos - 1, -1, -1
+                elif self.depth == 3 and self.args_start < 0 and self.item_start >= 0 and \
+                        _ARGUMENTS.search(self.text, self.item_start, self.pos - 1):
+                    self.args_start = self.pos - 1
+                    out += self._header()
+            elif c in "}]":
+                self.depth -= 1
+                if self.depth == 2 and self.args_start >= 0 and self.sent >= 0:
+                    out += self._fragment(self.pos)
+                elif self.depth == 1 and c == "}" and self.item_start >= 0:
+                    out += self._close_item()
+        if self.sent >= 0 and self.args_start >= 0 and self.depth >= 3:
+            out += self._fragment(self.pos)
+        return out
+
+    def _header(self) -> list[dict]:
+        match = _NAME.search(self.text, self.item_start, self.args_start)
+        if match is None:
+            return []  # arguments before the name: sent whole when the object closes
+        name = json.loads(match.group(1))
+        self.sent = self.args_start
+        self.any_call = True
+        return [_header(self.owner.calls, Call(name, ""))]
+
+    def _fragment(self, end: int) -> list[dict]:
+        piece, self.sent = self.text[self.sent:end], end
+        return [_fragment(self.owner.calls, piece)] if piece else []
+
+    def _close_item(self) -> list[dict]:
+        out = []
+        if self.sent < 0:
+            call = _as_call(_loads(self.text[self.item_start:self.pos]), {t.name for t in self.owner.spec.tools})
+            if call is not None:
+                out = [_header(self.owner.calls, call), _fragment(self.owner.calls, call.arguments)]
+                self.any_call = True
+        if out or self.sent >= 0:
+            self.owner.calls += 1
+        self.item_start, self.args_start, self.sent = -1, -1, -1
+        return out
+
+    def end(self) -> list[dict]:
+        if not self.any_call and self.text:
+            return [{"content": self.text}]  # cut before a call's name: the text as it is, as parse_output does
+        return []
+
+
+def _loads(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
