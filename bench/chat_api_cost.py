@@ -2,7 +2,7 @@
 the chat API's parsing and response building add to the common case (issue 14: a plain request must not pay for
 tools, logprobs or the parameter checks).
 
-    .venv/bin/python -m bench.chat_api_cost [--baseline 8de389e] [--seconds 3]
+    .venv/bin/python -m bench.chat_api_cost [--baseline 8de389e] [--seconds 2] [--pairs 8]
 
 Times, in-process and single-threaded: parse_chat_request, the prompt rendering, the sampling parameters, then the
 non-streamed body (completion + JSON) and a 32-chunk stream's events, for this checkout and for the baseline's
@@ -39,6 +39,9 @@ template = open(sys.argv[3]).read()
 request = json_format.ParseDict(body, router_pb2.CreateChatCompletionRequest())
 Delta = __import__("llmaas.router.kserve", fromlist=["Delta"]).Delta
 deltas = [Delta(" word", None, 20, 1, False) for _ in range(31)] + [Delta("", "stop", 20, 1, True)]
+SHAPED = "output" in ChatRun.__dataclass_fields__
+if SHAPED:
+    from llmaas.router.chat_output import ChatOutput
 
 
 def one():
@@ -48,8 +51,7 @@ def one():
     fields = dict(id="chatcmpl-1", request_id="r", created=1, model="m", params=params, caller=None,
                   triton_model="t", endpoints=("a",), prompt=prompt, sampling=_sampling(params, 32))
     output = None
-    if "output" in ChatRun.__dataclass_fields__:
-        from llmaas.router.chat_output import ChatOutput
+    if SHAPED:
         output = fields["output"] = ChatOutput.for_params(params)
     run = ChatRun(**fields)
     run.usage = Usage(20, 32)
@@ -95,7 +97,8 @@ def _measure(services: Path, body: dict, seconds: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--baseline", default="8de389e")
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--pairs", type=int, default=8)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "base.tar"
@@ -104,7 +107,7 @@ def main() -> None:
             tar.extractall(tmp, filter="data")
         base = Path(tmp) / "services"
         rows = []
-        for i in range(4):  # interleaved, alternating which goes first: the machine is shared
+        for i in range(args.pairs):  # interleaved, alternating which goes first: the machine is shared
             first, second = (base, ROOT / "services") if i % 2 == 0 else (ROOT / "services", base)
             a, b = _measure(first, PLAIN, args.seconds), _measure(second, PLAIN, args.seconds)
             rows.append((a, b) if i % 2 == 0 else (b, a))

@@ -155,36 +155,29 @@ def _messages(req: router_pb2.CreateChatCompletionRequest) -> tuple[Message, ...
             f"Invalid 'messages': array too long. Expected an array with maximum length {MAX_MESSAGES}, but got an "
             f"array with length {len(req.messages)} instead (limit: {MAX_MESSAGES} messages per request). Please "
             f"reduce the number of messages.", param="messages", code=CONTEXT_LENGTH_EXCEEDED)
-    out, total, pending = [], 0, set()
+    out, total, pending = [], 0, _NO_CALLS
     for i, m in enumerate(req.messages):
-        if m.role not in ROLES:
+        role = m.role
+        if role not in ROLES:
             raise invalid_request(
-                f"Invalid value: '{m.role}'. Supported values are: 'system', 'developer', 'user', 'assistant', and "
+                f"Invalid value: '{role}'. Supported values are: 'system', 'developer', 'user', 'assistant', and "
                 f"'tool'.", param=f"messages[{i}].role", code="invalid_value")
-        if m.role != "assistant" and m.content.WhichOneof("kind") in (None, "null_value"):
+        if role != "assistant" and m.content.WhichOneof("kind") in (None, "null_value"):
             raise invalid_request(f"Missing required parameter: 'messages[{i}].content'.",
                                   param=f"messages[{i}].content", code="missing_required_parameter")
         text, has_image = _content(m.content, f"messages[{i}].content")
-        calls = _tool_calls(m, i) if m.tool_calls else ()
-        if m.tool_calls and m.role != "assistant":
-            raise invalid_request(f"Invalid parameter: 'messages[{i}].tool_calls' is only allowed on messages with "
-                                  f"role 'assistant'.", param=f"messages[{i}].tool_calls", code="invalid_value")
-        if m.role == "tool":
-            if not m.tool_call_id:
-                raise invalid_request(f"Missing required parameter: 'messages[{i}].tool_call_id'.",
-                                      param=f"messages[{i}].tool_call_id", code="missing_required_parameter")
-            if m.tool_call_id not in pending:
-                raise invalid_request(f"Invalid parameter: messages with role 'tool' must be a response to a preceding "
-                                      f"message with 'tool_calls' (no call '{m.tool_call_id}').",
-                                      param=f"messages[{i}].tool_call_id", code="invalid_value")
-        elif m.tool_call_id:
-            raise invalid_request(f"Invalid parameter: 'messages[{i}].tool_call_id' is only allowed on messages with "
-                                  f"role 'tool'.", param=f"messages[{i}].tool_call_id", code="invalid_value")
-        if m.role == "assistant":
-            pending = {c.id for c in calls}
-        elif m.role != "tool":
-            pending = set()
-        size = _utf8_size(text) + sum(_utf8_size(c.name) + _utf8_size(c.arguments) for c in calls)
+        size = _utf8_size(text)
+        calls, call_id = (), ""
+        if role == "assistant":
+            if m.tool_calls:
+                calls = _tool_calls(m, i)
+                size += sum(_utf8_size(c.name) + _utf8_size(c.arguments) for c in calls)
+            pending = frozenset(c.id for c in calls) if calls else _NO_CALLS
+        else:
+            # A tool message answers a call of the assistant message before it (or of one more tool message back).
+            call_id = _check_tool_fields(m, i, role, pending)
+            if role != "tool":
+                pending = _NO_CALLS
         if size > MAX_MESSAGE_BYTES:
             raise invalid_request(
                 f"Invalid 'messages[{i}].content': string too long. Expected at most {MAX_MESSAGE_BYTES} bytes "
@@ -195,9 +188,34 @@ def _messages(req: router_pb2.CreateChatCompletionRequest) -> tuple[Message, ...
             raise invalid_request(
                 f"Invalid 'messages': the messages are longer than {MAX_PROMPT_BYTES} bytes (limit: 2 MiB of text per "
                 f"request). Please reduce the length of the messages.", param="messages", code=CONTEXT_LENGTH_EXCEEDED)
-        out.append(Message(role=m.role, content=text, has_image=has_image, size=size, tool_calls=calls,
-                           tool_call_id=m.tool_call_id))
+        if calls or call_id:
+            out.append(Message(role, text, has_image, size, calls, call_id))
+        else:
+            out.append(Message(role, text, has_image, size))
     return tuple(out)
+
+
+_NO_CALLS: frozenset[str] = frozenset()
+
+
+def _check_tool_fields(m: router_pb2.ChatMessage, i: int, role: str, pending: frozenset[str]) -> str:
+    """A non-assistant message's tool fields: a tool message's tool_call_id (required, naming a pending call)."""
+    call_id = m.tool_call_id
+    if role == "tool":
+        if not call_id:
+            raise invalid_request(f"Missing required parameter: 'messages[{i}].tool_call_id'.",
+                                  param=f"messages[{i}].tool_call_id", code="missing_required_parameter")
+        if call_id not in pending:
+            raise invalid_request(f"Invalid parameter: messages with role 'tool' must be a response to a preceding "
+                                  f"message with 'tool_calls' (no call '{call_id}').",
+                                  param=f"messages[{i}].tool_call_id", code="invalid_value")
+    elif call_id:
+        raise invalid_request(f"Invalid parameter: 'messages[{i}].tool_call_id' is only allowed on messages with "
+                              f"role 'tool'.", param=f"messages[{i}].tool_call_id", code="invalid_value")
+    if m.tool_calls:
+        raise invalid_request(f"Invalid parameter: 'messages[{i}].tool_calls' is only allowed on messages with "
+                              f"role 'assistant'.", param=f"messages[{i}].tool_calls", code="invalid_value")
+    return call_id
 
 
 def _tool_calls(m: router_pb2.ChatMessage, i: int) -> tuple[ToolCall, ...]:
@@ -273,9 +291,9 @@ def _check_unserved(req: router_pb2.CreateChatCompletionRequest) -> None:
     """Fields the router does not pass to the model: still checked against OpenAI's ranges and types, and refused
     when they ask for something not served."""
     for name, why in _UNSERVED.items():
-        if _is_set(getattr(req, name)):
+        if req.HasField(name) and _is_set(getattr(req, name)):
             raise invalid_request(f"Invalid parameter '{name}': {why}", param=name, code="unsupported_parameter")
-    if _is_set(req.modalities):
+    if req.HasField("modalities") and _is_set(req.modalities):
         kinds = req.modalities.list_value.values if req.modalities.WhichOneof("kind") == "list_value" else None
         if kinds is None or any(v.string_value != "text" for v in kinds):
             raise invalid_request("Invalid 'modalities': only [\"text\"] is supported.", param="modalities",
