@@ -47,6 +47,18 @@ def logprob_entries(raw: bytes | None, top: int, *, skip_eos: bool) -> list[dict
     return out
 
 
+def trace_chat_api(span, params) -> None:
+    """Span attributes of the chat API's options (never their content: no tool names or schemas)."""
+    if params.tools is not None:
+        span.set_attribute("llmaas.tools", len(params.tools.tools))
+        span.set_attribute("llmaas.tool_choice", params.tools.choice)
+        span.set_attribute("llmaas.parallel_tool_calls", params.tools.parallel)
+    if params.logprobs:
+        span.set_attribute("llmaas.top_logprobs", params.top_logprobs)
+    if params.raw_prompt:
+        span.set_attribute("llmaas.completions", True)
+
+
 class ChatOutput:
     """Per run: shapes the model's deltas into OpenAI's message or chunk deltas."""
 

@@ -38,7 +38,7 @@ from llmaas.common.identity import (
 from llmaas.guard.v1 import guard_pb2
 from llmaas.metering.v1 import metering_pb2
 from llmaas.router import template
-from llmaas.router.chat_output import ChatOutput
+from llmaas.router.chat_output import ChatOutput, trace_chat_api
 from llmaas.router.downstream import Downstream
 from llmaas.router.handoff import BatchedHandOff
 from llmaas.router.params import PROMPT_TOKEN_SLACK, ChatParams, check_context, check_prompt_tokens, parse_chat_request
@@ -200,6 +200,8 @@ class ChatPipeline:
             parts=[guard_pb2.PromptPart(source=_SOURCE[m.role], text=m.content) for m in params.messages])
         if params.tools is not None or params.has_tool_calls:
             guard_request.parts.extend(tool_guard_parts(params))
+        if params.tools is not None or params.logprobs or params.raw_prompt:
+            trace_chat_api(span, params)
         prompt = params.messages[0].content if params.raw_prompt else template.render_prompt(
             model.chat_template, params.messages, model.bos_token, model.eos_token, params.tools)
         request_id = caller.request_id
