@@ -12,8 +12,10 @@ that just started has less history). The served state and the incidents are the 
 router answers. A fleet-wide exact view is Prometheus' job (deploy/observability: the same figures from every
 replica's metrics).
 
-Delay: the catalog polls every replica each second and samples the served state every 5 s; an answer is cached for
-STATUS_CACHE_SECONDS. A replica killed shows as `replica_down` within ANSWER_TIMEOUT + poll + cache, about 4 s.
+Delay: the catalog polls every replica each second (a replica that does not answer within 2 s is down) and samples
+the served state every 5 s for the availability; an answer is cached for STATUS_CACHE_SECONDS. A replica killed shows
+as an incident (`replica_down`, or `model_reloading` once a restarted server answers before its models are ready)
+within STATUS_DELAY_SECONDS.
 
 Nothing here identifies a tenant: counts and timings by model only.
 """
@@ -33,6 +35,8 @@ LATENCY_WINDOW_SECONDS = 300.0
 # The samples kept per model for the 5-minute medians (the newest): bounded memory and sort time under any load.
 MAX_SAMPLES = 2048
 STATUS_CACHE_SECONDS = 1.0
+# The most a change of serving state takes to show: the catalog's poll (1 s) and answer timeout (2 s), this cache.
+STATUS_DELAY_SECONDS = 5.0
 
 
 class _ModelTraffic:
