@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,9 +81,10 @@ def test_helm_chart_lints_renders_and_validates(tmp_path):
                         env=env).stdout
         manifests = tmp_path / "manifests.yaml"
         manifests.write_text(rendered)
-        _run(shutil.which("kubernetes-validate") or str(Path(os.sys.executable).parent / "kubernetes-validate"),
-             "--strict", "-k", "1.33.0", str(manifests))
+        validated = _run(shutil.which("kubernetes-validate") or str(Path(sys.executable).parent / "kubernetes-validate"),
+                         "--strict", "-k", "1.33.0", str(manifests)).stdout
         docs = [d for d in yaml.safe_load_all(rendered) if d]
+        assert validated.count(" passed for resource ") == len(docs), validated  # every manifest, none skipped
         kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
         for service in ("auth", "guard", "router", "metering", "catalog"):
             assert {("Deployment", f"llmaas-{service}"), ("Service", f"llmaas-{service}"),
@@ -93,8 +95,9 @@ def test_helm_chart_lints_renders_and_validates(tmp_path):
         limits = triton["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
         assert ("nvidia.com/gpu" in limits) == bool(extra)
         catalog = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "llmaas-catalog")
-        env = {e["name"]: e.get("value") for e in catalog["spec"]["template"]["spec"]["containers"][0]["env"]}
-        assert env["LLMAAS_TRITON_POOLS"] == ("local-cpu=llmaas-triton-0.llmaas-triton:8001,"
+        catalog_env = {e["name"]: e.get("value")
+                       for e in catalog["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert catalog_env["LLMAAS_TRITON_POOLS"] == ("local-cpu=llmaas-triton-0.llmaas-triton:8001,"
                                               "llmaas-triton-1.llmaas-triton:8001")
         router = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "llmaas-router")
         probe = router["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
