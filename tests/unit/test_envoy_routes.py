@@ -63,3 +63,21 @@ def test_kubernetes_config_names_services_by_dns_and_serves_stats():
     routes = listeners["openai_api"]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
     status = next(r for r in routes["virtual_hosts"][0]["routes"] if r["match"].get("path") == "/v1/status")
     assert status["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
+
+
+def test_the_kubernetes_config_command_writes_what_envoy_accepts(tmp_path, monkeypatch):
+    """`python -m llmaas.stack.envoy --out` (the chart's init container), then Envoy's own validation of the file."""
+    import subprocess
+
+    from llmaas.stack.envoy import find_envoy, main
+
+    monkeypatch.setenv("LLMAAS_INTERNAL_SECRET", "s" * 40)
+    for name in ("auth", "router", "catalog", "guard", "metering"):
+        monkeypatch.setenv(f"LLMAAS_{name.upper()}_ADDR", f"llmaas-{name}.llmaas.svc.cluster.local:50051")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector.observability:4317")
+    out = tmp_path / "envoy.yaml"
+    main(["--out", str(out)])
+    assert "otel-collector.observability" in out.read_text()
+    result = subprocess.run([str(find_envoy()), "--mode", "validate", "-c", str(out)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and "OK" in result.stdout + result.stderr, result.stderr[-2000:]
