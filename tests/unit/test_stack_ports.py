@@ -84,3 +84,14 @@ def test_stack_file_lists_the_replicas_in_order():
         {"name": "triton-2", "grpc": f"127.0.0.1:{BASE + 20}", "http": f"http://127.0.0.1:{BASE + 21}",
          "metrics": f"http://127.0.0.1:{BASE + 22}/metrics"},
     ]
+
+
+def test_triton_in_a_container_listens_on_every_interface_on_tritons_ports(tmp_path):
+    from llmaas.stack.triton_container import container_argv
+
+    argv = container_argv(tmp_path / "backends", [tmp_path / "models"], None)
+    assert (_flag(argv, "grpc-address"), _flag(argv, "http-address"), _flag(argv, "metrics-address")) == (
+        "0.0.0.0", "0.0.0.0", "0.0.0.0")
+    assert (int(_flag(argv, "grpc-port")), int(_flag(argv, "http-port")), int(_flag(argv, "metrics-port"))) == (
+        8001, 8000, 8002)
+    assert _flag(argv, "model-repository") == str((tmp_path / "models").resolve())
