@@ -205,5 +205,7 @@ def test_usage_api_cli_and_metrics(stack):
 
     with urllib.request.urlopen(f"http://127.0.0.1:{stack['base_port'] + 18}/metrics", timeout=5) as r:
         metrics = r.read().decode()
-    assert f'llmaas_metering_tokens_total{{model="{TEST_MODEL}",tenant="{tenant_id}",type="prompt"}}' in metrics
+    # Tenants counted together: per-tenant labels are the operator's opt-in (LLMAAS_METRICS_TENANT_LABELS).
+    assert f'llmaas_metering_tokens_total{{model="{TEST_MODEL}",tenant="all",type="prompt"}}' in metrics
+    assert tenant_id not in metrics
     assert 'llmaas_metering_refusals_total{' in metrics  # from the other tests' 429s

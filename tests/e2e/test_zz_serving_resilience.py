@@ -18,6 +18,7 @@ import grpc
 import httpx
 import pytest
 from llmaas.catalog.served import REPORT_GRACE_SECONDS
+from llmaas.router.status import STATUS_DELAY_SECONDS
 from llmaas.router.triton import TritonReplica
 from llmaas.router.v1 import router_pb2, router_pb2_grpc
 
@@ -377,3 +378,40 @@ def test_a_client_gone_stops_the_work_and_settles_at_once(stack, path):
     assert _all_settled(after) == 2 and int(after.get("cancelled_requests", 0)) == 2, after
     print(f"\n{path}: settled {took:.2f} s after the client left, with {total.get('completion_tokens', 0)} completion "
           f"tokens; next first token after {first:.2f} s")
+
+
+def _status_of(stack, model: str) -> dict:
+    r = httpx.get(stack["base_url"] + "/status", timeout=10)
+    assert r.status_code == 200, r.text
+    return next(m for m in r.json()["data"] if m["id"] == model)
+
+
+def test_status_shows_a_killed_triton_replica_within_its_delay(stack, key):
+    """GET /v1/status names the killed replica (by its position: 2) within STATUS_DELAY_SECONDS, and is clear again
+    once the supervisor restarted it and the catalog sees the model served there."""
+    both_replicas_serve(stack, key[1])
+    deadline = time.monotonic() + 30
+    while (model := _status_of(stack, TEST_MODEL)).get("incidents") or model["replicas_serving"] < 2:
+        assert time.monotonic() < deadline, model  # an earlier test's incident still clearing
+        time.sleep(0.5)
+    assert model["replicas"] == 2 and model["replicas_serving"] == 2 and model["status"] == "operational"
+    os.kill(_stack_file(stack)["pids"]["triton-2"], signal.SIGKILL)
+    killed, shown = time.monotonic(), None
+    while time.monotonic() - killed < 30:
+        model = _status_of(stack, TEST_MODEL)
+        if any(i["replica"] == 2 for i in model.get("incidents", [])):
+            shown = time.monotonic() - killed
+            break
+        time.sleep(0.2)
+    assert shown is not None and shown <= STATUS_DELAY_SECONDS, (shown, model)
+    assert model["status"] == "degraded" and model["replicas_serving"] == 1
+    assert {i["kind"] for i in model["incidents"]} <= {"replica_down", "model_reloading"}
+    cleared = None
+    while time.monotonic() - killed < 120:
+        model = _status_of(stack, TEST_MODEL)
+        if not model.get("incidents") and model["replicas_serving"] == 2:
+            cleared = time.monotonic() - killed
+            break
+        time.sleep(0.5)
+    assert cleared is not None, model
+    print(f"\ntriton-2 killed: in /v1/status after {shown:.1f} s, cleared after {cleared:.1f} s")

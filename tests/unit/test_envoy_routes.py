@@ -41,3 +41,43 @@ def test_the_rendered_config_routes_and_transcodes_exactly_those():
     [credential] = authz["typed_config"]["grpc_service"]["initial_metadata"]
     assert credential["key"] == "x-llmaas-service" and credential["value"].startswith("s1.")
     assert hcm["route_config"]["virtual_hosts"][0]["request_headers_to_remove"] == ["x-llmaas-service"]
+
+
+def test_kubernetes_config_names_services_by_dns_and_serves_stats():
+    import yaml
+    from llmaas.stack.envoy import render_kubernetes_config
+
+    services = {name: f"llmaas-{name}.llmaas.svc.cluster.local:50051"
+                for name in ("auth", "router", "catalog", "guard", "metering")}
+    config = yaml.safe_load(render_kubernetes_config(services, "otel-collector.observability:4317", "s" * 32))
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    assert clusters["router"]["type"] == "STRICT_DNS"
+    endpoint = clusters["router"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "llmaas-router.llmaas.svc.cluster.local",
+                                                     "port_value": 50051}
+    assert clusters["envoy_admin"]["type"] == "STATIC"
+    listeners = {listener["name"]: listener for listener in config["static_resources"]["listeners"]}
+    assert listeners["openai_api"]["address"]["socket_address"]["address"] == "0.0.0.0"
+    assert listeners["metrics"]["address"]["socket_address"]["port_value"] == 9902
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"  # the admin API stays private
+    routes = listeners["openai_api"]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+    status = next(r for r in routes["virtual_hosts"][0]["routes"] if r["match"].get("path") == "/v1/status")
+    assert status["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
+
+
+def test_the_kubernetes_config_command_writes_what_envoy_accepts(tmp_path, monkeypatch):
+    """`python -m llmaas.stack.envoy --out` (the chart's init container), then Envoy's own validation of the file."""
+    import subprocess
+
+    from llmaas.stack.envoy import find_envoy, main
+
+    monkeypatch.setenv("LLMAAS_INTERNAL_SECRET", "s" * 40)
+    for name in ("auth", "router", "catalog", "guard", "metering"):
+        monkeypatch.setenv(f"LLMAAS_{name.upper()}_ADDR", f"llmaas-{name}.llmaas.svc.cluster.local:50051")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector.observability:4317")
+    out = tmp_path / "envoy.yaml"
+    main(["--out", str(out)])
+    assert "otel-collector.observability" in out.read_text()
+    result = subprocess.run([str(find_envoy()), "--mode", "validate", "-c", str(out)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and "OK" in result.stdout + result.stderr, result.stderr[-2000:]

@@ -30,8 +30,9 @@ def test_every_port_of_the_largest_stack_is_distinct_and_inside_the_span():
     options = StackOptions(data_dir=Path("unused"), base_port=BASE, auth_replicas=AUTH_MAX_REPLICAS,
                            triton_replicas=TRITON_MAX_REPLICAS)
     owners = port_owners(options, jaeger=True)
-    # envoy 2, services 5, extra auth 2, Triton 3 per replica, Jaeger 6, metering's metrics 1: no port shared.
-    assert len(owners) == 2 + 5 + (AUTH_MAX_REPLICAS - 1) + 3 * TRITON_MAX_REPLICAS + 6 + 1
+    # envoy 2, services 5, extra auth 2, Triton 3 per replica, Jaeger 6, each service process's metrics: no port
+    # shared.
+    assert len(owners) == 2 + 5 + (AUTH_MAX_REPLICAS - 1) + 3 * TRITON_MAX_REPLICAS + 6 + 5 + (AUTH_MAX_REPLICAS - 1)
     assert all(BASE <= port < BASE + StackPorts.SPAN for port in owners)
     assert owners[BASE + 7] == "triton grpc" and owners[BASE + 25] == "triton-3 metrics"
 
@@ -39,7 +40,8 @@ def test_every_port_of_the_largest_stack_is_distinct_and_inside_the_span():
 def test_options_choose_the_ports_checked():
     small = port_owners(StackOptions(data_dir=Path("unused"), base_port=BASE, auth_replicas=1), jaeger=False)
     assert BASE + 20 not in small and BASE + 10 not in small and BASE + 16 not in small
-    assert small[BASE + 18] == "metering metrics"
+    assert small[BASE + 18] == "metering metrics" and small[BASE + 36] == "router metrics"
+    assert BASE + 33 not in small  # auth-2's metrics: one auth replica only
 
 
 @pytest.mark.parametrize("index", [0, TRITON_MAX_REPLICAS + 1])
@@ -82,3 +84,14 @@ def test_stack_file_lists_the_replicas_in_order():
         {"name": "triton-2", "grpc": f"127.0.0.1:{BASE + 20}", "http": f"http://127.0.0.1:{BASE + 21}",
          "metrics": f"http://127.0.0.1:{BASE + 22}/metrics"},
     ]
+
+
+def test_triton_in_a_container_listens_on_every_interface_on_tritons_ports(tmp_path):
+    from llmaas.stack.triton_container import container_argv
+
+    argv = container_argv(tmp_path / "backends", [tmp_path / "models"], None)
+    assert (_flag(argv, "grpc-address"), _flag(argv, "http-address"), _flag(argv, "metrics-address")) == (
+        "0.0.0.0", "0.0.0.0", "0.0.0.0")
+    assert (int(_flag(argv, "grpc-port")), int(_flag(argv, "http-port")), int(_flag(argv, "metrics-port"))) == (
+        8001, 8000, 8002)
+    assert _flag(argv, "model-repository") == str((tmp_path / "models").resolve())

@@ -20,6 +20,7 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 from opentelemetry import trace
 
+from llmaas.auth import metrics
 from llmaas.auth.audit import AuditUnavailable
 from llmaas.auth.authorizer import HTTP_STATUS, Attempt, Authorizer, current_trace_id
 from llmaas.common.errors import HTTP_STATUS as HTTP_STATUS_BY_GRPC
@@ -93,9 +94,12 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
         try:
             decision = await self._authorizer.authorize(token, attempt, admin_api=path.startswith("/admin/"))
         except AuditUnavailable as err:
+            metrics.refused("error", err.code)
             return _deny(err)
         if isinstance(decision, ApiError):
+            metrics.refused("deny", decision.code)
             return _denial(decision)
+        metrics.allowed()
         span = trace.get_current_span()
         span.set_attribute("llmaas.tenant_id", decision.tenant_id)
         span.set_attribute("llmaas.key_id", decision.key_id)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 from google.protobuf import timestamp_pb2
 
+from llmaas.auth import metrics
 from llmaas.auth.audit import COMPLETED, AuditLog, AuditRecord
 from llmaas.auth.authorizer import Attempt, Authorizer, current_trace_id
 from llmaas.auth.store import KEY_ROLES, KeyRecord, KeyStore, NotFound, Tenant, TenantExists
@@ -257,6 +258,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer, auth_pb2_grpc.AuthInternal
             raise ApiError(grpc.StatusCode.PERMISSION_DENIED, "Only the platform admin verifies the audit chain",
                            code="permission_denied")
         report = await asyncio.to_thread(self._audit.store.verify)
+        metrics.audit_verified(report.ok)
         await self._record(context, actor, "audit.verify", tenant_id="",
                            detail=f"ok={report.ok} checked={report.checked}")
         return auth_pb2.VerifyAuditChainResponse(ok=report.ok, events_checked=report.checked,

@@ -8,6 +8,7 @@ from llmaas.catalog.pools import Pools
 from llmaas.catalog.reload import CatalogSource
 from llmaas.catalog.served import ServedModels
 from llmaas.catalog.servicer import CatalogServicer
+from llmaas.catalog.status import ServingHistory, sample_forever
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.catalog.watch import Revisions
 from llmaas.common.config import ConfigError, env_str, grpc_port, internal_secret
@@ -29,10 +30,12 @@ async def run() -> None:
     # Inside the loop: its gRPC channels belong to it. Only models the catalogue in force references are reloaded.
     served = ServedModels(pools, on_change=lambda: revisions.bump("served models changed"),
                           wanted=lambda: frozenset(m.triton_model for m in source.current.models if m.triton_model))
-    watchers = [asyncio.create_task(source.watch()), asyncio.create_task(served.watch())]
+    history = ServingHistory()  # the availability the public status shows (llmaas.catalog.status)
+    watchers = [asyncio.create_task(source.watch()), asyncio.create_task(served.watch()),
+                asyncio.create_task(sample_forever(history, served, lambda: source.current))]
 
     def register(server):
-        servicer = CatalogServicer(source, served, internal_secret(), revisions)
+        servicer = CatalogServicer(source, served, internal_secret(), revisions, history)
         catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server)
         catalog_pb2_grpc.add_CatalogInternalServiceServicer_to_server(servicer, server)
         return [catalog_pb2.DESCRIPTOR.services_by_name[name].full_name

@@ -233,6 +233,12 @@ class ServedModels:
                 return
             await asyncio.sleep(0.1)
 
+    def incidents(self) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+        """Now: the replicas that did not answer the last poll, and the (replica, Triton model) pairs where a model
+        that was ready is not (reported dead, its reload pending or running) on a replica that answers."""
+        reloading = frozenset(k for k in (*self._reloads, *self._dead) if k[0] not in self._down)
+        return frozenset(self._down), reloading
+
     async def known(self) -> None:
         """Returns once a replica has answered: before, every request would be UNAVAILABLE."""
         await self._known.wait()

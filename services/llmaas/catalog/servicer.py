@@ -16,6 +16,7 @@ from llmaas.catalog import lifecycle
 from llmaas.catalog.entries import Catalog, ModelEntry
 from llmaas.catalog.reload import CatalogSource
 from llmaas.catalog.served import ServedModels, Snapshot
+from llmaas.catalog.status import ServingHistory
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from llmaas.catalog.watch import Revisions
 from llmaas.common.errors import ApiError, invalid_request, model_unavailable
@@ -93,8 +94,9 @@ def _model_message(entry: ModelEntry, catalog: Catalog, today: dt.date) -> catal
 
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer, catalog_pb2_grpc.CatalogInternalServiceServicer):
     def __init__(self, source: CatalogSource, served: ServedModels, internal_secret: str,
-                 revisions: Revisions | None = None) -> None:
+                 revisions: Revisions | None = None, history: ServingHistory | None = None) -> None:
         self._source = source
+        self._history = history if history is not None else ServingHistory()
         self._served = served
         self._secret = internal_secret
         self._revisions = revisions if revisions is not None else Revisions()
@@ -176,6 +178,9 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer, catalog_pb2_grpc.
     async def ReportReplicaFailure(self, request, context):
         accepted = self._served.report(request.replica, request.triton_model)
         return catalog_pb2.ReportReplicaFailureResponse(accepted=accepted)
+
+    async def GetServingStatus(self, request, context):
+        return self._history.status(self._source.current, await self._served.snapshot(), self._served.incidents())
 
     async def WatchCatalog(self, request, context):
         async for revision in self._revisions.stream():

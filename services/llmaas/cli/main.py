@@ -16,8 +16,9 @@ from llmaas.catalog import lifecycle as lc
 from llmaas.catalog.entries import CatalogError, load_catalog
 from llmaas.cli.admin import audit_app, keys_app, tenants_app
 from llmaas.cli.guard import guard_app
+from llmaas.cli.status import status as status_command
 from llmaas.cli.usage import usage_app
-from llmaas.common.telemetry import DEFAULT_TRACE_SAMPLING
+from llmaas.common.telemetry import DEFAULT_TRACE_SAMPLING, LOG_LEVELS
 from llmaas.stack.paths import DEFAULT_CATALOG, DEFAULT_MODEL_REPOSITORY, REFERENCE_CATALOG
 from llmaas.stack.ports import TRITON_MAX_REPLICAS, StackPorts
 from llmaas.stack.supervisor import RestartError, Running, StartError, Supervisor
@@ -30,6 +31,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(usage_app, name="usage")
+app.command("status")(status_command)
 
 
 @app.callback()
@@ -89,10 +91,14 @@ def up(
     tls_key: Path | None = typer.Option(None, help="The private key of --tls-cert (PEM, unencrypted)."),
     tls_ca: Path | None = typer.Option(None, help="The CA clients should trust for --tls-cert (stack.json's "
                                        "ca_file); omit when a CA the system trusts issued it."),
+    log_level: str = typer.Option("info", help="The services' log level (JSON lines in the data directory's logs): "
+                                  "debug, info, warning or error."),
     insecure_http: bool = typer.Option(False, "--insecure-http", help="Serve plain HTTP instead of HTTPS: API keys "
                                        "and prompts cross the network in clear. For a trusted loopback only."),
 ) -> None:
     """Start the whole local stack in the foreground; Ctrl-C stops it."""
+    if log_level.lower() not in LOG_LEVELS:
+        raise typer.BadParameter("must be debug, info, warning or error", param_hint="--log-level")
     if guard_classifier not in ("local", "triton"):
         raise typer.BadParameter("must be local or triton", param_hint="--guard-classifier")
     if insecure_http and (tls_cert or tls_key or tls_ca):
@@ -105,7 +111,7 @@ def up(
                            auth_replicas=auth_replicas, triton_replicas=triton_replicas,
                            trace_sampling=trace_sampling, grpc_reflection=grpc_reflection,
                            tls_cert_file=tls_cert, tls_key_file=tls_key,
-                           tls_ca_file=tls_ca, insecure_http=insecure_http)
+                           tls_ca_file=tls_ca, insecure_http=insecure_http, log_level=log_level.lower())
     try:
         refuse_taken_ports(options)
     except PortTaken as e:  # before anything starts or stack.json is touched: they may be the other stack's
@@ -128,6 +134,8 @@ def up(
         if stack["jaeger_query"]:
             console.print(f"  Traces         {stack['jaeger_query']} (Jaeger query API), "
                           f"{stack['trace_sampling']:.2%} of requests sampled")
+        console.print("  Metrics        " + ", ".join(f"{name} {url}" for name, url in stack["metrics"].items()),
+                      soft_wrap=True)
         console.print(f"  Stack file     {data_dir.resolve() / STACK_FILE}")
         console.print("Press Ctrl-C to stop.")
         while (failing := supervisor.restart_exited()) is None:

@@ -90,9 +90,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+LOG_LEVEL_ENV = "LLMAAS_LOG_LEVEL"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def setup_logging() -> None:
+    """One JSON object per line on stdout (with the trace and span ids inside a traced call): what a log shipper
+    (Fluent Bit, Vector, Promtail, the OpenTelemetry collector's filelog receiver) reads as it is. The level comes from
+    LLMAAS_LOG_LEVEL or the service's --log-level."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("LLMAAS_LOG_LEVEL", "INFO").upper())
+    root.setLevel(os.environ.get(LOG_LEVEL_ENV, "INFO").upper())

@@ -10,7 +10,7 @@ from opentelemetry import trace
 
 from llmaas.common.errors import invalid_request
 from llmaas.common.identity import require_admin
-from llmaas.guard import normalize
+from llmaas.guard import metrics, normalize
 from llmaas.guard.behaviour import BOUNDED_CHARS, Behaviour
 from llmaas.guard.budget import DEADLINE_MARGIN_SECONDS, Limiter
 from llmaas.guard.policy import PolicyStore
@@ -120,6 +120,7 @@ def _time_remaining(context) -> float | None:
 def _record(request, mode: str, verdict, flagged: bool, block: bool) -> None:
     """The verdict's record: on the span always, in the log when flagged. Metadata only, never the prompt."""
     decision = "block" if block else "flag" if flagged else "allow"
+    metrics.verdict(decision, mode, verdict.reasons)
     span = trace.get_current_span()
     if span.is_recording():  # one call, one lock: set_attribute four times cost twice as much
         span.set_attributes({"llmaas.guard.decision": decision, "llmaas.guard.score": round(verdict.score, 4),

@@ -3,10 +3,7 @@
 import asyncio
 import datetime as dt
 import logging
-import os
 from pathlib import Path
-
-from prometheus_client import start_http_server
 
 from llmaas.common.config import ConfigError, env_int, env_str, grpc_port, internal_secret
 from llmaas.common.db import make_engine, migrate
@@ -47,12 +44,10 @@ def main() -> None:
         raise ConfigError(str(e)) from None
     # Longer than any request may run (the gateway's 900 s route timeout), so only abandoned reservations expire.
     ttl = env_int("LLMAAS_METERING_RESERVATION_TTL", 3600)
-    metrics_port = env_int("LLMAAS_METERING_METRICS_PORT", 0)
     migrate(engine, Path(__file__).parent / "migrations")
     ledger = Ledger(engine, prices, tiers)
     servicer = MeteringServicer(ledger, env_str("LLMAAS_ADMIN_TOKEN"), internal_secret())
-    if metrics_port:
-        start_http_server(metrics_port, addr=os.environ.get("LLMAAS_BIND_HOST", "127.0.0.1"), registry=metrics.REGISTRY)
+    metrics.watch_budgets(ledger)
 
     def register(server):
         metering_pb2_grpc.add_MeteringServiceServicer_to_server(servicer, server)

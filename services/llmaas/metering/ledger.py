@@ -505,6 +505,25 @@ class Ledger:
                                                               w.window_start == start)).scalar()
         return int(value or 0)
 
+    def budget_use(self, now: dt.datetime) -> list[tuple[str, float]]:
+        """(tenant, this month's charge / its monthly budget) of every tenant with a budget that was charged this
+        month: the metrics' view (llmaas.metering.metrics.BudgetUse). Two queries, whatever the number of tenants."""
+        start, _ = tw.month_window(now)
+        w, t = limit_window.c, tenant_tier.c
+        with self._engine.connect() as conn:
+            charged = conn.execute(sa.select(w.scope, w.cost_nano).where(
+                w.window_start == start, w.scope.like("tenant:%:month"))).all()
+            assigned = {r.tenant_id: r for r in conn.execute(sa.select(t.tenant_id, t.tier, t.monthly_budget_nano))}
+        found = []
+        for scope, cost in charged:
+            tenant = scope[len("tenant:"):-len(":month")]
+            row = assigned.get(tenant)
+            tier = (self.tiers.get(row.tier).with_budget(row.monthly_budget_nano)
+                    if row is not None and row.tier in self.tiers.by_id else self.tiers.get(""))
+            if tier.monthly_budget_nano:
+                found.append((tenant, cost / tier.monthly_budget_nano))
+        return found
+
     # --- queries -------------------------------------------------------------------------------------------------
 
     def usage(self, *, tenant_id: str = "", key_id: str = "", model: str = "", start_day: str = "",

@@ -198,7 +198,7 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer, metering_pb2_g
             "claimed_prompt_tokens": request.prompt_tokens, "claimed_completion_tokens": request.completion_tokens,
             "refused_prompt_tokens": s.excess.prompt_tokens, "refused_completion_tokens": s.excess.completion_tokens,
             "refused_reasoning_tokens": s.excess.reasoning_tokens, "refused_audio_ms": s.excess.audio_ms}})
-        metrics.CAPPED.labels(s.tenant_id, s.model).inc()
+        metrics.CAPPED.labels(metrics.tenant_label(s.tenant_id), s.model).inc()
 
     async def GetUsage(self, request, context):
         require_admin(context, self._admin_token, self._secret, request.tenant_id)

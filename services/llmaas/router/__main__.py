@@ -5,11 +5,13 @@ import asyncio
 from llmaas.common.config import env_str, grpc_port, internal_secret
 from llmaas.common.server import run_service, serve
 from llmaas.common.service_auth import ROUTER, ServiceCredentials
+from llmaas.router import metrics
 from llmaas.router.downstream import Downstream
 from llmaas.router.model_cache import CatalogWatcher, ModelCache
 from llmaas.router.pipeline import ChatPipeline
 from llmaas.router.replicas import ReplicaPool
 from llmaas.router.servicer import RouterServicer
+from llmaas.router.status import StatusPage
 from llmaas.router.v1 import router_pb2, router_pb2_grpc
 
 
@@ -25,9 +27,11 @@ async def run() -> None:
     # The Triton replicas come from the catalog with each resolution (its routing table).
     replicas = ReplicaPool(on_model_failure=downstream.report_replica_failure)
     pipeline = ChatPipeline(downstream, replicas, internal_secret())
+    metrics.watch_replicas(replicas.breaker_states)
+    status = StatusPage(downstream.serving_status)
 
     def register(server):
-        router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(pipeline), server)
+        router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(pipeline, status), server)
         return [router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name]
 
     async def on_stop():

@@ -133,6 +133,11 @@ class Downstream:
                     catalog_pb2.ReportReplicaFailureRequest(replica=replica, triton_model=triton_model),
                     metadata=self._metadata("catalog"))
 
+    async def serving_status(self) -> catalog_pb2.GetServingStatusResponse:
+        """The catalog's serving state of every deployed model (the public status: llmaas.router.status)."""
+        return await _call("catalog", self._catalog.GetServingStatus, catalog_pb2.GetServingStatusRequest(),
+                           metadata=self._metadata("catalog"))
+
     def watch_catalog(self):
         """A WatchCatalog stream (grpc.aio unary-stream call) for llmaas.router.model_cache.CatalogWatcher."""
         return self._catalog_watch.WatchCatalog(catalog_pb2.WatchCatalogRequest(), metadata=self._metadata("catalog"))

@@ -37,7 +37,7 @@ from llmaas.common.identity import (
 )
 from llmaas.guard.v1 import guard_pb2
 from llmaas.metering.v1 import metering_pb2
-from llmaas.router import template
+from llmaas.router import metrics, template
 from llmaas.router.chat_output import ChatOutput, trace_chat_api
 from llmaas.router.downstream import Downstream
 from llmaas.router.handoff import BatchedHandOff
@@ -83,6 +83,8 @@ class Caller:
     # A fresh signature for the hand-offs after the answer ([value, re-sign after]), shared by the settlement and
     # the audit record: one signature per request, however long the answer.
     fresh: list = field(default_factory=list, compare=False, repr=False)
+    # When the router received the request (perf_counter): its latency in the metrics (llmaas.router.metrics).
+    started: float = field(default_factory=time.perf_counter, compare=False, repr=False)
 
 
 @dataclass
@@ -111,6 +113,8 @@ class ChatRun:
     prompt_checked: bool = False
     # Tool calls and logprobs shaping (llmaas.router.chat_output); None for a plain text answer.
     output: ChatOutput | None = None
+    # When the served attempt's first output token came (perf_counter; 0: none yet), for its time to first token.
+    first_token: float = 0.0
 
     @property
     def identity(self) -> Identity:
@@ -291,7 +295,7 @@ class ChatPipeline:
         attempt produced, delivered or not: a client that leaves is billed for the work done until then."""
         def produced(delta: Delta | None) -> None:
             if delta is None:  # the attempt starts over on another replica: only the answer served counts
-                run.usage, run.finish_reason = Usage(), None
+                run.usage, run.finish_reason, run.first_token = Usage(), None, 0.0
                 return
             if delta.input_tokens is not None and not run.prompt_checked:
                 # The backend's exact count, on its first response (before anything reached the client): a prompt
@@ -305,6 +309,7 @@ class ChatPipeline:
             if delta.input_tokens is not None:
                 run.usage.prompt_tokens = delta.input_tokens
             if delta.output_tokens:
+                run.first_token = run.first_token or time.perf_counter()
                 run.usage.completion_tokens += delta.output_tokens
             if delta.finish_reason:
                 run.finish_reason = delta.finish_reason
@@ -337,6 +342,8 @@ class ChatPipeline:
         # Queued, never awaited: the caller may be a cancelled stream, and both must still land.
         self._settle(run, outcome)
         status = {"completed": 200, "cancelled": CLIENT_CLOSED}.get(outcome, 500)
+        metrics.chat_ended(run.model, outcome, run.caller.started, run.first_token, run.usage.completion_tokens,
+                           run.params.stream)
         self._record(run.caller, run.model, run.usage, run.error, status)
 
     def _record(self, caller: Caller, model: str, usage: Usage, error: ApiError | None, status: int = 200) -> None:
@@ -344,6 +351,7 @@ class ChatPipeline:
         retried like a settlement)."""
         if error is not None:
             status = HTTP_STATUS.get(error.status, 500)
+        metrics.request_ended(caller.endpoint, model, status, (error.code or "") if error else "", caller.started)
         self._records.submit((caller, auth_pb2.RecordRequestRequest(
             request_id=caller.request_id, endpoint=caller.endpoint, model=model, status=status,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,

@@ -27,6 +27,7 @@ from contextlib import aclosing
 import grpc
 
 from llmaas.common.errors import ApiError, model_unavailable
+from llmaas.router import metrics
 from llmaas.router.breaker import Breaker, State
 from llmaas.router.triton import Delta, ReplicaFailure, TritonReplica
 
@@ -64,6 +65,13 @@ class ReplicaPool:
 
     def _breaker(self, address: str, model: str | None) -> Breaker:
         return self._breakers.setdefault((address, model), Breaker())
+
+    def breaker_states(self) -> list[tuple[str, str | None, bool]]:
+        """(replica, model or None for the server, in rotation) of every replica and model this router has used:
+        the metrics' view (llmaas.router.metrics.ReplicaHealth)."""
+        states = {(a, None): True for a in self._replicas}
+        states |= {key: breaker.closed for key, breaker in list(self._breakers.items())}
+        return [(a, m, closed) for (a, m), closed in states.items()]
 
     def in_rotation(self, address: str, model: str) -> bool:
         return all(self._breaker(address, m).closed for m in (None, model))
@@ -105,6 +113,7 @@ class ReplicaPool:
         key = (address, model if failure.model_level else None)
         breaker = self._breaker(*key)
         breaker.fail()
+        metrics.backend_error(address, model, failure.model_level)
         log.warning("replica out of rotation", extra={"fields": {
             "replica": address, "model": key[1] or "*", "failures": breaker.failures,
             "cool_down_s": round(breaker.seconds_left(), 2), "error": str(failure)}})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import aclosing
 
+import grpc
 from google.api import httpbody_pb2
 
 from llmaas.common.errors import ApiError
@@ -15,6 +16,7 @@ from llmaas.router.embeddings import GRPC_EMBEDDINGS, REST_EMBEDDINGS, Embedding
 from llmaas.router.pipeline import ChatPipeline
 from llmaas.router.read_ahead import ReadAhead
 from llmaas.router.rerank import GRPC_RERANK, REST_RERANK, RerankService
+from llmaas.router.status import StatusPage
 from llmaas.router.v1 import router_pb2_grpc
 
 GRPC_UNARY = "grpc llmaas.router.v1.RouterService/CreateChatCompletion"
@@ -22,8 +24,9 @@ GRPC_STREAM = "grpc llmaas.router.v1.RouterService/StreamChatCompletion"
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
-    def __init__(self, pipeline: ChatPipeline) -> None:
+    def __init__(self, pipeline: ChatPipeline, status: StatusPage | None = None) -> None:
         self._pipeline = pipeline
+        self._status = status
         self._audio = AudioPipeline(pipeline)
         self._embeddings = EmbeddingService(pipeline)
         self._rerank = RerankService(pipeline)
@@ -173,6 +176,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def RerankV2(self, request, context):
         return await self._rerank.rerank(request, context, "2", (REST_RERANK if _through_envoy(context)
                                                                  else GRPC_RERANK)["2"])
+
+
+    async def GetStatus(self, request, context):
+        if self._status is None:
+            raise ApiError(grpc.StatusCode.UNIMPLEMENTED, "This router serves no status.", code="not_implemented")
+        return await self._status.get()
 
 
 def _through_envoy(context) -> bool:

@@ -89,21 +89,79 @@ def render_config(ports: StackPorts, *, authz_timeout: str = AUTHZ_TIMEOUT, auth
         raise ValueError("the edge's ext_authz credential needs the stack's internal secret")
     if not 0.0 <= trace_sampling <= 1.0:
         raise ValueError(f"trace sampling must be within 0..1, not {trace_sampling}")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(GATEWAY_DIR), undefined=jinja2.StrictUndefined)
     up = upstream or ports
+
+    def local(*ports_: int) -> list[tuple[str, int]]:
+        return [(HOST, p) for p in ports_]
+
+    return _render(
+        ext_authz=ext_authz, internal_secret=internal_secret, host=HOST, http_port=ports.envoy_http,
+        admin_port=ports.envoy_admin, authz_timeout=authz_timeout, tls=tls, trace_sampling=trace_sampling,
+        grpc_clusters=[("auth", local(*(up.auth_replica(i) for i in range(auth_replicas)))),
+                       ("router", local(up.service("router"))), ("catalog", local(up.service("catalog"))),
+                       ("guard", local(up.service("guard"))), ("metering", local(up.service("metering"))),
+                       ("otlp_collector", local(up.otlp_grpc))])
+
+
+def _render(*, ext_authz: bool, internal_secret: str, host: str, http_port: int, admin_port: int, authz_timeout: str,
+            tls: EdgeTls | None, trace_sampling: float, grpc_clusters: list, metrics_port: int = 0) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(GATEWAY_DIR), undefined=jinja2.StrictUndefined)
     routes, transcoded_services = transcoded_routes()
     return env.get_template("envoy.yaml.j2").render(
         routes=routes, transcoded_services=transcoded_services,
         edge_credential=(mint_service_token(EDGE, "auth", internal_secret, ttl=EDGE_TOKEN_TTL_SECONDS)
                          if ext_authz else ""),
-        host=HOST, http_port=ports.envoy_http, admin_port=ports.envoy_admin, authz_timeout=authz_timeout,
-        max_body_bytes=MAX_BODY_BYTES, max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
+        host=host, admin_host=HOST, http_port=http_port, admin_port=admin_port, metrics_port=metrics_port,
+        authz_timeout=authz_timeout, max_body_bytes=MAX_BODY_BYTES, max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         ext_authz=ext_authz, tls=tls, trace_percent=round(trace_sampling * 100, 4),
-        lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=DESCRIPTOR,
-        grpc_clusters=[("auth", [up.auth_replica(i) for i in range(auth_replicas)]),
-                       ("router", [up.service("router")]), ("catalog", [up.service("catalog")]),
-                       ("guard", [up.service("guard")]), ("metering", [up.service("metering")]),
-                       ("otlp_collector", [up.otlp_grpc])])
+        lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=DESCRIPTOR, grpc_clusters=grpc_clusters)
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected host:port, got {address!r}")
+    return host, int(port)
+
+
+def render_kubernetes_config(services: dict[str, str], otlp: str, internal_secret: str, *, http_port: int = 8080,
+                             admin_port: int = 9901, metrics_port: int = 9902,
+                             trace_sampling: float = DEFAULT_TRACE_SAMPLING, tls: EdgeTls | None = None) -> str:
+    """The edge's config for a cluster (the Helm chart's init container writes it, deploy/helm/llmaas): the same
+    routes and filters as the local stack's, listening on every interface, each service's cluster a DNS name (its
+    headless Service: every pod, health-checked and balanced by Envoy), Envoy's stats on `metrics_port`."""
+    return _render(
+        ext_authz=True, internal_secret=internal_secret, host="0.0.0.0", http_port=http_port, admin_port=admin_port,
+        metrics_port=metrics_port, authz_timeout=AUTHZ_TIMEOUT, tls=tls, trace_sampling=trace_sampling,
+        grpc_clusters=[(name, [_host_port(services[name])]) for name in ("auth", "router", "catalog", "guard",
+                                                                          "metering")]
+        + [("otlp_collector", [_host_port(otlp)])])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m llmaas.stack.envoy --out envoy.yaml: the Kubernetes config, from LLMAAS_<SERVICE>_ADDR,
+    OTEL_EXPORTER_OTLP_ENDPOINT's host:port, LLMAAS_INTERNAL_SECRET and LLMAAS_TRACE_SAMPLING."""
+    import argparse
+    import os
+
+    from llmaas.common.config import env_float, env_str, internal_secret
+
+    parser = argparse.ArgumentParser(prog="python -m llmaas.stack.envoy")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tls-cert", type=Path)
+    parser.add_argument("--tls-key", type=Path)
+    args = parser.parse_args(argv)
+    services = {name: env_str(f"LLMAAS_{name.upper()}_ADDR") for name in ("auth", "router", "catalog", "guard",
+                                                                          "metering")}
+    otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "") or "127.0.0.1:4317"
+    tls = EdgeTls(args.tls_cert, args.tls_key, None, "supplied") if args.tls_cert and args.tls_key else None
+    args.out.write_text(render_kubernetes_config(
+        services, otlp.split("://")[-1], internal_secret(), trace_sampling=env_float("LLMAAS_TRACE_SAMPLING",
+                                                                                     DEFAULT_TRACE_SAMPLING), tls=tls))
+
+
+if __name__ == "__main__":
+    main()
 
 
 def _ready(ports: StackPorts) -> bool:

@@ -10,7 +10,7 @@ prints them. This module says what it cannot know, so that the description is wh
 - POST /v1/embeddings is an HttpBody the router writes: on the wire, the typed CreateEmbeddingResponse;
 - POST /v1/audio/transcriptions and /translations are HttpBody both ways: on the wire a multipart/form-data upload
   (OpenAI's fields) answered with JSON or, as `response_format` asks, plain text (text, SRT, WebVTT);
-- the API key (or admin token) is a bearer token; GET /v1/lifecycle needs none;
+- the API key (or admin token) is a bearer token; GET /v1/lifecycle and GET /v1/status need none;
 - integers have their proto type's range (the plugin writes uint32 as "int64", with no bounds) and 64-bit ones, JSON
   strings, only digits: read from the descriptor set (gateway/llmaas.pb), so that a fuzzer sends what the wire can
   carry, up to its limits.
@@ -42,7 +42,7 @@ EMBEDDINGS_RESPONSE = "llmaas.router.v1.CreateEmbeddingResponse"
 AUDIO_PATHS = ("/v1/audio/transcriptions", "/v1/audio/translations")
 MULTIPART = "multipart/form-data"
 TEXT = "text/plain"
-PUBLIC_PATHS = {"/v1/lifecycle"}  # no API key asked (gateway/envoy.yaml.j2)
+PUBLIC_PATHS = {"/v1/lifecycle", "/v1/status"}  # no API key asked (gateway/envoy.yaml.j2)
 ERROR = "Error"
 JSON = "application/json"
 SSE = "text/event-stream"

@@ -84,6 +84,17 @@ class StackPorts:
         """Prometheus metrics of the metering service (HTTP)."""
         return self.base + 18
 
+    def metrics(self, service: str, replica: int = 0) -> int:
+        """Prometheus metrics (HTTP) of a service (`replica`: auth's, 0 the main one). Metering's kept its port;
+        the others follow the first span, at base + 32 .. 37."""
+        if service == "metering":
+            return self.metering_metrics
+        if service == "auth":
+            if not 0 <= replica <= AUTH_MAX_REPLICAS - 1:
+                raise ValueError(f"at most {AUTH_MAX_REPLICAS} auth replicas")
+            return self.base + 32 + replica
+        return self.base + 32 + AUTH_MAX_REPLICAS + ("guard", "router", "catalog").index(service)
+
     def auth_replica(self, index: int) -> int:
         """gRPC port of auth replica `index` (0 is the main one, at service("auth"))."""
         if index == 0:
@@ -93,8 +104,9 @@ class StackPorts:
         return self.base + 15 + index
 
     # base + 16 .. base + 17: extra auth replicas; base + 18 metering's metrics; base + 19 reserved; base + 20 .. 28:
-    # Triton replicas 2 to 4 (gRPC, HTTP, metrics each); base + 29 .. 31 reserved.
-    SPAN = 32
+    # Triton replicas 2 to 4 (gRPC, HTTP, metrics each); base + 29 .. 31 reserved; base + 32 .. 37: the services'
+    # metrics (auth's three replicas, guard, router, catalog); base + 38 .. 39 reserved.
+    SPAN = 40
 
 
 def port_taken(port: int) -> bool:

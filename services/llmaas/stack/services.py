@@ -9,8 +9,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from llmaas.common.metrics import PORT_ENV as METRICS_PORT_ENV
 from llmaas.common.server import REFLECTION_ENV
-from llmaas.common.telemetry import DEFAULT_TRACE_SAMPLING, sampler_env
+from llmaas.common.telemetry import DEFAULT_TRACE_SAMPLING, LOG_LEVEL_ENV, sampler_env
 from llmaas.stack.component import Component
 from llmaas.stack.paths import GUARD_TRITON_MODEL
 from llmaas.stack.ports import SERVICES, StackPorts
@@ -59,6 +60,7 @@ def service_components(
     triton_replicas: int = 1,
     trace_sampling: float = DEFAULT_TRACE_SAMPLING,
     grpc_reflection: bool = False,
+    log_level: str = "info",
 ) -> list[Component]:
     """`trace_sampling`: the share of requests a service traces when it is the first hop (a direct gRPC caller that
     sent no traceparent); behind Envoy every service follows the edge's decision. `grpc_reflection`: the services
@@ -77,24 +79,24 @@ def service_components(
                    "LLMAAS_CATALOG_ADDR": address(ports, "catalog"), "LLMAAS_METERING_ADDR": address(ports, "metering"),
                    "LLMAAS_TRITON_GRPC": triton},
         "metering": {"LLMAAS_METERING_DATABASE_URL": f"sqlite:///{data_dir / 'metering.db'}",
-                     "LLMAAS_ADMIN_TOKEN": admin_token,
-                     "LLMAAS_METERING_METRICS_PORT": str(ports.metering_metrics)},
+                     "LLMAAS_ADMIN_TOKEN": admin_token},
         "catalog": {"LLMAAS_CATALOG_FILES": os.pathsep.join(str(p) for p in catalog_files),
                     "LLMAAS_TRITON_GRPC": triton, "LLMAAS_TRITON_POOLS": triton_pools(ports, triton_replicas)},
     }
     telemetry = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
                  "OTEL_BSP_SCHEDULE_DELAY": "500"} if otlp_endpoint else {}
     telemetry |= sampler_env(trace_sampling)
-    # (component name, service, port): auth may run as several replicas sharing one database.
-    instances = [(name, name, ports.service(name)) for name in SERVICES]
-    instances[1:1] = [(f"auth-{i + 1}", "auth", ports.auth_replica(i)) for i in range(1, auth_replicas)]
+    # (component name, service, port, metrics port): auth may run as several replicas sharing one database.
+    instances = [(name, name, ports.service(name), ports.metrics(name)) for name in SERVICES]
+    instances[1:1] = [(f"auth-{i + 1}", "auth", ports.auth_replica(i), ports.metrics("auth", i))
+                      for i in range(1, auth_replicas)]
     components = []
-    for component, service, port in instances:
+    for component, service, port, metrics_port in instances:
         addr = f"{HOST}:{port}"
         components.append(Component(
             name=component,
             argv=[sys.executable, "-m", f"llmaas.{service}"],
-            env={"LLMAAS_GRPC_PORT": str(port), "OTEL_SERVICE_NAME": service, "PYTHONUNBUFFERED": "1",
+            env={"LLMAAS_GRPC_PORT": str(port), METRICS_PORT_ENV: str(metrics_port), "OTEL_SERVICE_NAME": service, "PYTHONUNBUFFERED": "1", LOG_LEVEL_ENV: log_level,
                  "LLMAAS_INTERNAL_SECRET": internal_secret, **telemetry, **specific[service],
                  **({REFLECTION_ENV: "1"} if grpc_reflection else {})},
             ready=lambda addr=addr: grpc_healthy(addr),

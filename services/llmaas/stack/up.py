@@ -21,6 +21,7 @@ from llmaas.stack.supervisor import StartError, Supervisor, private_dir
 from llmaas.stack.tls import EdgeTls, TlsError, generated_edge_tls, supplied_edge_tls
 from llmaas.stack.triton import triton_components, triton_name
 
+PROMETHEUS_TARGETS_FILE = "prometheus-targets.json"
 STACK_FILE = "stack.json"
 ADMIN_FILE = "admin.json"
 
@@ -50,6 +51,8 @@ class StackOptions:
     tls_ca_file: Path | None = None
     # Plain HTTP at the edge: only when asked for by name (`llmaas up --insecure-http`).
     insecure_http: bool = False
+    # The services' log level (LLMAAS_LOG_LEVEL): debug, info, warning, error.
+    log_level: str = "info"
 
 
 class TlsSetupError(StartError):
@@ -86,8 +89,25 @@ def port_owners(options: StackOptions, jaeger: bool) -> dict[int, str]:
         owners |= {ports.otlp_grpc: "jaeger otlp-grpc", ports.otlp_http: "jaeger otlp-http",
                    ports.jaeger_query_http: "jaeger query-http", ports.jaeger_query_grpc: "jaeger query-grpc",
                    ports.jaeger_health: "jaeger health", ports.jaeger_metrics: "jaeger metrics"}
-    owners[ports.metering_metrics] = "metering metrics"
+    owners |= {port: f"{name} metrics" for name, port in metrics_ports(ports, options.auth_replicas).items()}
     return owners
+
+
+def metrics_ports(ports: StackPorts, auth_replicas: int) -> dict[str, int]:
+    """Each service process's Prometheus port, by component name (auth's replicas are auth-2, auth-3)."""
+    found = {name: ports.metrics(name) for name in SERVICES}
+    found |= {f"auth-{i + 1}": ports.metrics("auth", i) for i in range(1, auth_replicas)}
+    return found
+
+
+def scrape_targets(ports: StackPorts, auth_replicas: int, triton_replicas_: int) -> dict[str, str]:
+    """stack.json's `metrics`: every Prometheus endpoint of the stack, by component (the services, Envoy's stats,
+    each Triton replica's)."""
+    targets = {name: f"http://{HOST}:{port}/metrics" for name, port in metrics_ports(ports, auth_replicas).items()}
+    targets["envoy"] = f"http://{HOST}:{ports.envoy_admin}/stats/prometheus"
+    targets |= {triton_name(i): f"http://{HOST}:{ports.triton(i).metrics}/metrics"
+                for i in range(1, triton_replicas_ + 1)}
+    return targets
 
 
 def refuse_taken_ports(options: StackOptions, jaeger: bool | None = None) -> None:
@@ -109,7 +129,7 @@ def _jaeger_binary(options: StackOptions) -> Path | None:
     return find_jaeger() if options.jaeger else None
 
 
-def _write_private(path: Path, data: dict) -> None:
+def _write_private(path: Path, data: dict | list) -> None:
     """Replaces the file atomically (a reader sees the old content or the new, never half of it)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.unlink(missing_ok=True)
@@ -186,7 +206,8 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
                             catalog_files=options.catalog_files, otlp_endpoint=otlp_grpc,
                             guard_mode=options.guard_mode, guard_classifier=options.guard_classifier,
                             auth_replicas=options.auth_replicas, triton_replicas=options.triton_replicas,
-                            trace_sampling=trace_sampling, grpc_reflection=options.grpc_reflection),
+                            trace_sampling=trace_sampling, grpc_reflection=options.grpc_reflection,
+                            log_level=options.log_level),
     ])
     supervisor.start_stage([envoy_component(data_dir, ports, options.auth_replicas, trace_sampling, tls,
                                             internal_secret=secret)])
@@ -207,12 +228,27 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
         "triton_grpc": f"{HOST}:{ports.triton_grpc}",
         "triton_replicas": triton_replicas(ports, options.triton_replicas),
         "envoy_admin": f"http://127.0.0.1:{ports.envoy_admin}",
+        "metrics": scrape_targets(ports, options.auth_replicas, options.triton_replicas),
         "jaeger_query": query_url(ports) if jaeger_bin is not None else None,
         "trace_sampling": trace_sampling,
         "pids": supervisor.pids(),
     }
     _write_private(data_dir / STACK_FILE, stack)
+    _write_private(data_dir / PROMETHEUS_TARGETS_FILE, prometheus_targets(stack["metrics"]))
     return stack
+
+
+def prometheus_targets(metrics: dict[str, str]) -> list[dict]:
+    """Prometheus file_sd targets of the stack (deploy/observability/prometheus/prometheus.yaml reads them): jobs
+    llmaas-<service> (auth's replicas together), envoy and triton, as the alert rules and dashboards expect."""
+    groups: dict[str, dict] = {}
+    for component, url in metrics.items():
+        host_port, _, path = url.removeprefix("http://").partition("/")
+        job = ("triton" if component.startswith("triton") else "envoy" if component == "envoy"
+               else "llmaas-" + component.split("-")[0])
+        group = groups.setdefault(job + path, {"targets": [], "labels": {"job": job, "__metrics_path__": "/" + path}})
+        group["targets"].append(host_port)
+    return list(groups.values())
 
 
 def triton_replicas(ports: StackPorts, replicas: int) -> list[dict[str, str]]:

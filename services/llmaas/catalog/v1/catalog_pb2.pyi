@@ -188,3 +188,41 @@ class CatalogRevision(_message.Message):
     instance: str
     heartbeat_seconds: int
     def __init__(self, revision: _Optional[int] = ..., instance: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ...) -> None: ...
+
+class GetServingStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetServingStatusResponse(_message.Message):
+    __slots__ = ("models", "sample_seconds")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ServingStatus]
+    sample_seconds: int
+    def __init__(self, models: _Optional[_Iterable[_Union[ServingStatus, _Mapping]]] = ..., sample_seconds: _Optional[int] = ...) -> None: ...
+
+class ServingStatus(_message.Message):
+    __slots__ = ("id", "replicas", "replicas_serving", "availability_1h", "availability_24h", "incidents")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_SERVING_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_1H_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_24H_FIELD_NUMBER: _ClassVar[int]
+    INCIDENTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    replicas: int
+    replicas_serving: int
+    availability_1h: float
+    availability_24h: float
+    incidents: _containers.RepeatedCompositeFieldContainer[Incident]
+    def __init__(self, id: _Optional[str] = ..., replicas: _Optional[int] = ..., replicas_serving: _Optional[int] = ..., availability_1h: _Optional[float] = ..., availability_24h: _Optional[float] = ..., incidents: _Optional[_Iterable[_Union[Incident, _Mapping]]] = ...) -> None: ...
+
+class Incident(_message.Message):
+    __slots__ = ("kind", "replica", "since")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    replica: int
+    since: int
+    def __init__(self, kind: _Optional[str] = ..., replica: _Optional[int] = ..., since: _Optional[int] = ...) -> None: ...

@@ -217,6 +217,11 @@ class CatalogInternalServiceStub:
                 request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureRequest.SerializeToString,
                 response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureResponse.FromString,
                 _registered_method=True)
+        self.GetServingStatus = channel.unary_unary(
+                '/llmaas.catalog.v1.CatalogInternalService/GetServingStatus',
+                request_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.GetServingStatusRequest.SerializeToString,
+                response_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.GetServingStatusResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogInternalServiceServicer:
@@ -253,6 +258,14 @@ class CatalogInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServingStatus(self, request, context):
+        """Each public model's serving state for the public status (the router's GET /v1/status adds its traffic): how many
+        of its replicas serve it, the share of the last hour and day it was served, and the incidents now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -270,6 +283,11 @@ def add_CatalogInternalServiceServicer_to_server(servicer, server):
                     servicer.ReportReplicaFailure,
                     request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureRequest.FromString,
                     response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureResponse.SerializeToString,
+            ),
+            'GetServingStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServingStatus,
+                    request_deserializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.GetServingStatusRequest.FromString,
+                    response_serializer=llmaas_dot_catalog_dot_v1_dot_catalog__pb2.GetServingStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +373,33 @@ class CatalogInternalService:
             '/llmaas.catalog.v1.CatalogInternalService/ReportReplicaFailure',
             llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureRequest.SerializeToString,
             llmaas_dot_catalog_dot_v1_dot_catalog__pb2.ReportReplicaFailureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServingStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.catalog.v1.CatalogInternalService/GetServingStatus',
+            llmaas_dot_catalog_dot_v1_dot_catalog__pb2.GetServingStatusRequest.SerializeToString,
+            llmaas_dot_catalog_dot_v1_dot_catalog__pb2.GetServingStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,64 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("object", "status", "updated_at", "data", "source")
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    object: str
+    status: str
+    updated_at: int
+    data: _containers.RepeatedCompositeFieldContainer[ModelStatus]
+    source: str
+    def __init__(self, object: _Optional[str] = ..., status: _Optional[str] = ..., updated_at: _Optional[int] = ..., data: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class ModelStatus(_message.Message):
+    __slots__ = ("id", "status", "replicas", "replicas_serving", "availability_1h", "availability_24h", "success_rate_1h", "success_rate_24h", "requests_1h", "ttft_p50_ms", "tokens_per_second_p50", "samples_5m", "incidents")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_SERVING_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_1H_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_24H_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_1H_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_24H_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_1H_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_SECOND_P50_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_5M_FIELD_NUMBER: _ClassVar[int]
+    INCIDENTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    status: str
+    replicas: int
+    replicas_serving: int
+    availability_1h: float
+    availability_24h: float
+    success_rate_1h: float
+    success_rate_24h: float
+    requests_1h: int
+    ttft_p50_ms: float
+    tokens_per_second_p50: float
+    samples_5m: int
+    incidents: _containers.RepeatedCompositeFieldContainer[Incident]
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., replicas: _Optional[int] = ..., replicas_serving: _Optional[int] = ..., availability_1h: _Optional[float] = ..., availability_24h: _Optional[float] = ..., success_rate_1h: _Optional[float] = ..., success_rate_24h: _Optional[float] = ..., requests_1h: _Optional[int] = ..., ttft_p50_ms: _Optional[float] = ..., tokens_per_second_p50: _Optional[float] = ..., samples_5m: _Optional[int] = ..., incidents: _Optional[_Iterable[_Union[Incident, _Mapping]]] = ...) -> None: ...
+
+class Incident(_message.Message):
+    __slots__ = ("kind", "replica", "since")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    replica: int
+    since: int
+    def __init__(self, kind: _Optional[str] = ..., replica: _Optional[int] = ..., since: _Optional[int] = ...) -> None: ...
+
 class CreateChatCompletionRequest(_message.Message):
     __slots__ = ("model", "messages", "stream", "stream_options", "temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "stop", "presence_penalty", "frequency_penalty", "seed", "user", "tools", "tool_choice", "response_format", "logprobs", "top_logprobs", "logit_bias", "metadata", "parallel_tool_calls", "reasoning_effort", "service_tier", "store", "top_k", "modalities", "prediction", "audio", "web_search_options", "function_call", "functions", "verbosity", "prompt_cache_key", "safety_identifier")
     MODEL_FIELD_NUMBER: _ClassVar[int]

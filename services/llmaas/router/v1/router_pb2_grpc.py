@@ -87,6 +87,11 @@ class RouterServiceStub:
                 request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankRequest.SerializeToString,
                 response_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankResponse.FromString,
                 _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/GetStatus',
+                request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.GetStatusResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -169,6 +174,14 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStatus(self, request, context):
+        """GET /v1/status: public (no API key), each served model's availability, time to first token and output rate from
+        recent traffic, and its incidents now (llmaas.router.status). Nothing in it identifies a tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +234,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.RerankV2,
                     request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankRequest.FromString,
                     response_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankResponse.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.GetStatusRequest.FromString,
+                    response_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.GetStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -495,6 +513,33 @@ class RouterService:
             '/llmaas.router.v1.RouterService/RerankV2',
             llmaas_dot_router_dot_v1_dot_router__pb2.RerankRequest.SerializeToString,
             llmaas_dot_router_dot_v1_dot_router__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/GetStatus',
+            llmaas_dot_router_dot_v1_dot_router__pb2.GetStatusRequest.SerializeToString,
+            llmaas_dot_router_dot_v1_dot_router__pb2.GetStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,32 @@
+"""Auth's Prometheus metrics (llmaas.common.metrics serves them): the edge's ext_authz decisions by outcome and
+error code (the platform's codes: invalid_api_key, key_revoked, ...). Never a key or tenant id."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+from llmaas.common.metrics import REGISTRY, Children
+
+DECISIONS = Counter("llmaas_auth_ext_authz_decisions", "ext_authz answers to the edge: allow, deny (the key is "
+                    "refused) or error (auth could not decide: 503), by error code.", ["decision", "code"],
+                    registry=REGISTRY)
+_ALLOWED = DECISIONS.labels("allow", "")  # the common case, resolved once
+_decisions = Children(DECISIONS)
+
+
+def allowed() -> None:
+    _ALLOWED.inc()
+
+
+def refused(decision: str, code: str | None) -> None:
+    _decisions(decision, code or "").inc()
+
+AUDIT_VERIFICATIONS = Counter("llmaas_auth_audit_chain_verifications", "Verifications of the audit trail's hash "
+                              "chain (VerifyAuditChain: `llmaas audit verify`), by result: ok or broken.", ["result"],
+                              registry=REGISTRY)
+for _result in ("ok", "broken"):  # both series exist from the start: an alert's increase() sees the first failure
+    AUDIT_VERIFICATIONS.labels(_result)
+
+
+def audit_verified(ok: bool) -> None:
+    AUDIT_VERIFICATIONS.labels("ok" if ok else "broken").inc()
