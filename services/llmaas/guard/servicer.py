@@ -3,8 +3,10 @@ operations on a tenant's policy."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 
 from opentelemetry import trace
 
@@ -14,6 +16,7 @@ from llmaas.guard import normalize
 from llmaas.guard.behaviour import BOUNDED_CHARS, Behaviour
 from llmaas.guard.budget import DEADLINE_MARGIN_SECONDS, Limiter
 from llmaas.guard.policy import PolicyStore
+from llmaas.guard.refusals import MAX_LIMIT, Refusal, RefusalLog
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
 from llmaas.guard.verdict import DOCUMENT, PROMPT, Detector
 
@@ -27,8 +30,10 @@ _MODE_NAME = {v: k for k, v in _MODE.items()}
 
 class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInternalServiceServicer):
     def __init__(self, detector: Detector, behaviour: Behaviour, policies: PolicyStore, admin_token: str,
-                 internal_secret: str) -> None:
+                 internal_secret: str, refusals: RefusalLog | None = None) -> None:
         self._detector = detector
+        # Where flagged verdicts are recorded for the tenant's admin (None: nowhere, as in unit tests).
+        self._refusals = refusals
         self._behaviour = behaviour
         self._policies = policies
         self._admin_token = admin_token
@@ -79,6 +84,10 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInt
         flagged = verdict.score >= policy.threshold
         block = flagged and mode == guard_pb2.GUARD_MODE_ENFORCE
         _record(request, policy.mode, verdict, flagged, block)
+        if flagged and self._refusals is not None:
+            self._refusals.add(tenant_id, Refusal(datetime.now(UTC), request.request_id, "block" if block else "flag",
+                                                  policy.mode, round(verdict.score, 4), policy.threshold,
+                                                  tuple(verdict.reasons)))
         return guard_pb2.CheckPromptResponse(
             decision=guard_pb2.DECISION_BLOCK if block else guard_pb2.DECISION_ALLOW, score=verdict.score, mode=mode,
             flagged=flagged, threshold=policy.threshold,
@@ -107,6 +116,23 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInt
         except ValueError as e:
             raise invalid_request(str(e), param="threshold", code="invalid_value") from None
         return guard_pb2.SetTenantPolicyResponse(policy=self._policy_message(request.tenant_id))
+
+
+    async def ListGuardRefusals(self, request, context):
+        require_admin(context, self._admin_token, self._secret, request.tenant_id)
+        if not request.tenant_id:
+            raise invalid_request("tenant_id is required", param="tenant_id")
+        if not 0 <= request.limit <= MAX_LIMIT:
+            raise invalid_request(f"limit must be between 1 and {MAX_LIMIT}", param="limit", code="invalid_value")
+        if self._refusals is None:
+            return guard_pb2.ListGuardRefusalsResponse()
+        found = await asyncio.to_thread(self._refusals.recent, request.tenant_id, request.limit or 50)
+        out = guard_pb2.ListGuardRefusalsResponse()
+        for r in found:
+            item = out.refusals.add(request_id=r.request_id, decision=r.decision, mode=_MODE[r.mode], score=r.score,
+                                    threshold=r.threshold, reasons=list(r.reasons))
+            item.created_at.FromDatetime(r.created_at)
+        return out
 
 
 def _time_remaining(context) -> float | None:
