@@ -6,7 +6,7 @@ Repetition is rate-aware and a finding, not a block: self-consistency sampling, 
 jobs send the same prompt many times. Only `repetition_limit` identical consecutive prompts within
 `repetition_seconds` count (a burst), and their finding scores `repetition_score` (0.3 by default, under the default
 threshold 0.5), so that repetition alone never refuses a request under the default policy; it adds to other
-findings (noisy OR) and shows in shadow reports. An operator who wants the reference's block sets
+findings (noisy OR) and shows in the verdict's findings and trace. An operator who wants the reference's block sets
 LLMAAS_GUARD_REPETITION_SCORE to 0.9.
 
 The window holds, per key and for WINDOW_SECONDS, a digest of each recent prompt and a sketch of its end: only the
