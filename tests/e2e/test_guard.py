@@ -143,6 +143,14 @@ def test_a_tenant_admin_sees_its_recent_refusals_without_the_prompt(stack):
     assert r.status_code == 403 and r.json()["error"]["code"] == "permission_denied"
     r = httpx.get(url, headers=mine, params={"limit": 501}, timeout=10)
     assert r.status_code == 400 and r.json()["error"]["param"] == "limit"
+    # The platform admin's CLI.
+    from llmaas.cli.guard import guard_app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(guard_app, ["refusals", tenant_id, "--guard", stack["services"]["guard"],
+                                            "--token", stack["admin_token"]], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert request_id in result.output and "instruction_override" in result.output
 
 
 def test_asking_for_the_secret_the_system_prompt_guards_is_refused(stack):

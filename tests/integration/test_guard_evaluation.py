@@ -101,3 +101,13 @@ def test_eval_command_prints_the_tables(model_dir, tmp_path):
     assert result.exit_code == 0, result.output  # the model's whole test split, everyday prompts included
     for title in ("Everyday prompts (held back)", "mean score (translated)", "recall"):
         assert title in result.output
+
+
+def test_leave_one_source_out_trains_without_the_source_and_tests_on_all_of_it():
+    from llmaas.guard.training.generalization import leave_one_source_out
+
+    result = leave_one_source_out(sources=("jailbreak-templates",))
+    [held] = result.held_out
+    assert held.source == "jailbreak-templates" and held.report.overall.attacks == 89
+    assert 0 < held.report.overall.recall < 1  # an honest number: neither memorized nor nothing
+    assert result.pooled().attacks == 89

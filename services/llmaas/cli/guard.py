@@ -167,3 +167,47 @@ def eval_(
     print_report(evaluate(read_jsonl(file), Detector(_classifier(model_dir, rules_only)), threshold))
     if leave_one_source_out:
         _print_generalization(data_dir, threshold)
+
+
+@guard_app.command()
+def refusals(
+    tenant: str = typer.Argument(..., help="Tenant id (ten_...)."),
+    limit: int = typer.Option(50, help="At most this many, newest first (1-500)."),
+    guard: str = typer.Option(None, "--guard", envvar="LLMAAS_GUARD_ADDR", show_default=False, metavar="HOST:PORT",
+                              help="Guard service gRPC address. Default: the running stack's, from its stack.json."),
+    token: str = typer.Option(None, "--token", envvar="LLMAAS_ADMIN_TOKEN", show_default=False,
+                              help="Platform admin token. Default: the running stack's, from its stack.json."),
+    data_dir: Path = typer.Option(Path(".llmaas"), "--data-dir", help="Data directory of the running `llmaas up`."),
+) -> None:
+    """A tenant's recent refusals and shadow flags: time, request id, decision, score, threshold, reasons (never the
+    prompt). Tenant admins read the same over REST: GET /admin/v1/tenants/{t}/guard-refusals."""
+    import json
+
+    import grpc
+
+    from llmaas.common.errors import from_rpc_error
+    from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
+    from llmaas.stack.up import STACK_FILE
+
+    if not (guard and token):
+        try:
+            stack = json.loads((data_dir / STACK_FILE).read_text())
+        except (OSError, ValueError) as e:
+            console.print(f"[red]error:[/] no running stack in {data_dir} ({e}); pass --guard and --token")
+            raise typer.Exit(1) from None
+        guard, token = guard or stack["services"]["guard"], token or stack["admin_token"]
+    with grpc.insecure_channel(guard) as channel:
+        try:
+            found = guard_pb2_grpc.GuardServiceStub(channel).ListGuardRefusals(
+                guard_pb2.ListGuardRefusalsRequest(tenant_id=tenant, limit=limit),
+                metadata=(("authorization", f"Bearer {token}"),), timeout=15)
+        except grpc.RpcError as err:
+            console.print(f"[red]error:[/] {from_rpc_error(err, service='guard').message}")
+            raise typer.Exit(1) from None
+    table = Table(title=f"Guard refusals of {tenant} (newest first)")
+    for column in ("time (UTC)", "request id", "decision", "score", "threshold", "reasons"):
+        table.add_column(column)
+    for r in found.refusals:
+        table.add_row(r.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), r.request_id, r.decision,
+                      f"{r.score:.3f}", f"{r.threshold:.2f}", ", ".join(r.reasons))
+    console.print(table)
