@@ -32,10 +32,32 @@ async def test_repetition_limit_is_configurable():
     await check_repetition(MemoryWindow(), "t2", limit=5)
 
 
-async def test_the_reference_limit_is_thirty():
+async def test_the_reference_limit_is_thirty_and_scores_under_the_default_threshold():
     behaviour = Behaviour(MemoryWindow())
     results = [await behaviour.observe("t", "", "same") for _ in range(30)]
     assert all(r == [] for r in results[:29]) and results[29][0].reason == "repetition_abuse"
+    assert results[29][0].score < 0.5  # a finding: repetition alone never refuses under the default policy
+
+
+async def test_repetition_is_rate_aware(monkeypatch):
+    """Thirty identical prompts spread over more than repetition_seconds (a probe, a slow batch) are no burst."""
+    clock = [1_000_000.0]
+    monkeypatch.setattr("llmaas.guard.behaviour.time.time", lambda: clock[0])
+    behaviour = Behaviour(MemoryWindow(), BehaviourConfig(repetition_limit=5, repetition_seconds=10))
+    for _ in range(12):
+        assert await behaviour.observe("t", "", "health probe") == []
+        clock[0] += 3.0  # 5 prompts span 12 s > 10 s
+    clock[0] += 20.0
+    for _ in range(4):
+        assert await behaviour.observe("t", "", "health probe") == []
+        clock[0] += 0.1
+    assert [f.reason for f in await behaviour.observe("t", "", "health probe")] == ["repetition_abuse"]
+
+
+async def test_an_operator_can_make_repetition_block():
+    behaviour = Behaviour(MemoryWindow(), BehaviourConfig(repetition_limit=3, repetition_score=0.9))
+    results = [await behaviour.observe("t", "", "same") for _ in range(3)]
+    assert results[2][0].score == 0.9
 
 
 async def test_a_different_prompt_resets_the_count():

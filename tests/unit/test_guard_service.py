@@ -106,11 +106,14 @@ async def test_invalid_policies_are_refused(servicer):
     assert e.value.param == "tenant_id"
 
 
-async def test_repetition_is_blocked_on_the_thirtieth(servicer):
-    results = [await servicer.CheckPrompt(check("t", "Tell me a joke"), Context()) for _ in range(30)]
-    assert {r.decision for r in results[:29]} == {guard_pb2.DECISION_ALLOW}
-    assert results[29].decision == guard_pb2.DECISION_BLOCK
+async def test_repetition_alone_is_a_finding_never_a_block(servicer):
+    """Issue 19: self-consistency sampling, retries and batch jobs repeat prompts; the default policy reports a burst
+    of identical prompts but does not refuse it."""
+    results = [await servicer.CheckPrompt(check("t", "Tell me a joke"), Context()) for _ in range(40)]
+    assert {r.decision for r in results} == {guard_pb2.DECISION_ALLOW}
     assert [f.reason for f in results[29].findings] == ["repetition_abuse"]
+    assert not results[28].findings
+    assert results[29].score < results[29].threshold
 
 
 class SlowRemoteFakeClassifier:

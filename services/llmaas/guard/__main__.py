@@ -13,10 +13,18 @@ from llmaas.common.server import run_service, serve
 from llmaas.common.telemetry import setup_logging
 from llmaas.guard import budget as limits
 from llmaas.guard import runtime
-from llmaas.guard.behaviour import Behaviour, BehaviourConfig, MemoryWindow, RedisWindow
+from llmaas.guard.behaviour import (
+    REPETITION_SCORE,
+    REPETITION_SECONDS,
+    Behaviour,
+    BehaviourConfig,
+    MemoryWindow,
+    RedisWindow,
+)
 from llmaas.guard.classifier import Classifier, LocalClassifier, NoClassifier, PendingClassifier
 from llmaas.guard.offload import WORKERS, ClassifierSpec, Offload
 from llmaas.guard.policy import MODES, Policy, PolicyStore
+from llmaas.guard.refusals import RefusalLog
 from llmaas.guard.servicer import GuardServicer
 from llmaas.guard.training.train import DEFAULT_MODEL_DIR
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
@@ -103,9 +111,12 @@ def main() -> None:
     default = Policy(mode, env_float("LLMAAS_GUARD_THRESHOLD", DEFAULT_THRESHOLD))
     engine = make_engine(env_str("LLMAAS_GUARD_DATABASE_URL"))
     migrate(engine, Path(__file__).parent / "migrations")
-    behaviour = Behaviour(_window(), BehaviourConfig(repetition_limit=env_int("LLMAAS_GUARD_REPETITION_LIMIT", 30)))
+    behaviour = Behaviour(_window(), BehaviourConfig(
+        repetition_limit=env_int("LLMAAS_GUARD_REPETITION_LIMIT", 30),
+        repetition_seconds=env_float("LLMAAS_GUARD_REPETITION_SECONDS", REPETITION_SECONDS),
+        repetition_score=env_float("LLMAAS_GUARD_REPETITION_SCORE", REPETITION_SCORE)))
     servicer = GuardServicer(Detector(_classifier(), _budget(), _offload()), behaviour, PolicyStore(engine, default),
-                             env_str("LLMAAS_ADMIN_TOKEN"), internal_secret())
+                             env_str("LLMAAS_ADMIN_TOKEN"), internal_secret(), RefusalLog(engine))
 
     def register(server):
         guard_pb2_grpc.add_GuardServiceServicer_to_server(servicer, server)

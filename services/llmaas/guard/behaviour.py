@@ -1,6 +1,13 @@
 """Behavioural layer: a short window of each tenant's (and end user's) recent prompts, rescanned together to catch an
 attack split across requests ("ignore" now, "previous instructions" next), and a count of identical consecutive
-prompts (the reference blocks the 30th).
+prompts.
+
+Repetition is rate-aware and a finding, not a block: self-consistency sampling, retries, health probes and batch
+jobs send the same prompt many times. Only `repetition_limit` identical consecutive prompts within
+`repetition_seconds` count (a burst), and their finding scores `repetition_score` (0.3 by default, under the default
+threshold 0.5), so that repetition alone never refuses a request under the default policy; it adds to other
+findings (noisy OR) and shows in the verdict's findings and trace. An operator who wants the reference's block sets
+LLMAAS_GUARD_REPETITION_SCORE to 0.9.
 
 The window holds, per key and for WINDOW_SECONDS, a digest of each recent prompt and a sketch of its end: only the
 words attack patterns are made of, every other word replaced by a dot (patterns.sketch), never the prompt itself.
@@ -29,9 +36,15 @@ _SPLIT_REASONS = frozenset({"instruction_override", "system_prompt_extraction", 
 BOUNDED_CHARS = 4096
 
 
+REPETITION_SECONDS = 60.0
+REPETITION_SCORE = 0.3
+
+
 @dataclass(frozen=True)
 class BehaviourConfig:
     repetition_limit: int = 30
+    repetition_seconds: float = REPETITION_SECONDS
+    repetition_score: float = REPETITION_SCORE
     split_window: int = SPLIT_WINDOW
     ttl_seconds: float = WINDOW_SECONDS
 
@@ -104,20 +117,28 @@ class Behaviour:
                 form = normalize.comparison_form(prompt)
             digest = hashlib.sha256(form.encode()).hexdigest()[:16]
         keep = max(self._config.repetition_limit, self._config.split_window)
-        entry = f"{digest}\t{patterns.sketch(form[-TAIL_CHARS:])}"
+        now = time.time()  # wall clock: replicas share the window (Redis)
+        entry = f"{digest}@{now:.2f}\t{patterns.sketch(form[-TAIL_CHARS:])}"
         before = await self._store.push(window_key(tenant_id, end_user_id), entry, keep, self._config.ttl_seconds)
         findings = []
-        repeats = 1
-        for entry in reversed(before):
-            if not entry.startswith(digest + "\t"):
-                break
-            repeats += 1
-        if repeats >= self._config.repetition_limit:
-            findings.append(Finding("behaviour", "repetition_abuse", 0.9))
+        if _repeats(before, digest, now - self._config.repetition_seconds) + 1 >= self._config.repetition_limit:
+            findings.append(Finding("behaviour", "repetition_abuse", self._config.repetition_score))
         tails = [e.partition("\t")[2] for e in before[-self._config.split_window:]]
         if tails:
             findings += _split_attack(tails, form[:TAIL_CHARS * 2])
         return findings
+
+
+def _repeats(before: list[str], digest: str, since: float) -> int:
+    """How many of the newest entries are the same prompt, each sent after `since`."""
+    count = 0
+    for entry in reversed(before):
+        head = entry.partition("\t")[0]
+        same, _, sent = head.partition("@")
+        if same != digest or not sent or float(sent) < since:
+            break
+        count += 1
+    return count
 
 
 def _reasons(text: str) -> set[str]:

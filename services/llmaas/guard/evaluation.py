@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmaas.guard.training.corpus import Sample
+from llmaas.guard.training.everyday import SOURCE as EVERYDAY_SOURCE
 from llmaas.guard.verdict import DOCUMENT, PROMPT, Detector
 
 
@@ -48,6 +49,30 @@ class Report:
     overall: Confusion = field(default_factory=Confusion)
     by: dict[str, dict[str, Confusion]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(Confusion)))
     latencies_ms: list[float] = field(default_factory=list)
+    # The everyday benign corpus's rows (issue 21), by language, and their scores: the false positives users see.
+    everyday: dict[str, Confusion] = field(default_factory=lambda: defaultdict(Confusion))
+    everyday_scores: list[tuple[Sample, float]] = field(default_factory=list)
+
+    def translated_means(self) -> dict[str, float]:
+        """Mean score per language over the everyday requests present in every language evaluated (the same
+        request translated): benign text in one language should not score higher than in another."""
+        from llmaas.guard.training import everyday
+
+        group_of = everyday.groups()
+        by_group: dict[str, dict[str, float]] = defaultdict(dict)
+        for sample, score in self.everyday_scores:
+            if sample.text in group_of:
+                by_group[group_of[sample.text]][sample.lang] = score
+        languages = {lang for scores in by_group.values() for lang in scores}
+        complete = [scores for scores in by_group.values() if set(scores) == languages]
+        return {lang: statistics.fmean(s[lang] for s in complete) for lang in sorted(languages)} if complete else {}
+
+    @property
+    def everyday_overall(self) -> Confusion:
+        total = Confusion()
+        for c in self.everyday.values():
+            total.fp, total.tn = total.fp + c.fp, total.tn + c.tn
+        return total
 
     def percentile(self, p: float) -> float:
         if len(self.latencies_ms) < 2:
@@ -74,4 +99,7 @@ def evaluate(samples: list[Sample], detector: Detector, threshold: float = 0.5) 
         report.overall.add(sample.label, flagged)
         for name, key in DIMENSIONS.items():
             report.by[name][key(sample)].add(sample.label, flagged)
+        if sample.source == EVERYDAY_SOURCE:
+            report.everyday[sample.lang].add(sample.label, flagged)
+            report.everyday_scores.append((sample, verdict.score))
     return report

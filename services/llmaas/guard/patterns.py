@@ -20,7 +20,7 @@ import ahocorasick_rs
 _EN_PREVIOUS = r"(?:previous|prior|above|earlier|preceding|former|foregoing|initial|original|all|your|system|these|those|developer)"
 _EN_RULES = (r"(?:instructions?|prompts?|rules?|directives?|guidelines?|commands?|orders?|constraints?|restrictions?|"
              r"programming|guidance|tasks?|assignments?|context|information|messages?|text)")
-_FR_PREVIOUS = r"(?:precedent|anterieur|ci-dessus|plus haut|d'avant|initia|d'origine|originel|systeme|recu|donne|toutes|tous|tes|vos)"
+_FR_PREVIOUS = r"(?:precedent|anterieur|ci-dessus|plus haut|d'avant|initia|d'origine|originel|systeme|recu|donne(?![- ]?(?:moi|nous|lui)\b)|toutes|tous|tes|vos)"
 _FR_RULES = r"(?:instructions?|consignes?|regles?|directives?|ordres?|indications?|taches?|prompts?)"
 _FR_OVERRIDE = (r"(?:ignore|oublie|neglige|outrepasse|contourne|ne tien[st] pas compte d|ne suis plus|"
                 r"fai[st]e?s? abstraction d|laisse[sz]? tomber|ne prete[sz]? (?:aucune|pas|plus) (?:d')?attention)")
@@ -34,8 +34,9 @@ _JA_RULES = r"(?:指示|命令|ルール|指図|設定|制約|プロンプト|�
 
 _PATTERNS: dict[str, dict[str, str]] = {
     "instruction_override": {
+        # "Ignore my earlier message" withdraws the user's own words: an override targets the assistant's.
         "en": rf"\b(?:ignore|disregard|forget|skip|override|bypass|neglect|abandon|discard|dismiss|set aside|overlook|"
-              rf"throw away|do not follow|don't follow|stop following)\b.{{0,25}}\b{_EN_PREVIOUS}\b.{{0,30}}\b{_EN_RULES}"
+              rf"throw away|do not follow|don't follow|stop following)\b(?! (?:my|our)\b).{{0,25}}\b{_EN_PREVIOUS}\b.{{0,30}}\b{_EN_RULES}"
               r"|\b(?:ignore|disregard|forget) (?:everything|all|anything)(?: (?:that )?(?:was |we |you |i )?"
               r"(?:said|told|discussed|talked about|written|mentioned))?\b.{0,15}\b(?:above|before|previously|so far|"
               r"earlier|until now)\b"
@@ -51,14 +52,15 @@ _PATTERNS: dict[str, dict[str, str]] = {
               rf"|\b(?:ignore|disregard|forget|skip|override|bypass|set aside|drop|abandon|discard)\b.{{0,25}}"
               rf"\b{_EN_RULES}\b.{{0,15}}\byou (?:were|have been|got|'ve been) (?:given|told|configured|programmed|"
               r"trained|set up|assigned)",
-        "fr": rf"\b{_FR_OVERRIDE}\w*\b.{{0,40}}\b{_FR_PREVIOUS}\w*\b.{{0,30}}\b{_FR_RULES}"
+        "fr": rf"\b{_FR_OVERRIDE}\w*\b(?! (?:mon|ma|mes|notre|nos)\b).{{0,40}}\b{_FR_PREVIOUS}\w*\b.{{0,30}}\b{_FR_RULES}"
               rf"|\b{_FR_OVERRIDE}\w*\b.{{0,30}}\b{_FR_RULES}\b.{{0,30}}\b{_FR_PREVIOUS}"
               r"|\boublie\w* tout(?: ce (?:qui|que))?.{0,30}\b(?:precede|avant|dit|plus haut|ci-dessus|jusqu'ici)"
               rf"|\b(?:tes|vos|les|mes)\b.{{0,25}}\b{_FR_RULES}\b.{{0,25}}\b(?:sont|est|ne s'appliquent|ne comptent)\b"
               r".{0,10}\b(?:annulee|revoquee|caduque|obsolete|suspendue|levee|plus|desactivee)"
               rf"|\b(?:arrete|cesse)[sz]? de (?:suivre|respecter|obeir)\b.{{0,30}}{_FR_RULES}"
               r"|\b(?:obei[sr]|ecoute)\w* (?:uniquement|seulement) (?:a )?moi\b|\bsans (?:tes|vos) (?:regles|consignes)",
-        "de": rf"\b(?:ignorier|vergiss|vergessen sie|missacht|uberspring|verwirf|verwerfen sie|hor auf)\w*\b.{{0,40}}"
+        "de": rf"\b(?:ignorier|vergiss|vergessen sie|missacht|uberspring|verwirf|verwerfen sie|hor auf)\w*\b"
+              r"(?! (?:meine|meinen|meiner|unsere|unseren)\b).{0,40}"
               rf"\b(?:vorherig|vorig|bisherig|obig|vorangegangen|fruher|ursprunglich|alle|deine|ihre|system)\w*\b.{{0,30}}"
               rf"{_DE_RULES}"
               r"|\b(?:vergiss|vergessen sie|ignorier\w*) (?:alles|all das)\b.{0,40}\b(?:davor|vorher|zuvor|oben|bisher|"
@@ -71,7 +73,7 @@ _PATTERNS: dict[str, dict[str, str]] = {
               rf"|\babweichend (?:von|zu) (?:den |deinen |ihren |allen )?(?:vorherig|bisherig|obig|vorangegangen)\w* "
               rf"{_DE_RULES}",
         "es": rf"\b(?:ignora|ignore|ignorar|ignoren|olvida|olvide|olvidar|olviden|omite|omita|descarta|descarte|"
-              rf"haz caso omiso|hagan caso omiso|no hagas caso)\w*\b.{{0,30}}\b(?:anterior|previ|de arriba|todas|todo|"
+              rf"haz caso omiso|hagan caso omiso|no hagas caso)\w*\b(?! (?:mi|mis|nuestro|nuestra|nuestros)\b).{{0,30}}\b(?:anterior|previ|de arriba|todas|todo|"
               rf"tus|sus|inicial|original|del sistema)\w*\b.{{0,30}}\b{_ES_RULES}"
               r"|\b(?:olvida|olvide|olviden|ignora|ignore|ignoren) todo\b.{0,25}\b(?:anterior|antes|dije|digo|dicho|"
               r"dijeron|hablado|hablamos)"
@@ -98,21 +100,26 @@ _PATTERNS: dict[str, dict[str, str]] = {
               r"\b(?:system prompt|system message|system instructions|initial prompt|original prompt|hidden prompt|"
               r"prompt texts?|(?:initial|original|hidden|secret|first|full|exact) instructions|instructions (?:above|"
               r"you (?:were|have been) given)|pre-?prompt|(?:text|prompt|words|everything|instructions) above|"
-              r"above (?:text|prompt|instructions)|your (?:instructions|rules|guidelines|prompt)|"
+              r"above (?:text|prompt|instructions)|your (?:instructions|rules|guidelines|prompt)"
+              # "your instructions for resetting a router" asks how to do something, not for the system prompt.
+              r"(?! (?:for|on|about|to|regarding) (?!(?:this|the|our) (?:conversation|chat|session)))|"
               r"(?:everything|all|the text|what was written) (?:before|above) (?:my|this) (?:first )?"
               r"(?:message|question|prompt))",
         "fr": r"\b(?:revele|affiche|montre|repete|donne|ecri|imprime|divulgue|recite|recopie|copie|reproduis|cite|"
               r"dis-moi|quel(?:le)?s? (?:est|sont)|"
               r"traduis|resume)\w*\b.{0,30}\b(?:prompt (?:systeme|initial|d'origine|cache)|message systeme|"
               r"(?:instructions|consignes) (?:initiales|systeme|d'origine|cachees|secretes|ci-dessus|precedentes)|"
-              r"texte (?:ci-dessus|au-dessus|precedent)|tes (?:instructions|consignes|regles))",
+              r"texte (?:ci-dessus|au-dessus|precedent)|tes (?:instructions|consignes|regles)"
+              r"(?! (?:pour|sur|concernant|a propos) (?!(?:cette|la|notre) (?:conversation|discussion|session))))",
         "de": r"\b(?:zeig|gib|druck|wiederhol|verrat|nenn|schreib|ausgeb|gib aus|ubersetz)\w*\b.{0,30}"
               r"\b(?:systemprompt|system-prompt|systemanweisung|systemnachricht|prompt-?texte?|(?:ursprunglich|"
-              r"anfanglich|geheim|versteckt|obig)\w* (?:anweisungen|prompt|text)|deine (?:anweisungen|regeln|vorgaben)|"
+              r"anfanglich|geheim|versteckt|obig)\w* (?:anweisungen|prompt|text)|deine (?:anweisungen|regeln|vorgaben)"
+              r"(?! (?:fur|zum|zur|uber) (?!(?:dieses|das|unser) (?:gesprach|chat)))|"
               r"(?:text|alles) (?:oben|daruber))",
         "es": r"\b(?:revela|muestra|muestrame|imprime|repite|dime|escribe|comparte|divulga|traduce|resume|cual(?:es)? "
               r"(?:es|son))\w*\b.{0,30}\b(?:prompt (?:del )?sistema|prompt inicial|mensaje del sistema|instrucciones "
-              r"(?:iniciales|originales|ocultas|del sistema|secretas|anteriores)|tus (?:instrucciones|reglas)|"
+              r"(?:iniciales|originales|ocultas|del sistema|secretas|anteriores)|tus (?:instrucciones|reglas)"
+              r"(?! (?:para|sobre|de) (?!(?:esta|la|nuestra) (?:conversacion|charla|sesion)))|"
               r"texto (?:anterior|de arriba))",
         "zh": r"(?:显示|顯示|输出|輸出|泄露|洩露|透露|告诉我|告訴我|打印|重复|重複|给我看|給我看|展示|公开|公開|说出|說出|"
               r"列出|复述|複述|翻译|翻譯).{0,12}(?:系统提示|系統提示|提示词|提示詞|系统指令|系統指令|初始指令|原始指令|"

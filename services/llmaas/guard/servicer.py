@@ -3,8 +3,10 @@ operations on a tenant's policy."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 
 from opentelemetry import trace
 
@@ -13,7 +15,9 @@ from llmaas.common.identity import require_admin
 from llmaas.guard import metrics, normalize
 from llmaas.guard.behaviour import BOUNDED_CHARS, Behaviour
 from llmaas.guard.budget import DEADLINE_MARGIN_SECONDS, Limiter
+from llmaas.guard.context import Context
 from llmaas.guard.policy import PolicyStore
+from llmaas.guard.refusals import MAX_LIMIT, Refusal, RefusalLog
 from llmaas.guard.v1 import guard_pb2, guard_pb2_grpc
 from llmaas.guard.verdict import DOCUMENT, PROMPT, Detector
 
@@ -27,13 +31,16 @@ _MODE_NAME = {v: k for k, v in _MODE.items()}
 
 class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInternalServiceServicer):
     def __init__(self, detector: Detector, behaviour: Behaviour, policies: PolicyStore, admin_token: str,
-                 internal_secret: str) -> None:
+                 internal_secret: str, refusals: RefusalLog | None = None) -> None:
         self._detector = detector
+        # Where flagged verdicts are recorded for the tenant's admin (None: nowhere, as in unit tests).
+        self._refusals = refusals
         self._behaviour = behaviour
         self._policies = policies
         self._admin_token = admin_token
         self._secret = internal_secret
         self._limiter = Limiter(detector.budget)
+        self._context = Context()
         # The SQL store's reads go to a thread when its cache is stale; any other store (a test's stand-in) is read
         # with get().
         self._fetch_policies = isinstance(policies, PolicyStore)
@@ -48,7 +55,7 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInt
             return guard_pb2.CheckPromptResponse(decision=guard_pb2.DECISION_ALLOW, mode=mode,
                                                  threshold=policy.threshold)
         # Each part's text read once: every read of a protobuf string field decodes its UTF-8 again.
-        parts, newest = [], None  # newest: the last user prompt with text, by index in parts
+        parts, newest, systems = [], None, []  # newest: the last user prompt with text, by index in parts
         for p in request.parts:
             kind = _KIND.get(p.source)
             if kind is not None:
@@ -56,6 +63,8 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInt
                 if p.source == guard_pb2.PART_SOURCE_USER and text and not text.isspace():
                     newest = len(parts)
                 parts.append((kind, text))
+            elif p.source == guard_pb2.PART_SOURCE_SYSTEM:
+                systems.append(p.text)  # context for the verdict only (context.py), never analysed or kept
         prompt = parts[newest][1] if newest is not None else None
         # Its comparison form, computed once for the behavioural window and the rules (a long prompt's window keeps
         # its head and tail only, and its analysis goes by chunks: each normalises its own).
@@ -72,6 +81,9 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInt
             behaviour = (await self._behaviour.observe(tenant_id, request.end_user_id, prompt,
                                                        prepared.form if prepared is not None else None)
                          if prompt is not None else [])
+            if systems and prompt is not None:
+                behaviour += self._context.findings(systems, prepared.form if prepared is not None
+                                                    else normalize.comparison_form(prompt[:BOUNDED_CHARS]))
             verdict = await self._detector.check(run, behaviour, deadline)
         finally:
             if run.heavy:
@@ -79,6 +91,10 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInt
         flagged = verdict.score >= policy.threshold
         block = flagged and mode == guard_pb2.GUARD_MODE_ENFORCE
         _record(request, policy.mode, verdict, flagged, block)
+        if flagged and self._refusals is not None:
+            self._refusals.add(tenant_id, Refusal(datetime.now(UTC), request.request_id, "block" if block else "flag",
+                                                  policy.mode, round(verdict.score, 4), policy.threshold,
+                                                  tuple(verdict.reasons)))
         return guard_pb2.CheckPromptResponse(
             decision=guard_pb2.DECISION_BLOCK if block else guard_pb2.DECISION_ALLOW, score=verdict.score, mode=mode,
             flagged=flagged, threshold=policy.threshold,
@@ -107,6 +123,23 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInt
         except ValueError as e:
             raise invalid_request(str(e), param="threshold", code="invalid_value") from None
         return guard_pb2.SetTenantPolicyResponse(policy=self._policy_message(request.tenant_id))
+
+
+    async def ListGuardRefusals(self, request, context):
+        require_admin(context, self._admin_token, self._secret, request.tenant_id)
+        if not request.tenant_id:
+            raise invalid_request("tenant_id is required", param="tenant_id")
+        if not 0 <= request.limit <= MAX_LIMIT:
+            raise invalid_request(f"limit must be between 1 and {MAX_LIMIT}", param="limit", code="invalid_value")
+        if self._refusals is None:
+            return guard_pb2.ListGuardRefusalsResponse()
+        found = await asyncio.to_thread(self._refusals.recent, request.tenant_id, request.limit or 50)
+        out = guard_pb2.ListGuardRefusalsResponse()
+        for r in found:
+            item = out.refusals.add(request_id=r.request_id, decision=r.decision, mode=_MODE[r.mode], score=r.score,
+                                    threshold=r.threshold, reasons=list(r.reasons))
+            item.created_at.FromDatetime(r.created_at)
+        return out
 
 
 def _time_remaining(context) -> float | None:

@@ -45,6 +45,11 @@ class GuardServiceStub:
                 request_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.SetTenantPolicyRequest.SerializeToString,
                 response_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.SetTenantPolicyResponse.FromString,
                 _registered_method=True)
+        self.ListGuardRefusals = channel.unary_unary(
+                '/llmaas.guard.v1.GuardService/ListGuardRefusals',
+                request_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.ListGuardRefusalsRequest.SerializeToString,
+                response_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.ListGuardRefusalsResponse.FromString,
+                _registered_method=True)
 
 
 class GuardServiceServicer:
@@ -64,6 +69,14 @@ class GuardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListGuardRefusals(self, request, context):
+        """Admin (the platform admin, or the tenant's own admin): the tenant's recent flagged prompts, newest first
+        (blocked under enforce, flagged under shadow), with time, score, threshold and reason codes; never the text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GuardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_GuardServiceServicer_to_server(servicer, server):
                     servicer.SetTenantPolicy,
                     request_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.SetTenantPolicyRequest.FromString,
                     response_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.SetTenantPolicyResponse.SerializeToString,
+            ),
+            'ListGuardRefusals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGuardRefusals,
+                    request_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.ListGuardRefusalsRequest.FromString,
+                    response_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.ListGuardRefusalsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +151,33 @@ class GuardService:
             '/llmaas.guard.v1.GuardService/SetTenantPolicy',
             llmaas_dot_guard_dot_v1_dot_guard__pb2.SetTenantPolicyRequest.SerializeToString,
             llmaas_dot_guard_dot_v1_dot_guard__pb2.SetTenantPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGuardRefusals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.guard.v1.GuardService/ListGuardRefusals',
+            llmaas_dot_guard_dot_v1_dot_guard__pb2.ListGuardRefusalsRequest.SerializeToString,
+            llmaas_dot_guard_dot_v1_dot_guard__pb2.ListGuardRefusalsResponse.FromString,
             options,
             channel_credentials,
             insecure,
