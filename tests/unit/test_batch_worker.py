@@ -35,7 +35,9 @@ class FakePipeline:
         self.settled: dict[str, tuple[int, int, str]] = {}
         self.records: list[str] = []
         self.backend_outstanding = 0
-        self.hold: set[int] = set()  # line indexes whose generation never ends (a worker killed meanwhile)
+        self.last_interactive = 0.0
+        self.hold: set[int] = set()  # line indexes whose generation waits for `released` (or a kill)
+        self.released = asyncio.Event()
         self.drop_settlements = False  # settlements lost in flight (the worker killed before they left)
         self.refuse_next: list[ApiError] = []
 
@@ -56,7 +58,7 @@ class FakePipeline:
 
     async def run(self, run):
         if run.line in self.hold:
-            await asyncio.Event().wait()
+            await self.released.wait()
         run.usage = Usage(prompt_tokens=10 + run.line, completion_tokens=3)
         yield Delta(text=f"answer {run.line}", final=True, finish_reason="stop", input_tokens=None,
                     output_tokens=None)
@@ -216,7 +218,7 @@ async def test_cancel_stops_dispatching_and_finalizes_what_is_done(store, vault)
         await asyncio.sleep(0.01)
     assert store.request_cancel(TENANT, batch_id, int(time.time()))["status"] == "cancelling"
     w.notify(batch_id, cancel=True)
-    pipeline.hold = set()  # (line 2 stays stuck: the worker waits for what it dispatched; release it)
+    pipeline.released.set()  # the worker waits for what it had dispatched
     try:
         while (b := store.get_batch(batch_id))["status"] != "cancelled":
             assert time.monotonic() < deadline + 5
@@ -279,3 +281,22 @@ def test_retention_deletes_expired_files_and_orphans(store, vault):
     assert not orphan.exists()
     assert vault.read(TENANT, kept["id"]) == b"y"
 
+
+
+async def test_the_batch_yields_to_interactive_traffic_but_still_progresses(store, vault):
+    pipeline = FakePipeline()
+    pipeline.last_interactive = time.monotonic() + 3600  # interactive requests keep arriving
+    batch_id = make_batch(store, vault, [line(i) for i in range(6)])
+    task = asyncio.create_task(worker(store, vault, pipeline).run())
+    try:
+        await asyncio.sleep(1.5)
+        done = [s for s in store.lines(batch_id) if s.state == "done"]
+        assert 1 <= len(done) <= 2  # one line per MIN_PROGRESS_SECONDS, not the full concurrency
+        pipeline.last_interactive = 0.0  # quiet again: full speed
+        deadline = time.monotonic() + 5
+        while store.get_batch(batch_id)["status"] != "completed":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

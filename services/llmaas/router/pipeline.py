@@ -118,6 +118,8 @@ class ChatPipeline:
         self._downstream = downstream
         self._replicas = replicas
         self._secret = internal_secret
+        # When the last interactive chat request arrived (monotonic): the batch worker yields while they come.
+        self.last_interactive = 0.0
         # Settlements go to metering in batches (one SettleBatch RPC and one ledger transaction per batch), each
         # within HANDOFF_DELAY of the request's end; retried while metering is unavailable (see llmaas.router.handoff).
         # Each carries its request's identity, signed when its batch is sent (like the audit records below).
@@ -164,6 +166,7 @@ class ChatPipeline:
 
     async def prepare(self, request: router_pb2.CreateChatCompletionRequest, context, *,
                       stream: bool | None = None, endpoint: str = REST_CHAT) -> ChatRun:
+        self.last_interactive = time.monotonic()
         md = metadata_dict(context)
         caller = await self._caller(md, context, endpoint)
         try:

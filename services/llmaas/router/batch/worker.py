@@ -7,8 +7,10 @@ its attempt released (settled `cancelled` with nothing used: no charge, whether 
 under the next attempt; a `done` line's settlement is sent again (idempotent: metering counts it once). So no line
 is lost and none is billed twice, and what is billed is what the output file says.
 
-Fairness: at most `concurrency` lines at once, and only `yield_to` of them while interactive requests are at the
-model replicas (the batch yields instead of queueing in front of them). A rate-limited or unavailable line goes back
+Fairness: at most `concurrency` lines at once while the router has no interactive traffic; while it has (a chat
+request arrived within QUIET_SECONDS, or requests other than the batch's are at the model replicas), at most
+`yield_to` (default 0: new lines wait), with one line at a time every MIN_PROGRESS_SECONDS at least, so that a batch
+under constant interactive load still progresses. The batch takes the capacity interactive traffic leaves. A rate-limited or unavailable line goes back
 to the queue and the batch pauses for the Retry-After, until the batch's window ends: then it expires honestly (what
 was done is delivered, the rest is reported `batch_expired`). Cancel stops dispatching at once (the API tells the
 worker directly; another router's cancel is seen within POLL_SECONDS) and finalizes what was done.
@@ -48,6 +50,9 @@ LEASE_SECONDS = 15.0
 POLL_SECONDS = 0.5
 SWEEP_SECONDS = 300.0
 MAX_PAUSE_SECONDS = 30.0
+# Interactive traffic this recent makes the batch yield; a yielding batch still starts a line this often.
+QUIET_SECONDS = 0.5
+MIN_PROGRESS_SECONDS = 1.0
 # Results are read back this many lines at a time when the output files are written.
 FINALIZE_CHUNK = 1000
 # Transient refusals: the line waits and runs again (a quota window, metering or a model restarting).
@@ -61,15 +66,16 @@ class LeaseLost(Exception):
 
 class BatchWorker:
     def __init__(self, store: Store, vault: FileVault, pipeline: ChatPipeline, embeddings: EmbeddingService, *,
-                 owner: str, concurrency: int = 4, yield_to: int = 1, lease_seconds: float = LEASE_SECONDS,
+                 owner: str, concurrency: int = 4, yield_to: int = 0, lease_seconds: float = LEASE_SECONDS,
                  poll_seconds: float = POLL_SECONDS) -> None:
         self._store, self._vault, self._pipeline, self._embeddings = store, vault, pipeline, embeddings
-        self._owner, self._concurrency, self._yield_to = owner, max(1, concurrency), max(1, min(yield_to, concurrency))
+        self._owner, self._concurrency, self._yield_to = owner, max(1, concurrency), max(0, min(yield_to, concurrency))
         self._lease, self._poll = lease_seconds, poll_seconds
         self._cancelled: set[str] = set()
         self._wakeup = asyncio.Event()
         self._generating = 0  # this worker's lines at the replicas (the rest of the pool's load is interactive)
         self._pause_until = 0.0
+        self._last_start = 0.0
 
     def notify(self, batch_id: str | None = None, *, cancel: bool = False) -> None:
         """A batch was created (wake up) or cancelled (stop dispatching it now)."""
@@ -172,9 +178,14 @@ class BatchWorker:
             log.info("batch resumed", extra={"fields": {"batch_id": batch_id, "released": released,
                                                         "settled_again": resettled}})
 
-    def _limit(self) -> int:
-        interactive = self._pipeline.backend_outstanding - self._generating
-        return self._yield_to if interactive > 0 else self._concurrency
+    def _may_start(self, running: int) -> bool:
+        """Whether another line may start now (see the module's docstring: fairness)."""
+        now = time.monotonic()
+        busy = (now - self._pipeline.last_interactive < QUIET_SECONDS
+                or self._pipeline.backend_outstanding > self._generating)
+        if not busy:
+            return running < self._concurrency
+        return running < self._yield_to or (running == 0 and now - self._last_start >= MIN_PROGRESS_SECONDS)
 
     async def _dispatch(self, batch: dict, lines: list[bl.BatchLine]) -> None:
         """Runs the pending lines, a bounded number at once, until none is left or the batch stops (cancelled,
@@ -197,7 +208,8 @@ class BatchWorker:
                     queue = [s.line for s in reversed(await asyncio.to_thread(self._store.lines, batch_id, "pending"))]
                     if not queue and not running:
                         break
-                if queue and now >= self._pause_until and len(running) < self._limit():
+                if queue and now >= self._pause_until and self._may_start(len(running)):
+                    self._last_start = now
                     task = asyncio.create_task(self._run_line(batch, lines[queue.pop()]))
                     running.add(task)
                     task.add_done_callback(running.discard)
