@@ -136,7 +136,7 @@ class BatchApi:
             raise invalid_request("'order' must be 'asc' or 'desc'.", param="order", code="invalid_value")
         rows = await asyncio.to_thread(self._store.list_files, caller.identity.tenant_id, request.purpose, limit + 1,
                                        request.after, order == "asc")
-        return _json(_page([file_object(r) for r in rows[:limit]], len(rows) > limit))
+        return _json(_page([file_object(r) for r in rows[:limit]], len(rows) > limit, empty_ids=""))
 
     async def _file(self, caller, file_id: str) -> dict:
         row = await asyncio.to_thread(self._store.get_file, caller.identity.tenant_id, file_id)
@@ -240,9 +240,15 @@ class BatchApi:
         return _json(batch_object(row))
 
 
-def _page(data: list[dict], has_more: bool) -> dict:
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+def _page(data: list[dict], has_more: bool, *, empty_ids: str | None = None) -> dict:
+    """OpenAI's cursor list. Its description types first_id/last_id as strings: an empty page leaves them out, or
+    (files, where they are required) gives `empty_ids`."""
+    page = {"object": "list", "data": data, "has_more": has_more}
+    if data:
+        page |= {"first_id": data[0]["id"], "last_id": data[-1]["id"]}
+    elif empty_ids is not None:
+        page |= {"first_id": empty_ids, "last_id": empty_ids}
+    return page
 
 
 def _metadata(value) -> dict | None:

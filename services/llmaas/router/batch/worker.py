@@ -292,6 +292,9 @@ class BatchWorker:
         self._generating += 1
         try:
             model_id, encoding, vectors, tokens = await self._embeddings.embed_for(caller, request, kind="batch")
+        except ApiError as err:
+            self._pipeline.record(caller, "", Usage(), err)  # the audit trail says how the line ended
+            raise
         finally:
             self._generating -= 1
         body = await asyncio.to_thread(embedding_json, model_id, vectors, tokens, encoding)
