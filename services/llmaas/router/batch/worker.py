@@ -84,14 +84,26 @@ class BatchWorker:
         self._wakeup.set()
 
     async def run(self) -> None:
-        last_sweep = 0.0
+        sweeper = asyncio.create_task(self._sweep())
+        try:
+            await self._work()
+        finally:
+            sweeper.cancel()
+
+    async def _sweep(self) -> None:
+        """Deletes the files past their retention (every SWEEP_SECONDS, whatever batch is running)."""
         while True:
             try:
-                if time.monotonic() - last_sweep > SWEEP_SECONDS:
-                    last_sweep = time.monotonic()
-                    swept = await asyncio.to_thread(self._vault.sweep)
-                    if swept:
-                        log.info("files deleted after retention", extra={"fields": {"files": swept}})
+                swept = await asyncio.to_thread(self._vault.sweep)
+                if swept:
+                    log.info("files deleted after retention", extra={"fields": {"files": swept}})
+            except Exception:  # noqa: BLE001 - tried again at the next sweep
+                log.exception("file retention sweep failed")
+            await asyncio.sleep(SWEEP_SECONDS)
+
+    async def _work(self) -> None:
+        while True:
+            try:
                 batch = await asyncio.to_thread(self._store.claim, self._owner, self._lease)
                 if batch is None:
                     self._wakeup.clear()
