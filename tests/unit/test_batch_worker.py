@@ -300,3 +300,28 @@ async def test_the_batch_yields_to_interactive_traffic_but_still_progresses(stor
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_lost_lease_stops_that_batch_not_the_worker(store, vault):
+    pipeline = FakePipeline()
+    pipeline.hold = {0}
+    first = make_batch(store, vault, [line(0), line(1)])
+    task = asyncio.create_task(worker(store, vault, pipeline).run())
+    try:
+        deadline = time.monotonic() + 5
+        while not any(s.state == "running" for s in store.lines(first)):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        # Another worker took the batch over (this one's lease lapsed, say during a long pause).
+        store.update_batch(first, lease_owner="w-other", lease_until=time.time() + 3600)
+        await asyncio.sleep(2.0)  # the worker's next renewal (every lease/3) finds the lease gone
+        pipeline.released.set()
+        second = make_batch(store, vault, [line(0)])
+        while store.get_batch(second)["status"] != "completed":
+            assert time.monotonic() < deadline + 5 and not task.done()
+            await asyncio.sleep(0.05)
+        assert store.get_batch(first)["lease_owner"] == "w-other"
+        assert store.get_batch(first)["status"] == "in_progress"  # left to its new owner
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

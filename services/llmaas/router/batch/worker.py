@@ -118,8 +118,9 @@ class BatchWorker:
                 await asyncio.sleep(1.0)
 
     async def _hold(self, batch: dict) -> None:
-        """Processes a claimed batch while renewing its lease (losing it stops the work at once)."""
-        work = asyncio.current_task()
+        """Processes a claimed batch while renewing its lease; losing the lease (another worker took the batch
+        over) stops that work at once, not the worker."""
+        work = asyncio.create_task(self._process(batch))
 
         async def renew():
             while True:
@@ -131,10 +132,13 @@ class BatchWorker:
 
         renewer = asyncio.create_task(renew())
         try:
-            with tracer.start_as_current_span("batch", context=trace.set_span_in_context(trace.INVALID_SPAN)) as s:
-                s.set_attribute("llmaas.batch_id", batch["id"])
-                s.set_attribute("llmaas.tenant_id", batch["tenant_id"])
-                await self._process(batch)
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            if not work.cancelled():  # the worker itself is stopping: so does its batch
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                raise
         finally:
             renewer.cancel()
             with contextlib.suppress(Exception):
@@ -251,7 +255,8 @@ class BatchWorker:
             return
         request_id = bl.line_request_id(batch_id, line.index, attempt)
         caller = self._caller(batch, request_id)
-        with tracer.start_as_current_span("batch line") as span:
+        # Each line its own trace (a batch may last hours: no span spans it), named by the batch and line.
+        with tracer.start_as_current_span("batch line", context=trace.set_span_in_context(trace.INVALID_SPAN)) as span:
             span.set_attribute("llmaas.batch_id", batch_id)
             span.set_attribute("llmaas.batch_line", line.index)
             span.set_attribute("llmaas.request_id", request_id)
