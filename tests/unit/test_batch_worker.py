@@ -40,6 +40,7 @@ class FakePipeline:
         self.released = asyncio.Event()
         self.drop_settlements = False  # settlements lost in flight (the worker killed before they left)
         self.refuse_next: list[ApiError] = []
+        self.delay = 0.0  # seconds each generation takes
 
     def caller_for(self, identity, request_id, endpoint, client):
         return SimpleNamespace(identity=identity, request_id=request_id)
@@ -59,6 +60,8 @@ class FakePipeline:
     async def run(self, run):
         if run.line in self.hold:
             await self.released.wait()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         run.usage = Usage(prompt_tokens=10 + run.line, completion_tokens=3)
         yield Delta(text=f"answer {run.line}", final=True, finish_reason="stop", input_tokens=None,
                     output_tokens=None)
@@ -97,13 +100,13 @@ def line(i: int, model: str = "m", **extra) -> dict:
             "body": {"model": model, "messages": [{"role": "user", "content": f"canary {i}"}], **extra}}
 
 
-def make_batch(store, vault, lines: list[dict], *, expires_in: int = 3600) -> str:
+def make_batch(store, vault, lines: list[dict], *, expires_in: int = 3600, tenant: str = TENANT) -> str:
     data = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
-    file_row = vault.create(TENANT, "batch", "in.jsonl", data, len(lines))
+    file_row = vault.create(tenant, "batch", "in.jsonl", data, len(lines))
     now = int(time.time())
     batch_id = f"batch_{now}{len(lines)}{time.monotonic_ns() % 100000}"
-    store.add_batch({"id": batch_id, "tenant_id": TENANT, "key_id": "key_1",
-                     "identity": identity_json(Identity(TENANT, "key_1")), "client_address": "1.2.3.4",
+    store.add_batch({"id": batch_id, "tenant_id": tenant, "key_id": "key_1",
+                     "identity": identity_json(Identity(tenant, "key_1")), "client_address": "1.2.3.4",
                      "endpoint": "/v1/chat/completions", "input_file_id": file_row["id"], "completion_window": "24h",
                      "status": "validating", "created_at": now, "expires_at": now + expires_in,
                      "total": len(lines)}, len(lines))
@@ -322,6 +325,23 @@ async def test_a_lost_lease_stops_that_batch_not_the_worker(store, vault):
             await asyncio.sleep(0.05)
         assert store.get_batch(first)["lease_owner"] == "w-other"
         assert store.get_batch(first)["status"] == "in_progress"  # left to its new owner
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_tenants_big_batch_does_not_hold_up_another_tenants(store, vault):
+    pipeline = FakePipeline()
+    pipeline.delay = 0.02
+    big = make_batch(store, vault, [line(i) for i in range(100)])
+    small = make_batch(store, vault, [line(i) for i in range(3)], tenant="ten_b")
+    task = asyncio.create_task(worker(store, vault, pipeline).run())
+    try:
+        deadline = time.monotonic() + 10
+        while store.get_batch(small)["status"] != "completed":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert store.get_batch(big)["status"] == "in_progress"  # both ran side by side
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

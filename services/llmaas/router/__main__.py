@@ -69,7 +69,8 @@ async def files_and_batches(pipeline: ChatPipeline, embeddings: EmbeddingService
     owner = env_str("LLMAAS_BATCH_WORKER_ID", f"{socket.gethostname()}:{grpc_port()}")
     worker = BatchWorker(store, vault, pipeline, embeddings, owner=owner,
                          concurrency=env_int("LLMAAS_BATCH_CONCURRENCY", 4),
-                         yield_to=env_int("LLMAAS_BATCH_CONCURRENCY_UNDER_LOAD", 0))
+                         yield_to=env_int("LLMAAS_BATCH_CONCURRENCY_UNDER_LOAD", 0),
+                         max_batches=env_int("LLMAAS_BATCH_MAX_BATCHES", 4))
     return BatchApi(pipeline, store, vault, worker), asyncio.create_task(worker.run())
 
 

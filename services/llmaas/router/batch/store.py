@@ -132,15 +132,21 @@ class Store:
                                                       batches.c.tenant_id == tenant_id)).first()
         return row._asdict() if row else None
 
-    def claim(self, owner: str, lease_seconds: float, now: float | None = None) -> dict | None:
-        """The oldest active batch whose lease has lapsed (or is this worker's), leased to `owner`; None if none."""
+    def claim(self, owner: str, lease_seconds: float, now: float | None = None, *,
+              exclude: frozenset[str] = frozenset(), busy_tenants: frozenset[str] = frozenset()) -> dict | None:
+        """An active batch whose lease has lapsed (or is this worker's), leased to `owner`; None if none. The oldest
+        of a tenant not in `busy_tenants` first (a tenant's batches do not hold up the others'), else the oldest;
+        never one of `exclude` (those this worker runs already)."""
         now = time.time() if now is None else now
         with self.engine.begin() as conn:
-            candidates = conn.execute(sa.select(batches.c.id).where(
+            query = sa.select(batches.c.id, batches.c.tenant_id).where(
                 batches.c.status.in_(ACTIVE),
-                sa.or_(batches.c.lease_until < now, batches.c.lease_owner == owner),
-            ).order_by(batches.c.created_at, batches.c.id).limit(5)).scalars().all()
-            for batch_id in candidates:
+                sa.or_(batches.c.lease_until < now, batches.c.lease_owner == owner))
+            if exclude:
+                query = query.where(batches.c.id.not_in(exclude))
+            candidates = conn.execute(query.order_by(batches.c.created_at, batches.c.id).limit(50)).all()
+            candidates.sort(key=lambda row: row.tenant_id in busy_tenants)  # stable: the oldest first within each
+            for batch_id, _ in candidates[:5]:
                 taken = conn.execute(batches.update().where(
                     batches.c.id == batch_id, batches.c.status.in_(ACTIVE),
                     sa.or_(batches.c.lease_until < now, batches.c.lease_owner == owner),

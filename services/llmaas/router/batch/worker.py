@@ -10,7 +10,9 @@ is lost and none is billed twice, and what is billed is what the output file say
 Fairness: at most `concurrency` lines at once while the router has no interactive traffic; while it has (a chat
 request arrived within QUIET_SECONDS, or requests other than the batch's are at the model replicas), at most
 `yield_to` (default 0: new lines wait), with one line at a time every MIN_PROGRESS_SECONDS at least, so that a batch
-under constant interactive load still progresses. The batch takes the capacity interactive traffic leaves. A rate-limited or unavailable line goes back
+under constant interactive load still progresses. The batch takes the capacity interactive traffic leaves. A worker holds up to `max_batches` batches at
+once, another tenant's before a second one of the same tenant, and the batches being dispatched share the
+concurrency evenly: one tenant's 50,000 lines do not hold up another's ten. A rate-limited or unavailable line goes back
 to the queue and the batch pauses for the Retry-After, until the batch's window ends: then it expires honestly (what
 was done is delivered, the rest is reported `batch_expired`). Cancel stops dispatching at once (the API tells the
 worker directly; another router's cancel is seen within POLL_SECONDS) and finalizes what was done.
@@ -67,15 +69,18 @@ class LeaseLost(Exception):
 class BatchWorker:
     def __init__(self, store: Store, vault: FileVault, pipeline: ChatPipeline, embeddings: EmbeddingService, *,
                  owner: str, concurrency: int = 4, yield_to: int = 0, lease_seconds: float = LEASE_SECONDS,
-                 poll_seconds: float = POLL_SECONDS) -> None:
+                 poll_seconds: float = POLL_SECONDS, max_batches: int = 4) -> None:
         self._store, self._vault, self._pipeline, self._embeddings = store, vault, pipeline, embeddings
         self._owner, self._concurrency, self._yield_to = owner, max(1, concurrency), max(0, min(yield_to, concurrency))
         self._lease, self._poll = lease_seconds, poll_seconds
         self._cancelled: set[str] = set()
         self._wakeup = asyncio.Event()
         self._generating = 0  # this worker's lines at the replicas (the rest of the pool's load is interactive)
-        self._pause_until = 0.0
+        self._pause_until: dict[str, float] = {}  # a batch waiting for a Retry-After (its tenant's limits)
         self._last_start = 0.0
+        self._max_batches = max(1, max_batches)
+        self._lines_running = 0  # lines in flight across the batches held
+        self._dispatching = 0  # batches dispatching lines now (they share the concurrency)
 
     def notify(self, batch_id: str | None = None, *, cancel: bool = False) -> None:
         """A batch was created (wake up) or cancelled (stop dispatching it now)."""
@@ -102,20 +107,42 @@ class BatchWorker:
             await asyncio.sleep(SWEEP_SECONDS)
 
     async def _work(self) -> None:
-        while True:
-            try:
-                batch = await asyncio.to_thread(self._store.claim, self._owner, self._lease)
-                if batch is None:
-                    self._wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), self._poll)
-                    continue
-                await self._hold(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - the worker outlives one batch's unexpected failure
-                log.exception("batch worker error")
-                await asyncio.sleep(1.0)
+        """Holds up to `max_batches` batches at once (each its own task), their lines sharing the concurrency."""
+        held: dict[str, asyncio.Task] = {}
+        tenants: dict[str, str] = {}
+        try:
+            while True:
+                try:
+                    batch = None
+                    if len(held) < self._max_batches:
+                        batch = await asyncio.to_thread(
+                            self._store.claim, self._owner, self._lease, exclude=frozenset(held),
+                            busy_tenants=frozenset(tenants.values()))
+                    if batch is None:
+                        self._wakeup.clear()
+                        wake = asyncio.ensure_future(self._wakeup.wait())
+                        try:
+                            await asyncio.wait({wake, *held.values()}, timeout=self._poll,
+                                               return_when=asyncio.FIRST_COMPLETED)
+                        finally:
+                            wake.cancel()
+                        for finished in [b for b, t in held.items() if t.done()]:
+                            task = held.pop(finished)
+                            tenants.pop(finished, None)
+                            if not task.cancelled() and task.exception() is not None:
+                                log.error("batch worker error", exc_info=task.exception())
+                        continue
+                    held[batch["id"]] = asyncio.create_task(self._hold(batch))
+                    tenants[batch["id"]] = batch["tenant_id"]
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - the worker outlives one batch's unexpected failure
+                    log.exception("batch worker error")
+                    await asyncio.sleep(1.0)
+        finally:
+            for task in held.values():
+                task.cancel()
+            await asyncio.gather(*held.values(), return_exceptions=True)
 
     async def _hold(self, batch: dict) -> None:
         """Processes a claimed batch while renewing its lease; losing the lease (another worker took the batch
@@ -194,14 +221,17 @@ class BatchWorker:
             log.info("batch resumed", extra={"fields": {"batch_id": batch_id, "released": released,
                                                         "settled_again": resettled}})
 
-    def _may_start(self, running: int) -> bool:
-        """Whether another line may start now (see the module's docstring: fairness)."""
+    def _may_start(self, batch_running: int) -> bool:
+        """Whether a batch with `batch_running` lines in flight may start another now (the module's docstring:
+        fairness). The batches being dispatched share the concurrency evenly."""
         now = time.monotonic()
         busy = (now - self._pipeline.last_interactive < QUIET_SECONDS
                 or self._pipeline.backend_outstanding > self._generating)
-        if not busy:
-            return running < self._concurrency
-        return running < self._yield_to or (running == 0 and now - self._last_start >= MIN_PROGRESS_SECONDS)
+        if busy:
+            return self._lines_running < self._yield_to or (
+                self._lines_running == 0 and now - self._last_start >= MIN_PROGRESS_SECONDS)
+        share = -(-self._concurrency // max(1, self._dispatching))  # rounded up: no slot left idle
+        return self._lines_running < self._concurrency and batch_running < share
 
     async def _dispatch(self, batch: dict, lines: list[bl.BatchLine]) -> None:
         """Runs the pending lines, a bounded number at once, until none is left or the batch stops (cancelled,
@@ -210,6 +240,7 @@ class BatchWorker:
         running: set[asyncio.Task] = set()
         queue: list[int] = []
         last_check = last_refill = 0.0
+        self._dispatching += 1
         try:
             while True:
                 now = time.monotonic()
@@ -224,11 +255,12 @@ class BatchWorker:
                     queue = [s.line for s in reversed(await asyncio.to_thread(self._store.lines, batch_id, "pending"))]
                     if not queue and not running:
                         break
-                if queue and now >= self._pause_until and self._may_start(len(running)):
+                if queue and now >= self._pause_until.get(batch_id, 0.0) and self._may_start(len(running)):
                     self._last_start = now
                     task = asyncio.create_task(self._run_line(batch, lines[queue.pop()]))
                     running.add(task)
-                    task.add_done_callback(running.discard)
+                    self._lines_running += 1
+                    task.add_done_callback(self._line_done(running))
                     continue
                 if running:
                     await asyncio.wait(set(running), timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
@@ -238,8 +270,15 @@ class BatchWorker:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
         finally:
+            self._dispatching -= 1
             for task in running:
                 task.cancel()
+
+    def _line_done(self, running: set[asyncio.Task]):
+        def done(task: asyncio.Task) -> None:
+            running.discard(task)
+            self._lines_running -= 1
+        return done
 
     async def _should_stop(self, batch: dict) -> bool:
         current = await asyncio.to_thread(self._store.get_batch, batch["id"])
@@ -283,7 +322,7 @@ class BatchWorker:
             pause = min(max(float(retry), 0.2), MAX_PAUSE_SECONDS)
         except ValueError:
             pause = 1.0
-        self._pause_until = max(self._pause_until, time.monotonic() + pause)
+        self._pause_until[batch_id] = max(self._pause_until.get(batch_id, 0.0), time.monotonic() + pause)
         await asyncio.to_thread(self._store.requeue_line, batch_id, line.index)
 
     async def _chat_line(self, batch: dict, line: bl.BatchLine, attempt: int, caller) -> None:
@@ -362,6 +401,7 @@ class BatchWorker:
             for row in new_files:
                 await asyncio.to_thread(self._vault.erase_blob, row["id"])
         self._cancelled.discard(batch_id)
+        self._pause_until.pop(batch_id, None)
 
     def _collect(self, batch: dict, lines: list[bl.BatchLine], cancelled: bool):
         """The output and error files' lines (each: bytes, whether the line never ran), in input order."""
