@@ -186,7 +186,7 @@ class BatchWorker:
             await asyncio.to_thread(self._store.update_batch, batch_id, ("validating",), status="in_progress",
                                     in_progress_at=now)
             batch = await asyncio.to_thread(self._store.get_batch, batch_id)
-        if batch["status"] in ("in_progress", "cancelling"):
+        if batch["status"] in ("in_progress", "cancelling", "finalizing"):
             await self._recover(batch)
         if batch["status"] == "in_progress" and batch_id not in self._cancelled:
             await self._dispatch(batch, lines)
