@@ -221,3 +221,17 @@ def test_files_are_encrypted_at_rest_and_deleted_for_real(stack):
         assert canary.encode() not in path.read_bytes(), path
     client.files.delete(f.id)
     assert not (data_dir / "files" / f"{f.id}.bin").exists()
+
+
+def test_a_files_expiry_is_honoured_within_the_retention(stack):
+    client, _ = tenant_client(stack, "batch-expiry")
+    f = client.files.create(file=("x.jsonl", io.BytesIO(jsonl([chat_line(0)]))), purpose="batch",
+                            expires_after={"anchor": "created_at", "seconds": 3600})
+    assert f.expires_at == f.created_at + 3600
+    assert client.files.retrieve(f.id).expires_at == f.created_at + 3600
+    default = upload(client, [chat_line(0)])
+    assert default.expires_at == default.created_at + 7 * 24 * 3600  # the reference's retention
+    with pytest.raises(openai.BadRequestError) as e:
+        client.files.create(file=("x.jsonl", io.BytesIO(jsonl([chat_line(0)]))), purpose="batch",
+                            expires_after={"anchor": "created_at", "seconds": 30 * 24 * 3600})
+    assert e.value.param == "expires_after"
