@@ -103,10 +103,7 @@ class BatchApi:
             raise invalid_request(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
         lines = await asyncio.to_thread(bl.parse_batch_file, data)
         row = await asyncio.to_thread(self._vault.create, caller.identity.tenant_id, purpose,
-                                      filename or "upload.jsonl", data, len(lines))
-        if expires_after is not None:
-            row["expires_at"] = row["created_at"] + expires_after
-            await asyncio.to_thread(self._store.set_file_expiry, row["id"], row["expires_at"])
+                                      filename or "upload.jsonl", data, len(lines), expires_after)
         return _json(file_object(row))
 
     def _expires_after(self, fields: dict[str, bytes]) -> int | None:

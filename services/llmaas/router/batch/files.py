@@ -47,15 +47,18 @@ class FileVault:
         os.replace(temporary, self.path(file_id))
 
     def file_row(self, tenant_id: str, file_id: str, purpose: str, filename: str, size: int, requests: int = 0,
-                 now: int | None = None) -> dict:
+                 now: int | None = None, expires_after: int | None = None) -> dict:
+        """The file's record; it expires after the retention period, or sooner (`expires_after` seconds)."""
         now = int(time.time()) if now is None else now
+        lifetime = self.retention_seconds if expires_after is None else min(expires_after, self.retention_seconds)
         return {"id": file_id, "tenant_id": tenant_id, "purpose": purpose, "filename": filename[:256],
-                "bytes": size, "created_at": now, "expires_at": now + self.retention_seconds, "requests": requests}
+                "bytes": size, "created_at": now, "expires_at": now + lifetime, "requests": requests}
 
-    def create(self, tenant_id: str, purpose: str, filename: str, data: bytes, requests: int = 0) -> dict:
+    def create(self, tenant_id: str, purpose: str, filename: str, data: bytes, requests: int = 0,
+               expires_after: int | None = None) -> dict:
         file_id = new_file_id()
         self.write_blob(tenant_id, file_id, data)
-        row = self.file_row(tenant_id, file_id, purpose, filename, len(data), requests)
+        row = self.file_row(tenant_id, file_id, purpose, filename, len(data), requests, expires_after=expires_after)
         try:
             self.store.add_file(row)
         except BaseException:
