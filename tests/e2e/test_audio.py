@@ -228,9 +228,9 @@ def test_traced_across_the_hops_without_the_transcript(stack, tenant, spoken):
         spans = jaeger.spans(trace_id)
         operations = {(s.service, s.operation) for s in spans}
         if (wanted <= edges(spans) and ("router", "decode audio") in operations
-                and ("router", "triton infer") in operations) or time.monotonic() > deadline:
+                and ("router", "triton ModelInfer") in operations) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert wanted <= edges(spans) and {("router", "decode audio"), ("router", "triton infer")} <= operations
+    assert wanted <= edges(spans) and {("router", "decode audio"), ("router", "triton ModelInfer")} <= operations
     assert "quarterly" not in repr(jaeger.trace(trace_id)).lower()
 

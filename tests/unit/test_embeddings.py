@@ -16,7 +16,6 @@ from llmaas.embedding.minilm import DIMENSIONS, MiniLM
 from llmaas.metering.pricing import KINDS, Prices, Usage, cost_nano, worst_case_nano
 from llmaas.router.embedding_input import MAX_INPUTS, decode_tokens, parse_input, parse_options
 from llmaas.router.embeddings import (
-    _backend_error,
     infer_request,
     json_body,
     read_response,
@@ -24,6 +23,7 @@ from llmaas.router.embeddings import (
     shorten,
 )
 from llmaas.router.triton import ReplicaFailure
+from llmaas.router.unary import backend_error as _backend_error
 from llmaas.router.v1 import router_pb2
 from tritonclient.grpc import service_pb2
 

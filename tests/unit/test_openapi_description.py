@@ -29,7 +29,7 @@ def _fake_run(include_usage: bool) -> SimpleNamespace:
     """FakeRun: the ChatRun attributes openai_json reads."""
     return SimpleNamespace(id="chatcmpl-1", created=1796600000, model="m", triton_model="t", finish_reason="length",
                            usage=Usage(prompt_tokens=3, completion_tokens=2),
-                           params=SimpleNamespace(include_usage=include_usage))
+                           params=SimpleNamespace(include_usage=include_usage), output=None)
 
 
 def _decoded(event: bytes) -> dict:

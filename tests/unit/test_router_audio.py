@@ -183,12 +183,13 @@ def test_triton_contract_encoding():
 
 
 class FakeTriton:
-    """A replica's KServe stub: fails with `error` (a gRPC status and message) or answers RESULT."""
+    """A replica (the router's TritonReplica, unit tests only): fails with `error` (a gRPC status and message) or
+    answers RESULT."""
 
     def __init__(self, error: tuple[grpc.StatusCode, str] | None = None) -> None:
         self.error, self.calls = error, 0
 
-    async def ModelInfer(self, request, timeout=None, metadata=None):
+    async def infer(self, request, timeout=None, metadata=()):
         self.calls += 1
         if self.error:
             raise grpc.aio.AioRpcError(self.error[0], grpc.aio.Metadata(), grpc.aio.Metadata(), details=self.error[1])
@@ -198,21 +199,42 @@ class FakeTriton:
                                                                       shape=[1])],
             raw_output_contents=[struct.pack("<I", len(answer)) + answer])
 
+    async def canary(self, model):
+        return None  # inconclusive: the breaker stays open for the test's duration
+
+    async def server_ready(self):
+        return False
+
+    async def close(self):
+        pass
+
+
+def fake_pool(replicas: dict[str, FakeTriton]):
+    from llmaas.router.replicas import ReplicaPool
+
+    return ReplicaPool(replicas.__getitem__)
+
 
 def audio_pipeline(replicas: dict[str, FakeTriton]):
     from llmaas.router.audio import AudioPipeline
 
-    pipeline = AudioPipeline(SimpleNamespace(_downstream=None))
-    pipeline._stub = replicas.__getitem__
-    return pipeline
+    return AudioPipeline(SimpleNamespace(_downstream=None, _replicas=fake_pool(replicas)))
 
 
-async def test_a_replica_that_is_down_is_skipped_a_failed_transcription_is_not_retried():
+async def test_a_replica_that_is_down_is_skipped_a_failed_transcription_is_not_retried(monkeypatch):
+    import random
+
+    monkeypatch.setattr(random, "choice", lambda seq: seq[0])  # equally loaded replicas: the first one first
     pcm = np.zeros(1600, np.float32)
     served = model(endpoints=["a:1", "b:1"], triton_model="whisper-tiny-en")
     replicas = {"a:1": FakeTriton((grpc.StatusCode.UNAVAILABLE, "connection refused")), "b:1": FakeTriton()}
-    assert await audio_pipeline(replicas)._infer(served, "r", pcm, b"{}") == RESULT
+    pipeline = audio_pipeline(replicas)
+    assert await pipeline._infer(served, "r", pcm, b"{}") == RESULT
     assert replicas["a:1"].calls == replicas["b:1"].calls == 1
+    # The replica that was down is out of rotation: the next request goes straight to the other one.
+    assert await pipeline._infer(served, "r2", pcm, b"{}") == RESULT
+    assert replicas["a:1"].calls == 1 and replicas["b:1"].calls == 2
+    await pipeline._replicas.close()
 
     replicas = {"a:1": FakeTriton((grpc.StatusCode.INTERNAL, "transcription: bad input")), "b:1": FakeTriton()}
     with pytest.raises(ApiError) as e:
@@ -221,9 +243,11 @@ async def test_a_replica_that_is_down_is_skipped_a_failed_transcription_is_not_r
 
     replicas = {"a:1": FakeTriton((grpc.StatusCode.NOT_FOUND, "Request for unknown model")),
                 "b:1": FakeTriton((grpc.StatusCode.UNAVAILABLE, "down"))}
+    pipeline = audio_pipeline(replicas)
     with pytest.raises(ApiError) as e:
-        await audio_pipeline(replicas)._infer(served, "r", pcm, b"{}")
+        await pipeline._infer(served, "r", pcm, b"{}")
     assert e.value.status == grpc.StatusCode.UNAVAILABLE and e.value.code == "model_unavailable"
+    await pipeline._replicas.close()
 
 
 class FakeChat:
@@ -236,6 +260,7 @@ class FakeChat:
         self.caller = Caller(Identity("t", "k"), "req-1", "POST /v1/audio/transcriptions", "127.0.0.1")
         self.served, self.reserved, self.settled, self.records = served, [], [], []
         self._downstream = self
+        self._replicas = None
         self._settlements = SimpleNamespace(submit=self.settled.append)
 
     async def _caller(self, md, context, endpoint):
@@ -277,7 +302,7 @@ async def test_handle_bills_the_decoded_duration_and_nothing_for_bad_input(spoke
 
     chat = FakeChat(served_model())
     pipeline = AudioPipeline(chat)
-    pipeline._stub = {"a:1": FakeTriton()}.__getitem__
+    pipeline._replicas = fake_pool({"a:1": FakeTriton()})
     ctype, body = multipart(files={"file": ("s.wav", spoken.read_bytes())},
                             data={"model": "whisper:tiny.en", "response_format": "srt"})
     answer = await pipeline.handle(httpbody_pb2.HttpBody(content_type=ctype, data=body), FakeContext(),
@@ -304,7 +329,7 @@ async def test_handle_releases_the_reservation_when_the_model_fails(spoken):
 
     chat = FakeChat(served_model())
     pipeline = AudioPipeline(chat)
-    pipeline._stub = {"a:1": FakeTriton((grpc.StatusCode.INTERNAL, "transcription: boom"))}.__getitem__
+    pipeline._replicas = fake_pool({"a:1": FakeTriton((grpc.StatusCode.INTERNAL, "transcription: boom"))})
     ctype, body = multipart(files={"file": ("s.wav", spoken.read_bytes())}, data={"model": "whisper:tiny.en"})
     with pytest.raises(ApiError):
         await pipeline.handle(httpbody_pb2.HttpBody(content_type=ctype, data=body), FakeContext(), task="transcribe")

@@ -25,17 +25,15 @@ import grpc
 import numpy as np
 from google.api import httpbody_pb2
 from opentelemetry import trace
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2
 
 from llmaas.common.errors import ApiError, invalid_request
-from llmaas.common.grpc_tracing import sampled_trace_headers
 from llmaas.common.identity import metadata_dict
-from llmaas.common.triton_client import triton_channel
 from llmaas.metering.v1 import metering_pb2
 from llmaas.router import audio_formats
 from llmaas.router.audio_upload import SAMPLE_RATE, AudioForm, decode_audio, parse_form
 from llmaas.router.pipeline import CLIENT_CLOSED, ChatPipeline, Usage, check_model_permission, lifecycle_headers
-from llmaas.router.triton import _instance_gone
+from llmaas.router.unary import call_triton
 
 REST_TRANSCRIPTIONS = "POST /v1/audio/transcriptions"
 REST_TRANSLATIONS = "POST /v1/audio/translations"
@@ -97,12 +95,7 @@ class AudioPipeline:
         # The chat pipeline's caller check, settlement and audit hand-offs: one of each per router.
         self._chat = chat
         self._downstream = chat._downstream
-        self._stubs: dict[str, service_pb2_grpc.GRPCInferenceServiceStub] = {}
-
-    def _stub(self, address: str) -> service_pb2_grpc.GRPCInferenceServiceStub:
-        if address not in self._stubs:
-            self._stubs[address] = service_pb2_grpc.GRPCInferenceServiceStub(triton_channel(address))
-        return self._stubs[address]
+        self._replicas = chat._replicas
 
     async def handle(self, request: httpbody_pb2.HttpBody, context, *, task: str) -> httpbody_pb2.HttpBody:
         endpoint = REST_TRANSLATIONS if task == "translate" else REST_TRANSCRIPTIONS
@@ -168,36 +161,9 @@ class AudioPipeline:
             self._chat._record(caller, model_id, Usage(), error, CLIENT_CLOSED if gone else status)
 
     async def _infer(self, model, request_id: str, pcm: np.ndarray, options: bytes) -> dict:
-        if not model.endpoints:
-            raise ApiError(grpc.StatusCode.UNAVAILABLE, f"The model '{model.id}' is not served right now.",
-                           code="model_unavailable")
-        # The replicas in the catalog's order; the next one only when a replica could not take the request at all
-        # (down, or the model not loaded there). An error while transcribing is the audio's, not the replica's.
+        """The transcription, from a replica in rotation (llmaas.router.unary: another one only when a replica could not
+        take the request at all; an error while transcribing is the audio's, not the replica's)."""
         request = infer_request(model.triton_model, request_id or str(uuid.uuid4()), pcm, options)
-        response = None
-        for attempt, address in enumerate(model.endpoints):
-            with tracer.start_as_current_span("triton infer", kind=trace.SpanKind.CLIENT) as span:
-                span.set_attribute("llmaas.triton_model", model.triton_model)
-                span.set_attribute("llmaas.attempt", attempt)
-                try:
-                    response = await self._stub(address).ModelInfer(
-                        request, timeout=INFER_TIMEOUT, metadata=tuple(sampled_trace_headers().items()))
-                    break
-                except grpc.aio.AioRpcError as e:
-                    if not _replica_down(e):
-                        raise ApiError(grpc.StatusCode.INTERNAL, "The speech model failed on this audio.",
-                                       code="backend_error") from None
-        if response is None:
-            raise ApiError(grpc.StatusCode.UNAVAILABLE, f"The model '{model.id}' is temporarily unavailable.",
-                           code="model_unavailable")
+        response = await call_triton(self._replicas, model, request, timeout=INFER_TIMEOUT,
+                                     failed="The speech model failed on this audio.")
         return read_transcription(response)
-
-    async def close(self) -> None:
-        self._stubs.clear()
-
-
-def _replica_down(error: grpc.aio.AioRpcError) -> bool:
-    """The replica could not take the request (another may): unreachable, or the model's instance not (or no longer)
-    there, as the chat path tells it (llmaas.router.triton)."""
-    return error.code() == grpc.StatusCode.UNAVAILABLE or _instance_gone(error.details() or "")
-

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import json
 import struct
-import time
 
 import grpc
 import numpy as np
@@ -22,14 +21,12 @@ from google.protobuf import struct_pb2
 from opentelemetry import trace
 from tritonclient.grpc import service_pb2
 
-from llmaas.common.errors import ApiError, invalid_request, model_unavailable
-from llmaas.common.grpc_tracing import sampled_trace_headers
+from llmaas.common.errors import ApiError, invalid_request
 from llmaas.common.identity import metadata_dict
 from llmaas.metering.v1 import metering_pb2
 from llmaas.router.embedding_input import EmbeddingParams, decode_tokens, parse_input, parse_options
 from llmaas.router.pipeline import ChatPipeline, Usage, check_model_permission, lifecycle_headers
-from llmaas.router.replicas import MAX_ATTEMPTS
-from llmaas.router.triton import ReplicaFailure, _instance_gone
+from llmaas.router.unary import call_triton
 from llmaas.router.v1 import router_pb2
 
 tracer = trace.get_tracer("llmaas.router.embeddings")
@@ -42,8 +39,6 @@ INFER_TIMEOUT = 120.0
 INLINE_JSON_VALUES = 4096
 # More token ids than this are decoded off the event loop.
 INLINE_DECODE_IDS = 2000
-# Backend messages that mean an input was over the model's context (our CPU model, vLLM, TEI).
-_CONTEXT_MARKERS = ("maximum context length", "too long", "max_model_len", "maximum sequence length")
 
 
 class _Run:
@@ -133,19 +128,6 @@ def json_body(model: str, vectors: np.ndarray, tokens: int, encoding_format: str
                                                   for i, row in enumerate(rows)],
                        "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
                       separators=(",", ":")).encode()
-
-
-def _backend_error(e: grpc.aio.AioRpcError) -> ApiError | ReplicaFailure:
-    message = e.details() or ""
-    if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
-        return ReplicaFailure(f"{e.code().name}: {message}"[:200], model_level=False)
-    if _instance_gone(message):
-        return ReplicaFailure(message[:200], model_level=True)
-    if any(m in message.lower() for m in _CONTEXT_MARKERS):
-        # The backend's own words carry counts only ("input 3 has 300 tokens, more than ... of 256"), no text.
-        return invalid_request(f"This model's maximum context length was exceeded: {message[:300]}. Please reduce "
-                               f"the length of the input.", param="input", code="context_length_exceeded")
-    return ApiError(grpc.StatusCode.INTERNAL, "The model failed to embed the input.", code="backend_error")
 
 
 class EmbeddingService:
@@ -242,7 +224,8 @@ class EmbeddingService:
 
     async def _infer(self, model, params: EmbeddingParams, request_id: str) -> tuple[np.ndarray, list[int]]:
         response = await call_triton(self._replicas, model, infer_request(model.triton_model, request_id,
-                                                                          params.texts))
+                                                                          params.texts),
+                                     timeout=INFER_TIMEOUT, failed="The model failed to embed the input.")
         return read_response(response, len(params.texts))
 
 
@@ -268,29 +251,3 @@ async def reserve(downstream, caller, model, kind: str, bound: int) -> metering_
         raise ApiError(grpc.StatusCode.ALREADY_EXISTS, "This request was already made: it is not served again.",
                        code="request_replayed")
     return reserved
-
-
-async def call_triton(pool, model, request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
-    """One unary call to one replica, failing over to another while a replica (not the request) fails."""
-    triton_model = model.triton_model
-    tried: set[str] = set()
-    while True:
-        address = pool.pick(model.endpoints, triton_model, tried) if len(tried) < MAX_ATTEMPTS else None
-        if address is None:
-            raise model_unavailable(model.id, pool.retry_after(model.endpoints, triton_model))
-        tried.add(address)
-        with tracer.start_as_current_span("triton ModelInfer", kind=trace.SpanKind.CLIENT) as span:
-            span.set_attribute("llmaas.triton_model", triton_model)
-            span.set_attribute("llmaas.triton_replica", address)
-            started = time.perf_counter()
-            try:
-                response = await pool.replica(address).infer(
-                    request, INFER_TIMEOUT, tuple(sampled_trace_headers().items()))
-            except grpc.aio.AioRpcError as e:
-                failure = _backend_error(e)
-                if isinstance(failure, ApiError):
-                    raise failure from None
-                pool.report_failure(address, triton_model, failure)
-                continue
-            span.set_attribute("llmaas.backend_ms", round((time.perf_counter() - started) * 1000, 2))
-        return response

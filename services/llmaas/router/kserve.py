@@ -25,6 +25,8 @@ class Delta:
     input_tokens: int | None
     output_tokens: int | None
     final: bool
+    # The vLLM backend's `logprobs` output (JSON), when asked for (llmaas.router.chat_output reads it).
+    logprobs: bytes | None = None
 
 
 def _bytes_element(value: bytes) -> bytes:
@@ -79,4 +81,5 @@ def to_delta(response: service_pb2.ModelInferResponse) -> Delta:
         input_tokens=n_in if isinstance(n_in, int) else None,
         output_tokens=n_out if isinstance(n_out, int) else None,
         final=final,
+        logprobs=values.get("logprobs"),
     )

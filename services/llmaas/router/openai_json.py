@@ -7,6 +7,8 @@ import functools
 import hashlib
 import json
 
+from google.protobuf import json_format
+
 from llmaas.common.errors import ApiError
 from llmaas.router.pipeline import ChatRun
 from llmaas.router.v1 import router_pb2
@@ -31,7 +33,18 @@ def _usage(run: ChatRun) -> dict:
             "total_tokens": u.total_tokens}
 
 
-def completion(run: ChatRun, text: str) -> dict:
+def finish_reason(run: ChatRun) -> str:
+    """`tool_calls` when the answer was calls (llmaas.router.chat_output), else the backend's reason."""
+    return run.output.finish_reason(run.finish_reason) if run.output is not None else run.finish_reason or "stop"
+
+
+def shaped_completion(run: ChatRun, deltas: list) -> dict:
+    """A completion with tool calls or logprobs (run.output set)."""
+    message, logprobs = run.output.message(deltas)
+    return completion(run, "", message, logprobs)
+
+
+def completion(run: ChatRun, text: str, message: dict | None = None, logprobs: dict | None = None) -> dict:
     return {
         "id": run.id,
         "object": "chat.completion",
@@ -39,23 +52,23 @@ def completion(run: ChatRun, text: str) -> dict:
         "model": run.model,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": None,
-            "finish_reason": run.finish_reason or "stop",
+            "message": message or {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": logprobs,
+            "finish_reason": finish_reason(run),
         }],
         "usage": _usage(run),
         "system_fingerprint": system_fingerprint(run),
     }
 
 
-def chunk(run: ChatRun, delta: dict, finish_reason: str | None = None) -> dict:
+def chunk(run: ChatRun, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None) -> dict:
     event = {
         "id": run.id,
         "object": "chat.completion.chunk",
         "created": run.created,
         "model": run.model,
         "system_fingerprint": system_fingerprint(run),
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
     }
     if run.params.include_usage:
         event["usage"] = None  # OpenAI sends null on every chunk but the usage one
@@ -65,6 +78,17 @@ def chunk(run: ChatRun, delta: dict, finish_reason: str | None = None) -> dict:
 def usage_chunk(run: ChatRun) -> dict:
     return {"id": run.id, "object": "chat.completion.chunk", "created": run.created, "model": run.model,
             "system_fingerprint": system_fingerprint(run), "choices": [], "usage": _usage(run)}
+
+
+def shaped_chunks(run: ChatRun, parts) -> bytes:
+    """SSE events of ChatOutput's (delta, logprobs) pairs."""
+    return b"".join(sse(chunk(run, delta, logprobs=logprobs)) for delta, logprobs in parts)
+
+
+def final_chunk(run: ChatRun) -> dict:
+    """The finish chunk (with the logprobs of tokens that showed no text, e.g. a cut stop string)."""
+    leftover = run.output.leftover_logprobs() if run.output is not None else None
+    return chunk(run, {}, finish_reason(run), leftover)
 
 
 def sse(event: dict) -> bytes:
@@ -106,3 +130,19 @@ def typed_chunk(run: ChatRun, *, role: str = "", content: str | None = None, fin
         delta.content = content
     return router_pb2.StreamChatCompletionResponse(
         **base, choices=[router_pb2.ChatCompletionChunkChoice(index=0, delta=delta, finish_reason=finish_reason)])
+
+
+def typed_shaped_completion(run: ChatRun, deltas: list) -> router_pb2.CreateChatCompletionResponse:
+    """The typed twin of shaped_completion (tool calls, logprobs): the same JSON, read into the typed message."""
+    return json_format.ParseDict(shaped_completion(run, deltas), router_pb2.CreateChatCompletionResponse(),
+                                 ignore_unknown_fields=True)
+
+
+def typed_shaped_chunks(run: ChatRun, parts) -> list[router_pb2.StreamChatCompletionResponse]:
+    return [json_format.ParseDict(chunk(run, delta, logprobs=logprobs), router_pb2.StreamChatCompletionResponse(),
+                                  ignore_unknown_fields=True) for delta, logprobs in parts]
+
+
+def typed_final_chunk(run: ChatRun) -> router_pb2.StreamChatCompletionResponse:
+    return json_format.ParseDict(final_chunk(run), router_pb2.StreamChatCompletionResponse(),
+                                 ignore_unknown_fields=True)

@@ -22,10 +22,12 @@ from google.protobuf import struct_pb2
 
 from llmaas.common.errors import ApiError, invalid_request
 from llmaas.router.response_format import parse_response_format
+from llmaas.router.tools import ToolSpec, parse_tools
 from llmaas.router.v1 import router_pb2
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 MAX_STOP_SEQUENCES = 4
+REASONING_EFFORTS = ("minimal", "low", "medium", "high")
 MAX_N = 128  # OpenAI's range for n (only 1 is served)
 MAX_TOP_LOGPROBS = 20
 LOGIT_BIAS_RANGE = 100.0
@@ -48,11 +50,21 @@ CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A call an earlier assistant message made (the history the client sends back)."""
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+@dataclass(frozen=True)
 class Message:
     role: str
     content: str
     has_image: bool = False
-    size: int = 0  # UTF-8 bytes of content
+    size: int = 0  # UTF-8 bytes of content (and of an assistant's calls)
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""  # a tool message: the call it answers
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,18 @@ class ChatParams:
     wants_tools: bool
     # vLLM guided decoding for response_format (llmaas.router.response_format); None for free text.
     guided_decoding: dict | None = None
+    # tools, tool_choice and parallel_tool_calls (llmaas.router.tools); None without tools.
+    tools: ToolSpec | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+    reasoning_effort: str = ""
+    # /v1/completions (llmaas.router.completions): the one message is the prompt, sent without a chat template.
+    raw_prompt: bool = False
+    echo: bool = False
+
+    @property
+    def has_tool_calls(self) -> bool:
+        return any(m.tool_calls for m in self.messages)
 
 
 def _range(req, name: str, lo: float, hi: float) -> float | None:
@@ -131,17 +155,29 @@ def _messages(req: router_pb2.CreateChatCompletionRequest) -> tuple[Message, ...
             f"Invalid 'messages': array too long. Expected an array with maximum length {MAX_MESSAGES}, but got an "
             f"array with length {len(req.messages)} instead (limit: {MAX_MESSAGES} messages per request). Please "
             f"reduce the number of messages.", param="messages", code=CONTEXT_LENGTH_EXCEEDED)
-    out, total = [], 0
+    out, total, pending = [], 0, _NO_CALLS
     for i, m in enumerate(req.messages):
-        if m.role not in ROLES:
+        role = m.role
+        if role not in ROLES:
             raise invalid_request(
-                f"Invalid value: '{m.role}'. Supported values are: 'system', 'developer', 'user', 'assistant', and "
+                f"Invalid value: '{role}'. Supported values are: 'system', 'developer', 'user', 'assistant', and "
                 f"'tool'.", param=f"messages[{i}].role", code="invalid_value")
-        if m.role != "assistant" and m.content.WhichOneof("kind") in (None, "null_value"):
+        if role != "assistant" and m.content.WhichOneof("kind") in (None, "null_value"):
             raise invalid_request(f"Missing required parameter: 'messages[{i}].content'.",
                                   param=f"messages[{i}].content", code="missing_required_parameter")
         text, has_image = _content(m.content, f"messages[{i}].content")
         size = _utf8_size(text)
+        calls, call_id = (), ""
+        if role == "assistant":
+            if m.tool_calls:
+                calls = _tool_calls(m, i)
+                size += sum(_utf8_size(c.name) + _utf8_size(c.arguments) for c in calls)
+            pending = frozenset(c.id for c in calls) if calls else _NO_CALLS
+        else:
+            # A tool message answers a call of the assistant message before it (or of one more tool message back).
+            call_id = _check_tool_fields(m, i, role, pending)
+            if role != "tool":
+                pending = _NO_CALLS
         if size > MAX_MESSAGE_BYTES:
             raise invalid_request(
                 f"Invalid 'messages[{i}].content': string too long. Expected at most {MAX_MESSAGE_BYTES} bytes "
@@ -152,8 +188,58 @@ def _messages(req: router_pb2.CreateChatCompletionRequest) -> tuple[Message, ...
             raise invalid_request(
                 f"Invalid 'messages': the messages are longer than {MAX_PROMPT_BYTES} bytes (limit: 2 MiB of text per "
                 f"request). Please reduce the length of the messages.", param="messages", code=CONTEXT_LENGTH_EXCEEDED)
-        out.append(Message(role=m.role, content=text, has_image=has_image, size=size))
+        if calls or call_id:
+            out.append(Message(role, text, has_image, size, calls, call_id))
+        else:
+            out.append(Message(role, text, has_image, size))
     return tuple(out)
+
+
+_NO_CALLS: frozenset[str] = frozenset()
+
+
+def _check_tool_fields(m: router_pb2.ChatMessage, i: int, role: str, pending: frozenset[str]) -> str:
+    """A non-assistant message's tool fields: a tool message's tool_call_id (required, naming a pending call)."""
+    call_id = m.tool_call_id
+    if role == "tool":
+        if not call_id:
+            raise invalid_request(f"Missing required parameter: 'messages[{i}].tool_call_id'.",
+                                  param=f"messages[{i}].tool_call_id", code="missing_required_parameter")
+        if call_id not in pending:
+            raise invalid_request(f"Invalid parameter: messages with role 'tool' must be a response to a preceding "
+                                  f"message with 'tool_calls' (no call '{call_id}').",
+                                  param=f"messages[{i}].tool_call_id", code="invalid_value")
+    elif call_id:
+        raise invalid_request(f"Invalid parameter: 'messages[{i}].tool_call_id' is only allowed on messages with "
+                              f"role 'tool'.", param=f"messages[{i}].tool_call_id", code="invalid_value")
+    if m.tool_calls:
+        raise invalid_request(f"Invalid parameter: 'messages[{i}].tool_calls' is only allowed on messages with "
+                              f"role 'assistant'.", param=f"messages[{i}].tool_calls", code="invalid_value")
+    return call_id
+
+
+def _tool_calls(m: router_pb2.ChatMessage, i: int) -> tuple[ToolCall, ...]:
+    """An assistant message's `tool_calls`: [{"id", "type": "function", "function": {"name", "arguments"}}]."""
+    calls = []
+    for j, call in enumerate(m.tool_calls):
+        param = f"messages[{i}].tool_calls[{j}]"
+        fields = call.fields
+        ctype = fields["type"].string_value if "type" in fields else "function"
+        if ctype != "function":
+            raise invalid_request(f"Invalid value: '{ctype}'. Supported values are: 'function'.",
+                                  param=f"{param}.type", code="invalid_value")
+        function = fields["function"].struct_value.fields if "function" in fields and \
+            fields["function"].WhichOneof("kind") == "struct_value" else None
+        if "id" not in fields or fields["id"].WhichOneof("kind") != "string_value":
+            raise invalid_request(f"Missing required parameter: '{param}.id'.", param=f"{param}.id",
+                                  code="missing_required_parameter")
+        for key in ("name", "arguments"):
+            if function is None or key not in function or function[key].WhichOneof("kind") != "string_value":
+                raise invalid_request(f"Missing required parameter: '{param}.function.{key}' (a string).",
+                                      param=f"{param}.function.{key}", code="missing_required_parameter")
+        calls.append(ToolCall(fields["id"].string_value, function["name"].string_value,
+                              function["arguments"].string_value))
+    return tuple(calls)
 
 
 def _stop(value: struct_pb2.Value) -> tuple[str, ...]:
@@ -185,18 +271,60 @@ def _max_tokens(req: router_pb2.CreateChatCompletionRequest) -> tuple[int | None
     return value, param
 
 
+# OpenAI fields no model here serves: a 400 naming the field whenever it is set (README "Chat parameters").
+_UNSERVED = {
+    "prediction": "Predicted outputs are not supported.",
+    "audio": "Audio output is not supported: no model here speaks.",
+    "web_search_options": "Web search is not supported.",
+    "functions": "'functions' is deprecated and not supported: use 'tools'.",
+    "function_call": "'function_call' is deprecated and not supported: use 'tool_choice'.",
+    "verbosity": "'verbosity' is not supported by these models.",
+}
+SERVICE_TIERS = ("auto", "default")  # one tier is served; flex/priority/scale are refused
+
+
+def _is_set(value: struct_pb2.Value) -> bool:
+    return value.WhichOneof("kind") not in (None, "null_value")
+
+
 def _check_unserved(req: router_pb2.CreateChatCompletionRequest) -> None:
-    """Fields the router does not pass to the model: still checked against OpenAI's ranges and types."""
+    """Fields the router does not pass to the model: still checked against OpenAI's ranges and types, and refused
+    when they ask for something not served."""
+    for name, why in _UNSERVED.items():
+        if req.HasField(name) and _is_set(getattr(req, name)):
+            raise invalid_request(f"Invalid parameter '{name}': {why}", param=name, code="unsupported_parameter")
+    if req.HasField("modalities") and _is_set(req.modalities):
+        kinds = req.modalities.list_value.values if req.modalities.WhichOneof("kind") == "list_value" else None
+        if kinds is None or any(v.string_value != "text" for v in kinds):
+            raise invalid_request("Invalid 'modalities': only [\"text\"] is supported.", param="modalities",
+                                  code="unsupported_value")
+    if req.service_tier and req.service_tier not in SERVICE_TIERS:
+        raise invalid_request(f"Invalid 'service_tier': '{req.service_tier}' is not offered. Supported values are: "
+                              f"'auto' and 'default'.", param="service_tier", code="unsupported_value")
+    if req.HasField("store") and req.store:
+        # OpenAI keeps stored completions for its dashboard and evals; the platform keeps no completion text.
+        raise invalid_request("Invalid 'store': completions are never stored by this service (store must be false).",
+                              param="store", code="unsupported_value")
     if req.HasField("n") and not 1 <= req.n <= MAX_N:
         raise invalid_request(f"Invalid 'n': expected a value between 1 and {MAX_N}, but got {req.n} instead.",
                               param="n", code="invalid_value")
+    if req.reasoning_effort and req.reasoning_effort not in REASONING_EFFORTS:
+        raise invalid_request(f"Invalid value: '{req.reasoning_effort}'. Supported values are: 'minimal', 'low', "
+                              f"'medium', and 'high'.", param="reasoning_effort", code="invalid_value")
+    if len(req.logit_bias.fields):
+        # vLLM's Triton backend passes logit_bias on with JSON's string keys (its SamplingParams wants token ids as
+        # integers) and the CPU engines do not apply it: refused rather than ignored.
+        raise invalid_request("Invalid parameter 'logit_bias': logit_bias is not supported.", param="logit_bias",
+                              code="unsupported_parameter")
     if req.HasField("n") and req.n != 1:
         raise invalid_request("Only n=1 is supported.", param="n", code="unsupported_value")
-    if req.HasField("logprobs") and req.logprobs:
-        raise invalid_request("logprobs is not supported yet.", param="logprobs", code="unsupported_parameter")
     if req.HasField("top_logprobs") and not 0 <= req.top_logprobs <= MAX_TOP_LOGPROBS:
         raise invalid_request(f"Invalid 'top_logprobs': expected a value between 0 and {MAX_TOP_LOGPROBS}, but got "
                               f"{req.top_logprobs} instead.", param="top_logprobs", code="invalid_value")
+    if req.top_logprobs and not req.logprobs:
+        # OpenAI's rule: top_logprobs needs logprobs.
+        raise invalid_request("Invalid value for 'top_logprobs': 'logprobs' must be set to true when "
+                              "'top_logprobs' is used.", param="top_logprobs", code="invalid_value")
     for token, bias in req.logit_bias.fields.items():
         kind = bias.WhichOneof("kind")
         if not token.isdigit() or kind != "number_value" or not -LOGIT_BIAS_RANGE <= bias.number_value \
@@ -233,6 +361,14 @@ def parse_chat_request(req: router_pb2.CreateChatCompletionRequest, *, stream: b
     # vLLM before 0.8 accepts -1 or >= 1 only; 0 means "no top-k" wherever it is accepted.
     top_k = req.top_k if req.HasField("top_k") and req.top_k not in (0, -1) else None
     wants_stream = req.stream if stream is None else stream
+    tools = parse_tools(req)
+    guided = parse_response_format(req.response_format, req.HasField("response_format"))
+    if guided is not None and tools is not None and tools.choice == "auto":
+        # One grammar per answer: a JSON-constrained answer cannot also choose to call a tool.
+        raise invalid_request("Invalid 'response_format': a JSON response_format cannot be combined with "
+                              "tool_choice 'auto' (the output is constrained to one or the other). Use tool_choice "
+                              "'none', 'required' or a named function.", param="response_format",
+                              code="unsupported_parameter")
     return ChatParams(
         model=req.model,
         messages=messages,
@@ -250,7 +386,11 @@ def parse_chat_request(req: router_pb2.CreateChatCompletionRequest, *, stream: b
         stop=_stop(req.stop),
         user=req.user,
         wants_tools=len(req.tools) > 0,
-        guided_decoding=parse_response_format(req.response_format, req.HasField("response_format")),
+        guided_decoding=guided,
+        tools=tools,
+        logprobs=req.logprobs,
+        top_logprobs=req.top_logprobs,
+        reasoning_effort=req.reasoning_effort,
     )
 
 

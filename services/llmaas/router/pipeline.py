@@ -38,10 +38,12 @@ from llmaas.common.identity import (
 from llmaas.guard.v1 import guard_pb2
 from llmaas.metering.v1 import metering_pb2
 from llmaas.router import template
+from llmaas.router.chat_output import ChatOutput, trace_chat_api
 from llmaas.router.downstream import Downstream
 from llmaas.router.handoff import BatchedHandOff
 from llmaas.router.params import PROMPT_TOKEN_SLACK, ChatParams, check_context, check_prompt_tokens, parse_chat_request
 from llmaas.router.replicas import ReplicaPool
+from llmaas.router.tool_prompt import tool_guard_parts
 from llmaas.router.triton import Delta
 from llmaas.router.v1 import router_pb2
 
@@ -107,6 +109,8 @@ class ChatRun:
     outcome: str | None = None
     finished: bool = False
     prompt_checked: bool = False
+    # Tool calls and logprobs shaping (llmaas.router.chat_output); None for a plain text answer.
+    output: ChatOutput | None = None
 
     @property
     def identity(self) -> Identity:
@@ -165,12 +169,13 @@ class ChatPipeline:
         return Caller(identity, request_id, endpoint, client, signed)
 
     async def prepare(self, request: router_pb2.CreateChatCompletionRequest, context, *,
-                      stream: bool | None = None, endpoint: str = REST_CHAT) -> ChatRun:
+                      stream: bool | None = None, endpoint: str = REST_CHAT, parse=parse_chat_request) -> ChatRun:
+        """`parse`: the request's parser into ChatParams (llmaas.router.completions' for /v1/completions)."""
         self.last_interactive = time.monotonic()
         md = metadata_dict(context)
         caller = await self._caller(md, context, endpoint)
         try:
-            return await self._prepare(request, md, caller, stream)
+            return await self._prepare(request, md, caller, stream, parse)
         except ApiError as err:
             # Refused before dispatch: the audit trail still says how the request ended.
             self._record(caller, model="", usage=Usage(), error=err)
@@ -189,11 +194,10 @@ class ChatPipeline:
         return Caller(identity, request_id, endpoint, client, signed,
                       [signed, time.monotonic() + IDENTITY_TTL_SECONDS / 2])
 
-    async def prepare_for(self, caller: Caller, request: router_pb2.CreateChatCompletionRequest, *,
-                          kind: str = "chat") -> ChatRun:
+    async def prepare_for(self, caller: Caller, request, *, kind: str = "chat", parse=parse_chat_request) -> ChatRun:
         """prepare() for an established caller, not streamed, reserved (and so billed) as `kind`."""
         try:
-            return await self._prepare(request, {}, caller, False, kind)
+            return await self._prepare(request, {}, caller, False, parse, kind)
         except ApiError as err:
             self._record(caller, model="", usage=Usage(), error=err)
             raise
@@ -214,9 +218,9 @@ class ChatPipeline:
         return self._replicas.outstanding
 
     async def _prepare(self, request, md: dict[str, str], caller: Caller, stream: bool | None,
-                       kind: str = "chat") -> ChatRun:
+                       parse=parse_chat_request, kind: str = "chat") -> ChatRun:
         identity = caller.identity
-        params = parse_chat_request(request, stream=stream)
+        params = parse(request, stream=stream)
         span = trace.get_current_span()
         span.set_attribute("llmaas.tenant_id", identity.tenant_id)
         span.set_attribute("llmaas.key_id", identity.key_id)
@@ -233,14 +237,20 @@ class ChatPipeline:
         guard_request = guard_pb2.CheckPromptRequest(
             tenant_id=identity.tenant_id, end_user_id=params.user, request_id=caller.request_id,
             parts=[guard_pb2.PromptPart(source=_SOURCE[m.role], text=m.content) for m in params.messages])
-        prompt = template.render_prompt(model.chat_template, params.messages, model.bos_token, model.eos_token)
+        if params.tools is not None or params.has_tool_calls:
+            guard_request.parts.extend(tool_guard_parts(params))
+        if params.tools is not None or params.logprobs or params.raw_prompt:
+            trace_chat_api(span, params)
+        prompt = params.messages[0].content if params.raw_prompt else template.render_prompt(
+            model.chat_template, params.messages, model.bos_token, model.eos_token, params.tools)
         request_id = caller.request_id
         run = ChatRun(
             id="chatcmpl-" + uuid.uuid4().hex, request_id=request_id, created=int(time.time()), model=model.id,
             params=params, caller=caller, triton_model=model.triton_model, max_model_len=model.max_model_len,
             endpoints=tuple(model.endpoints),
             prompt=prompt,
-            sampling=_sampling(params, max_tokens), headers=lifecycle_headers(model))
+            sampling=_sampling(params, max_tokens), headers=lifecycle_headers(model),
+            output=ChatOutput.for_params(params))
         # Worst case: a token covers at least one byte of the prompt (plus the few a tokenizer adds), so its byte
         # length bounds the input tokens; and the backend refuses a prompt longer than the context. Metering caps the
         # settlement at this reservation.
@@ -306,6 +316,10 @@ class ChatPipeline:
         if params.wants_tools and "tools" not in model.capabilities:
             raise invalid_request(f"The model '{model.id}' does not support tools.", param="tools",
                                   code="unsupported_parameter")
+        if params.reasoning_effort:
+            # Nothing passes an effort level to a model yet (a template would ignore it): refused, never ignored.
+            raise invalid_request(f"The model '{model.id}' does not support 'reasoning_effort'.",
+                                  param="reasoning_effort", code="unsupported_parameter")
         if any(m.has_image for m in params.messages) and "vision" not in model.capabilities:
             raise invalid_request(f"The model '{model.id}' does not support image inputs.", param="messages",
                                   code="unsupported_content")
@@ -456,6 +470,10 @@ def _sampling(params: ChatParams, max_tokens: int) -> dict:
             sampling[name] = value
     if params.stop:
         sampling["stop"] = list(params.stop)
-    if params.guided_decoding is not None:
-        sampling["guided_decoding"] = params.guided_decoding
+    guided = params.tools.guided_decoding() if params.tools is not None else None
+    if guided is not None or params.guided_decoding is not None:
+        sampling["guided_decoding"] = guided or params.guided_decoding
+    if params.logprobs:
+        # vLLM's logprobs=N: the sampled token's logprob and the N most likely ones.
+        sampling["logprobs"] = params.top_logprobs
     return sampling

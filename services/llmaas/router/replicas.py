@@ -204,6 +204,15 @@ class ReplicaPool:
                     raise ApiError(grpc.StatusCode.UNAVAILABLE, "The model's backend failed while generating the "
                                    "response.", code="backend_unavailable") from None
 
+    async def infer(self, address: str, request, timeout: float, metadata=()):
+        """One unary ModelInfer on `address`, counted among its outstanding requests (llmaas.router.unary)."""
+        replica = self.replica(address)
+        self._outstanding[address] += 1
+        try:
+            return await replica.infer(request, timeout, metadata)
+        finally:
+            self._outstanding[address] -= 1
+
     async def _counted(self, address: str, model: str, prompt: str, sampling: dict, request_id: str,
                        on_produced: Callable[[Delta | None], None]) -> AsyncIterator[Delta]:
         replica = self.replica(address)

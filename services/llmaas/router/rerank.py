@@ -20,8 +20,9 @@ from tritonclient.grpc import service_pb2
 
 from llmaas.common.errors import ApiError, invalid_request
 from llmaas.common.identity import metadata_dict
-from llmaas.router.embeddings import _Run, call_triton, reserve, worst_tokens
+from llmaas.router.embeddings import INFER_TIMEOUT, _Run, reserve, worst_tokens
 from llmaas.router.pipeline import ChatPipeline, check_model_permission, lifecycle_headers
+from llmaas.router.unary import call_triton
 from llmaas.router.v1 import router_pb2
 
 REST_RERANK = {"1": "POST /v1/rerank", "2": "POST /v2/rerank"}
@@ -140,7 +141,8 @@ class RerankService:
                 raise
             try:
                 response = await call_triton(self._replicas, model, infer_request(
-                    model.triton_model, caller.request_id, params.query, params.documents))
+                    model.triton_model, caller.request_id, params.query, params.documents),
+                    timeout=INFER_TIMEOUT, failed="The model failed to rerank the documents.")
                 scores, tokens = read_response(response, len(params.documents))
             except ApiError as err:
                 pipeline._settle(run, "rejected")

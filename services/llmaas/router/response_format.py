@@ -36,20 +36,21 @@ def _bad(message: str, param: str = PARAM, code: str = "invalid_value"):
     return invalid_request(message, param=param, code=code)
 
 
-def _ints(value):
+def ints(value):
     """Struct numbers are doubles: 3.0 -> 3, so a schema's counts read as integers downstream (grammar converters)."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
+        return {k: ints(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_ints(v) for v in value]
+        return [ints(v) for v in value]
     return value
 
 
-def check_schema(schema, path: str = "schema", depth: int = 0) -> None:
-    """Raises a 400 naming response_format.json_schema.<path> if `schema` is not a structurally valid JSON Schema."""
-    where = f"{PARAM}.json_schema.{path}"
+def check_schema(schema, path: str = "schema", depth: int = 0, root: str = f"{PARAM}.json_schema") -> None:
+    """Raises a 400 naming <root>.<path> if `schema` is not a structurally valid JSON Schema (root: where the schema
+    is in the request, e.g. a tool's `tools[0].function`)."""
+    where = f"{root}.{path}"
     if isinstance(schema, bool):
         return
     if not isinstance(schema, dict):
@@ -67,17 +68,17 @@ def check_schema(schema, path: str = "schema", depth: int = 0) -> None:
             if not isinstance(schema[key], dict):
                 raise _bad(f"Invalid schema at '{where}.{key}': expected an object of schemas.", f"{where}.{key}")
             for name, sub in schema[key].items():
-                check_schema(sub, f"{path}.{key}.{name}", depth + 1)
+                check_schema(sub, f"{path}.{key}.{name}", depth + 1, root)
     for key in _SCHEMA_LISTS:
         if key in schema:
             if not isinstance(schema[key], list) or not schema[key]:
                 raise _bad(f"Invalid schema at '{where}.{key}': expected a non-empty array of schemas.",
                            f"{where}.{key}")
             for i, sub in enumerate(schema[key]):
-                check_schema(sub, f"{path}.{key}[{i}]", depth + 1)
+                check_schema(sub, f"{path}.{key}[{i}]", depth + 1, root)
     for key in _SCHEMA_ONE:
         if key in schema:
-            check_schema(schema[key], f"{path}.{key}", depth + 1)
+            check_schema(schema[key], f"{path}.{key}", depth + 1, root)
     required = schema.get("required")
     if required is not None and (not isinstance(required, list) or not all(isinstance(r, str) for r in required)
                                  or len(set(required)) != len(required)):
@@ -131,7 +132,7 @@ def parse_response_format(value: struct_pb2.Struct, present: bool) -> dict | Non
         # OpenAI's spec makes it optional, but without it there is nothing to enforce: refused, never ignored.
         raise _bad("Missing required parameter: 'response_format.json_schema.schema'.", f"{PARAM}.json_schema.schema",
                    "missing_required_parameter")
-    schema = _ints(spec["schema"])
+    schema = ints(spec["schema"])
     if len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
         raise _bad(f"Invalid 'response_format.json_schema.schema': longer than {MAX_SCHEMA_BYTES} bytes.",
                    f"{PARAM}.json_schema.schema")

@@ -9,6 +9,7 @@ from google.api import httpbody_pb2
 
 from llmaas.common.errors import ApiError
 from llmaas.common.identity import IDENTITY_HEADER
+from llmaas.router import completions
 from llmaas.router import openai_json as oj
 from llmaas.router.audio import AudioPipeline
 from llmaas.router.batch.api import BatchApi
@@ -42,9 +43,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
     async def _http_bodies(self, run, deltas, context):
         if not run.params.stream:
-            text = "".join([d.text async for d in deltas])
+            if run.output is None:
+                body = oj.completion(run, "".join([d.text async for d in deltas]))
+            else:
+                body = oj.shaped_completion(run, [d async for d in deltas])
             await context.send_initial_metadata(run.headers)
-            yield httpbody_pb2.HttpBody(content_type="application/json", data=oj.json_body(oj.completion(run, text)))
+            yield httpbody_pb2.HttpBody(content_type="application/json", data=oj.json_body(body))
             return
         # Read ahead of the client: what the model produced while the last message was being written goes out in the
         # next one (llmaas.router.read_ahead). Wait for the model's first output before sending anything, so that an
@@ -60,7 +64,10 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                     final = next((i for i, d in enumerate(batch) if d.final), None)
                     if final is not None:
                         batch = batch[:final + 1]
-                    data += b"".join(oj.sse(oj.chunk(run, {"content": d.text})) for d in batch if d.text)
+                    if run.output is None:
+                        data += b"".join(oj.sse(oj.chunk(run, {"content": d.text})) for d in batch if d.text)
+                    else:
+                        data += b"".join(oj.shaped_chunks(run, run.output.deltas(d)) for d in batch)
                     if final is not None:
                         break
                     if data:
@@ -73,22 +80,56 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 yield httpbody_pb2.HttpBody(content_type=content_type, data=data + oj.sse_error(err) + oj.DONE_EVENT)
                 return
             # The end in one message: the finish reason, the usage when asked for, [DONE].
-            data += oj.sse(oj.chunk(run, {}, run.finish_reason or "stop"))
+            if run.output is not None:
+                data += oj.shaped_chunks(run, run.output.end())
+            data += oj.sse(oj.final_chunk(run))
             if run.params.include_usage:
                 data += oj.sse(oj.usage_chunk(run))
             yield httpbody_pb2.HttpBody(content_type=content_type, data=data + oj.DONE_EVENT)
         finally:
             await ahead.close()
 
+    async def CompletionsHttp(self, request, context):
+        run = await self._pipeline.prepare(request, context, endpoint=completions.REST_COMPLETIONS,
+                                           parse=completions.parse_completion_request)
+        try:
+            async with aclosing(self._pipeline.run(run)) as deltas:
+                if not run.params.stream:
+                    body = completions.completion(run, [d async for d in deltas], oj.system_fingerprint(run))
+                    await context.send_initial_metadata(run.headers)
+                    yield httpbody_pb2.HttpBody(content_type="application/json", data=oj.json_body(body))
+                    return
+                events = completions.CompletionStream(run, oj.system_fingerprint(run))
+                first = True
+                try:
+                    async for delta in deltas:
+                        data = events.delta(delta)
+                        if first:  # after the first output: an early backend error keeps its status
+                            await context.send_initial_metadata(run.headers)
+                            data, first = events.start() + data, False
+                        if delta.final:
+                            data += events.end() + oj.DONE_EVENT
+                        if data:
+                            yield httpbody_pb2.HttpBody(content_type="text/event-stream", data=data)
+                except ApiError as err:
+                    if first:
+                        raise
+                    yield httpbody_pb2.HttpBody(content_type="text/event-stream",
+                                                data=oj.sse_error(err) + oj.DONE_EVENT)
+        finally:
+            self._pipeline.finish(run)
+
     async def CreateChatCompletion(self, request, context):
         run = await self._pipeline.prepare(request, context, stream=False, endpoint=GRPC_UNARY)
         try:
             async with aclosing(self._pipeline.run(run)) as deltas:
-                text = "".join([d.text async for d in deltas])
+                collected = [d async for d in deltas]
         finally:
             self._pipeline.finish(run)
         await context.send_initial_metadata(run.headers)
-        return oj.typed_completion(run, text)
+        if run.output is not None:
+            return oj.typed_shaped_completion(run, collected)
+        return oj.typed_completion(run, "".join(d.text for d in collected))
 
     async def StreamChatCompletion(self, request, context):
         run = await self._pipeline.prepare(request, context, stream=True, endpoint=GRPC_STREAM)
@@ -98,9 +139,17 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             yield oj.typed_chunk(run, role="assistant", content="")
             async with aclosing(self._pipeline.run(run)) as deltas:
                 async for delta in deltas:
-                    if delta.text:
+                    if run.output is not None:
+                        for typed in oj.typed_shaped_chunks(run, run.output.deltas(delta)):
+                            yield typed
+                    elif delta.text:
                         yield oj.typed_chunk(run, content=delta.text)
-            yield oj.typed_chunk(run, finish_reason=run.finish_reason or "stop")
+            if run.output is not None:
+                for typed in oj.typed_shaped_chunks(run, run.output.end()):
+                    yield typed
+                yield oj.typed_final_chunk(run)
+            else:
+                yield oj.typed_chunk(run, finish_reason=run.finish_reason or "stop")
             if run.params.include_usage:
                 yield oj.typed_chunk(run, with_usage=True)
         finally:

@@ -12,7 +12,9 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from llmaas.common.errors import internal_error, invalid_request
+from llmaas.router import tool_prompt
 from llmaas.router.params import Message
+from llmaas.router.tools import ToolSpec
 
 
 class _TemplateRaised(Exception):
@@ -30,13 +32,24 @@ def _compile(source: str):
     return env.from_string(source)
 
 
-def render_prompt(template: str, messages: tuple[Message, ...], bos_token: str = "", eos_token: str = "") -> str:
+def render_prompt(template: str, messages: tuple[Message, ...], bos_token: str = "", eos_token: str = "",
+                  tools: ToolSpec | None = None) -> str:
+    """`tools`: a conversation with tools (or with calls in its history) is rendered as llmaas.router.tool_prompt
+    says: by the template itself if it knows tools, else in the Hermes format."""
     if not template:
         raise internal_error()
+    extra = {}
+    if tools is None and not any(m.tool_calls or m.role == "tool" for m in messages):
+        views = [{"role": m.role, "content": m.content} for m in messages]
+    elif tool_prompt.template_knows_tools(template):
+        views = tool_prompt.structured(messages)
+        if tools is not None and tools.renders_tools:
+            extra["tools"] = tools.definitions()
+    else:
+        views = tool_prompt.hermes(messages, tools)
     try:
         return _compile(template).render(
-            messages=[{"role": m.role, "content": m.content} for m in messages],
-            add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token)
+            messages=views, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token, **extra)
     except _TemplateRaised as e:
         # The model's template refuses this conversation (e.g. roles out of order): the client's to fix.
         raise invalid_request(f"Invalid 'messages' for this model: {e}", param="messages",

@@ -100,12 +100,15 @@ class TritonReplica:
         Raises ReplicaFailure when the replica or the model's instance fails, ApiError for a bad request.
         `watchdog`: a silent stream gets a canary (see _watch)."""
         declared_inputs, declared_outputs = await self._contract(model)
+        flags = {"stream": True, "exclude_input_in_output": True,
+                 **{name: True for name in _OPTIONAL_FLAGS if name in declared_inputs}}
+        outputs = tuple(name for name in _OUTPUTS if name in declared_outputs)
+        if "logprobs" in sampling:
+            outputs += _logprobs_contract(model, declared_inputs, declared_outputs, flags)
         request = kserve.infer_request(
             model, request_id,
             strings={"text_input": prompt.encode(), "sampling_parameters": json.dumps(sampling).encode()},
-            flags={"stream": True, "exclude_input_in_output": True,
-                   **{name: True for name in _OPTIONAL_FLAGS if name in declared_inputs}},
-            outputs=tuple(name for name in _OUTPUTS if name in declared_outputs))
+            flags=flags, outputs=outputs)
 
         with tracer.start_as_current_span("triton ModelStreamInfer", kind=trace.SpanKind.CLIENT) as span:
             span.set_attribute("llmaas.triton_model", model)
@@ -209,6 +212,15 @@ class TritonReplica:
     async def close(self) -> None:
         await self._client.close()
         await self._channel.close()
+
+
+def _logprobs_contract(model: str, inputs: frozenset[str], outputs: frozenset[str], flags: dict) -> tuple[str, ...]:
+    """The vLLM backend's `return_logprobs` flag and `logprobs` output; a model without them cannot honour logprobs."""
+    if "return_logprobs" not in inputs or "logprobs" not in outputs:
+        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "This model does not return logprobs.", param="logprobs",
+                       code="unsupported_parameter")
+    flags["return_logprobs"] = True
+    return ("logprobs",)
 
 
 def _lost(progress: _Progress, failure: ReplicaFailure) -> ReplicaFailure:

@@ -200,7 +200,46 @@ CHUNK_EVENT: dict[str, Any] = {
 # real output against the description, so this cannot drift unnoticed.
 WIRE_NULLS = {
     CHAT_CHUNK: ("usage",),  # null on every chunk but the usage one
-    "llmaas.router.v1.ChatCompletionChunkChoice": ("finish_reason",),  # null until the last chunk
+    "llmaas.router.v1.ChatCompletionChunkChoice": ("finish_reason", "logprobs"),  # null until the last chunk
+    "llmaas.router.v1.ChatCompletionChoice": ("logprobs",),  # null unless asked for
+    "llmaas.router.v1.AssistantMessage": ("content",),  # null when the answer is tool calls
+}
+
+# POST /v1/completions: the router writes OpenAI's text_completion object (llmaas.router.completions), the same
+# object per event when streamed.
+COMPLETIONS_PATH = "/v1/completions"
+_USAGE = {"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+          "properties": {k: {"type": "integer", "minimum": 0}
+                         for k in ("prompt_tokens", "completion_tokens", "total_tokens")}}
+TEXT_COMPLETION: dict[str, Any] = {
+    "type": "object",
+    "description": "OpenAI's text_completion object.",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "id": {"type": "string"}, "object": {"const": "text_completion"}, "created": {"type": "integer"},
+        "model": {"type": "string"}, "system_fingerprint": {"type": "string"},
+        "choices": {"type": "array", "items": {
+            "type": "object", "required": ["text", "index", "logprobs", "finish_reason"],
+            "properties": {
+                "text": {"type": "string"}, "index": {"type": "integer"},
+                "finish_reason": {"type": ["string", "null"]},
+                "logprobs": {"anyOf": [{"type": "null"}, {"type": "object", "properties": {
+                    "tokens": {"type": "array", "items": {"type": "string"}},
+                    "token_logprobs": {"type": "array", "items": {"type": "number"}},
+                    "top_logprobs": {"type": "array", "items": {"type": "object",
+                                                                "additionalProperties": {"type": "number"}}},
+                    "text_offset": {"type": "array", "items": {"type": "integer"}}}}]}}}},
+        "usage": {"anyOf": [{"type": "null"}, _USAGE]},
+    },
+}
+TEXT_COMPLETION_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"anyOf": [
+        {"const": "[DONE]"},
+        {"type": "string", "contentMediaType": JSON, "contentSchema": {"$ref": "#/components/schemas/TextCompletion"}},
+        {"type": "string", "contentMediaType": JSON, "contentSchema": {"$ref": f"#/components/schemas/{ERROR}"}},
+    ]}},
 }
 
 
@@ -362,6 +401,13 @@ def finish(bound: dict[str, Any], unbound: dict[str, Any], protos: Protos) -> di
                            "little-endian float32 with `encoding_format` base64).",
             "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{EMBEDDINGS_RESPONSE}"}}},
         }
+    if COMPLETIONS_PATH in paths:
+        paths[COMPLETIONS_PATH]["post"]["responses"]["200"] = {
+            "description": "A text_completion object; with `stream` true, Server-Sent Events whose data is a "
+                           "text_completion object, the last one `[DONE]`.",
+            "content": {JSON: {"schema": {"$ref": "#/components/schemas/TextCompletion"}},
+                        SSE: {"schema": TEXT_COMPLETION_EVENT}},
+        }
     for path in AUDIO_PATHS:
         if path in paths:
             paths[path]["post"] = _audio_operation(paths[path]["post"], translation=path.endswith("translations"))
@@ -378,6 +424,7 @@ def finish(bound: dict[str, Any], unbound: dict[str, Any], protos: Protos) -> di
                              "properties": {**properties, **{f: _nullable(properties[f]) for f in fields}}}
     definitions = _with_integer_ranges(definitions, protos)
     definitions[ERROR] = ERROR_SCHEMA
+    definitions["TextCompletion"] = TEXT_COMPLETION
     # Only what the paths use (the plugin also keeps HttpBody, Any, NullValue), sorted: a stable file.
     used = _closure(_refs(paths), definitions)
     used_tags = {tag for operations in paths.values() for operation in operations.values()

@@ -42,6 +42,11 @@ class RouterServiceStub:
                 request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateChatCompletionRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.CompletionsHttp = channel.unary_stream(
+                '/llmaas.router.v1.RouterService/CompletionsHttp',
+                request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateCompletionRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.CreateChatCompletion = channel.unary_unary(
                 '/llmaas.router.v1.RouterService/CreateChatCompletion',
                 request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateChatCompletionRequest.SerializeToString,
@@ -137,6 +142,14 @@ class RouterServiceServicer:
     def ChatCompletionsHttp(self, request, context):
         """POST /v1/chat/completions. Writes one `application/json` body when `stream` is false, or Server-Sent Events ending
         in `data: [DONE]` when it is true: the transcoder binds one path to one method, and only HttpBody can carry both.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompletionsHttp(self, request, context):
+        """POST /v1/completions (OpenAI's legacy text completions): the prompt completed as raw text, no chat template,
+        through the same pipeline (auth, guard, metering, traces). JSON or SSE like ChatCompletionsHttp.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -273,6 +286,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateChatCompletionRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
+            'CompletionsHttp': grpc.unary_stream_rpc_method_handler(
+                    servicer.CompletionsHttp,
+                    request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateCompletionRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
             'CreateChatCompletion': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateChatCompletion,
                     request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.CreateChatCompletionRequest.FromString,
@@ -387,6 +405,33 @@ class RouterService:
             target,
             '/llmaas.router.v1.RouterService/ChatCompletionsHttp',
             llmaas_dot_router_dot_v1_dot_router__pb2.CreateChatCompletionRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompletionsHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/CompletionsHttp',
+            llmaas_dot_router_dot_v1_dot_router__pb2.CreateCompletionRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
