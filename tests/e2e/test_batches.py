@@ -125,6 +125,19 @@ def test_an_embeddings_batch(stack):
     assert int(total["prompt_tokens"]) == prompt and total["cost_eur"] == f"{prompt * 900 / 1e9:.9f}"
 
 
+def test_a_legacy_completions_batch(stack):
+    client, _ = tenant_client(stack, "batch-legacy")
+    lines = [{"custom_id": f"c-{i}", "method": "POST", "url": "/v1/completions",
+              "body": {"model": TEST_MODEL, "prompt": f"Once upon a time {i}", "max_tokens": 5}} for i in range(2)]
+    done = wait(client, client.batches.create(input_file_id=upload(client, lines).id, endpoint="/v1/completions",
+                                              completion_window="24h").id)
+    assert done.status == "completed" and done.request_counts.completed == 2
+    out = content(client, done.output_file_id)
+    body = out[0]["response"]["body"]
+    assert body["object"] == "text_completion" and body["choices"][0]["text"]
+    assert body["usage"]["completion_tokens"] == 5
+
+
 def test_a_bad_file_is_a_400_naming_its_line(stack):
     client, _ = tenant_client(stack, "batch-bad")
     with pytest.raises(openai.BadRequestError) as e:

@@ -45,7 +45,7 @@ class FakePipeline:
     def caller_for(self, identity, request_id, endpoint, client):
         return SimpleNamespace(identity=identity, request_id=request_id)
 
-    async def prepare_for(self, caller, request, *, kind):
+    async def prepare_for(self, caller, request, *, kind, parse=None):
         assert kind == "batch"
         if self.refuse_next:
             raise self.refuse_next.pop(0)
@@ -54,7 +54,7 @@ class FakePipeline:
                            code="model_not_found")
         self.reserved.add(caller.request_id)
         return SimpleNamespace(id="chatcmpl-1", request_id=caller.request_id, created=1, model=request.model,
-                               triton_model="t", finish_reason="stop", usage=Usage(), caller=caller,
+                               triton_model="t", finish_reason="stop", usage=Usage(), caller=caller, output=None,
                                line=int(caller.request_id.split(":")[1]))
 
     async def run(self, run):

@@ -150,7 +150,7 @@ FILE_UPLOAD = _object({
     "expires_after[seconds]": {"type": "integer", "minimum": 3600},
 }, optional=("expires_after[anchor]", "expires_after[seconds]"))
 BATCH_REQUEST = {**_object({
-    "input_file_id": _STR, "endpoint": {"enum": ["/v1/chat/completions", "/v1/embeddings"]},
+    "input_file_id": _STR, "endpoint": {"enum": ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]},
     "completion_window": {"enum": ["24h"]},
     "metadata": {"type": ["object", "null"], "maxProperties": 16, "additionalProperties": {"type": "string"}},
 }, optional=("metadata",)), "additionalProperties": False}

@@ -17,7 +17,7 @@ from llmaas.common.errors import invalid_request
 MAX_FILE_BYTES = 100 * 1024 * 1024
 MAX_REQUESTS = 50_000
 MAX_CUSTOM_ID = 512
-ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
+ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 COMPLETION_WINDOWS = {"24h": 24 * 3600}
 
 

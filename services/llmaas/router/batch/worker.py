@@ -35,6 +35,7 @@ from google.protobuf import json_format
 from opentelemetry import trace
 
 from llmaas.common.errors import HTTP_STATUS, ApiError, internal_error, invalid_request
+from llmaas.router import completions
 from llmaas.router import openai_json as oj
 from llmaas.router.batch import lines as bl
 from llmaas.router.batch.crypto import DecryptionError
@@ -300,10 +301,10 @@ class BatchWorker:
             span.set_attribute("llmaas.batch_line", line.index)
             span.set_attribute("llmaas.request_id", request_id)
             try:
-                if line.url == "/v1/chat/completions":
-                    await self._chat_line(batch, line, attempt, caller)
-                else:
+                if line.url == "/v1/embeddings":
                     await self._embedding_line(batch, line, attempt, caller)
+                else:
+                    await self._chat_line(batch, line, attempt, caller)
             except ApiError as err:
                 if err.status in _RETRY_LATER:
                     await self._retry_later(batch_id, line, err)
@@ -326,12 +327,19 @@ class BatchWorker:
         await asyncio.to_thread(self._store.requeue_line, batch_id, line.index)
 
     async def _chat_line(self, batch: dict, line: bl.BatchLine, attempt: int, caller) -> None:
-        request = _parse_body(line.body, router_pb2.CreateChatCompletionRequest())
-        run = await self._pipeline.prepare_for(caller, request, kind="batch")
+        """A /v1/chat/completions or /v1/completions line: the same parsing and answer as the interactive ones."""
+        legacy = line.url == "/v1/completions"
+        if legacy:
+            request = _parse_body(line.body, router_pb2.CreateCompletionRequest())
+            run = await self._pipeline.prepare_for(caller, request, kind="batch",
+                                                   parse=completions.parse_completion_request)
+        else:
+            request = _parse_body(line.body, router_pb2.CreateChatCompletionRequest())
+            run = await self._pipeline.prepare_for(caller, request, kind="batch")
         self._generating += 1
         try:
-            async with aclosing(self._pipeline.run(run)) as deltas:
-                text = "".join([d.text async for d in deltas])
+            async with aclosing(self._pipeline.run(run)) as stream:
+                deltas = [d async for d in stream]
         except BaseException:
             # A line that fails is not billed (the error file carries no usage): released, whatever was produced.
             run.usage = Usage()
@@ -339,8 +347,13 @@ class BatchWorker:
             raise
         finally:
             self._generating -= 1
-        await self._commit(batch, line, attempt, run.request_id, True, run.usage, 200,
-                           raw_body=oj.json_body(oj.completion(run, text)))
+        if legacy:
+            body = completions.completion(run, deltas, oj.system_fingerprint(run))
+        elif run.output is None:
+            body = oj.completion(run, "".join(d.text for d in deltas))
+        else:
+            body = oj.shaped_completion(run, deltas)  # tool calls, logprobs
+        await self._commit(batch, line, attempt, run.request_id, True, run.usage, 200, raw_body=oj.json_body(body))
         self._pipeline.finish(run)  # settles and records, after the result is safe
 
     async def _embedding_line(self, batch: dict, line: bl.BatchLine, attempt: int, caller) -> None:
