@@ -20,7 +20,8 @@ from tests.support.stack import TEST_MODEL
 pytestmark = pytest.mark.e2e
 
 SPEC = Path(os.environ.get("LLMAAS_OPENAI_SPEC", Path(__file__).with_name("openai-openapi.yaml")))
-IMPLEMENTED = r"^/(chat/completions|models|models/\{model\}|embeddings)$"
+IMPLEMENTED = (r"^/(chat/completions|models|models/\{model\}|embeddings|files|files/\{file_id\}|files/\{file_id\}/content"
+               r"|batches|batches/\{batch_id\}|batches/\{batch_id\}/cancel)$")
 EMBEDDING_MODEL = "all-minilm:22m"
 EXAMPLES = int(os.environ.get("LLMAAS_FUZZ_EXAMPLES", "60"))
 

@@ -21,6 +21,7 @@ from llmaas.common.db import make_engine, migrate
 from llmaas.guard import tables as guard_tables
 from llmaas.guard.policy import Policy, PolicyStore
 from llmaas.metering import tables as metering_tables
+from llmaas.router.batch import tables as router_tables
 
 from tests.support.auth_store import auth_engine, key_store
 from tests.support.postgres_server import fresh_database
@@ -44,10 +45,13 @@ SERVICES = {
     "auth": auth_tables.metadata,
     "guard": guard_tables.metadata,
     "metering": metering_tables.metadata,
+    "router": router_tables.metadata,  # files and batches
 }
 
 
 def _migrations(service: str) -> Path:
+    if service == "router":
+        return Path(router_tables.__file__).parent / "migrations"
     return Path(auth_tables.__file__).parent.parent / service / "migrations"
 
 

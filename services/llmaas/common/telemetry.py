@@ -43,6 +43,9 @@ SPAN_ATTRIBUTES = {
     "llmaas.guard.score": "guard score, 0..1",
     "llmaas.guard.mode": "the tenant's guard mode: enforce, shadow or off",
     "llmaas.guard.reasons": "reason codes of the guard's findings, comma-separated (never prompt text)",
+    "llmaas.batch_id": "the batch a line belongs to (llmaas.router.batch)",
+    "llmaas.batch_line": "a batch line's index in its input file (0-based)",
+    "llmaas.request_id": "a batch line's request id, <batch>:<line>:<attempt> (metering's idempotency key)",
 }
 
 

@@ -91,6 +91,10 @@ def _form_parts(content_type: str, body: bytes) -> list[tuple[str, str, bytes]]:
     return parts
 
 
+# The Files API's upload is the same multipart form (llmaas.router.batch.api).
+form_parts = _form_parts
+
+
 def _text(name: str, value: bytes) -> str:
     if len(value) > MAX_FIELD_BYTES:
         raise invalid_request(f"'{name}' is too long: at most {MAX_FIELD_BYTES} bytes.", param=name,

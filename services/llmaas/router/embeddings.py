@@ -184,6 +184,21 @@ class EmbeddingService:
         await context.send_initial_metadata(headers)
         return model.id, params, shorten(vectors, params.dimensions), run.usage.prompt_tokens
 
+    async def embed_for(self, caller, request, *, kind: str = "embedding"):
+        """One request for an established caller (the batch worker's lines), reserved (and billed) as `kind`. Settled
+        here only if nothing was embedded; on success the caller settles it (pipeline.settle) once its result is safe,
+        and records it. Returns (model id, encoding format, vectors, prompt tokens)."""
+        params = await parse_embedding_request(request)
+        model = await self._resolve(params, caller)
+        await reserve(self._downstream, caller, model, kind,
+                      sum(worst_tokens(text, model.max_model_len) for text in params.texts))
+        try:
+            vectors, tokens = await self._infer(model, params, caller.request_id)
+        except BaseException:
+            self._pipeline.settle(caller, caller.request_id, Usage(), "rejected")  # nothing embedded: nothing billed
+            raise
+        return model.id, params.encoding_format, shorten(vectors, params.dimensions), sum(tokens)
+
     async def _resolve(self, params: EmbeddingParams, caller):
         identity = caller.identity
         span = trace.get_current_span()

@@ -126,6 +126,8 @@ class ChatPipeline:
         self._downstream = downstream
         self._replicas = replicas
         self._secret = internal_secret
+        # When the last interactive chat request arrived (monotonic): the batch worker yields while they come.
+        self.last_interactive = 0.0
         # Settlements go to metering in batches (one SettleBatch RPC and one ledger transaction per batch), each
         # within HANDOFF_DELAY of the request's end; retried while metering is unavailable (see llmaas.router.handoff).
         # Each carries its request's identity, signed when its batch is sent (like the audit records below).
@@ -173,6 +175,7 @@ class ChatPipeline:
     async def prepare(self, request: router_pb2.CreateChatCompletionRequest, context, *,
                       stream: bool | None = None, endpoint: str = REST_CHAT, parse=parse_chat_request) -> ChatRun:
         """`parse`: the request's parser into ChatParams (llmaas.router.completions' for /v1/completions)."""
+        self.last_interactive = time.monotonic()
         md = metadata_dict(context)
         caller = await self._caller(md, context, endpoint)
         try:
@@ -182,8 +185,44 @@ class ChatPipeline:
             self._record(caller, model="", usage=Usage(), error=err)
             raise
 
+    # The batch worker's entry points (llmaas.router.batch.worker): a line goes through the same checks, reservation,
+    # generation, settlement and audit as an interactive request, for a caller the worker vouches for.
+    async def caller(self, context, endpoint: str) -> Caller:
+        """Who calls (the signed identity behind Envoy, a verified key for a direct gRPC caller), for an operation
+        of the router's other than a completion (the Files and Batch API)."""
+        return await self._caller(metadata_dict(context), context, endpoint)
+
+    def caller_for(self, identity: Identity, request_id: str, endpoint: str, client: str) -> Caller:
+        """A caller whose identity the router signs itself (as for a direct gRPC caller), bound to `request_id`."""
+        signed = encode_identity(identity, self._secret, request_id=request_id, client_address=client)
+        return Caller(identity, request_id, endpoint, client, signed,
+                      [signed, time.monotonic() + IDENTITY_TTL_SECONDS / 2])
+
+    async def prepare_for(self, caller: Caller, request, *, kind: str = "chat", parse=parse_chat_request) -> ChatRun:
+        """prepare() for an established caller, not streamed, reserved (and so billed) as `kind`."""
+        try:
+            return await self._prepare(request, {}, caller, False, parse, kind)
+        except ApiError as err:
+            self._record(caller, model="", usage=Usage(), error=err)
+            raise
+
+    def settle(self, caller: Caller, request_id: str, usage: Usage, outcome: str) -> None:
+        """Queues a settlement (idempotent by request id: settling again what was settled changes nothing)."""
+        self._settlements.submit((caller, metering_pb2.SettleRequest(
+            request_id=request_id, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            outcome=outcome)))
+
+    def record(self, caller: Caller, model: str, usage: Usage, error: ApiError | None, status: int = 200) -> None:
+        """Queues the audit record of how a request ended."""
+        self._record(caller, model, usage, error, status)
+
+    @property
+    def backend_outstanding(self) -> int:
+        """Requests this router has at the model replicas now (the batch worker yields to interactive ones)."""
+        return self._replicas.outstanding
+
     async def _prepare(self, request, md: dict[str, str], caller: Caller, stream: bool | None,
-                       parse=parse_chat_request) -> ChatRun:
+                       parse=parse_chat_request, kind: str = "chat") -> ChatRun:
         identity = caller.identity
         params = parse(request, stream=stream)
         span = trace.get_current_span()
@@ -227,7 +266,7 @@ class ChatPipeline:
         # x-ratelimit-* headers to the client; granted: the same headers go out with the response.
         reservation = metering_pb2.ReserveRequest(
             request_id=request_id, tenant_id=identity.tenant_id, key_id=identity.key_id, model=model.id,
-            max_input_tokens=max_input, max_output_tokens=max_tokens, kind="chat",
+            max_input_tokens=max_input, max_output_tokens=max_tokens, kind=kind,
             quotas=[metering_pb2.Quota(window_seconds=q.window_seconds, max_requests=q.max_requests,
                                        max_tokens=q.max_tokens) for q in identity.quotas],
             kwh_per_million_tokens=(model.kwh_per_million_tokens if model.HasField("kwh_per_million_tokens")

@@ -57,6 +57,11 @@ class ReplicaPool:
         # When each replica was last named by a resolution: one nobody names any more is no longer probed.
         self._listed: dict[str, float] = {}
 
+    @property
+    def outstanding(self) -> int:
+        """Requests at the replicas now, all replicas together."""
+        return sum(self._outstanding.values())
+
     def replica(self, address: str) -> TritonReplica:
         if address not in self._replicas:
             self._replicas[address] = self._factory(address)

@@ -12,6 +12,7 @@ from llmaas.common.identity import IDENTITY_HEADER
 from llmaas.router import completions
 from llmaas.router import openai_json as oj
 from llmaas.router.audio import AudioPipeline
+from llmaas.router.batch.api import BatchApi
 from llmaas.router.embeddings import GRPC_EMBEDDINGS, REST_EMBEDDINGS, EmbeddingService
 from llmaas.router.pipeline import ChatPipeline
 from llmaas.router.read_ahead import ReadAhead
@@ -24,12 +25,14 @@ GRPC_STREAM = "grpc llmaas.router.v1.RouterService/StreamChatCompletion"
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
-    def __init__(self, pipeline: ChatPipeline, status: StatusPage | None = None) -> None:
+    def __init__(self, pipeline: ChatPipeline, status: StatusPage | None = None, batches: BatchApi | None = None,
+                 embeddings: EmbeddingService | None = None) -> None:
         self._pipeline = pipeline
         self._status = status
         self._audio = AudioPipeline(pipeline)
-        self._embeddings = EmbeddingService(pipeline)
+        self._embeddings = embeddings or EmbeddingService(pipeline)
         self._rerank = RerankService(pipeline)
+        self._batches = batches
 
     async def ChatCompletionsHttp(self, request, context):
         run = await self._pipeline.prepare(request, context)
@@ -177,11 +180,60 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         return await self._rerank.rerank(request, context, "2", (REST_RERANK if _through_envoy(context)
                                                                  else GRPC_RERANK)["2"])
 
+    # The Files and Batch API (llmaas.router.batch).
+    def _batch_api(self) -> BatchApi:
+        if self._batches is None:
+            raise ApiError(grpc.StatusCode.UNIMPLEMENTED, "Files and batches are not enabled on this router.",
+                           code="not_enabled")
+        return self._batches
+
+    async def CreateFileHttp(self, request, context):
+        api = self._batch_api()
+        return await api.call(context, REST_FILES, lambda caller: api.create_file(caller, request))
+
+    async def ListFilesHttp(self, request, context):
+        api = self._batch_api()
+        return await api.call(context, "GET /v1/files", lambda caller: api.list_files(caller, request))
+
+    async def RetrieveFileHttp(self, request, context):
+        api = self._batch_api()
+        return await api.call(context, "GET /v1/files/{id}", lambda caller: api.retrieve_file(caller, request))
+
+    async def FileContentHttp(self, request, context):
+        api = self._batch_api()
+        chunks = await api.call(context, "GET /v1/files/{id}/content",
+                                lambda caller: api.file_content(caller, request))
+        for chunk in chunks:
+            yield chunk
+
+    async def DeleteFileHttp(self, request, context):
+        api = self._batch_api()
+        return await api.call(context, "DELETE /v1/files/{id}", lambda caller: api.delete_file(caller, request))
+
+    async def CreateBatchHttp(self, request, context):
+        api = self._batch_api()
+        return await api.call(context, "POST /v1/batches", lambda caller: api.create_batch(caller, request))
+
+    async def ListBatchesHttp(self, request, context):
+        api = self._batch_api()
+        return await api.call(context, "GET /v1/batches", lambda caller: api.list_batches(caller, request))
+
+    async def RetrieveBatchHttp(self, request, context):
+        api = self._batch_api()
+        return await api.call(context, "GET /v1/batches/{id}", lambda caller: api.retrieve_batch(caller, request))
+
+    async def CancelBatchHttp(self, request, context):
+        api = self._batch_api()
+        return await api.call(context, "POST /v1/batches/{id}/cancel",
+                              lambda caller: api.cancel_batch(caller, request))
 
     async def GetStatus(self, request, context):
         if self._status is None:
             raise ApiError(grpc.StatusCode.UNIMPLEMENTED, "This router serves no status.", code="not_implemented")
         return await self._status.get()
+
+
+REST_FILES = "POST /v1/files"
 
 
 def _through_envoy(context) -> bool:

@@ -10,6 +10,8 @@ prints them. This module says what it cannot know, so that the description is wh
 - POST /v1/embeddings is an HttpBody the router writes: on the wire, the typed CreateEmbeddingResponse;
 - POST /v1/audio/transcriptions and /translations are HttpBody both ways: on the wire a multipart/form-data upload
   (OpenAI's fields) answered with JSON or, as `response_format` asks, plain text (text, SRT, WebVTT);
+- the Files and Batch API (llmaas.router.batch) is HttpBody on the gRPC side: on the wire a multipart upload and a
+  JSON body in, OpenAI's file and batch objects out, a file's bytes from /content (FILES_AND_BATCHES);
 - the API key (or admin token) is a bearer token; GET /v1/lifecycle and GET /v1/status need none;
 - integers have their proto type's range (the plugin writes uint32 as "int64", with no bounds) and 64-bit ones, JSON
   strings, only digits: read from the descriptor set (gateway/llmaas.pb), so that a fuzzer sends what the wire can
@@ -104,6 +106,80 @@ def _audio_operation(operation: dict[str, Any], translation: bool) -> dict[str, 
                 "content": {JSON: {"schema": AUDIO_RESULT}, TEXT: {"schema": {"type": "string"}}}},
     }
     return operation
+
+
+def _object(properties: dict[str, Any], *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"type": "object", "required": [k for k in properties if k not in optional], "properties": properties}
+
+
+_INT = {"type": "integer"}
+_STR = {"type": "string"}
+_INT_OR_NULL = {"type": ["integer", "null"]}
+_STR_OR_NULL = {"type": ["string", "null"]}
+FILE_OBJECT = _object({
+    "id": _STR, "object": {"const": "file"}, "bytes": _INT, "created_at": _INT, "expires_at": _INT_OR_NULL,
+    "filename": _STR, "purpose": _STR, "status": _STR, "status_details": _STR_OR_NULL})
+BATCH_OBJECT = _object({
+    "id": _STR, "object": {"const": "batch"}, "endpoint": _STR, "model": _STR_OR_NULL,
+    "errors": {"anyOf": [{"type": "null"}, _object({"object": _STR, "data": {"type": "array", "items": _object({
+        "code": _STR, "message": _STR, "param": _STR_OR_NULL, "line": _INT_OR_NULL})}})]},
+    "input_file_id": _STR, "completion_window": _STR,
+    "status": {"enum": ["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
+                        "cancelled"]},
+    "output_file_id": _STR_OR_NULL, "error_file_id": _STR_OR_NULL, "created_at": _INT,
+    **{f"{stage}_at": _INT_OR_NULL for stage in ("in_progress", "expires", "finalizing", "completed", "failed",
+                                                 "expired", "cancelling", "cancelled")},
+    "request_counts": _object({"total": _INT, "completed": _INT, "failed": _INT}),
+    "usage": _object({"input_tokens": _INT, "input_tokens_details": _object({"cached_tokens": _INT}),
+                      "output_tokens": _INT, "output_tokens_details": _object({"reasoning_tokens": _INT}),
+                      "total_tokens": _INT}),
+    "metadata": {"type": ["object", "null"], "additionalProperties": _STR}})
+
+
+def _list_of(item: dict[str, Any], ids_required: bool) -> dict[str, Any]:
+    return _object({"object": {"const": "list"}, "data": {"type": "array", "items": item}, "first_id": _STR,
+                    "last_id": _STR, "has_more": {"type": "boolean"}},
+                   optional=() if ids_required else ("first_id", "last_id"))
+
+
+FILE_UPLOAD = _object({
+    "file": {"type": "string", "contentMediaType": "application/octet-stream",
+             "description": "The JSONL file: one request per line, each {custom_id, method, url, body}."},
+    "purpose": {"enum": ["batch"]},
+    "expires_after[anchor]": {"enum": ["created_at"]},
+    "expires_after[seconds]": {"type": "integer", "minimum": 3600},
+}, optional=("expires_after[anchor]", "expires_after[seconds]"))
+BATCH_REQUEST = {**_object({
+    "input_file_id": _STR, "endpoint": {"enum": ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]},
+    "completion_window": {"enum": ["24h"]},
+    "metadata": {"type": ["object", "null"], "maxProperties": 16, "additionalProperties": {"type": "string"}},
+}, optional=("metadata",)), "additionalProperties": False}
+# (path, method): (request body media type and schema or None, 200 response media type and schema).
+FILES_AND_BATCHES: dict[tuple[str, str], tuple[tuple[str, dict] | None, tuple[str, dict]]] = {
+    ("/v1/files", "post"): ((MULTIPART, FILE_UPLOAD), (JSON, FILE_OBJECT)),
+    ("/v1/files", "get"): (None, (JSON, _list_of(FILE_OBJECT, ids_required=True))),
+    ("/v1/files/{file_id}", "get"): (None, (JSON, FILE_OBJECT)),
+    ("/v1/files/{file_id}", "delete"): (None, (JSON, _object({"id": _STR, "object": {"const": "file"},
+                                                              "deleted": {"type": "boolean"}}))),
+    ("/v1/files/{file_id}/content", "get"): (None, ("application/octet-stream", {"type": "string"})),
+    ("/v1/batches", "post"): ((JSON, BATCH_REQUEST), (JSON, BATCH_OBJECT)),
+    ("/v1/batches", "get"): (None, (JSON, _list_of(BATCH_OBJECT, ids_required=False))),
+    ("/v1/batches/{batch_id}", "get"): (None, (JSON, BATCH_OBJECT)),
+    ("/v1/batches/{batch_id}/cancel", "post"): (None, (JSON, BATCH_OBJECT)),
+}
+
+
+def _files_and_batches(paths: dict[str, Any]) -> None:
+    for (path, method), (request, response) in FILES_AND_BATCHES.items():
+        if method not in paths.get(path, {}):
+            continue
+        operation = paths[path][method]
+        if request is not None:
+            operation["requestBody"] = {"required": True, "content": {request[0]: {"schema": request[1]}}}
+        elif "requestBody" in operation:
+            del operation["requestBody"]
+        operation["responses"]["200"] = {"description": "OpenAI's object.",
+                                         "content": {response[0]: {"schema": response[1]}}}
 
 
 # One Server-Sent Event of a streamed chat completion (OpenAPI before 3.2: the schema of a text/event-stream
@@ -335,6 +411,7 @@ def finish(bound: dict[str, Any], unbound: dict[str, Any], protos: Protos) -> di
     for path in AUDIO_PATHS:
         if path in paths:
             paths[path]["post"] = _audio_operation(paths[path]["post"], translation=path.endswith("translations"))
+    _files_and_batches(paths)
     definitions = dict(bound["definitions"])
     typed = {CHAT_RESPONSE, CHAT_CHUNK} | ({EMBEDDINGS_RESPONSE} if EMBEDDINGS_PATH in paths else set())
     for name in _closure(typed, unbound["definitions"]):

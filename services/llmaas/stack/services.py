@@ -77,7 +77,11 @@ def service_components(
         # Every auth replica, balanced by the router's channel (gRPC's multi-address target).
         "router": {"LLMAAS_AUTH_ADDR": "ipv4:" + ",".join(auth_addresses(ports, auth_replicas)), "LLMAAS_GUARD_ADDR": address(ports, "guard"),
                    "LLMAAS_CATALOG_ADDR": address(ports, "catalog"), "LLMAAS_METERING_ADDR": address(ports, "metering"),
-                   "LLMAAS_TRITON_GRPC": triton},
+                   "LLMAAS_TRITON_GRPC": triton,
+                   # Files and batches (llmaas.router.batch): state in router.db, files encrypted under files/ with
+                   # the key in files.key (outside the database).
+                   "LLMAAS_ROUTER_DATABASE_URL": f"sqlite:///{data_dir / 'router.db'}",
+                   "LLMAAS_FILES_DIR": str(data_dir / "files"), "LLMAAS_FILES_KEY_FILE": str(data_dir / "files.key")},
         "metering": {"LLMAAS_METERING_DATABASE_URL": f"sqlite:///{data_dir / 'metering.db'}",
                      "LLMAAS_ADMIN_TOKEN": admin_token},
         "catalog": {"LLMAAS_CATALOG_FILES": os.pathsep.join(str(p) for p in catalog_files),

@@ -87,6 +87,51 @@ class RouterServiceStub:
                 request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankRequest.SerializeToString,
                 response_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankResponse.FromString,
                 _registered_method=True)
+        self.CreateFileHttp = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/CreateFileHttp',
+                request_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.ListFilesHttp = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/ListFilesHttp',
+                request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.ListFilesRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.RetrieveFileHttp = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/RetrieveFileHttp',
+                request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.FileRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.FileContentHttp = channel.unary_stream(
+                '/llmaas.router.v1.RouterService/FileContentHttp',
+                request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.FileRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.DeleteFileHttp = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/DeleteFileHttp',
+                request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.FileRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.CreateBatchHttp = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/CreateBatchHttp',
+                request_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.ListBatchesHttp = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/ListBatchesHttp',
+                request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.ListBatchesRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.RetrieveBatchHttp = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/RetrieveBatchHttp',
+                request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.BatchRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.CancelBatchHttp = channel.unary_unary(
+                '/llmaas.router.v1.RouterService/CancelBatchHttp',
+                request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.BatchRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.GetStatus = channel.unary_unary(
                 '/llmaas.router.v1.RouterService/GetStatus',
                 request_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.GetStatusRequest.SerializeToString,
@@ -174,6 +219,70 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateFileHttp(self, request, context):
+        """OpenAI's Files API (llmaas.router.batch): files are the tenant's, encrypted at rest, deleted after the retention
+        period. POST /v1/files: the multipart upload (file, purpose), raw bytes in (as audio's upload), a File object out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFilesHttp(self, request, context):
+        """GET /v1/files: the tenant's files, newest first (OpenAI's cursor list).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetrieveFileHttp(self, request, context):
+        """GET /v1/files/{file_id}: a File object (another tenant's id is a 404).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FileContentHttp(self, request, context):
+        """GET /v1/files/{file_id}/content: the file's bytes, decrypted, streamed in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFileHttp(self, request, context):
+        """DELETE /v1/files/{file_id}: removes the file's bytes and its record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateBatchHttp(self, request, context):
+        """OpenAI's Batch API at the batch price. POST /v1/batches: {input_file_id, endpoint, completion_window, metadata}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBatchesHttp(self, request, context):
+        """GET /v1/batches: the tenant's batches, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetrieveBatchHttp(self, request, context):
+        """GET /v1/batches/{batch_id}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBatchHttp(self, request, context):
+        """POST /v1/batches/{batch_id}/cancel: stops dispatching; what is done is finalized.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStatus(self, request, context):
         """GET /v1/status: public (no API key), each served model's availability, time to first token and output rate from
         recent traffic, and its incidents now (llmaas.router.status). Nothing in it identifies a tenant.
@@ -234,6 +343,51 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.RerankV2,
                     request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankRequest.FromString,
                     response_serializer=llmaas_dot_router_dot_v1_dot_router__pb2.RerankResponse.SerializeToString,
+            ),
+            'CreateFileHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateFileHttp,
+                    request_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'ListFilesHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFilesHttp,
+                    request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.ListFilesRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'RetrieveFileHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetrieveFileHttp,
+                    request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.FileRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'FileContentHttp': grpc.unary_stream_rpc_method_handler(
+                    servicer.FileContentHttp,
+                    request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.FileRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'DeleteFileHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFileHttp,
+                    request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.FileRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateBatchHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBatchHttp,
+                    request_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'ListBatchesHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBatchesHttp,
+                    request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.ListBatchesRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'RetrieveBatchHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetrieveBatchHttp,
+                    request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.BatchRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CancelBatchHttp': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBatchHttp,
+                    request_deserializer=llmaas_dot_router_dot_v1_dot_router__pb2.BatchRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
@@ -513,6 +667,249 @@ class RouterService:
             '/llmaas.router.v1.RouterService/RerankV2',
             llmaas_dot_router_dot_v1_dot_router__pb2.RerankRequest.SerializeToString,
             llmaas_dot_router_dot_v1_dot_router__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateFileHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/CreateFileHttp',
+            google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFilesHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/ListFilesHttp',
+            llmaas_dot_router_dot_v1_dot_router__pb2.ListFilesRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetrieveFileHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/RetrieveFileHttp',
+            llmaas_dot_router_dot_v1_dot_router__pb2.FileRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FileContentHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/FileContentHttp',
+            llmaas_dot_router_dot_v1_dot_router__pb2.FileRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFileHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/DeleteFileHttp',
+            llmaas_dot_router_dot_v1_dot_router__pb2.FileRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBatchHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/CreateBatchHttp',
+            google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBatchesHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/ListBatchesHttp',
+            llmaas_dot_router_dot_v1_dot_router__pb2.ListBatchesRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetrieveBatchHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/RetrieveBatchHttp',
+            llmaas_dot_router_dot_v1_dot_router__pb2.BatchRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBatchHttp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.router.v1.RouterService/CancelBatchHttp',
+            llmaas_dot_router_dot_v1_dot_router__pb2.BatchRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

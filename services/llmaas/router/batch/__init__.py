@@ -1,0 +1,1 @@
+"""OpenAI's Files and Batch API, served by the router (README "Files and batches")."""
