@@ -12,6 +12,8 @@ from opentelemetry import trace
 
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from llmaas.common.call_stream import CallStreamClient, streamable
+from llmaas.common.config import env_str
 from llmaas.common.errors import ApiError, from_rpc_error
 from llmaas.common.grpc_tracing import SamplingChannel
 from llmaas.common.identity import IDENTITY_HEADER, Identity, Quota
@@ -72,6 +74,17 @@ class Downstream:
         # never ends would say nothing).
         self._watch_channel = grpc.aio.insecure_channel(catalog)
         self._catalog_watch = catalog_pb2_grpc.CatalogInternalServiceStub(self._watch_channel)
+        # The per-request calls to the guard and metering, on one long-lived stream each (llmaas.common.call_stream):
+        # a fraction of a unary call's CPU. Sampled requests still make unary calls (their traces keep every span).
+        # LLMAAS_CALL_STREAMS=0: unary calls only (to compare).
+        self._streams = env_str("LLMAAS_CALL_STREAMS", "1") != "0"
+        self._stream_channels = [grpc.aio.insecure_channel(guard), grpc.aio.insecure_channel(metering)]
+        self._guard_calls = CallStreamClient(
+            "guard", guard_pb2_grpc.GuardInternalServiceStub(self._stream_channels[0]).CheckPromptStream,
+            lambda: self._metadata("guard"), guard_pb2.CheckPromptStreamRequest)
+        self._metering_calls = CallStreamClient(
+            "metering", metering_pb2_grpc.MeteringInternalServiceStub(self._stream_channels[1]).ReserveStream,
+            lambda: self._metadata("metering"), metering_pb2.ReserveStreamRequest)
         # Without a subscribed watcher (llmaas.router.model_cache.CatalogWatcher) the cache stays inactive.
         self.model_cache = model_cache if model_cache is not None else ModelCache()
 
@@ -139,9 +152,17 @@ class Downstream:
 
     async def check_prompt(self, request: guard_pb2.CheckPromptRequest,
                            identity: str = "") -> guard_pb2.CheckPromptResponse:
+        traceparent = streamable() if self._streams else None
+        if traceparent is not None:
+            return await self._guard_calls.call("CheckPrompt", request, guard_pb2.CheckPromptResponse,
+                                                identity=identity, traceparent=traceparent, timeout=DEADLINE)
         return await _call("guard", self._guard.CheckPrompt, request, metadata=self._metadata("guard", identity))
 
     async def reserve(self, request: metering_pb2.ReserveRequest, identity: str = "") -> metering_pb2.ReserveResponse:
+        traceparent = streamable() if self._streams else None
+        if traceparent is not None:
+            return await self._metering_calls.call("Reserve", request, metering_pb2.ReserveResponse,
+                                                   identity=identity, traceparent=traceparent, timeout=DEADLINE)
         return await _call("metering", self._metering.Reserve, request, metadata=self._metadata("metering", identity))
 
     async def settle_batch(self, batch: list[metering_pb2.SettleRequest]) -> None:
@@ -157,5 +178,7 @@ class Downstream:
                     "request_id": result.request_id, "error": result.error_message, "code": result.error_code}})
 
     async def close(self) -> None:
-        for ch in [*self._channels, self._watch_channel]:
+        await self._guard_calls.close()
+        await self._metering_calls.close()
+        for ch in [*self._channels, self._watch_channel, *self._stream_channels]:
             await ch.close()

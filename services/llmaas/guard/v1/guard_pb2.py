@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from llmaas.common.v1 import streamed_call_pb2 as llmaas_dot_common_dot_v1_dot_streamed__call__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bllmaas/guard/v1/guard.proto\x12\x0fllmaas.guard.v1\x1a\x1cgoogle/api/annotations.proto\"|\n\x12\x43heckPromptRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x02 \x01(\t\x12*\n\x05parts\x18\x03 \x03(\x0b\x32\x1b.llmaas.guard.v1.PromptPart\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"G\n\nPromptPart\x12+\n\x06source\x18\x01 \x01(\x0e\x32\x1b.llmaas.guard.v1.PartSource\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xcb\x01\n\x13\x43heckPromptResponse\x12+\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x19.llmaas.guard.v1.Decision\x12\r\n\x05score\x18\x02 \x01(\x01\x12*\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x18.llmaas.guard.v1.Finding\x12(\n\x04mode\x18\x04 \x01(\x0e\x32\x1a.llmaas.guard.v1.GuardMode\x12\x0f\n\x07\x66lagged\x18\x05 \x01(\x08\x12\x11\n\tthreshold\x18\x06 \x01(\x01\"7\n\x07\x46inding\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\"^\n\x0cTenantPolicy\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12(\n\x04mode\x18\x02 \x01(\x0e\x32\x1a.llmaas.guard.v1.GuardMode\x12\x11\n\tthreshold\x18\x03 \x01(\x01\"+\n\x16GetTenantPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"Z\n\x16SetTenantPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12-\n\x06policy\x18\x02 \x01(\x0b\x32\x1d.llmaas.guard.v1.TenantPolicy\"H\n\x17GetTenantPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.llmaas.guard.v1.TenantPolicy\"H\n\x17SetTenantPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.llmaas.guard.v1.TenantPolicy*\xa9\x01\n\nPartSource\x12\x1b\n\x17PART_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12PART_SOURCE_SYSTEM\x10\x01\x12\x14\n\x10PART_SOURCE_USER\x10\x02\x12\x19\n\x15PART_SOURCE_ASSISTANT\x10\x03\x12\x1b\n\x17PART_SOURCE_TOOL_RESULT\x10\x04\x12\x18\n\x14PART_SOURCE_DOCUMENT\x10\x05*L\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x12\n\x0e\x44\x45\x43ISION_BLOCK\x10\x02*j\n\tGuardMode\x12\x1a\n\x16GUARD_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12GUARD_MODE_ENFORCE\x10\x01\x12\x15\n\x11GUARD_MODE_SHADOW\x10\x02\x12\x12\n\x0eGUARD_MODE_OFF\x10\x03\x32\xcc\x02\n\x0cGuardService\x12\x98\x01\n\x0fGetTenantPolicy\x12\'.llmaas.guard.v1.GetTenantPolicyRequest\x1a(.llmaas.guard.v1.GetTenantPolicyResponse\"2\x82\xd3\xe4\x93\x02,\x12*/admin/v1/tenants/{tenant_id}/guard-policy\x12\xa0\x01\n\x0fSetTenantPolicy\x12\'.llmaas.guard.v1.SetTenantPolicyRequest\x1a(.llmaas.guard.v1.SetTenantPolicyResponse\":\x82\xd3\xe4\x93\x02\x34\x1a*/admin/v1/tenants/{tenant_id}/guard-policy:\x06policy2p\n\x14GuardInternalService\x12X\n\x0b\x43heckPrompt\x12#.llmaas.guard.v1.CheckPromptRequest\x1a$.llmaas.guard.v1.CheckPromptResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bllmaas/guard/v1/guard.proto\x12\x0fllmaas.guard.v1\x1a\x1cgoogle/api/annotations.proto\x1a$llmaas/common/v1/streamed_call.proto\"I\n\x18\x43heckPromptStreamRequest\x12-\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1e.llmaas.common.v1.StreamedCall\"M\n\x19\x43heckPromptStreamResponse\x12\x30\n\x07replies\x18\x01 \x03(\x0b\x32\x1f.llmaas.common.v1.StreamedReply\"|\n\x12\x43heckPromptRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x02 \x01(\t\x12*\n\x05parts\x18\x03 \x03(\x0b\x32\x1b.llmaas.guard.v1.PromptPart\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"G\n\nPromptPart\x12+\n\x06source\x18\x01 \x01(\x0e\x32\x1b.llmaas.guard.v1.PartSource\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xcb\x01\n\x13\x43heckPromptResponse\x12+\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x19.llmaas.guard.v1.Decision\x12\r\n\x05score\x18\x02 \x01(\x01\x12*\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x18.llmaas.guard.v1.Finding\x12(\n\x04mode\x18\x04 \x01(\x0e\x32\x1a.llmaas.guard.v1.GuardMode\x12\x0f\n\x07\x66lagged\x18\x05 \x01(\x08\x12\x11\n\tthreshold\x18\x06 \x01(\x01\"7\n\x07\x46inding\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\"^\n\x0cTenantPolicy\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12(\n\x04mode\x18\x02 \x01(\x0e\x32\x1a.llmaas.guard.v1.GuardMode\x12\x11\n\tthreshold\x18\x03 \x01(\x01\"+\n\x16GetTenantPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"Z\n\x16SetTenantPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12-\n\x06policy\x18\x02 \x01(\x0b\x32\x1d.llmaas.guard.v1.TenantPolicy\"H\n\x17GetTenantPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.llmaas.guard.v1.TenantPolicy\"H\n\x17SetTenantPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.llmaas.guard.v1.TenantPolicy*\xa9\x01\n\nPartSource\x12\x1b\n\x17PART_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12PART_SOURCE_SYSTEM\x10\x01\x12\x14\n\x10PART_SOURCE_USER\x10\x02\x12\x19\n\x15PART_SOURCE_ASSISTANT\x10\x03\x12\x1b\n\x17PART_SOURCE_TOOL_RESULT\x10\x04\x12\x18\n\x14PART_SOURCE_DOCUMENT\x10\x05*L\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x12\n\x0e\x44\x45\x43ISION_BLOCK\x10\x02*j\n\tGuardMode\x12\x1a\n\x16GUARD_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12GUARD_MODE_ENFORCE\x10\x01\x12\x15\n\x11GUARD_MODE_SHADOW\x10\x02\x12\x12\n\x0eGUARD_MODE_OFF\x10\x03\x32\xcc\x02\n\x0cGuardService\x12\x98\x01\n\x0fGetTenantPolicy\x12\'.llmaas.guard.v1.GetTenantPolicyRequest\x1a(.llmaas.guard.v1.GetTenantPolicyResponse\"2\x82\xd3\xe4\x93\x02,\x12*/admin/v1/tenants/{tenant_id}/guard-policy\x12\xa0\x01\n\x0fSetTenantPolicy\x12\'.llmaas.guard.v1.SetTenantPolicyRequest\x1a(.llmaas.guard.v1.SetTenantPolicyResponse\":\x82\xd3\xe4\x93\x02\x34\x1a*/admin/v1/tenants/{tenant_id}/guard-policy:\x06policy2\xe0\x01\n\x14GuardInternalService\x12X\n\x0b\x43heckPrompt\x12#.llmaas.guard.v1.CheckPromptRequest\x1a$.llmaas.guard.v1.CheckPromptResponse\x12n\n\x11\x43heckPromptStream\x12).llmaas.guard.v1.CheckPromptStreamRequest\x1a*.llmaas.guard.v1.CheckPromptStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,32 +37,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GUARDSERVICE'].methods_by_name['GetTenantPolicy']._serialized_options = b'\202\323\344\223\002,\022*/admin/v1/tenants/{tenant_id}/guard-policy'
   _globals['_GUARDSERVICE'].methods_by_name['SetTenantPolicy']._loaded_options = None
   _globals['_GUARDSERVICE'].methods_by_name['SetTenantPolicy']._serialized_options = b'\202\323\344\223\0024\032*/admin/v1/tenants/{tenant_id}/guard-policy:\006policy'
-  _globals['_PARTSOURCE']._serialized_start=922
-  _globals['_PARTSOURCE']._serialized_end=1091
-  _globals['_DECISION']._serialized_start=1093
-  _globals['_DECISION']._serialized_end=1169
-  _globals['_GUARDMODE']._serialized_start=1171
-  _globals['_GUARDMODE']._serialized_end=1277
-  _globals['_CHECKPROMPTREQUEST']._serialized_start=78
-  _globals['_CHECKPROMPTREQUEST']._serialized_end=202
-  _globals['_PROMPTPART']._serialized_start=204
-  _globals['_PROMPTPART']._serialized_end=275
-  _globals['_CHECKPROMPTRESPONSE']._serialized_start=278
-  _globals['_CHECKPROMPTRESPONSE']._serialized_end=481
-  _globals['_FINDING']._serialized_start=483
-  _globals['_FINDING']._serialized_end=538
-  _globals['_TENANTPOLICY']._serialized_start=540
-  _globals['_TENANTPOLICY']._serialized_end=634
-  _globals['_GETTENANTPOLICYREQUEST']._serialized_start=636
-  _globals['_GETTENANTPOLICYREQUEST']._serialized_end=679
-  _globals['_SETTENANTPOLICYREQUEST']._serialized_start=681
-  _globals['_SETTENANTPOLICYREQUEST']._serialized_end=771
-  _globals['_GETTENANTPOLICYRESPONSE']._serialized_start=773
-  _globals['_GETTENANTPOLICYRESPONSE']._serialized_end=845
-  _globals['_SETTENANTPOLICYRESPONSE']._serialized_start=847
-  _globals['_SETTENANTPOLICYRESPONSE']._serialized_end=919
-  _globals['_GUARDSERVICE']._serialized_start=1280
-  _globals['_GUARDSERVICE']._serialized_end=1612
-  _globals['_GUARDINTERNALSERVICE']._serialized_start=1614
-  _globals['_GUARDINTERNALSERVICE']._serialized_end=1726
+  _globals['_PARTSOURCE']._serialized_start=1114
+  _globals['_PARTSOURCE']._serialized_end=1283
+  _globals['_DECISION']._serialized_start=1285
+  _globals['_DECISION']._serialized_end=1361
+  _globals['_GUARDMODE']._serialized_start=1363
+  _globals['_GUARDMODE']._serialized_end=1469
+  _globals['_CHECKPROMPTSTREAMREQUEST']._serialized_start=116
+  _globals['_CHECKPROMPTSTREAMREQUEST']._serialized_end=189
+  _globals['_CHECKPROMPTSTREAMRESPONSE']._serialized_start=191
+  _globals['_CHECKPROMPTSTREAMRESPONSE']._serialized_end=268
+  _globals['_CHECKPROMPTREQUEST']._serialized_start=270
+  _globals['_CHECKPROMPTREQUEST']._serialized_end=394
+  _globals['_PROMPTPART']._serialized_start=396
+  _globals['_PROMPTPART']._serialized_end=467
+  _globals['_CHECKPROMPTRESPONSE']._serialized_start=470
+  _globals['_CHECKPROMPTRESPONSE']._serialized_end=673
+  _globals['_FINDING']._serialized_start=675
+  _globals['_FINDING']._serialized_end=730
+  _globals['_TENANTPOLICY']._serialized_start=732
+  _globals['_TENANTPOLICY']._serialized_end=826
+  _globals['_GETTENANTPOLICYREQUEST']._serialized_start=828
+  _globals['_GETTENANTPOLICYREQUEST']._serialized_end=871
+  _globals['_SETTENANTPOLICYREQUEST']._serialized_start=873
+  _globals['_SETTENANTPOLICYREQUEST']._serialized_end=963
+  _globals['_GETTENANTPOLICYRESPONSE']._serialized_start=965
+  _globals['_GETTENANTPOLICYRESPONSE']._serialized_end=1037
+  _globals['_SETTENANTPOLICYRESPONSE']._serialized_start=1039
+  _globals['_SETTENANTPOLICYRESPONSE']._serialized_end=1111
+  _globals['_GUARDSERVICE']._serialized_start=1472
+  _globals['_GUARDSERVICE']._serialized_end=1804
+  _globals['_GUARDINTERNALSERVICE']._serialized_start=1807
+  _globals['_GUARDINTERNALSERVICE']._serialized_end=2031
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from google.api import annotations_pb2 as _annotations_pb2
+from llmaas.common.v1 import streamed_call_pb2 as _streamed_call_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -42,6 +43,18 @@ GUARD_MODE_UNSPECIFIED: GuardMode
 GUARD_MODE_ENFORCE: GuardMode
 GUARD_MODE_SHADOW: GuardMode
 GUARD_MODE_OFF: GuardMode
+
+class CheckPromptStreamRequest(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[_streamed_call_pb2.StreamedCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[_streamed_call_pb2.StreamedCall, _Mapping]]] = ...) -> None: ...
+
+class CheckPromptStreamResponse(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[_streamed_call_pb2.StreamedReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[_streamed_call_pb2.StreamedReply, _Mapping]]] = ...) -> None: ...
 
 class CheckPromptRequest(_message.Message):
     __slots__ = ("tenant_id", "end_user_id", "parts", "request_id")

@@ -314,6 +314,11 @@ class MeteringInternalServiceStub:
                 request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.SerializeToString,
                 response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.FromString,
                 _registered_method=True)
+        self.ReserveStream = channel.stream_stream(
+                '/llmaas.metering.v1.MeteringInternalService/ReserveStream',
+                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveStreamRequest.SerializeToString,
+                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveStreamResponse.FromString,
+                _registered_method=True)
 
 
 class MeteringInternalServiceServicer:
@@ -344,6 +349,13 @@ class MeteringInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveStream(self, request_iterator, context):
+        """Reserve calls on one long-lived stream (llmaas.common.call_stream), each granted as the unary call is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeteringInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -361,6 +373,11 @@ def add_MeteringInternalServiceServicer_to_server(servicer, server):
                     servicer.SettleBatch,
                     request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.FromString,
                     response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.SerializeToString,
+            ),
+            'ReserveStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ReserveStream,
+                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveStreamRequest.FromString,
+                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -448,6 +465,33 @@ class MeteringInternalService:
             '/llmaas.metering.v1.MeteringInternalService/SettleBatch',
             llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.SerializeToString,
             llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/llmaas.metering.v1.MeteringInternalService/ReserveStream',
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveStreamRequest.SerializeToString,
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
