@@ -44,9 +44,9 @@ class FakeMetering(metering_pb2_grpc.MeteringInternalServiceServicer):
                            headers=(("retry-after", "7"), ("x-ratelimit-remaining-requests", "0")))
         return metering_pb2.ReserveResponse(granted=True)
 
-    async def ReserveStream(self, request_iterator, context):
+    async def StreamCalls(self, request_iterator, context):
         methods = {"Reserve": (self.Reserve, metering_pb2.ReserveRequest)}
-        async for replies in serve_stream(request_iterator, context, metering_pb2.ReserveStreamResponse, methods,
+        async for replies in serve_stream(request_iterator, context, metering_pb2.StreamCallsResponse, methods,
                                           SERVICE, SECRET):
             yield replies
 
@@ -65,8 +65,8 @@ async def serving(servicer: FakeMetering):
 
 
 def _client(channel, token: list[str]) -> CallStreamClient:
-    return CallStreamClient("metering", metering_pb2_grpc.MeteringInternalServiceStub(channel).ReserveStream,
-                            lambda: ((SERVICE_HEADER, token[0]),), metering_pb2.ReserveStreamRequest)
+    return CallStreamClient("metering", metering_pb2_grpc.MeteringInternalServiceStub(channel).StreamCalls,
+                            lambda: ((SERVICE_HEADER, token[0]),), metering_pb2.StreamCallsRequest)
 
 
 def _reserve(rid: str, tenant: str = "t") -> metering_pb2.ReserveRequest:
@@ -134,6 +134,26 @@ async def test_a_stream_needs_the_service_credential_of_an_allowed_caller():
             with pytest.raises(ApiError) as e:
                 await _reserve_call(_client(channel, token), "r1")
             assert e.value.status == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_stream_serves_no_call_after_its_credential_expired():
+    servicer = FakeMetering()
+    async with serving(servicer) as (_, address), grpc.aio.insecure_channel(address) as channel:
+        token = [mint_service_token(ROUTER, "metering", SECRET, ttl=1)]
+        client = _client(channel, token)
+        assert (await _reserve_call(client, "r1")).granted
+        stream = client._stream
+        await asyncio.sleep(2.1)  # the token (whole seconds) has expired; the client still holds the same stream
+        with pytest.raises(ApiError) as e:
+            await _reserve_call(client, "r2")
+        assert e.value.status == grpc.StatusCode.UNAUTHENTICATED
+        assert [r for r, _, _ in servicer.seen] == ["r1"]
+        for _ in range(100):  # and the server ended the stream
+            if stream.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert stream.closed
+        await client.close()
 
 
 async def test_a_renewed_credential_opens_a_new_stream_and_the_old_one_finishes_its_calls():

@@ -17,6 +17,7 @@ from llmaas.auth.audit import COMPLETED, AuditLog, AuditRecord
 from llmaas.auth.authorizer import Attempt, Authorizer, current_trace_id
 from llmaas.auth.store import KEY_ROLES, KeyRecord, KeyStore, NotFound, Tenant, TenantExists
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
+from llmaas.common.call_stream import serve_stream
 from llmaas.common.errors import ApiError, invalid_request
 from llmaas.common.identity import (
     IDENTITY_HEADER,
@@ -277,6 +278,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer, auth_pb2_grpc.AuthInternal
             raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "Invalid or expired identity header for this request.",
                            code="invalid_identity")
         return auth_pb2.RecordRequestResponse(recorded=outcome == auth_pb2.RECORD_OUTCOME_RECORDED)
+
+    async def StreamCalls(self, request_iterator, context):
+        """RecordRequests calls on one stream (llmaas.common.call_stream): each answered as the unary call is."""
+        methods = {"RecordRequests": (self.RecordRequests, auth_pb2.RecordRequestsRequest)}
+        async for replies in serve_stream(request_iterator, context, auth_pb2.StreamCallsResponse, methods,
+                                          "llmaas.auth.v1.AuthInternalService", self._secret):
+            yield replies
 
     async def RecordRequests(self, request, context):
         if len(request.records) > _MAX_RECORDS_PER_CALL:

@@ -8,8 +8,9 @@ each at concurrency 1 (bench in the issue 13 notes); the latency of a call halve
 
 What a unary call has, a streamed one keeps:
 - the service credential: the stream is opened with the caller's token and the server's ServiceAuthInterceptor checks
-  it as for any call; the client opens a new stream when its token is renewed (so a stream never outlives its
-  credential by more than the token's half-life);
+  it as for any call; the client opens a new stream when its token is renewed (at half its life), and the server
+  refuses a call that comes after the token's expiry (UNAUTHENTICATED) and ends the stream: no stream outlives its
+  credential;
 - the end user's signed identity, per call (StreamedCall.identity), checked by the server exactly as the interceptor
   checks a tenant-bound unary call (service_auth.TENANT_BOUND), before the handler runs;
 - the deadline: the client gives up after its timeout (DEADLINE_EXCEEDED, as a unary call) and the handler sees the
@@ -37,7 +38,7 @@ from opentelemetry import trace
 from llmaas.common.errors import ApiError, from_rpc_error, internal_error
 from llmaas.common.grpc_tracing import TRACEPARENT, format_traceparent, parse_traceparent
 from llmaas.common.identity import IDENTITY_HEADER, identity_from_metadata
-from llmaas.common.service_auth import TENANT_BOUND, identity_mismatch, unauthenticated
+from llmaas.common.service_auth import TENANT_BOUND, identity_mismatch, token_expiry, unauthenticated
 from llmaas.common.v1 import streamed_call_pb2
 
 log = logging.getLogger("llmaas.call_stream")
@@ -264,6 +265,7 @@ async def serve_stream(request_iterator, context, reply_type, methods: dict[str,
     tasks: set[asyncio.Task] = set()
     peer = context.peer() or ""
     ended = False
+    expires = token_expiry(context.invocation_metadata(), secret)
 
     async def run(call) -> None:
         replies.append(await _answer(call, methods, service, secret, peer))
@@ -272,6 +274,11 @@ async def serve_stream(request_iterator, context, reply_type, methods: dict[str,
     async def read() -> None:
         async for message in request_iterator:
             for call in message.calls:
+                if time.time() > expires:  # the stream's credential expired: this call is refused, the stream ends
+                    replies.append(_error_reply(call.id, unauthenticated(
+                        "The stream's service credential has expired.")))
+                    wake.set()
+                    return
                 task = asyncio.ensure_future(run(call))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

@@ -85,10 +85,10 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInt
             flagged=flagged, threshold=policy.threshold,
             findings=[guard_pb2.Finding(layer=f.layer, reason=f.reason, score=f.score) for f in verdict.findings])
 
-    async def CheckPromptStream(self, request_iterator, context):
+    async def StreamCalls(self, request_iterator, context):
         """CheckPrompt calls on one stream (llmaas.common.call_stream): each checked as the unary call is."""
         methods = {"CheckPrompt": (self.CheckPrompt, guard_pb2.CheckPromptRequest)}
-        async for replies in serve_stream(request_iterator, context, guard_pb2.CheckPromptStreamResponse, methods,
+        async for replies in serve_stream(request_iterator, context, guard_pb2.StreamCallsResponse, methods,
                                           "llmaas.guard.v1.GuardInternalService", self._secret):
             yield replies
 

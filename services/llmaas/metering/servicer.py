@@ -101,10 +101,12 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer, metering_pb2_g
     async def _off_loop(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self._admin, functools.partial(fn, *args, **kwargs))
 
-    async def ReserveStream(self, request_iterator, context):
-        """Reserve calls on one stream (llmaas.common.call_stream): each granted as the unary call is."""
-        methods = {"Reserve": (self.Reserve, metering_pb2.ReserveRequest)}
-        async for replies in serve_stream(request_iterator, context, metering_pb2.ReserveStreamResponse, methods,
+    async def StreamCalls(self, request_iterator, context):
+        """Reserve and SettleBatch calls on one stream (llmaas.common.call_stream): each answered as the unary call
+        is."""
+        methods = {"Reserve": (self.Reserve, metering_pb2.ReserveRequest),
+                   "SettleBatch": (self.SettleBatch, metering_pb2.SettleBatchRequest)}
+        async for replies in serve_stream(request_iterator, context, metering_pb2.StreamCallsResponse, methods,
                                           "llmaas.metering.v1.MeteringInternalService", self._secret):
             yield replies
 

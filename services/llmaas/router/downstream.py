@@ -74,17 +74,24 @@ class Downstream:
         # never ends would say nothing).
         self._watch_channel = grpc.aio.insecure_channel(catalog)
         self._catalog_watch = catalog_pb2_grpc.CatalogInternalServiceStub(self._watch_channel)
-        # The per-request calls to the guard and metering, on one long-lived stream each (llmaas.common.call_stream):
-        # a fraction of a unary call's CPU. Sampled requests still make unary calls (their traces keep every span).
+        # The per-request calls to the guard, metering and auth (the verdict, the grant, and the batched settlements
+        # and audit records), on one long-lived stream each (llmaas.common.call_stream): a fraction of a unary call's
+        # CPU. Sampled requests still make unary calls to the guard and metering (their traces keep every span).
         # LLMAAS_CALL_STREAMS=0: unary calls only (to compare).
         self._streams = env_str("LLMAAS_CALL_STREAMS", "1") != "0"
-        self._stream_channels = [grpc.aio.insecure_channel(guard), grpc.aio.insecure_channel(metering)]
+        self._stream_channels = [grpc.aio.insecure_channel(guard), grpc.aio.insecure_channel(metering),
+                                 grpc.aio.insecure_channel(auth, options=[
+                                     ("grpc.service_config", json.dumps({"loadBalancingConfig": [
+                                         {"round_robin": {}}]}))])]
         self._guard_calls = CallStreamClient(
-            "guard", guard_pb2_grpc.GuardInternalServiceStub(self._stream_channels[0]).CheckPromptStream,
-            lambda: self._metadata("guard"), guard_pb2.CheckPromptStreamRequest)
+            "guard", guard_pb2_grpc.GuardInternalServiceStub(self._stream_channels[0]).StreamCalls,
+            lambda: self._metadata("guard"), guard_pb2.StreamCallsRequest)
         self._metering_calls = CallStreamClient(
-            "metering", metering_pb2_grpc.MeteringInternalServiceStub(self._stream_channels[1]).ReserveStream,
-            lambda: self._metadata("metering"), metering_pb2.ReserveStreamRequest)
+            "metering", metering_pb2_grpc.MeteringInternalServiceStub(self._stream_channels[1]).StreamCalls,
+            lambda: self._metadata("metering"), metering_pb2.StreamCallsRequest)
+        self._auth_calls = CallStreamClient(
+            "auth", auth_pb2_grpc.AuthInternalServiceStub(self._stream_channels[2]).StreamCalls,
+            lambda: self._metadata("auth"), auth_pb2.StreamCallsRequest)
         # Without a subscribed watcher (llmaas.router.model_cache.CatalogWatcher) the cache stays inactive.
         self.model_cache = model_cache if model_cache is not None else ModelCache()
 
@@ -107,8 +114,12 @@ class Downstream:
         request = auth_pb2.RecordRequestsRequest(records=[
             auth_pb2.RequestRecord(record=record, identity=identity, client_address=address)
             for record, identity, address in batch])
-        response = await _call("auth", self._auth.RecordRequests, request, timeout=4 * DEADLINE,
-                               metadata=self._metadata("auth"))
+        if self._streams:
+            response = await self._auth_calls.call("RecordRequests", request, auth_pb2.RecordRequestsResponse,
+                                                   timeout=4 * DEADLINE)
+        else:
+            response = await _call("auth", self._auth.RecordRequests, request, timeout=4 * DEADLINE,
+                                   metadata=self._metadata("auth"))
         refused = [record.request_id for (record, _, _), outcome in zip(batch, response.outcomes, strict=False)
                    if outcome == auth_pb2.RECORD_OUTCOME_REFUSED]
         if refused:
@@ -170,15 +181,20 @@ class Downstream:
         config above; each item carries its request's signed identity. The call fails (and is retried whole: idempotent per item) only if metering could not record it
         at all; an item metering refuses (no reservation for its id, malformed) is final, and logged with its
         request id."""
-        response = await _call("metering", self._metering.SettleBatch, metering_pb2.SettleBatchRequest(items=batch),
-                               timeout=4 * DEADLINE, metadata=self._metadata("metering"))
+        request = metering_pb2.SettleBatchRequest(items=batch)
+        if self._streams:
+            response = await self._metering_calls.call("SettleBatch", request, metering_pb2.SettleBatchResponse,
+                                                       timeout=4 * DEADLINE)
+        else:
+            response = await _call("metering", self._metering.SettleBatch, request, timeout=4 * DEADLINE,
+                                   metadata=self._metadata("metering"))
         for result in response.results:
             if result.error_code:
                 log.error("settlement failed", extra={"fields": {
                     "request_id": result.request_id, "error": result.error_message, "code": result.error_code}})
 
     async def close(self) -> None:
-        await self._guard_calls.close()
-        await self._metering_calls.close()
+        for calls in (self._guard_calls, self._metering_calls, self._auth_calls):
+            await calls.close()
         for ch in [*self._channels, self._watch_channel, *self._stream_channels]:
             await ch.close()

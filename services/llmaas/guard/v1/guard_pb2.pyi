@@ -44,13 +44,13 @@ GUARD_MODE_ENFORCE: GuardMode
 GUARD_MODE_SHADOW: GuardMode
 GUARD_MODE_OFF: GuardMode
 
-class CheckPromptStreamRequest(_message.Message):
+class StreamCallsRequest(_message.Message):
     __slots__ = ("calls",)
     CALLS_FIELD_NUMBER: _ClassVar[int]
     calls: _containers.RepeatedCompositeFieldContainer[_streamed_call_pb2.StreamedCall]
     def __init__(self, calls: _Optional[_Iterable[_Union[_streamed_call_pb2.StreamedCall, _Mapping]]] = ...) -> None: ...
 
-class CheckPromptStreamResponse(_message.Message):
+class StreamCallsResponse(_message.Message):
     __slots__ = ("replies",)
     REPLIES_FIELD_NUMBER: _ClassVar[int]
     replies: _containers.RepeatedCompositeFieldContainer[_streamed_call_pb2.StreamedReply]

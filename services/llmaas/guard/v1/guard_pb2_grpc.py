@@ -161,10 +161,10 @@ class GuardInternalServiceStub:
                 request_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptRequest.SerializeToString,
                 response_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptResponse.FromString,
                 _registered_method=True)
-        self.CheckPromptStream = channel.stream_stream(
-                '/llmaas.guard.v1.GuardInternalService/CheckPromptStream',
-                request_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptStreamRequest.SerializeToString,
-                response_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptStreamResponse.FromString,
+        self.StreamCalls = channel.stream_stream(
+                '/llmaas.guard.v1.GuardInternalService/StreamCalls',
+                request_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.StreamCallsRequest.SerializeToString,
+                response_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.StreamCallsResponse.FromString,
                 _registered_method=True)
 
 
@@ -180,7 +180,7 @@ class GuardInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def CheckPromptStream(self, request_iterator, context):
+    def StreamCalls(self, request_iterator, context):
         """CheckPrompt calls on one long-lived stream (llmaas.common.call_stream), each checked as the unary call is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -195,10 +195,10 @@ def add_GuardInternalServiceServicer_to_server(servicer, server):
                     request_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptRequest.FromString,
                     response_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptResponse.SerializeToString,
             ),
-            'CheckPromptStream': grpc.stream_stream_rpc_method_handler(
-                    servicer.CheckPromptStream,
-                    request_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptStreamRequest.FromString,
-                    response_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptStreamResponse.SerializeToString,
+            'StreamCalls': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamCalls,
+                    request_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.StreamCallsRequest.FromString,
+                    response_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.StreamCallsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -242,7 +242,7 @@ class GuardInternalService:
             _registered_method=True)
 
     @staticmethod
-    def CheckPromptStream(request_iterator,
+    def StreamCalls(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -255,9 +255,9 @@ class GuardInternalService:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/llmaas.guard.v1.GuardInternalService/CheckPromptStream',
-            llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptStreamRequest.SerializeToString,
-            llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptStreamResponse.FromString,
+            '/llmaas.guard.v1.GuardInternalService/StreamCalls',
+            llmaas_dot_guard_dot_v1_dot_guard__pb2.StreamCallsRequest.SerializeToString,
+            llmaas_dot_guard_dot_v1_dot_guard__pb2.StreamCallsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -314,10 +314,10 @@ class MeteringInternalServiceStub:
                 request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.SerializeToString,
                 response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.FromString,
                 _registered_method=True)
-        self.ReserveStream = channel.stream_stream(
-                '/llmaas.metering.v1.MeteringInternalService/ReserveStream',
-                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveStreamRequest.SerializeToString,
-                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveStreamResponse.FromString,
+        self.StreamCalls = channel.stream_stream(
+                '/llmaas.metering.v1.MeteringInternalService/StreamCalls',
+                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.StreamCallsRequest.SerializeToString,
+                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.StreamCallsResponse.FromString,
                 _registered_method=True)
 
 
@@ -349,8 +349,9 @@ class MeteringInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ReserveStream(self, request_iterator, context):
-        """Reserve calls on one long-lived stream (llmaas.common.call_stream), each granted as the unary call is.
+    def StreamCalls(self, request_iterator, context):
+        """Reserve and SettleBatch calls on one long-lived stream (llmaas.common.call_stream), each answered as the unary
+        call is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -374,10 +375,10 @@ def add_MeteringInternalServiceServicer_to_server(servicer, server):
                     request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.FromString,
                     response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.SerializeToString,
             ),
-            'ReserveStream': grpc.stream_stream_rpc_method_handler(
-                    servicer.ReserveStream,
-                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveStreamRequest.FromString,
-                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveStreamResponse.SerializeToString,
+            'StreamCalls': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamCalls,
+                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.StreamCallsRequest.FromString,
+                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.StreamCallsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -476,7 +477,7 @@ class MeteringInternalService:
             _registered_method=True)
 
     @staticmethod
-    def ReserveStream(request_iterator,
+    def StreamCalls(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -489,9 +490,9 @@ class MeteringInternalService:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/llmaas.metering.v1.MeteringInternalService/ReserveStream',
-            llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveStreamRequest.SerializeToString,
-            llmaas_dot_metering_dot_v1_dot_metering__pb2.ReserveStreamResponse.FromString,
+            '/llmaas.metering.v1.MeteringInternalService/StreamCalls',
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.StreamCallsRequest.SerializeToString,
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.StreamCallsResponse.FromString,
             options,
             channel_credentials,
             insecure,
