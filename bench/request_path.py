@@ -3,7 +3,10 @@ generate endpoint with the same rendered prompt (the issue's baseline: one respo
 way the router asks (gRPC ModelStreamInfer, one response per token: what Triton itself costs on the platform's path),
 interleaved in one run and repeated (median [min-max]).
 
-    .venv/bin/python -m bench.request_path [--seconds 10] [--repeat 3] [--soak 200000]
+    .venv/bin/python -m bench.request_path [--seconds 10] [--repeat 3] [--soak 200000] [--baseline main]
+
+`--baseline REV` also starts a second stack running that git revision's services (exported from this repository,
+same model, same Triton), and measures it interleaved with the current code: the before/after of one run.
 
 Reports, for both paths: latency p50/p99 at concurrency 1, requests/s at concurrency 32 (16-token completions), time
 to first byte of a streamed completion (32 chunks) at concurrency 1; then the added latency, and CPU per request (and
@@ -19,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -190,79 +195,113 @@ def triton_stream(stack: dict, paths: "Paths") -> tuple:
     return replica, path
 
 
-async def measure(stack: dict, args) -> None:
+def _ours(run: dict[str, float]) -> float:
+    return sum(v for k, v in run.items() if _group(k) not in ("triton", "jaeger", "bench client"))
+
+
+async def measure(stack: dict, args, baseline: dict | None = None) -> None:
+    stacks = {"stack": stack, **({"baseline": baseline} if baseline is not None else {})}
     paths = Paths(stack, args.max_tokens)
-    unlimited_tier(stack)
-    roots = live_pids(stack)
-    tree = _process_tree(roots)
+    for s in stacks.values():
+        unlimited_tier(s)
+    roots = {name: live_pids(s) for name, s in stacks.items()}
+    trees = {name: _process_tree(r) for name, r in roots.items()}
     print(f"model {TEST_MODEL}, max_tokens={args.max_tokens}, {args.repeat} x {args.seconds:g} s per cell, "
-          f"interleaved; guard enforcing; tracing sampling: {os.environ.get('LLMAAS_TRACE_SAMPLING', 'default')}")
-    for make in (paths.stack(), paths.direct(), paths.stack(stream=True, max_tokens=32)):  # warm-up
-        await _run(make, 4, 2)
+          f"interleaved; guard enforcing; tracing sampling: {os.environ.get('LLMAAS_TRACE_SAMPLING', 'default')}"
+          + (f"; baseline: {args.baseline}" if baseline is not None else ""))
+    stack_paths = {name: Paths(s, args.max_tokens) for name, s in stacks.items()}
+    for p in stack_paths.values():  # warm-up
+        for make in (p.stack(), p.stack(stream=True, max_tokens=32)):
+            await _run(make, 4, 2)
+    await _run(paths.direct(), 4, 2)
 
     replica, grpc_stream = triton_stream(stack, paths)
-    senders = {"stack": paths.stack, "direct": paths.direct, "grpc": grpc_stream}
-    cells: dict[str, list] = {f"{cell} {path}": [] for cell in ("c1", "c32", "ttfb")
-                              for path in ("stack", "direct", "grpc")}
-    cpu: dict[str, list[dict[str, float]]] = {"c32": [], "stream": []}
+    senders = {"direct": paths.direct, "grpc": grpc_stream, **{name: p.stack for name, p in stack_paths.items()}}
+    order = ["direct", "grpc", *stack_paths]
+    cells: dict[str, list] = {f"{cell} {path}": [] for cell in ("c1", "c32", "ttfb") for path in order}
+    cpu: dict[str, dict[str, list[dict[str, float]]]] = {name: {"c32": [], "stream": []} for name in stacks}
     chunks = 32
     for _ in range(args.repeat):
-        for path in ("stack", "direct", "grpc"):
+        for path in order:
+            tree = trees.get(path)
             r = await _run(senders[path](), 1, args.seconds)
             cells[f"c1 {path}"].append((_pct(r.latencies, 50), _pct(r.latencies, 99)))
-            before = _cpu_snapshot(tree)
+            before = _cpu_snapshot(tree) if tree else None
             r = await _run(senders[path](), 32, args.seconds)
-            after = _cpu_snapshot(tree)
             cells[f"c32 {path}"].append(r.rps)
-            if path == "stack":
-                cpu["c32"].append({k: (after[k] - before[k]) / max(1, len(r.latencies)) * 1000 for k in after})
-            before = _cpu_snapshot(tree)
+            if tree:
+                after = _cpu_snapshot(tree)
+                cpu[path]["c32"].append({k: (after[k] - before[k]) / max(1, len(r.latencies)) * 1000 for k in after})
+                before = _cpu_snapshot(tree)
             r = await _run(senders[path](stream=True, max_tokens=chunks), 1, args.seconds)
-            after = _cpu_snapshot(tree)
             cells[f"ttfb {path}"].append(_pct(r.first_bytes, 50))
-            if path == "stack":
-                cpu["stream"].append({k: (after[k] - before[k]) / max(1, len(r.latencies)) * 1000 for k in after})
+            if tree:
+                after = _cpu_snapshot(tree)
+                cpu[path]["stream"].append({k: (after[k] - before[k]) / max(1, len(r.latencies)) * 1000
+                                            for k in after})
+    await replica.close()
 
-    print(f"\n{'':38} {'Triton HTTP generate':>22} {'Triton gRPC stream':>22} {'Envoy + services':>22} "
-          f"{'added to HTTP':>16} {'added to gRPC':>16}")
+    titles = {"direct": "Triton HTTP generate", "grpc": "Triton gRPC stream", "stack": "Envoy + services",
+              "baseline": f"{args.baseline} (baseline)"}
+    shown = ["direct", "grpc", *(["baseline"] if baseline is not None else []), "stack"]
+    print(f"\n{'':38} " + " ".join(f"{titles[p]:>22}" for p in shown)
+          + f" {'added to HTTP':>16} {'added to gRPC':>16}" + (f" {'vs baseline':>12}" if baseline else ""))
 
     def row(label: str, key: str, q: int | None = None, fmt: str = "{:.2f}", added: bool = True) -> None:
-        values = {p: [c[q] if q is not None else c for c in cells[f"{key} {p}"]] for p in ("direct", "grpc", "stack")}
-        line = (f"{label:38} {_median_range(values['direct'], fmt):>22} {_median_range(values['grpc'], fmt):>22} "
-                f"{_median_range(values['stack'], fmt):>22}")
-        if added:
-            for base in ("direct", "grpc"):
-                line += f" {_median_range([a - b for a, b in zip(values['stack'], values[base], strict=True)]):>16}"
+        values = {p: [c[q] if q is not None else c for c in cells[f"{key} {p}"]] for p in shown}
+        line = f"{label:38} " + " ".join(f"{_median_range(values[p], fmt):>22}" for p in shown)
+        for base in ("direct", "grpc"):
+            line += (f" {_median_range([a - b for a, b in zip(values['stack'], values[base], strict=True)]):>16}"
+                     if added else f" {'':>16}")
+        if baseline is not None:
+            line += f" {statistics.median(values['stack']) / statistics.median(values['baseline']):>11.2f}x"
         print(line)
 
     row("c=1 p50 ms", "c1", 0)
     row("c=1 p99 ms", "c1", 1)
     row("c=32 requests/s", "c32", None, "{:.0f}", added=False)
     row(f"streamed ({chunks} chunks) c=1 TTFB p50 ms", "ttfb")
-    await replica.close()
-    print(f"\nCPU ms per request (c=32, non-streamed; median of {args.repeat}) and per streamed request ({chunks} chunks):")
-    groups = sorted({_group(k) for k in cpu["c32"][0]} - {"bench client"}) + ["bench client"]
-    for g in groups:
-        per = [sum(v for k, v in run.items() if _group(k) == g) for run in cpu["c32"]]
-        per_stream = [sum(v for k, v in run.items() if _group(k) == g) for run in cpu["stream"]]
-        print(f"  {g:14} {statistics.median(per):6.2f}   streamed {statistics.median(per_stream):6.2f}")
-    ours = [sum(v for k, v in run.items() if _group(k) not in ("triton", "jaeger", "bench client"))
-            for run in cpu["c32"]]
-    ours_stream = [sum(v for k, v in run.items() if _group(k) not in ("triton", "jaeger", "bench client"))
-                   for run in cpu["stream"]]
-    print(f"  {'Envoy + services':14} {_median_range(ours):>20}   streamed {_median_range(ours_stream)}")
-    per_chunk = [(st - un) / chunks for st, un in zip(ours_stream, ours, strict=True)]
-    print(f"  per relayed chunk (streamed - non-streamed) / {chunks}: {_median_range(per_chunk, '{:.3f}')} ms")
+    for name in ([*(["baseline"] if baseline is not None else []), "stack"]):
+        runs = cpu[name]
+        print(f"\nCPU ms per request, {titles[name]} (c=32, non-streamed; median of {args.repeat}) and per streamed "
+              f"request ({chunks} chunks):")
+        groups = sorted({_group(k) for k in runs["c32"][0]} - {"bench client"}) + ["bench client"]
+        for g in groups:
+            per = [sum(v for k, v in run.items() if _group(k) == g) for run in runs["c32"]]
+            per_stream = [sum(v for k, v in run.items() if _group(k) == g) for run in runs["stream"]]
+            print(f"  {g:14} {statistics.median(per):6.2f}   streamed {statistics.median(per_stream):6.2f}")
+        ours = [_ours(run) for run in runs["c32"]]
+        ours_stream = [_ours(run) for run in runs["stream"]]
+        print(f"  {'Envoy + services':14} {_median_range(ours):>20}   streamed {_median_range(ours_stream)}")
+        per_chunk = [(st - un) / chunks for st, un in zip(ours_stream, ours, strict=True)]
+        print(f"  per relayed chunk (streamed - non-streamed) / {chunks}: {_median_range(per_chunk, '{:.3f}')} ms")
+    if baseline is not None:
+        ratio = statistics.median([_ours(r) for r in cpu["stack"]["c32"]]) / statistics.median(
+            [_ours(r) for r in cpu["baseline"]["c32"]])
+        print(f"\nCPU per request, Envoy + services, against the baseline: {ratio:.2f}x")
 
-    rss_before = {k: _rss_mib(p) for k, p in roots.items()}
+    rss_before = {k: _rss_mib(p) for k, p in roots["stack"].items()}
     if args.soak:
         print(f"\nsoak: {args.soak} more requests at concurrency 32 ...")
         port, make, tls = paths.stack()
         r = await loadgen.run(HOST, port, make, concurrency=32, requests=args.soak, tls=tls)
         print(f"  {len(r.latencies)} served in {r.elapsed:.0f} s ({r.rps:.0f}/s), {r.errors} errors")
     print(f"\nRSS MiB {'before':>8} {'after':>8}")
-    for k, p in roots.items():
+    for k, p in roots["stack"].items():
         print(f"  {k:12} {rss_before[k]:8.1f} {_rss_mib(p):8.1f}")
+
+
+@contextlib.contextmanager
+def baseline_stack(rev: str, tmp: Path, *options: str):
+    """A stack running `rev`'s services: its tree exported from this repository, first on the Python path of
+    `llmaas up` and every process it starts (the current venv's packages otherwise)."""
+    tree = tmp / "baseline-src"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", rev], check=True, capture_output=True,
+                             cwd=Path(__file__).resolve().parent.parent).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    with running_stack(tmp / "baseline-data", *options, env={"PYTHONPATH": str(tree / "services")}) as stack:
+        yield stack
 
 
 def main() -> None:
@@ -271,10 +310,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--soak", type=int, default=0, help="requests sent before the second RSS reading")
+    parser.add_argument("--baseline", metavar="REV", help="a git revision measured interleaved (e.g. main)")
     parser.add_argument("--up", nargs=argparse.REMAINDER, default=[], help="more `llmaas up` options (last)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, running_stack(Path(tmp) / "data", *args.up) as stack:
-        asyncio.run(measure(stack, args))
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stacks:
+        baseline = stacks.enter_context(baseline_stack(args.baseline, Path(tmp), *args.up)) if args.baseline else None
+        stack = stacks.enter_context(running_stack(Path(tmp) / "data", *args.up))
+        asyncio.run(measure(stack, args, baseline))
 
 
 if __name__ == "__main__":

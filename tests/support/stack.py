@@ -108,8 +108,9 @@ def gateway_channel(stack: dict):
 
 
 @contextmanager
-def running_stack(data_dir: Path, *options: str, start_timeout: float = 240.0) -> Iterator[dict]:
-    """options: more `llmaas up` options."""
+def running_stack(data_dir: Path, *options: str, start_timeout: float = 240.0,
+                  env: dict[str, str] | None = None) -> Iterator[dict]:
+    """options: more `llmaas up` options; env: more environment variables for it (and the processes it starts)."""
     base = free_base_port()
     lifecycle_catalog = _lifecycle_catalog(data_dir.parent / f"{data_dir.name}-lifecycle.yaml")
     argv = up_argv(data_dir, base,
@@ -120,7 +121,7 @@ def running_stack(data_dir: Path, *options: str, start_timeout: float = 240.0) -
                    "--catalog", str(lifecycle_catalog), *options)
     log = open(data_dir.parent / f"{data_dir.name}-up.log", "wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200", **(env or {})})
     stack_file = data_dir / STACK_FILE
     try:
         deadline = time.monotonic() + start_timeout

@@ -223,3 +223,27 @@ async def test_denials_are_audited_too(auth):
     auth.authorizer.flush_failures()
     await auth.log.flush()
     assert auth.actions() == ["request.denied"]
+
+
+async def test_lingering_completion_records_share_the_next_rounds_transaction(database_url):
+    """The router's batched completion records (RecordRequests) are awaited but not urgent: they wait for the
+    writer's next round (within FLUSH_INTERVAL) and commit in one transaction with the authorisation records
+    written behind meanwhile, instead of one transaction per call; still durable when the call returns."""
+    store = ControlledStore(auth_engine(database_url))
+    log = AuditLog(store)
+    t0 = time.monotonic()
+    assert log.submit(_record("authorized-1")) is None
+    completed = [AuditRecord(tenant_id="ten_a", key_id="k", actor="k", action="request.completed",
+                             endpoint="POST /v1/chat/completions", status=200, request_id=f"done-{i}")
+                 for i in range(3)]
+    seqs = await asyncio.gather(*(log.append_many([r], linger=True) for r in completed))
+    took = time.monotonic() - t0
+    assert all(s[0] is not None for s in seqs)
+    assert len({store.committed_at[r] for r in ["authorized-1", "done-0", "done-1", "done-2"]}) == 1
+    assert took <= FLUSH_INTERVAL + 0.5  # within the round (plus a starved machine's commit)
+    # An urgent append (an admin action) still commits at once, with whatever is queued.
+    assert log.submit(_record("authorized-2")) is None
+    await log.append(_record("admin-1"))
+    assert store.committed_at["authorized-2"] == store.committed_at["admin-1"]
+    assert store.verify().ok
+    await log.close()

@@ -31,6 +31,7 @@ def _downstream(metering: FakeMetering) -> Downstream:
     d = Downstream.__new__(Downstream)  # no channels: only the metering stub is used
     d._metering = metering
     d._credentials = None
+    d._streams = False  # the unary call (the streamed one: tests/unit/test_call_stream.py)
     return d
 
 

@@ -261,6 +261,9 @@ class _Group:
     records: list[AuditRecord]
     since: float  # time.monotonic() when handed over
     future: asyncio.Future | None = None
+    # Awaited, but not urgent: it waits for the writer's next round (within the flush interval) like the records
+    # written behind, and shares their transaction.
+    lingers: bool = False
 
 
 class AuditLog:
@@ -330,9 +333,12 @@ class AuditLog:
         [seq] = await self._commit([record])
         return seq
 
-    async def append_many(self, records: Iterable[AuditRecord]) -> list[int | None]:
-        """The records in one transaction (never split), committed when this returns; sequence numbers as append."""
-        return await self._commit(list(records))
+    async def append_many(self, records: Iterable[AuditRecord], *, linger: bool = False) -> list[int | None]:
+        """The records in one transaction (never split), committed when this returns; sequence numbers as append.
+        `linger`: committed with the writer's next round (within FLUSH_INTERVAL) rather than at once, in the same
+        transaction as the records written behind meanwhile: for a caller that does not hold a client up (the
+        router's batched completion records), one transaction per round instead of one per call."""
+        return await self._commit(list(records), linger=linger)
 
     async def flush(self) -> None:
         """Returns once everything handed over before the call is committed (raises AuditUnavailable if it failed)."""
@@ -343,9 +349,9 @@ class AuditLog:
         """Records not committed yet."""
         return self._queued + self._writing_count
 
-    async def _commit(self, records: list[AuditRecord]) -> list[int | None]:
+    async def _commit(self, records: list[AuditRecord], *, linger: bool = False) -> list[int | None]:
         future = asyncio.get_running_loop().create_future()
-        self._enqueue(_Group(records, time.monotonic(), future))
+        self._enqueue(_Group(records, time.monotonic(), future, lingers=linger))
         return await future
 
     def _enqueue(self, group: _Group) -> None:
@@ -356,10 +362,11 @@ class AuditLog:
         was_empty = not self._queue
         self._queue.append(group)
         self._queued += len(group.records)
-        if group.future is not None:
+        urgent = group.future is not None and not group.lingers
+        if urgent:
             self._awaited += 1
         # Wake the writer to start a batch (it then lingers), or to write at once: someone waits, or it is full.
-        if was_empty or group.future is not None or self._queued >= _MAX_BATCH:
+        if was_empty or urgent or self._queued >= _MAX_BATCH:
             self._wakeup.set()
 
     def _urgent(self) -> bool:
@@ -402,7 +409,7 @@ class AuditLog:
             group = self._queue.popleft()
             batch.append(group)
             count += len(group.records)
-            if group.future is not None:
+            if group.future is not None and not group.lingers:
                 self._awaited -= 1
         self._queued -= count
         self._writing, self._writing_count = batch, count

@@ -18,6 +18,7 @@ from llmaas.auth.audit import COMPLETED, AuditLog, AuditRecord
 from llmaas.auth.authorizer import Attempt, Authorizer, current_trace_id
 from llmaas.auth.store import KEY_ROLES, KeyRecord, KeyStore, NotFound, Tenant, TenantExists
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
+from llmaas.common.call_stream import serve_stream
 from llmaas.common.errors import ApiError, invalid_request
 from llmaas.common.identity import (
     IDENTITY_HEADER,
@@ -280,17 +281,25 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer, auth_pb2_grpc.AuthInternal
                            code="invalid_identity")
         return auth_pb2.RecordRequestResponse(recorded=outcome == auth_pb2.RECORD_OUTCOME_RECORDED)
 
+    async def StreamCalls(self, request_iterator, context):
+        """RecordRequests calls on one stream (llmaas.common.call_stream): each answered as the unary call is."""
+        methods = {"RecordRequests": (self.RecordRequests, auth_pb2.RecordRequestsRequest)}
+        async for replies in serve_stream(request_iterator, context, auth_pb2.StreamCallsResponse, methods,
+                                          "llmaas.auth.v1.AuthInternalService", self._secret):
+            yield replies
+
     async def RecordRequests(self, request, context):
         if len(request.records) > _MAX_RECORDS_PER_CALL:
             raise invalid_request(f"At most {_MAX_RECORDS_PER_CALL} records per call", param="records")
         outcomes = await self._record_completions(
-            [(r.record, r.identity, r.client_address[:64]) for r in request.records])
+            [(r.record, r.identity, r.client_address[:64]) for r in request.records], linger=True)
         return auth_pb2.RecordRequestsResponse(outcomes=outcomes)
 
     async def _record_completions(self, entries: list[tuple[auth_pb2.RecordRequestRequest, str, str]], *,
-                                  trace_id: str = "") -> list[int]:
+                                  trace_id: str = "", linger: bool = False) -> list[int]:
         """request.completed records, each with its caller's signed identity, written in one transaction (awaited:
-        the router retries until they are durable). A record whose identity does not verify, or is bound to another
+        the router retries until they are durable; `linger`: in the audit writer's next round, see
+        AuditLog.append_many). A record whose identity does not verify, or is bound to another
         request, is refused alone; one whose request id is already recorded (or repeated here) is skipped."""
         outcomes = [auth_pb2.RECORD_OUTCOME_REFUSED] * len(entries)
         records, positions = [], []
@@ -300,7 +309,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer, auth_pb2_grpc.AuthInternal
                 records.append(record)
                 positions.append(i)
         if records:
-            for i, seq in zip(positions, await self._audit.append_many(records), strict=True):
+            for i, seq in zip(positions, await self._audit.append_many(records, linger=linger), strict=True):
                 outcomes[i] = auth_pb2.RECORD_OUTCOME_RECORDED if seq is not None \
                     else auth_pb2.RECORD_OUTCOME_DUPLICATE
         return outcomes

@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import filters
 
+from llmaas.common.call_stream import drain_streams
 from llmaas.common.config import internal_secret
 from llmaas.common.errors import ApiError, internal_error
 from llmaas.common.grpc_tracing import SamplingServerInterceptor
@@ -204,6 +205,7 @@ async def serve(
 
     log.info("stopping", extra={"fields": {"service": name}})
     await health_servicer.enter_graceful_shutdown()
+    drain_streams()  # streamed calls (llmaas.common.call_stream): the calls read are answered, then the streams end
     if on_drain is not None:
         on_drain()
     await server.stop(GRACE_SECONDS)

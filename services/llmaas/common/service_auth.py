@@ -86,6 +86,13 @@ def verify_service_token(token: str, audience: str, secret: str, *, now: float |
     return caller
 
 
+def token_expiry(metadata, secret: str) -> float:
+    """When the service token of a call's metadata expires (0: none that verifies). A long-lived stream is served no
+    longer than its opening credential lives (llmaas.common.call_stream)."""
+    read = _read_token(_headers(metadata)[0], secret)
+    return float(read[2]) if read is not None else 0.0
+
+
 class ServiceCredentials:
     """A calling service's tokens: one per audience, minted on first use and again once half its life is gone."""
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from opentelemetry import trace
 
+from llmaas.common.call_stream import serve_stream
 from llmaas.common.errors import invalid_request
 from llmaas.common.identity import require_admin
 from llmaas.guard import metrics, normalize
@@ -99,6 +100,13 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer, guard_pb2_grpc.GuardInt
             decision=guard_pb2.DECISION_BLOCK if block else guard_pb2.DECISION_ALLOW, score=verdict.score, mode=mode,
             flagged=flagged, threshold=policy.threshold,
             findings=[guard_pb2.Finding(layer=f.layer, reason=f.reason, score=f.score) for f in verdict.findings])
+
+    async def StreamCalls(self, request_iterator, context):
+        """CheckPrompt calls on one stream (llmaas.common.call_stream): each checked as the unary call is."""
+        methods = {"CheckPrompt": (self.CheckPrompt, guard_pb2.CheckPromptRequest)}
+        async for replies in serve_stream(request_iterator, context, guard_pb2.StreamCallsResponse, methods,
+                                          "llmaas.guard.v1.GuardInternalService", self._secret):
+            yield replies
 
     def _policy_message(self, tenant_id: str) -> guard_pb2.TenantPolicy:
         policy = self._policies.get(tenant_id)

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import grpc
 
+from llmaas.common.call_stream import serve_stream
 from llmaas.common.errors import ApiError, invalid_request
 from llmaas.common.identity import Quota, require_admin
 from llmaas.common.service_auth import item_identity
@@ -99,6 +100,15 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer, metering_pb2_g
 
     async def _off_loop(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self._admin, functools.partial(fn, *args, **kwargs))
+
+    async def StreamCalls(self, request_iterator, context):
+        """Reserve and SettleBatch calls on one stream (llmaas.common.call_stream): each answered as the unary call
+        is."""
+        methods = {"Reserve": (self.Reserve, metering_pb2.ReserveRequest),
+                   "SettleBatch": (self.SettleBatch, metering_pb2.SettleBatchRequest)}
+        async for replies in serve_stream(request_iterator, context, metering_pb2.StreamCallsResponse, methods,
+                                          "llmaas.metering.v1.MeteringInternalService", self._secret):
+            yield replies
 
     async def Reserve(self, request, context):
         if not request.request_id or not request.tenant_id:

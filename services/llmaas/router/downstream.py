@@ -12,6 +12,8 @@ from opentelemetry import trace
 
 from llmaas.auth.v1 import auth_pb2, auth_pb2_grpc
 from llmaas.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from llmaas.common.call_stream import CallStreamClient, streamable
+from llmaas.common.config import env_str
 from llmaas.common.errors import ApiError, from_rpc_error
 from llmaas.common.grpc_tracing import SamplingChannel
 from llmaas.common.identity import IDENTITY_HEADER, Identity, Quota
@@ -72,6 +74,24 @@ class Downstream:
         # never ends would say nothing).
         self._watch_channel = grpc.aio.insecure_channel(catalog)
         self._catalog_watch = catalog_pb2_grpc.CatalogInternalServiceStub(self._watch_channel)
+        # The per-request calls to the guard, metering and auth (the verdict, the grant, and the batched settlements
+        # and audit records), on one long-lived stream each (llmaas.common.call_stream): a fraction of a unary call's
+        # CPU. Sampled requests still make unary calls to the guard and metering (their traces keep every span).
+        # LLMAAS_CALL_STREAMS=0: unary calls only (to compare).
+        self._streams = env_str("LLMAAS_CALL_STREAMS", "1") != "0"
+        self._stream_channels = [grpc.aio.insecure_channel(guard), grpc.aio.insecure_channel(metering),
+                                 grpc.aio.insecure_channel(auth, options=[
+                                     ("grpc.service_config", json.dumps({"loadBalancingConfig": [
+                                         {"round_robin": {}}]}))])]
+        self._guard_calls = CallStreamClient(
+            "guard", guard_pb2_grpc.GuardInternalServiceStub(self._stream_channels[0]).StreamCalls,
+            lambda: self._metadata("guard"), guard_pb2.StreamCallsRequest)
+        self._metering_calls = CallStreamClient(
+            "metering", metering_pb2_grpc.MeteringInternalServiceStub(self._stream_channels[1]).StreamCalls,
+            lambda: self._metadata("metering"), metering_pb2.StreamCallsRequest)
+        self._auth_calls = CallStreamClient(
+            "auth", auth_pb2_grpc.AuthInternalServiceStub(self._stream_channels[2]).StreamCalls,
+            lambda: self._metadata("auth"), auth_pb2.StreamCallsRequest)
         # Without a subscribed watcher (llmaas.router.model_cache.CatalogWatcher) the cache stays inactive.
         self.model_cache = model_cache if model_cache is not None else ModelCache()
 
@@ -94,8 +114,12 @@ class Downstream:
         request = auth_pb2.RecordRequestsRequest(records=[
             auth_pb2.RequestRecord(record=record, identity=identity, client_address=address)
             for record, identity, address in batch])
-        response = await _call("auth", self._auth.RecordRequests, request, timeout=4 * DEADLINE,
-                               metadata=self._metadata("auth"))
+        if self._streams:
+            response = await self._auth_calls.call("RecordRequests", request, auth_pb2.RecordRequestsResponse,
+                                                   timeout=4 * DEADLINE)
+        else:
+            response = await _call("auth", self._auth.RecordRequests, request, timeout=4 * DEADLINE,
+                                   metadata=self._metadata("auth"))
         refused = [record.request_id for (record, _, _), outcome in zip(batch, response.outcomes, strict=False)
                    if outcome == auth_pb2.RECORD_OUTCOME_REFUSED]
         if refused:
@@ -144,9 +168,17 @@ class Downstream:
 
     async def check_prompt(self, request: guard_pb2.CheckPromptRequest,
                            identity: str = "") -> guard_pb2.CheckPromptResponse:
+        traceparent = streamable() if self._streams else None
+        if traceparent is not None:
+            return await self._guard_calls.call("CheckPrompt", request, guard_pb2.CheckPromptResponse,
+                                                identity=identity, traceparent=traceparent, timeout=DEADLINE)
         return await _call("guard", self._guard.CheckPrompt, request, metadata=self._metadata("guard", identity))
 
     async def reserve(self, request: metering_pb2.ReserveRequest, identity: str = "") -> metering_pb2.ReserveResponse:
+        traceparent = streamable() if self._streams else None
+        if traceparent is not None:
+            return await self._metering_calls.call("Reserve", request, metering_pb2.ReserveResponse,
+                                                   identity=identity, traceparent=traceparent, timeout=DEADLINE)
         return await _call("metering", self._metering.Reserve, request, metadata=self._metadata("metering", identity))
 
     async def settle_batch(self, batch: list[metering_pb2.SettleRequest]) -> None:
@@ -154,13 +186,20 @@ class Downstream:
         config above; each item carries its request's signed identity. The call fails (and is retried whole: idempotent per item) only if metering could not record it
         at all; an item metering refuses (no reservation for its id, malformed) is final, and logged with its
         request id."""
-        response = await _call("metering", self._metering.SettleBatch, metering_pb2.SettleBatchRequest(items=batch),
-                               timeout=4 * DEADLINE, metadata=self._metadata("metering"))
+        request = metering_pb2.SettleBatchRequest(items=batch)
+        if self._streams:
+            response = await self._metering_calls.call("SettleBatch", request, metering_pb2.SettleBatchResponse,
+                                                       timeout=4 * DEADLINE)
+        else:
+            response = await _call("metering", self._metering.SettleBatch, request, timeout=4 * DEADLINE,
+                                   metadata=self._metadata("metering"))
         for result in response.results:
             if result.error_code:
                 log.error("settlement failed", extra={"fields": {
                     "request_id": result.request_id, "error": result.error_message, "code": result.error_code}})
 
     async def close(self) -> None:
-        for ch in [*self._channels, self._watch_channel]:
+        for calls in (self._guard_calls, self._metering_calls, self._auth_calls):
+            await calls.close()
+        for ch in [*self._channels, self._watch_channel, *self._stream_channels]:
             await ch.close()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 from opentelemetry import trace
-from tritonclient.grpc import service_pb2_grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from llmaas.common.errors import ApiError
@@ -79,7 +79,14 @@ class TritonReplica:
         # Inference goes straight to the KServe v2 stub (llmaas.router.kserve); probes and metadata through the client.
         self._channel = triton_channel(address)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
-        self._closing: set[asyncio.Task] = set()
+        # ModelStreamInfer called as a server stream: the one request and the half-close go out with the call's start
+        # in one operation (the wire is the same as the bidirectional call's). Triton, told the client has no more
+        # requests, still sends every response of the one in flight, then ends the call. A bidirectional call here
+        # cost a separate write and half-close per request: about a quarter of the router's CPU in a profile.
+        self._stream_infer = self._channel.unary_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            request_serializer=service_pb2.ModelInferRequest.SerializeToString,
+            response_deserializer=service_pb2.ModelStreamInferResponse.FromString, _registered_method=True)
         self._inputs: dict[str, frozenset[str]] = {}
         self._outputs: dict[str, frozenset[str]] = {}
 
@@ -115,14 +122,12 @@ class TritonReplica:
             span.set_attribute("llmaas.triton_replica", self.address)
             # Triton traces every request that carries a traceparent, sampled or not: only a sampled one gets it.
             headers = sampled_trace_headers()
-            # The model is decoupled: its responses come on a stream, which stays open (the client does not
-            # half-close) until the final response has arrived.
-            stream = self._stub.ModelStreamInfer(metadata=tuple(headers.items()))
+            # The model is decoupled: its responses come on the stream until the final one.
+            stream = self._stream_infer(request, metadata=tuple(headers.items()))
             progress = _Progress(time.monotonic())
             watcher = asyncio.create_task(self._watch(model, stream, progress)) if watchdog else None
             final = False
             try:
-                await stream.write(request)
                 while True:
                     response = await stream.read()
                     if response is grpc.aio.EOF:
@@ -146,16 +151,8 @@ class TritonReplica:
             finally:
                 if watcher is not None:
                     watcher.cancel()
-                if final:
-                    # Ends the call normally (Triton then closes it): cheaper than a cancellation.
-                    self._background(stream.done_writing())
-                else:
+                if not final:
                     stream.cancel()  # the consumer stopped early or it failed: stop generation now
-
-    def _background(self, coro) -> None:
-        task = asyncio.ensure_future(coro)
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
 
     async def _watch(self, model: str, stream, progress: _Progress) -> None:
         """A response stream silent for WATCHDOG_SECONDS may be waiting in the model's queue, or be lost with a dead

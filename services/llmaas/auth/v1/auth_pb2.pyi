@@ -2,6 +2,7 @@ import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from llmaas.common.v1 import streamed_call_pb2 as _streamed_call_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -21,6 +22,18 @@ RECORD_OUTCOME_UNSPECIFIED: RecordOutcome
 RECORD_OUTCOME_RECORDED: RecordOutcome
 RECORD_OUTCOME_DUPLICATE: RecordOutcome
 RECORD_OUTCOME_REFUSED: RecordOutcome
+
+class StreamCallsRequest(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[_streamed_call_pb2.StreamedCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[_streamed_call_pb2.StreamedCall, _Mapping]]] = ...) -> None: ...
+
+class StreamCallsResponse(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[_streamed_call_pb2.StreamedReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[_streamed_call_pb2.StreamedReply, _Mapping]]] = ...) -> None: ...
 
 class AuthenticateRequest(_message.Message):
     __slots__ = ("api_key", "endpoint", "client_address", "request_id")

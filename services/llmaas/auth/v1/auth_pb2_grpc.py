@@ -569,6 +569,11 @@ class AuthInternalServiceStub:
                 request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsRequest.SerializeToString,
                 response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsResponse.FromString,
                 _registered_method=True)
+        self.StreamCalls = channel.stream_stream(
+                '/llmaas.auth.v1.AuthInternalService/StreamCalls',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.StreamCallsRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.StreamCallsResponse.FromString,
+                _registered_method=True)
 
 
 class AuthInternalServiceServicer:
@@ -602,6 +607,13 @@ class AuthInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamCalls(self, request_iterator, context):
+        """RecordRequests calls on one long-lived stream (llmaas.common.call_stream), each answered as the unary call is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -619,6 +631,11 @@ def add_AuthInternalServiceServicer_to_server(servicer, server):
                     servicer.RecordRequests,
                     request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsRequest.FromString,
                     response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsResponse.SerializeToString,
+            ),
+            'StreamCalls': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamCalls,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.StreamCallsRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.StreamCallsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -705,6 +722,33 @@ class AuthInternalService:
             '/llmaas.auth.v1.AuthInternalService/RecordRequests',
             llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsRequest.SerializeToString,
             llmaas_dot_auth_dot_v1_dot_auth__pb2.RecordRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamCalls(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/llmaas.auth.v1.AuthInternalService/StreamCalls',
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.StreamCallsRequest.SerializeToString,
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.StreamCallsResponse.FromString,
             options,
             channel_credentials,
             insecure,

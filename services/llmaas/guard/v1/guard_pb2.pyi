@@ -1,7 +1,5 @@
-import datetime
-
 from google.api import annotations_pb2 as _annotations_pb2
-from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from llmaas.common.v1 import streamed_call_pb2 as _streamed_call_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -45,6 +43,18 @@ GUARD_MODE_UNSPECIFIED: GuardMode
 GUARD_MODE_ENFORCE: GuardMode
 GUARD_MODE_SHADOW: GuardMode
 GUARD_MODE_OFF: GuardMode
+
+class StreamCallsRequest(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[_streamed_call_pb2.StreamedCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[_streamed_call_pb2.StreamedCall, _Mapping]]] = ...) -> None: ...
+
+class StreamCallsResponse(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[_streamed_call_pb2.StreamedReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[_streamed_call_pb2.StreamedReply, _Mapping]]] = ...) -> None: ...
 
 class CheckPromptRequest(_message.Message):
     __slots__ = ("tenant_id", "end_user_id", "parts", "request_id")
@@ -127,35 +137,3 @@ class SetTenantPolicyResponse(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     policy: TenantPolicy
     def __init__(self, policy: _Optional[_Union[TenantPolicy, _Mapping]] = ...) -> None: ...
-
-class ListGuardRefusalsRequest(_message.Message):
-    __slots__ = ("tenant_id", "limit")
-    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
-    LIMIT_FIELD_NUMBER: _ClassVar[int]
-    tenant_id: str
-    limit: int
-    def __init__(self, tenant_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
-
-class GuardRefusal(_message.Message):
-    __slots__ = ("created_at", "request_id", "decision", "mode", "score", "threshold", "reasons")
-    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    DECISION_FIELD_NUMBER: _ClassVar[int]
-    MODE_FIELD_NUMBER: _ClassVar[int]
-    SCORE_FIELD_NUMBER: _ClassVar[int]
-    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
-    REASONS_FIELD_NUMBER: _ClassVar[int]
-    created_at: _timestamp_pb2.Timestamp
-    request_id: str
-    decision: str
-    mode: GuardMode
-    score: float
-    threshold: float
-    reasons: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., decision: _Optional[str] = ..., mode: _Optional[_Union[GuardMode, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
-
-class ListGuardRefusalsResponse(_message.Message):
-    __slots__ = ("refusals",)
-    REFUSALS_FIELD_NUMBER: _ClassVar[int]
-    refusals: _containers.RepeatedCompositeFieldContainer[GuardRefusal]
-    def __init__(self, refusals: _Optional[_Iterable[_Union[GuardRefusal, _Mapping]]] = ...) -> None: ...

@@ -206,6 +206,11 @@ class GuardInternalServiceStub:
                 request_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptRequest.SerializeToString,
                 response_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptResponse.FromString,
                 _registered_method=True)
+        self.StreamCalls = channel.stream_stream(
+                '/llmaas.guard.v1.GuardInternalService/StreamCalls',
+                request_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.StreamCallsRequest.SerializeToString,
+                response_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.StreamCallsResponse.FromString,
+                _registered_method=True)
 
 
 class GuardInternalServiceServicer:
@@ -220,6 +225,13 @@ class GuardInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamCalls(self, request_iterator, context):
+        """CheckPrompt calls on one long-lived stream (llmaas.common.call_stream), each checked as the unary call is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GuardInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -227,6 +239,11 @@ def add_GuardInternalServiceServicer_to_server(servicer, server):
                     servicer.CheckPrompt,
                     request_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptRequest.FromString,
                     response_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptResponse.SerializeToString,
+            ),
+            'StreamCalls': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamCalls,
+                    request_deserializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.StreamCallsRequest.FromString,
+                    response_serializer=llmaas_dot_guard_dot_v1_dot_guard__pb2.StreamCallsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -259,6 +276,33 @@ class GuardInternalService:
             '/llmaas.guard.v1.GuardInternalService/CheckPrompt',
             llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptRequest.SerializeToString,
             llmaas_dot_guard_dot_v1_dot_guard__pb2.CheckPromptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamCalls(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/llmaas.guard.v1.GuardInternalService/StreamCalls',
+            llmaas_dot_guard_dot_v1_dot_guard__pb2.StreamCallsRequest.SerializeToString,
+            llmaas_dot_guard_dot_v1_dot_guard__pb2.StreamCallsResponse.FromString,
             options,
             channel_credentials,
             insecure,

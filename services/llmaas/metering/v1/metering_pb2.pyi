@@ -1,4 +1,5 @@
 from google.api import annotations_pb2 as _annotations_pb2
+from llmaas.common.v1 import streamed_call_pb2 as _streamed_call_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -6,6 +7,18 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class StreamCallsRequest(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[_streamed_call_pb2.StreamedCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[_streamed_call_pb2.StreamedCall, _Mapping]]] = ...) -> None: ...
+
+class StreamCallsResponse(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[_streamed_call_pb2.StreamedReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[_streamed_call_pb2.StreamedReply, _Mapping]]] = ...) -> None: ...
 
 class Quota(_message.Message):
     __slots__ = ("window_seconds", "max_requests", "max_tokens")

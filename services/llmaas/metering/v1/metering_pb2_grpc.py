@@ -314,6 +314,11 @@ class MeteringInternalServiceStub:
                 request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.SerializeToString,
                 response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.FromString,
                 _registered_method=True)
+        self.StreamCalls = channel.stream_stream(
+                '/llmaas.metering.v1.MeteringInternalService/StreamCalls',
+                request_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.StreamCallsRequest.SerializeToString,
+                response_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.StreamCallsResponse.FromString,
+                _registered_method=True)
 
 
 class MeteringInternalServiceServicer:
@@ -344,6 +349,14 @@ class MeteringInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamCalls(self, request_iterator, context):
+        """Reserve and SettleBatch calls on one long-lived stream (llmaas.common.call_stream), each answered as the unary
+        call is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeteringInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -361,6 +374,11 @@ def add_MeteringInternalServiceServicer_to_server(servicer, server):
                     servicer.SettleBatch,
                     request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.FromString,
                     response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.SerializeToString,
+            ),
+            'StreamCalls': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamCalls,
+                    request_deserializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.StreamCallsRequest.FromString,
+                    response_serializer=llmaas_dot_metering_dot_v1_dot_metering__pb2.StreamCallsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -448,6 +466,33 @@ class MeteringInternalService:
             '/llmaas.metering.v1.MeteringInternalService/SettleBatch',
             llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchRequest.SerializeToString,
             llmaas_dot_metering_dot_v1_dot_metering__pb2.SettleBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamCalls(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/llmaas.metering.v1.MeteringInternalService/StreamCalls',
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.StreamCallsRequest.SerializeToString,
+            llmaas_dot_metering_dot_v1_dot_metering__pb2.StreamCallsResponse.FromString,
             options,
             channel_credentials,
             insecure,
