@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from llmaas.common.v1 import streamed_call_pb2 as llmaas_dot_common_dot_v1_dot_streamed__call__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bllmaas/guard/v1/guard.proto\x12\x0fllmaas.guard.v1\x1a\x1cgoogle/api/annotations.proto\x1a$llmaas/common/v1/streamed_call.proto\"C\n\x12StreamCallsRequest\x12-\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1e.llmaas.common.v1.StreamedCall\"G\n\x13StreamCallsResponse\x12\x30\n\x07replies\x18\x01 \x03(\x0b\x32\x1f.llmaas.common.v1.StreamedReply\"|\n\x12\x43heckPromptRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x02 \x01(\t\x12*\n\x05parts\x18\x03 \x03(\x0b\x32\x1b.llmaas.guard.v1.PromptPart\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"G\n\nPromptPart\x12+\n\x06source\x18\x01 \x01(\x0e\x32\x1b.llmaas.guard.v1.PartSource\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xcb\x01\n\x13\x43heckPromptResponse\x12+\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x19.llmaas.guard.v1.Decision\x12\r\n\x05score\x18\x02 \x01(\x01\x12*\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x18.llmaas.guard.v1.Finding\x12(\n\x04mode\x18\x04 \x01(\x0e\x32\x1a.llmaas.guard.v1.GuardMode\x12\x0f\n\x07\x66lagged\x18\x05 \x01(\x08\x12\x11\n\tthreshold\x18\x06 \x01(\x01\"7\n\x07\x46inding\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\"^\n\x0cTenantPolicy\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12(\n\x04mode\x18\x02 \x01(\x0e\x32\x1a.llmaas.guard.v1.GuardMode\x12\x11\n\tthreshold\x18\x03 \x01(\x01\"+\n\x16GetTenantPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"Z\n\x16SetTenantPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12-\n\x06policy\x18\x02 \x01(\x0b\x32\x1d.llmaas.guard.v1.TenantPolicy\"H\n\x17GetTenantPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.llmaas.guard.v1.TenantPolicy\"H\n\x17SetTenantPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.llmaas.guard.v1.TenantPolicy*\xa9\x01\n\nPartSource\x12\x1b\n\x17PART_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12PART_SOURCE_SYSTEM\x10\x01\x12\x14\n\x10PART_SOURCE_USER\x10\x02\x12\x19\n\x15PART_SOURCE_ASSISTANT\x10\x03\x12\x1b\n\x17PART_SOURCE_TOOL_RESULT\x10\x04\x12\x18\n\x14PART_SOURCE_DOCUMENT\x10\x05*L\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x12\n\x0e\x44\x45\x43ISION_BLOCK\x10\x02*j\n\tGuardMode\x12\x1a\n\x16GUARD_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12GUARD_MODE_ENFORCE\x10\x01\x12\x15\n\x11GUARD_MODE_SHADOW\x10\x02\x12\x12\n\x0eGUARD_MODE_OFF\x10\x03\x32\xcc\x02\n\x0cGuardService\x12\x98\x01\n\x0fGetTenantPolicy\x12\'.llmaas.guard.v1.GetTenantPolicyRequest\x1a(.llmaas.guard.v1.GetTenantPolicyResponse\"2\x82\xd3\xe4\x93\x02,\x12*/admin/v1/tenants/{tenant_id}/guard-policy\x12\xa0\x01\n\x0fSetTenantPolicy\x12\'.llmaas.guard.v1.SetTenantPolicyRequest\x1a(.llmaas.guard.v1.SetTenantPolicyResponse\":\x82\xd3\xe4\x93\x02\x34\x1a*/admin/v1/tenants/{tenant_id}/guard-policy:\x06policy2\xce\x01\n\x14GuardInternalService\x12X\n\x0b\x43heckPrompt\x12#.llmaas.guard.v1.CheckPromptRequest\x1a$.llmaas.guard.v1.CheckPromptResponse\x12\\\n\x0bStreamCalls\x12#.llmaas.guard.v1.StreamCallsRequest\x1a$.llmaas.guard.v1.StreamCallsResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bllmaas/guard/v1/guard.proto\x12\x0fllmaas.guard.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$llmaas/common/v1/streamed_call.proto\"C\n\x12StreamCallsRequest\x12-\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1e.llmaas.common.v1.StreamedCall\"G\n\x13StreamCallsResponse\x12\x30\n\x07replies\x18\x01 \x03(\x0b\x32\x1f.llmaas.common.v1.StreamedReply\"|\n\x12\x43heckPromptRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x02 \x01(\t\x12*\n\x05parts\x18\x03 \x03(\x0b\x32\x1b.llmaas.guard.v1.PromptPart\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"G\n\nPromptPart\x12+\n\x06source\x18\x01 \x01(\x0e\x32\x1b.llmaas.guard.v1.PartSource\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xcb\x01\n\x13\x43heckPromptResponse\x12+\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x19.llmaas.guard.v1.Decision\x12\r\n\x05score\x18\x02 \x01(\x01\x12*\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x18.llmaas.guard.v1.Finding\x12(\n\x04mode\x18\x04 \x01(\x0e\x32\x1a.llmaas.guard.v1.GuardMode\x12\x0f\n\x07\x66lagged\x18\x05 \x01(\x08\x12\x11\n\tthreshold\x18\x06 \x01(\x01\"7\n\x07\x46inding\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\"^\n\x0cTenantPolicy\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12(\n\x04mode\x18\x02 \x01(\x0e\x32\x1a.llmaas.guard.v1.GuardMode\x12\x11\n\tthreshold\x18\x03 \x01(\x01\"+\n\x16GetTenantPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"Z\n\x16SetTenantPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12-\n\x06policy\x18\x02 \x01(\x0b\x32\x1d.llmaas.guard.v1.TenantPolicy\"H\n\x17GetTenantPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.llmaas.guard.v1.TenantPolicy\"H\n\x17SetTenantPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.llmaas.guard.v1.TenantPolicy\"<\n\x18ListGuardRefusalsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"\xc1\x01\n\x0cGuardRefusal\x12.\n\ncreated_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x03 \x01(\t\x12(\n\x04mode\x18\x04 \x01(\x0e\x32\x1a.llmaas.guard.v1.GuardMode\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x11\n\tthreshold\x18\x06 \x01(\x01\x12\x0f\n\x07reasons\x18\x07 \x03(\t\"L\n\x19ListGuardRefusalsResponse\x12/\n\x08refusals\x18\x01 \x03(\x0b\x32\x1d.llmaas.guard.v1.GuardRefusal*\xa9\x01\n\nPartSource\x12\x1b\n\x17PART_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12PART_SOURCE_SYSTEM\x10\x01\x12\x14\n\x10PART_SOURCE_USER\x10\x02\x12\x19\n\x15PART_SOURCE_ASSISTANT\x10\x03\x12\x1b\n\x17PART_SOURCE_TOOL_RESULT\x10\x04\x12\x18\n\x14PART_SOURCE_DOCUMENT\x10\x05*L\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x12\n\x0e\x44\x45\x43ISION_BLOCK\x10\x02*j\n\tGuardMode\x12\x1a\n\x16GUARD_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12GUARD_MODE_ENFORCE\x10\x01\x12\x15\n\x11GUARD_MODE_SHADOW\x10\x02\x12\x12\n\x0eGUARD_MODE_OFF\x10\x03\x32\xef\x03\n\x0cGuardService\x12\x98\x01\n\x0fGetTenantPolicy\x12\'.llmaas.guard.v1.GetTenantPolicyRequest\x1a(.llmaas.guard.v1.GetTenantPolicyResponse\"2\x82\xd3\xe4\x93\x02,\x12*/admin/v1/tenants/{tenant_id}/guard-policy\x12\xa0\x01\n\x0fSetTenantPolicy\x12\'.llmaas.guard.v1.SetTenantPolicyRequest\x1a(.llmaas.guard.v1.SetTenantPolicyResponse\":\x82\xd3\xe4\x93\x02\x34\x1a*/admin/v1/tenants/{tenant_id}/guard-policy:\x06policy\x12\xa0\x01\n\x11ListGuardRefusals\x12).llmaas.guard.v1.ListGuardRefusalsRequest\x1a*.llmaas.guard.v1.ListGuardRefusalsResponse\"4\x82\xd3\xe4\x93\x02.\x12,/admin/v1/tenants/{tenant_id}/guard-refusals2\xce\x01\n\x14GuardInternalService\x12X\n\x0b\x43heckPrompt\x12#.llmaas.guard.v1.CheckPromptRequest\x1a$.llmaas.guard.v1.CheckPromptResponse\x12\\\n\x0bStreamCalls\x12#.llmaas.guard.v1.StreamCallsRequest\x1a$.llmaas.guard.v1.StreamCallsResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,36 +38,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GUARDSERVICE'].methods_by_name['GetTenantPolicy']._serialized_options = b'\202\323\344\223\002,\022*/admin/v1/tenants/{tenant_id}/guard-policy'
   _globals['_GUARDSERVICE'].methods_by_name['SetTenantPolicy']._loaded_options = None
   _globals['_GUARDSERVICE'].methods_by_name['SetTenantPolicy']._serialized_options = b'\202\323\344\223\0024\032*/admin/v1/tenants/{tenant_id}/guard-policy:\006policy'
-  _globals['_PARTSOURCE']._serialized_start=1102
-  _globals['_PARTSOURCE']._serialized_end=1271
-  _globals['_DECISION']._serialized_start=1273
-  _globals['_DECISION']._serialized_end=1349
-  _globals['_GUARDMODE']._serialized_start=1351
-  _globals['_GUARDMODE']._serialized_end=1457
-  _globals['_STREAMCALLSREQUEST']._serialized_start=116
-  _globals['_STREAMCALLSREQUEST']._serialized_end=183
-  _globals['_STREAMCALLSRESPONSE']._serialized_start=185
-  _globals['_STREAMCALLSRESPONSE']._serialized_end=256
-  _globals['_CHECKPROMPTREQUEST']._serialized_start=258
-  _globals['_CHECKPROMPTREQUEST']._serialized_end=382
-  _globals['_PROMPTPART']._serialized_start=384
-  _globals['_PROMPTPART']._serialized_end=455
-  _globals['_CHECKPROMPTRESPONSE']._serialized_start=458
-  _globals['_CHECKPROMPTRESPONSE']._serialized_end=661
-  _globals['_FINDING']._serialized_start=663
-  _globals['_FINDING']._serialized_end=718
-  _globals['_TENANTPOLICY']._serialized_start=720
-  _globals['_TENANTPOLICY']._serialized_end=814
-  _globals['_GETTENANTPOLICYREQUEST']._serialized_start=816
-  _globals['_GETTENANTPOLICYREQUEST']._serialized_end=859
-  _globals['_SETTENANTPOLICYREQUEST']._serialized_start=861
-  _globals['_SETTENANTPOLICYREQUEST']._serialized_end=951
-  _globals['_GETTENANTPOLICYRESPONSE']._serialized_start=953
-  _globals['_GETTENANTPOLICYRESPONSE']._serialized_end=1025
-  _globals['_SETTENANTPOLICYRESPONSE']._serialized_start=1027
-  _globals['_SETTENANTPOLICYRESPONSE']._serialized_end=1099
-  _globals['_GUARDSERVICE']._serialized_start=1460
-  _globals['_GUARDSERVICE']._serialized_end=1792
-  _globals['_GUARDINTERNALSERVICE']._serialized_start=1795
-  _globals['_GUARDINTERNALSERVICE']._serialized_end=2001
+  _globals['_GUARDSERVICE'].methods_by_name['ListGuardRefusals']._loaded_options = None
+  _globals['_GUARDSERVICE'].methods_by_name['ListGuardRefusals']._serialized_options = b'\202\323\344\223\002.\022,/admin/v1/tenants/{tenant_id}/guard-refusals'
+  _globals['_PARTSOURCE']._serialized_start=1471
+  _globals['_PARTSOURCE']._serialized_end=1640
+  _globals['_DECISION']._serialized_start=1642
+  _globals['_DECISION']._serialized_end=1718
+  _globals['_GUARDMODE']._serialized_start=1720
+  _globals['_GUARDMODE']._serialized_end=1826
+  _globals['_STREAMCALLSREQUEST']._serialized_start=149
+  _globals['_STREAMCALLSREQUEST']._serialized_end=216
+  _globals['_STREAMCALLSRESPONSE']._serialized_start=218
+  _globals['_STREAMCALLSRESPONSE']._serialized_end=289
+  _globals['_CHECKPROMPTREQUEST']._serialized_start=291
+  _globals['_CHECKPROMPTREQUEST']._serialized_end=415
+  _globals['_PROMPTPART']._serialized_start=417
+  _globals['_PROMPTPART']._serialized_end=488
+  _globals['_CHECKPROMPTRESPONSE']._serialized_start=491
+  _globals['_CHECKPROMPTRESPONSE']._serialized_end=694
+  _globals['_FINDING']._serialized_start=696
+  _globals['_FINDING']._serialized_end=751
+  _globals['_TENANTPOLICY']._serialized_start=753
+  _globals['_TENANTPOLICY']._serialized_end=847
+  _globals['_GETTENANTPOLICYREQUEST']._serialized_start=849
+  _globals['_GETTENANTPOLICYREQUEST']._serialized_end=892
+  _globals['_SETTENANTPOLICYREQUEST']._serialized_start=894
+  _globals['_SETTENANTPOLICYREQUEST']._serialized_end=984
+  _globals['_GETTENANTPOLICYRESPONSE']._serialized_start=986
+  _globals['_GETTENANTPOLICYRESPONSE']._serialized_end=1058
+  _globals['_SETTENANTPOLICYRESPONSE']._serialized_start=1060
+  _globals['_SETTENANTPOLICYRESPONSE']._serialized_end=1132
+  _globals['_LISTGUARDREFUSALSREQUEST']._serialized_start=1134
+  _globals['_LISTGUARDREFUSALSREQUEST']._serialized_end=1194
+  _globals['_GUARDREFUSAL']._serialized_start=1197
+  _globals['_GUARDREFUSAL']._serialized_end=1390
+  _globals['_LISTGUARDREFUSALSRESPONSE']._serialized_start=1392
+  _globals['_LISTGUARDREFUSALSRESPONSE']._serialized_end=1468
+  _globals['_GUARDSERVICE']._serialized_start=1829
+  _globals['_GUARDSERVICE']._serialized_end=2324
+  _globals['_GUARDINTERNALSERVICE']._serialized_start=2327
+  _globals['_GUARDINTERNALSERVICE']._serialized_end=2533
 # @@protoc_insertion_point(module_scope)
