@@ -76,7 +76,9 @@ def test_helm_chart_lints_renders_and_validates(tmp_path):
            "HELM_DATA_HOME": str(tmp_path / "data")}
     _run(helm, "lint", "--strict", str(CHART), *CHART_VALUES, env=env)
     for extra in ([], ["--set", "triton.gpus=1", "--set", "triton.image=nvcr.io/nvidia/tritonserver:25.10-vllm-python-py3",
-                       "--set", "triton.modelRepository.claimName=models", "--set", "envoy.tlsSecret=edge-tls"]):
+                       "--set", "triton.modelRepository.claimName=models", "--set", "envoy.tlsSecret=edge-tls",
+                       "--set", "postgresql.urls.router=postgresql://llmaas:pw@db:5432/router",
+                       "--set", "files.claimName=llmaas-files", "--set", "files.keySecret=llmaas-files-key"]):
         rendered = _run(helm, "template", "llmaas", str(CHART), "--namespace", "llmaas", *CHART_VALUES, *extra,
                         env=env).stdout
         manifests = tmp_path / "manifests.yaml"
@@ -102,6 +104,13 @@ def test_helm_chart_lints_renders_and_validates(tmp_path):
         router = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "llmaas-router")
         probe = router["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
         assert probe["grpc"] == {"port": 50051}
+        # Files and batches only with a shared volume and a key: every router pod mounts the same ones.
+        router_env = {e["name"] for e in router["spec"]["template"]["spec"]["containers"][0]["env"]}
+        volumes = {v["name"]: v for v in router["spec"]["template"]["spec"].get("volumes", [])}
+        assert ("LLMAAS_ROUTER_DATABASE_URL" in router_env) == bool(extra) == ("files" in volumes)
+        if extra:
+            assert volumes["files"]["persistentVolumeClaim"] == {"claimName": "llmaas-files"}
+            assert volumes["files-key"]["secret"]["secretName"] == "llmaas-files-key"
     # Without its secrets the chart refuses to render.
     missing = subprocess.run([helm, "template", "llmaas", str(CHART)], capture_output=True, text=True, env=env)
     assert missing.returncode != 0 and "secrets" in missing.stderr
@@ -116,3 +125,6 @@ def test_compose_file_is_valid(tmp_path):
     assert {"auth", "guard", "router", "metering", "catalog", "envoy", "triton", "postgres", "redis"} <= set(
         config["services"])
     assert config["services"]["guard"]["environment"]["LLMAAS_GUARD_REDIS_URL"] == "redis://redis:6379/0"
+    router = config["services"]["router"]
+    assert router["environment"]["LLMAAS_ROUTER_DATABASE_URL"].endswith("@postgres:5432/llmaas_router")
+    assert {v["target"] for v in router["volumes"]} == {"/var/lib/llmaas/files", "/var/lib/llmaas/files-key"}
