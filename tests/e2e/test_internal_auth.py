@@ -33,6 +33,8 @@ INTERNAL_RPCS = [
     ("auth", auth_pb2_grpc.AuthInternalServiceStub, "Authenticate", auth_pb2.AuthenticateRequest(api_key="x")),
     ("auth", auth_pb2_grpc.AuthInternalServiceStub, "RecordRequest", auth_pb2.RecordRequestRequest(request_id="r")),
     ("auth", auth_pb2_grpc.AuthInternalServiceStub, "RecordRequests", auth_pb2.RecordRequestsRequest()),
+    ("auth", auth_pb2_grpc.AuthInternalServiceStub, "CurrentIdentity",
+     auth_pb2.CurrentIdentityRequest(tenant_id="t", key_id="k")),
     ("auth", external_auth_pb2_grpc.AuthorizationStub, "Check", external_auth_pb2.CheckRequest()),
     ("catalog", catalog_pb2_grpc.CatalogInternalServiceStub, "ResolveModel",
      catalog_pb2.ResolveModelRequest(model=TEST_MODEL)),
@@ -113,6 +115,25 @@ def test_a_call_for_a_tenant_needs_that_tenants_unexpired_identity(stack):
     assert code == grpc.StatusCode.PERMISSION_DENIED  # the tenant did not opt in to successors
     # With both, as the router calls it: granted.
     assert _call(metering, stub, "Reserve", reserve, tenant_metadata(stack, "metering", tenant, request_id=rid)).granted
+
+
+def test_a_keys_current_identity_needs_that_keys_identity_and_sees_its_revocation(stack):
+    from tests.e2e.test_metering import admin, new_key
+
+    tenant = new_tenant(stack, "current")
+    key_id, _ = new_key(stack, tenant)
+    auth, stub = stack["services"]["auth"], auth_pb2_grpc.AuthInternalServiceStub
+    request = auth_pb2.CurrentIdentityRequest(tenant_id=tenant, key_id=key_id)
+    for md in (tenant_metadata(stack, "auth", tenant, "another-key", request_id=new_request_id()),
+               tenant_metadata(stack, "auth", new_tenant(stack, "current-other"), key_id, request_id=new_request_id())):
+        code, error = _refused(lambda md=md: _call(auth, stub, "CurrentIdentity", request, md))
+        assert (code, error["code"]) == (grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch")
+    md = tenant_metadata(stack, "auth", tenant, key_id, request_id=new_request_id())
+    now = _call(auth, stub, "CurrentIdentity", request, md)
+    assert now.status == "active" and (now.identity.tenant_id, now.identity.key_id) == (tenant, key_id)
+    admin(stack, "POST", f"/tenants/{tenant}/keys/{key_id}/revoke", json={})
+    now = _call(auth, stub, "CurrentIdentity", request, md)
+    assert now.status == "revoked" and not now.HasField("identity")
 
 
 def test_a_settlement_item_is_refused_without_its_requests_identity(stack):

@@ -20,7 +20,8 @@ INTERNAL = [
         "catalog.v1.CatalogInternalService/WatchCatalog", "metering.v1.MeteringInternalService/Reserve",
         "metering.v1.MeteringInternalService/Settle", "metering.v1.MeteringInternalService/SettleBatch",
         "auth.v1.AuthInternalService/Authenticate", "auth.v1.AuthInternalService/RecordRequest",
-        "auth.v1.AuthInternalService/RecordRequests", "guard.v1.GuardInternalService/CheckPrompt",
+        "auth.v1.AuthInternalService/RecordRequests", "auth.v1.AuthInternalService/CurrentIdentity",
+        "guard.v1.GuardInternalService/CheckPrompt",
         "catalog.v1.CatalogService/ResolveModel", "metering.v1.MeteringService/Reserve",
         "auth.v1.AuthService/Authenticate", "guard.v1.GuardService/CheckPrompt",
         # The router's typed gRPC methods are for direct callers of the router, not the edge.

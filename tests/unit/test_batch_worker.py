@@ -41,9 +41,15 @@ class FakePipeline:
         self.drop_settlements = False  # settlements lost in flight (the worker killed before they left)
         self.refuse_next: list[ApiError] = []
         self.delay = 0.0  # seconds each generation takes
+        self.key_now: Identity | None | str = "unchanged"  # what auth says of the batch's key now
+        self.key_checks = 0
 
     def caller_for(self, identity, request_id, endpoint, client):
-        return SimpleNamespace(identity=identity, request_id=request_id)
+        return SimpleNamespace(identity=identity, request_id=request_id, endpoint=endpoint, client_address=client)
+
+    async def current_identity(self, caller):
+        self.key_checks += 1
+        return caller.identity if self.key_now == "unchanged" else self.key_now
 
     async def prepare_for(self, caller, request, *, kind, parse=None):
         assert kind == "batch"
@@ -185,6 +191,51 @@ async def test_a_killed_worker_resumes_every_line_once_billed_once(store, vault)
         assert f"{batch_id}:{i}:1" not in pipeline.settled or pipeline.settled[f"{batch_id}:{i}:1"][:2] == (0, 0)
     usage = [o["response"]["body"]["usage"] for o in out]
     assert pipeline.billed() == (sum(u["prompt_tokens"] for u in usage), sum(u["completion_tokens"] for u in usage))
+
+
+async def test_a_key_revoked_mid_batch_runs_no_more_lines(store, vault, monkeypatch):
+    monkeypatch.setattr(batch_worker, "KEY_CHECK_SECONDS", 0.0)  # every line asks auth (the bound is 2 s)
+    pipeline = FakePipeline()
+    batch_id = make_batch(store, vault, [line(i) for i in range(8)])
+    pipeline.hold = {3}
+    task = asyncio.create_task(worker(store, vault, pipeline).run())
+    deadline = time.monotonic() + 5
+    while len([s for s in store.lines(batch_id) if s.state == "done"]) < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    pipeline.key_now = None  # revoked
+    pipeline.hold = set()
+    pipeline.released.set()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    b = await run_until(store, batch_id, worker(store, vault, pipeline, owner="w2"))
+    assert b["status"] == "completed"
+    errors = [e for e in read_jsonl(vault, b["error_file_id"]) if e["response"]]
+    refused = [e for e in errors if e["response"]["body"]["error"]["code"] == "invalid_api_key"]
+    assert refused and all(e["response"]["status_code"] == 401 for e in refused)
+    out = read_jsonl(vault, b["output_file_id"])
+    assert len(out) + len(refused) == 8 and len(out) >= 2
+    # The refused lines reserved nothing: only the served ones are billed.
+    usage = [o["response"]["body"]["usage"] for o in out]
+    assert pipeline.billed() == (sum(u["prompt_tokens"] for u in usage), sum(u["completion_tokens"] for u in usage))
+
+
+async def test_a_keys_new_permissions_apply_to_the_lines_still_to_run(store, vault):
+    pipeline = FakePipeline()
+    narrowed = Identity(TENANT, "key_1", models=("other-model",))
+    pipeline.key_now = narrowed
+    seen = []
+    prepare = pipeline.prepare_for
+
+    async def prepare_recording(caller, request, **kw):
+        seen.append(caller.identity)
+        return await prepare(caller, request, **kw)
+
+    pipeline.prepare_for = prepare_recording
+    batch_id = make_batch(store, vault, [line(i) for i in range(3)])
+    b = await run_until(store, batch_id, worker(store, vault, pipeline))
+    assert b["status"] == "completed" and seen == [narrowed] * 3
+    assert pipeline.key_checks == 1  # one check per key within KEY_CHECK_SECONDS
 
 
 async def test_bad_lines_are_answered_in_the_error_file(store, vault):

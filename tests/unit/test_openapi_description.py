@@ -77,7 +77,7 @@ def test_only_public_methods_are_described():
     operations = {op["operationId"] for ops in SPEC["paths"].values() for op in ops.values()}
     assert {"RouterService_ChatCompletionsHttp", "CatalogService_ListModels", "AuthService_CreateTenant"} <= operations
     internal = ("CreateChatCompletion", "StreamChatCompletion", "ResolveModel", "Authenticate", "RecordRequest",
-                "CheckPrompt", "Reserve", "Settle")
+                "CurrentIdentity", "CheckPrompt", "Reserve", "Settle")
     assert not {op for op in operations if op.split("_", 1)[1] in internal}
     # /v2/rerank: Cohere's v2 shape, served under its own prefix as the reference does.
     assert all(path.startswith(("/v1/", "/v2/rerank", "/admin/v1/")) for path in SPEC["paths"])

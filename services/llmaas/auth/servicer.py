@@ -281,6 +281,17 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer, auth_pb2_grpc.AuthInternal
                            code="invalid_identity")
         return auth_pb2.RecordRequestResponse(recorded=outcome == auth_pb2.RECORD_OUTCOME_RECORDED)
 
+    async def CurrentIdentity(self, request, context):
+        """The key's identity and status now (the interceptor checked the caller's signed identity is this key's)."""
+        try:
+            record = await asyncio.to_thread(self._store.get_key, request.tenant_id, request.key_id)
+        except NotFound:
+            return auth_pb2.CurrentIdentityResponse(status="revoked")
+        status = record.status(self._store.now())
+        if status != "active":
+            return auth_pb2.CurrentIdentityResponse(status=status)
+        return auth_pb2.CurrentIdentityResponse(identity=identity_message(record.identity()), status=status)
+
     async def StreamCalls(self, request_iterator, context):
         """RecordRequests calls on one stream (llmaas.common.call_stream): each answered as the unary call is."""
         methods = {"RecordRequests": (self.RecordRequests, auth_pb2.RecordRequestsRequest)}

@@ -132,6 +132,10 @@ def _reserve(request, caller: Identity) -> str | None:
     return None if quotas == caller.quotas else "quotas"
 
 
+def _tenant_and_key(request, caller: Identity) -> str | None:
+    return None if (request.tenant_id, request.key_id) == (caller.tenant_id, caller.key_id) else "tenant or key"
+
+
 def _request_id(request, caller: Identity) -> str | None:
     return None if request.request_id == caller.request_id else "request id"
 
@@ -150,6 +154,7 @@ TENANT_BOUND: dict[str, Callable[[object, Identity], str | None]] = {
     "/llmaas.guard.v1.GuardInternalService/CheckPrompt": _check_prompt,
     "/llmaas.catalog.v1.CatalogInternalService/ResolveModel": _resolve_model,
     "/llmaas.auth.v1.AuthInternalService/RecordRequest": _request_id,
+    "/llmaas.auth.v1.AuthInternalService/CurrentIdentity": _tenant_and_key,
 }
 
 

@@ -102,10 +102,14 @@ class Downstream:
         return (*service, (IDENTITY_HEADER, identity)) if identity else service
 
     async def authenticate(self, request: auth_pb2.AuthenticateRequest) -> Identity:
-        i = (await _call("auth", self._auth.Authenticate, request, metadata=self._metadata("auth"))).identity
-        return Identity(i.tenant_id, i.key_id, i.role, tuple(i.allowed_models),
-                        tuple(Quota(q.window_seconds, q.max_requests, q.max_tokens) for q in i.quotas),
-                        serve_successor=i.serve_successor)
+        return _identity((await _call("auth", self._auth.Authenticate, request,
+                                      metadata=self._metadata("auth"))).identity)
+
+    async def current_identity(self, tenant_id: str, key_id: str, identity: str) -> Identity | None:
+        """The key's identity now, or None once it is revoked or expired (`identity`: the key's signed identity)."""
+        response = await _call("auth", self._auth.CurrentIdentity, auth_pb2.CurrentIdentityRequest(
+            tenant_id=tenant_id, key_id=key_id), metadata=self._metadata("auth", identity))
+        return _identity(response.identity) if response.status == "active" else None
 
     async def record_requests(self, batch: list[tuple[auth_pb2.RecordRequestRequest, str, str]]) -> None:
         """Many audit records in one call and one transaction (llmaas.router.handoff.BatchedHandOff gathers them):
@@ -203,3 +207,9 @@ class Downstream:
             await calls.close()
         for ch in [*self._channels, self._watch_channel, *self._stream_channels]:
             await ch.close()
+
+
+def _identity(i: auth_pb2.Identity) -> Identity:
+    return Identity(i.tenant_id, i.key_id, i.role, tuple(i.allowed_models),
+                    tuple(Quota(q.window_seconds, q.max_requests, q.max_tokens) for q in i.quotas),
+                    serve_successor=i.serve_successor)

@@ -198,6 +198,12 @@ class ChatPipeline:
         return Caller(identity, request_id, endpoint, client, signed,
                       [signed, time.monotonic() + IDENTITY_TTL_SECONDS / 2])
 
+    async def current_identity(self, caller: Caller) -> Identity | None:
+        """The caller's key as auth has it now (permissions, quotas), None once revoked or expired: for work run
+        later for a key (a batch's lines)."""
+        return await self._downstream.current_identity(caller.identity.tenant_id, caller.identity.key_id,
+                                                       caller.signed)
+
     async def prepare_for(self, caller: Caller, request, *, kind: str = "chat", parse=parse_chat_request) -> ChatRun:
         """prepare() for an established caller, not streamed, reserved (and so billed) as `kind`."""
         try:

@@ -23,6 +23,22 @@ RECORD_OUTCOME_RECORDED: RecordOutcome
 RECORD_OUTCOME_DUPLICATE: RecordOutcome
 RECORD_OUTCOME_REFUSED: RecordOutcome
 
+class CurrentIdentityRequest(_message.Message):
+    __slots__ = ("tenant_id", "key_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    key_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class CurrentIdentityResponse(_message.Message):
+    __slots__ = ("identity", "status")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    identity: Identity
+    status: str
+    def __init__(self, identity: _Optional[_Union[Identity, _Mapping]] = ..., status: _Optional[str] = ...) -> None: ...
+
 class StreamCallsRequest(_message.Message):
     __slots__ = ("calls",)
     CALLS_FIELD_NUMBER: _ClassVar[int]

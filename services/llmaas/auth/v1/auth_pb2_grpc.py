@@ -574,6 +574,11 @@ class AuthInternalServiceStub:
                 request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.StreamCallsRequest.SerializeToString,
                 response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.StreamCallsResponse.FromString,
                 _registered_method=True)
+        self.CurrentIdentity = channel.unary_unary(
+                '/llmaas.auth.v1.AuthInternalService/CurrentIdentity',
+                request_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CurrentIdentityRequest.SerializeToString,
+                response_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CurrentIdentityResponse.FromString,
+                _registered_method=True)
 
 
 class AuthInternalServiceServicer:
@@ -614,6 +619,15 @@ class AuthInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CurrentIdentity(self, request, context):
+        """A key's identity as Authenticate would give it now (its models, quotas, tenant's opt-ins) and its status, for
+        work the router runs later for that key (a batch's lines): a key revoked or expired since is seen. Needs the
+        key's signed identity (its tenant and key must be the body's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -636,6 +650,11 @@ def add_AuthInternalServiceServicer_to_server(servicer, server):
                     servicer.StreamCalls,
                     request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.StreamCallsRequest.FromString,
                     response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.StreamCallsResponse.SerializeToString,
+            ),
+            'CurrentIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.CurrentIdentity,
+                    request_deserializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CurrentIdentityRequest.FromString,
+                    response_serializer=llmaas_dot_auth_dot_v1_dot_auth__pb2.CurrentIdentityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -749,6 +768,33 @@ class AuthInternalService:
             '/llmaas.auth.v1.AuthInternalService/StreamCalls',
             llmaas_dot_auth_dot_v1_dot_auth__pb2.StreamCallsRequest.SerializeToString,
             llmaas_dot_auth_dot_v1_dot_auth__pb2.StreamCallsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CurrentIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmaas.auth.v1.AuthInternalService/CurrentIdentity',
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.CurrentIdentityRequest.SerializeToString,
+            llmaas_dot_auth_dot_v1_dot_auth__pb2.CurrentIdentityResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,6 +17,10 @@ to the queue and the batch pauses for the Retry-After, until the batch's window 
 was done is delivered, the rest is reported `batch_expired`). Cancel stops dispatching at once (the API tells the
 worker directly; another router's cancel is seen within POLL_SECONDS) and finalizes what was done.
 
+Permissions: each line runs with its key as auth has it now (checked at most every KEY_CHECK_SECONDS per key): a key
+revoked or expired since the batch was created runs no more lines (each is answered 401 `invalid_api_key` in the
+error file, nothing billed), and a change of its models or quotas applies to the lines still to run.
+
 Ownership: a batch is leased to one worker (LEASE_SECONDS, renewed); the worker id is stable for a router address,
 so a router restarted after a kill takes its batches back at once; another router takes them once the lease lapses.
 """
@@ -35,6 +39,7 @@ from google.protobuf import json_format
 from opentelemetry import trace
 
 from llmaas.common.errors import HTTP_STATUS, ApiError, internal_error, invalid_request
+from llmaas.common.identity import Identity
 from llmaas.router import completions
 from llmaas.router import openai_json as oj
 from llmaas.router.batch import lines as bl
@@ -56,6 +61,8 @@ MAX_PAUSE_SECONDS = 30.0
 # Interactive traffic this recent makes the batch yield; a yielding batch still starts a line this often.
 QUIET_SECONDS = 0.5
 MIN_PROGRESS_SECONDS = 1.0
+# How old the batch key's permissions may be when a line starts (auth's own cache bound for a revoked key).
+KEY_CHECK_SECONDS = 2.0
 # Results are read back this many lines at a time when the output files are written.
 FINALIZE_CHUNK = 1000
 # Transient refusals: the line waits and runs again (a quota window, metering or a model restarting).
@@ -82,6 +89,8 @@ class BatchWorker:
         self._max_batches = max(1, max_batches)
         self._lines_running = 0  # lines in flight across the batches held
         self._dispatching = 0  # batches dispatching lines now (they share the concurrency)
+        # (tenant, key) -> (until when, the key's identity now or None: revoked or expired).
+        self._keys: dict[tuple[str, str], tuple[float, Identity | None]] = {}
 
     def notify(self, batch_id: str | None = None, *, cancel: bool = False) -> None:
         """A batch was created (wake up) or cancelled (stop dispatching it now)."""
@@ -301,6 +310,7 @@ class BatchWorker:
             span.set_attribute("llmaas.batch_line", line.index)
             span.set_attribute("llmaas.request_id", request_id)
             try:
+                caller = await self._current_caller(batch, caller)
                 if line.url == "/v1/embeddings":
                     await self._embedding_line(batch, line, attempt, caller)
                 else:
@@ -316,6 +326,20 @@ class BatchWorker:
             except Exception:  # noqa: BLE001 - an unexpected failure is this line's, not the batch's
                 log.exception("batch line failed", extra={"fields": {"request_id": request_id}})
                 await self._commit(batch, line, attempt, request_id, False, Usage(), 500, internal_error().body())
+
+    async def _current_caller(self, batch: dict, caller):
+        """`caller` with its key's identity as auth has it now (see the module's doc: Permissions)."""
+        key, now = (batch["tenant_id"], batch["key_id"]), time.monotonic()
+        known = self._keys.get(key)
+        if known is None or now >= known[0]:
+            known = self._keys[key] = (now + KEY_CHECK_SECONDS, await self._pipeline.current_identity(caller))
+        identity: Identity | None = known[1]
+        if identity is None:
+            raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "The API key that created this batch was revoked or has "
+                           "expired: its remaining requests are not run.", code="invalid_api_key")
+        if identity == caller.identity:
+            return caller
+        return self._pipeline.caller_for(identity, caller.request_id, caller.endpoint, caller.client_address)
 
     async def _retry_later(self, batch_id: str, line: bl.BatchLine, err: ApiError) -> None:
         retry = next((v for k, v in err.headers if k == "retry-after"), "1")
