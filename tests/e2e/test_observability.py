@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import httpx
 import yaml
+from llmaas.catalog.status import SAMPLE_SECONDS
 from llmaas.cli.main import app
 from llmaas.observability.dashboards import DASHBOARDS, queries
 from llmaas.stack.paths import DEPLOY_DIR
@@ -164,9 +165,15 @@ def test_public_status_needs_no_key_and_shows_the_traffic(stack):
         for _ in range(2):
             c.post("/chat/completions", json={"model": TEST_MODEL, "messages": [{"role": "user", "content": "Hi"}]})
     _traffic(stack)
-    r = httpx.get(stack["base_url"] + "/status", timeout=30)  # no key at all
-    assert r.status_code == 200, r.text
-    status = r.json()
+    deadline = time.monotonic() + 3 * SAMPLE_SECONDS  # the catalog samples availability every SAMPLE_SECONDS
+    while True:
+        r = httpx.get(stack["base_url"] + "/status", timeout=30)  # no key at all
+        assert r.status_code == 200, r.text
+        status = r.json()
+        sampled = all("availability_1h" in m for m in status["data"])
+        if sampled or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert status["object"] == "status" and status["status"] in ("operational", "degraded", "outage")
     model = next(m for m in status["data"] if m["id"] == TEST_MODEL)
     assert model["status"] == "operational" and model["replicas_serving"] >= 1

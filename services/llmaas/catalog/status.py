@@ -89,5 +89,8 @@ async def sample_forever(history: ServingHistory, served: ServedModels, catalog:
             history.sample(current, snapshot)
             history.status(current, snapshot, served.incidents())
         except ApiError:
-            pass  # no replica has answered yet: nothing is deployed as far as this catalog knows
+            # No replica has answered yet: nothing is deployed as far as this catalog knows. Sampled as soon as one
+            # does, so that the status shows an availability from the start.
+            await served.known()
+            continue
         await asyncio.sleep(interval)

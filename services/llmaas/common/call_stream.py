@@ -35,6 +35,7 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from llmaas.common import metrics
 from llmaas.common.errors import ApiError, from_rpc_error, internal_error
 from llmaas.common.grpc_tracing import TRACEPARENT, format_traceparent, parse_traceparent
 from llmaas.common.identity import IDENTITY_HEADER, identity_from_metadata
@@ -318,6 +319,7 @@ async def serve_stream(request_iterator, context, reply_type, methods: dict[str,
 
 async def _answer(call, methods, service: str, secret: str, peer: str) -> streamed_call_pb2.StreamedReply:
     entry = methods.get(call.method)
+    started, code = time.perf_counter(), "OK"
     try:
         if entry is None:
             raise ApiError(grpc.StatusCode.UNIMPLEMENTED, f"{call.method} cannot be streamed", code="unimplemented")
@@ -342,12 +344,18 @@ async def _answer(call, methods, service: str, secret: str, peer: str) -> stream
                 otel_context.detach(token)
         return streamed_call_pb2.StreamedReply(id=call.id, response=response.SerializeToString())
     except ApiError as err:
+        code = err.status.name
         return _error_reply(call.id, err)
     except asyncio.CancelledError:
+        code = "CANCELLED"
         raise
     except Exception:
+        code = "INTERNAL"
         log.exception("unhandled error")
         return _error_reply(call.id, internal_error())
+    finally:
+        if entry is not None:  # the service's own methods only: the label set stays bounded
+            metrics.count_call(f"/{service}/{call.method}", code, time.perf_counter() - started)
 
 
 def _error_reply(call_id: int, err: ApiError) -> streamed_call_pb2.StreamedReply:

@@ -70,10 +70,21 @@ class Children:
         return child
 
 
+# The interceptor of this process's server (one per service process).
+_process: MetricsInterceptor | None = None
+
+
 def _short(method: str) -> str:
     """"/llmaas.router.v1.RouterService/ChatCompletionsHttp" -> "RouterService/ChatCompletionsHttp"."""
     service, _, name = method.rpartition("/")
     return f"{service.rpartition('.')[2]}/{name}"
+
+
+def count_call(method: str, code: str, seconds: float) -> None:
+    """A call that reached its handler without the interceptor (one of the calls carried by a call stream,
+    llmaas.common.call_stream), counted as the unary call would have been. Nothing without a server."""
+    if _process is not None:
+        _process.count(method, code, seconds)
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
@@ -82,7 +93,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     second would drown the rest)."""
 
     def __init__(self, service: str) -> None:
+        global _process
         self._service = service
+        _process = self
         # Per method: its histogram child and its counters by code, resolved once (labels() costs a dict lookup and a
         # lock; the children do not).
         self._children: dict[str, tuple[object, dict[str, object], str]] = {}
