@@ -75,6 +75,16 @@ def parse_rerank_request(request: router_pb2.RerankRequest) -> RerankParams:
                         request.return_documents if request.HasField("return_documents") else True)
 
 
+def check_query_fits(query: str, max_model_len: int) -> None:
+    """A query certainly over the context (a BERT-style tokenizer makes at least one token per word, plus [CLS] and
+    [SEP]) is refused here, naming the query, before the guard (which would flag its length as flooding) and the
+    model."""
+    least = len(query.split()) + 2
+    if max_model_len and least > max_model_len:
+        raise invalid_request(f"The query is at least {least} tokens, over the model's context of {max_model_len}; "
+                              f"shorten the query.", param="query", code="context_length_exceeded")
+
+
 def _bytes_tensor(texts) -> bytes:
     return b"".join(struct.pack("<I", len(b)) + b for b in (t.encode() for t in texts))
 
@@ -135,6 +145,7 @@ class RerankService:
             if model.type != "rerank":
                 raise invalid_request(f"The model '{model.id}' is a {model.type} model and does not rerank.",
                                       param="model", code="model_not_supported")
+            check_query_fits(params.query, model.max_model_len)
             query = worst_tokens(params.query, model.max_model_len)
             bound = sum(query + worst_tokens(d, model.max_model_len) for d in params.documents)
             try:
