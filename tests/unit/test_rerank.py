@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 from llmaas.common.errors import ApiError
-from llmaas.router.rerank import MAX_DOCUMENTS, infer_request, parse_rerank_request, read_response, response_body
+from llmaas.router.rerank import (
+    MAX_DOCUMENTS,
+    check_query_fits,
+    infer_request,
+    parse_rerank_request,
+    read_response,
+    response_body,
+)
 from llmaas.router.v1 import router_pb2
 from tritonclient.grpc import service_pb2
 
@@ -61,3 +68,11 @@ def test_tensors_and_response_order():
     hidden = response_body(parse_rerank_request(request(model="m", query="q", documents=["x"],
                                                         return_documents=False)), scores[:1], "1")
     assert not hidden.results[0].HasField("document")
+
+
+def test_a_query_certainly_over_the_context_is_refused_naming_the_query():
+    with pytest.raises(ApiError) as err:
+        check_query_fits("word " * 300, 256)
+    assert err.value.param == "query" and err.value.code == "context_length_exceeded"
+    check_query_fits("word " * 254, 256)  # may fit: Triton decides
+    check_query_fits("word " * 300, 0)  # no known context

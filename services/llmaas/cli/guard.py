@@ -87,6 +87,8 @@ def print_report(report: Report) -> None:
         console.print(_table(f"By {dimension}", report.by[dimension]))
     if report.everyday:
         print_everyday(report)
+    if report.third_party:
+        print_third_party(report)
     latency = Table(title=f"Latency per text (ms, {len(report.latencies_ms)} texts)")
     for column in ("p50", "p90", "p99", "max"):
         latency.add_column(column, justify="right")
@@ -108,6 +110,23 @@ def print_everyday(report: Report) -> None:
     total = report.everyday_overall
     table.add_row("all", str(total.benign), str(total.fp), _pct(total.fp_rate), "", str(report.overall.attacks),
                   _pct(report.overall.recall))
+    console.print(table)
+
+
+def print_third_party(report: Report) -> None:
+    """Ordinary third-party text checked as documents (issues 15 and 21): its false positives per language, next to
+    the recall on the documents with an injected instruction in the same file."""
+    table = Table(title="Ordinary third-party text (held back, as documents): false positives per language, "
+                        "next to document-attack recall")
+    for column in ("language", "pieces", "FP", "FP rate", "document attacks", "recall"):
+        table.add_column(column, justify="left" if column == "language" else "right")
+    attacks = report.documents
+    for lang in sorted(report.third_party):
+        c = report.third_party[lang]
+        table.add_row(lang, str(c.benign), str(c.fp), _pct(c.fp_rate), "", "")
+    total = report.third_party_overall
+    table.add_row("all", str(total.benign), str(total.fp), _pct(total.fp_rate), str(attacks.attacks),
+                  _pct(attacks.recall))
     console.print(table)
 
 

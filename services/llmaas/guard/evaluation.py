@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from llmaas.guard.training.corpus import Sample
 from llmaas.guard.training.everyday import SOURCE as EVERYDAY_SOURCE
+from llmaas.guard.training.third_party import SOURCE as THIRD_PARTY_SOURCE
 from llmaas.guard.verdict import DOCUMENT, PROMPT, Detector
 
 
@@ -52,6 +53,10 @@ class Report:
     # The everyday benign corpus's rows (issue 21), by language, and their scores: the false positives users see.
     everyday: dict[str, Confusion] = field(default_factory=lambda: defaultdict(Confusion))
     everyday_scores: list[tuple[Sample, float]] = field(default_factory=list)
+    # Ordinary third-party text (tool results, snippets...) checked as documents, by language (issues 15 and 21),
+    # and every document row (attacks: instructions injected into documents): its recall next to them.
+    third_party: dict[str, Confusion] = field(default_factory=lambda: defaultdict(Confusion))
+    documents: Confusion = field(default_factory=Confusion)
 
     def translated_means(self) -> dict[str, float]:
         """Mean score per language over the everyday requests present in every language evaluated (the same
@@ -69,15 +74,23 @@ class Report:
 
     @property
     def everyday_overall(self) -> Confusion:
-        total = Confusion()
-        for c in self.everyday.values():
-            total.fp, total.tn = total.fp + c.fp, total.tn + c.tn
-        return total
+        return _benign_total(self.everyday.values())
+
+    @property
+    def third_party_overall(self) -> Confusion:
+        return _benign_total(self.third_party.values())
 
     def percentile(self, p: float) -> float:
         if len(self.latencies_ms) < 2:
             return self.latencies_ms[0] if self.latencies_ms else 0.0
         return statistics.quantiles(self.latencies_ms, n=1000, method="inclusive")[int(p * 10) - 1]
+
+
+def _benign_total(confusions) -> Confusion:
+    total = Confusion()
+    for c in confusions:
+        total.fp, total.tn = total.fp + c.fp, total.tn + c.tn
+    return total
 
 
 DIMENSIONS: dict[str, Callable[[Sample], str]] = {
@@ -102,4 +115,8 @@ def evaluate(samples: list[Sample], detector: Detector, threshold: float = 0.5) 
         if sample.source == EVERYDAY_SOURCE:
             report.everyday[sample.lang].add(sample.label, flagged)
             report.everyday_scores.append((sample, verdict.score))
+        if kind == DOCUMENT:
+            report.documents.add(sample.label, flagged)
+        if sample.source == THIRD_PARTY_SOURCE:
+            report.third_party[sample.lang].add(sample.label, flagged)
     return report

@@ -2,8 +2,10 @@
 Triton call to a model with the rerank contract (deploy/triton/model_repository/all-minilm-l6-v2-rerank), billed per
 reranked token (each document's tokens plus the query's, the reference's rule) at the `rerank` price.
 
-The guard does not run: the local reranker is a similarity model, which follows no instruction a document could
-carry (a model that generates, like an LLM-as-reranker, would need the documents checked as third-party text).
+The guard checks the query as the user's text and the documents as third-party text, after metering's grant (limits
+before costly work), before the model: a reranker's output is what a RAG application puts in front of a chat model
+next, so a document carrying an injection is refused here (enforce) or flagged in `x-llmaas-guard` (shadow), as a
+tool result or document would be in a chat request.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from tritonclient.grpc import service_pb2
 
 from llmaas.common.errors import ApiError, invalid_request
 from llmaas.common.identity import metadata_dict
+from llmaas.guard.v1 import guard_pb2
 from llmaas.router.embeddings import INFER_TIMEOUT, _Run, reserve, worst_tokens
-from llmaas.router.pipeline import ChatPipeline, check_model_permission, lifecycle_headers
+from llmaas.router.pipeline import ChatPipeline, check_model_permission, guard_headers, guard_reasons, lifecycle_headers
 from llmaas.router.unary import call_triton
 from llmaas.router.v1 import router_pb2
 
@@ -70,6 +73,16 @@ def parse_rerank_request(request: router_pb2.RerankRequest) -> RerankParams:
         raise invalid_request("Invalid 'top_n': it must be at least 1.", param="top_n", code="invalid_value")
     return RerankParams(request.model, request.query, tuple(documents), min(top_n, len(documents)),
                         request.return_documents if request.HasField("return_documents") else True)
+
+
+def check_query_fits(query: str, max_model_len: int) -> None:
+    """A query certainly over the context (a BERT-style tokenizer makes at least one token per word, plus [CLS] and
+    [SEP]) is refused here, naming the query, before the guard (which would flag its length as flooding) and the
+    model."""
+    least = len(query.split()) + 2
+    if max_model_len and least > max_model_len:
+        raise invalid_request(f"The query is at least {least} tokens, over the model's context of {max_model_len}; "
+                              f"shorten the query.", param="query", code="context_length_exceeded")
 
 
 def _bytes_tensor(texts) -> bytes:
@@ -132,6 +145,7 @@ class RerankService:
             if model.type != "rerank":
                 raise invalid_request(f"The model '{model.id}' is a {model.type} model and does not rerank.",
                                       param="model", code="model_not_supported")
+            check_query_fits(params.query, model.max_model_len)
             query = worst_tokens(params.query, model.max_model_len)
             bound = sum(query + worst_tokens(d, model.max_model_len) for d in params.documents)
             try:
@@ -140,6 +154,7 @@ class RerankService:
                 pipeline._settle(run, "cancelled")  # the client left while metering was granting: release it
                 raise
             try:
+                verdict = await self._check(caller, params)
                 response = await call_triton(self._replicas, model, infer_request(
                     model.triton_model, caller.request_id, params.query, params.documents),
                     timeout=INFER_TIMEOUT, failed="The model failed to rerank the documents.")
@@ -164,6 +179,17 @@ class RerankService:
             pipeline._record(caller, model_id, run.usage, None, 499)
             raise
         pipeline._record(caller, model_id, run.usage, None)
-        await context.send_initial_metadata(lifecycle_headers(model) + tuple((h.name, h.value)
-                                                                             for h in reserved.headers))
+        await context.send_initial_metadata(lifecycle_headers(model) + guard_headers(verdict)
+                                            + tuple((h.name, h.value) for h in reserved.headers))
         return body
+
+    async def _check(self, caller, params: RerankParams) -> guard_pb2.CheckPromptResponse:
+        """The guard's verdict over the query (the user's) and the documents (third-party text)."""
+        parts = [guard_pb2.PromptPart(source=guard_pb2.PART_SOURCE_USER, text=params.query)]
+        parts += [guard_pb2.PromptPart(source=guard_pb2.PART_SOURCE_DOCUMENT, text=d) for d in params.documents]
+        verdict = await self._downstream.check_prompt(guard_pb2.CheckPromptRequest(
+            tenant_id=caller.identity.tenant_id, request_id=caller.request_id, parts=parts), caller.signed)
+        if verdict.decision == guard_pb2.DECISION_BLOCK:
+            raise invalid_request(f"The query or documents were rejected by the prompt security policy "
+                                  f"({guard_reasons(verdict)}).", param="documents", code="prompt_rejected")
+        return verdict

@@ -22,7 +22,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from llmaas.guard import features, normalize
 from llmaas.guard.classifier import LinearHead, LocalClassifier
 from llmaas.guard.rules import analyse
-from llmaas.guard.training import everyday
+from llmaas.guard.training import everyday, third_party
 from llmaas.guard.training.corpus import Sample, base_samples, corpus, source_group, write_jsonl
 from llmaas.stack.paths import DEPLOY_DIR
 
@@ -36,6 +36,9 @@ MIN_BENIGN_PER_LANGUAGE = 100
 # And on the everyday prompts of the calibration part (everyday.py), what users send most: the test part's target.
 TARGET_FP_EVERYDAY = 0.005
 EVERYDAY_GROUP = "everyday:"
+# The ordinary third-party pieces (third_party.py) of one template are held out together when choosing the document
+# head's threshold, and the same per-language target holds on them (their test part's target is 1% per language).
+THIRD_PARTY_GROUP = "third-party:"
 # The public attacks are mostly German and English, the honest prompts mostly English and French: an honest prompt
 # in a language with more attacks than honest prompts weighs attacks/honest (at most this), so that a language's
 # words are no evidence of an attack.
@@ -65,8 +68,9 @@ def _quantile_threshold(benign: np.ndarray, target: float) -> float:
 
 
 def _threshold(x, y: np.ndarray, weights: np.ndarray, langs: np.ndarray, groups: np.ndarray) -> float:
-    """Out-of-fold, folds by group: the everyday prompts of one template (every language, every filler) are held
-    out together, as the test part holds them, so that the threshold is not chosen on near-copies."""
+    """Out-of-fold, folds by group: the everyday prompts (or ordinary document pieces) of one template (every
+    language, every filler) are held out together, as the test part holds them, so that the threshold is not
+    chosen on near-copies."""
     oof = np.zeros(len(y))
     folds = StratifiedGroupKFold(FOLDS, shuffle=True, random_state=SEED)
     for train_idx, held_idx in folds.split(x, y, groups):
@@ -83,18 +87,15 @@ def _threshold(x, y: np.ndarray, weights: np.ndarray, langs: np.ndarray, groups:
     return float(min(0.99, max(0.5, threshold)))
 
 
-def _head(texts: list[str], labels: list[int], langs: list[str] | None = None,
-          groups: list[str] | None = None) -> LinearHead:
+def _head(texts: list[str], labels: list[int], langs: list[str], groups: list[str]) -> LinearHead:
     x_counts = features.counts(texts)
     idf = features.fit_idf(x_counts)
     x = features.tfidf(x_counts, idf)
     y = np.array(labels)
-    # Document pieces have no language of their own (langs None): unweighted, one threshold.
-    weights = language_weights(labels, langs) if langs else np.ones(len(labels))
-    langs = langs or [""] * len(labels)
+    weights = language_weights(labels, langs)
     model = _fit(x, y, weights)
     return LinearHead(idf, model.coef_[0].astype(np.float32), float(model.intercept_[0]),
-                      _threshold(x, y, weights, np.array(langs), np.array(groups or [str(n) for n in range(len(labels))])))
+                      _threshold(x, y, weights, np.array(langs), np.array(groups)))
 
 
 def _prompt_forms(samples: list[Sample]) -> tuple[list[str], list[int], list[str], list[str]]:
@@ -112,18 +113,26 @@ def _prompt_forms(samples: list[Sample]) -> tuple[list[str], list[int], list[str
 
 
 def _document_pieces(documents: list[Sample], instructions: list[Sample],
-                     prompts: list[Sample]) -> tuple[list[str], list[int]]:
-    """Pieces of honest documents (0) against instructions: the injected ones and a sample of user requests (1)."""
-    texts, labels = [], []
+                     prompts: list[Sample]) -> tuple[list[str], list[int], list[str], list[str]]:
+    """Pieces of honest documents (0): the public documents' paragraphs and the ordinary third-party pieces
+    (tool results, snippets, facts, how-to steps, tables, code, mail lines in six languages), against instructions:
+    the injected ones and a sample of user requests (1). With each its language and group (a document, a
+    third-party template, else the text itself)."""
+    template_of = {s.text: THIRD_PARTY_GROUP + template for s, template in third_party.pieces()}
+    texts, labels, langs, groups = [], [], [], []
     for doc in (s for s in documents if s.label == 0):
         pieces = [normalize.comparison_form(p) for p in features.segments(doc.text)]
         texts += pieces
         labels += [0] * len(pieces)
+        langs += [doc.lang] * len(pieces)
+        groups += [template_of.get(doc.text, doc.text)] * len(pieces)
     requests = random.Random(SEED).sample(prompts, k=min(PROMPTS_AS_DOCUMENT_PIECES, len(prompts)))
     for s in instructions + requests:
         texts.append(normalize.comparison_form(s.text))
         labels.append(1)
-    return texts, labels
+        langs.append(s.lang)
+        groups.append(s.text)
+    return texts, labels, langs, groups
 
 
 def train(model_dir: Path = DEFAULT_MODEL_DIR, data_dir: Path | None = None,
