@@ -203,11 +203,13 @@ async def test_a_key_revoked_mid_batch_runs_no_more_lines(store, vault, monkeypa
     while len([s for s in store.lines(batch_id) if s.state == "done"]) < 2:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
+    # Kill the worker while line 3 is still held (releasing it first would let it finish before the cancel lands),
+    # then revoke: at least line 3 is left for the next worker, which must refuse it.
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
     pipeline.key_now = None  # revoked
     pipeline.hold = set()
     pipeline.released.set()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
     b = await run_until(store, batch_id, worker(store, vault, pipeline, owner="w2"))
     assert b["status"] == "completed"
     errors = [e for e in read_jsonl(vault, b["error_file_id"]) if e["response"]]
