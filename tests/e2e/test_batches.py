@@ -248,3 +248,30 @@ def test_a_files_expiry_is_honoured_within_the_retention(stack):
         client.files.create(file=("x.jsonl", io.BytesIO(jsonl([chat_line(0)]))), purpose="batch",
                             expires_after={"anchor": "created_at", "seconds": 30 * 24 * 3600})
     assert e.value.param == "expires_after"
+
+
+def test_a_batch_file_larger_than_any_json_body_uploads_and_reads_back_whole(stack):
+    """The reference takes batch files of up to 100 MB: well past the edge's 16 MiB JSON body limit."""
+    from llmaas.stack.envoy import MAX_BODY_BYTES
+
+    client, _ = tenant_client(stack, "batch-big")
+    filler = "lorem ipsum " * 3000  # about 36 KB a line
+    lines = [chat_line(i, content=f"{i} {filler}") for i in range(MAX_BODY_BYTES // 36_000 + 50)]
+    data = jsonl(lines)
+    assert len(data) > MAX_BODY_BYTES + 1024 * 1024
+    f = client.files.create(file=("big.jsonl", io.BytesIO(data)), purpose="batch")
+    assert f.bytes == len(data) and f.status == "processed"
+    assert client.files.content(f.id).content == data  # streamed back in chunks, past the transcoder's buffer
+
+
+def test_an_upload_past_the_upload_limit_is_a_413_before_any_service(stack):
+    import httpx
+    from llmaas.stack.envoy import MAX_UPLOAD_BYTES
+
+    _, key = new_key(stack, new_tenant(stack, "batch-huge"))
+    body = b"x" * (MAX_UPLOAD_BYTES + 1)
+    resp = httpx.post(stack["base_url"] + "/files", headers={"Authorization": f"Bearer {key}"},
+                      files={"file": ("huge.jsonl", body)}, data={"purpose": "batch"}, timeout=120)
+    assert resp.status_code == 413, resp.text
+    err = resp.json()["error"]
+    assert err["code"] == "request_too_large" and err["param"] == "file" and str(MAX_UPLOAD_BYTES) in err["message"]

@@ -105,3 +105,19 @@ def test_blobs_decrypt_only_with_their_tenant_id_and_key():
     tampered[-1] ^= 1
     with pytest.raises(DecryptionError):
         ring.decrypt("tenant-a", "file-1", bytes(tampered))
+
+
+def test_lines_end_at_newline_only_and_counting_validates_the_same():
+    # U+2028 is legal, unescaped, inside a JSON string: str.splitlines would have cut the line there.
+    data = jsonl(chat("a", messages=[{"role": "user", "content": "one\u2028two"}]), chat("b")).replace(
+        b"\\u2028", "\u2028".encode())
+    assert "\u2028".encode() in data
+    lines = bl.parse_batch_file(data)
+    assert [line.custom_id for line in lines] == ["a", "b"] and bl.count_batch_lines(data) == 2
+    assert lines[0].body["messages"][0]["content"] == "one\u2028two"
+    with pytest.raises(ApiError) as e:
+        bl.count_batch_lines(jsonl(chat("a"), chat("a")))
+    assert e.value.code == "duplicate_custom_id"
+    with pytest.raises(ApiError) as e:
+        bl.count_batch_lines(jsonl(chat("a")) + b"\xff\n")
+    assert e.value.code == "invalid_file_format" and e.value.param == "line 2"

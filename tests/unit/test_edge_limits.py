@@ -38,7 +38,15 @@ def test_envoy_config_sizes_the_limits_together():
     assert names.index("envoy.filters.http.buffer") < names.index("envoy.filters.http.lua") \
         < names.index("envoy.filters.http.ext_authz") < names.index("envoy.filters.http.grpc_json_transcoder")
     assert filters["envoy.filters.http.buffer"]["max_request_bytes"] == envoy.MAX_BODY_BYTES
-    assert filters["envoy.filters.http.grpc_json_transcoder"]["max_request_body_size"] == envoy.MAX_BODY_BYTES
+    # Only a file upload (POST /v1/files) may be larger: its route raises the buffer's limit, and the transcoder's is
+    # the upload's.
+    assert filters["envoy.filters.http.grpc_json_transcoder"]["max_request_body_size"] == envoy.MAX_UPLOAD_BYTES
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    raised = [r for r in routes if "envoy.filters.http.buffer" in r.get("typed_per_filter_config", {})]
+    assert [(r["match"]["path"], r["match"]["headers"][0]["string_match"]["exact"]) for r in raised] == \
+        [("/v1/files", "POST")]
+    assert raised[0]["typed_per_filter_config"]["envoy.filters.http.buffer"]["buffer"]["max_request_bytes"] == \
+        envoy.MAX_UPLOAD_BYTES
     # The protobuf a body becomes can be bigger than its JSON; the services take 4 times the body, and the headers.
     assert server.MAX_MESSAGE_BYTES >= 4 * envoy.MAX_BODY_BYTES
     assert server.MAX_METADATA_BYTES >= 2 * envoy.MAX_REQUEST_HEADERS_KB * 1024

@@ -155,12 +155,14 @@ async def serve(
     on_stop: Callable[[], Awaitable[None]] | None = None,
     on_drain: Callable[[], None] | None = None,
     ready: Callable[[], Awaitable[None]] | None = None,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> None:
     """Runs a service until SIGTERM/SIGINT. `register` adds the servicers and returns their full service names.
     `on_drain` runs as the drain starts, to end long-lived streams that would otherwise hold it for its whole grace;
     `on_stop` once the server has stopped. `ready` is awaited before the health checks answer SERVING, for a service
     that cannot answer its first requests yet (the catalog before it has Triton's model index). `name` is also the
-    audience of the service credentials its internal RPCs accept."""
+    audience of the service credentials its internal RPCs accept. `max_message_bytes`: the largest message it takes or
+    sends (the router takes file uploads larger than a JSON body)."""
     setup_logging()
     provider = setup_tracing(name)
     start_metrics_server(int(os.environ.get(PORT_ENV) or 0))
@@ -173,8 +175,8 @@ async def serve(
                       # Inside the error mapping: a refusal is an ApiError like any other.
                       ErrorInterceptor(), ServiceAuthInterceptor(name, internal_secret())],
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.so_reuseport", 0),

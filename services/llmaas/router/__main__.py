@@ -7,12 +7,13 @@ from pathlib import Path
 
 from llmaas.common.config import env_int, env_str, grpc_port, internal_secret
 from llmaas.common.db import make_engine, migrate
-from llmaas.common.server import run_service, serve
+from llmaas.common.server import MAX_MESSAGE_BYTES, run_service, serve
 from llmaas.common.service_auth import ROUTER, ServiceCredentials
 from llmaas.router import metrics
 from llmaas.router.batch.api import BatchApi
 from llmaas.router.batch.crypto import KeyRing, load_master_key
 from llmaas.router.batch.files import DEFAULT_RETENTION_SECONDS, FileVault
+from llmaas.router.batch.lines import MAX_UPLOAD_BYTES
 from llmaas.router.batch.store import Store
 from llmaas.router.batch.worker import BatchWorker
 from llmaas.router.downstream import Downstream
@@ -55,7 +56,9 @@ async def run() -> None:
         await replicas.close()
         await downstream.close()
 
-    await serve("router", grpc_port(), register, on_stop=on_stop)
+    # A file upload (google.api.HttpBody: its bytes and a few more) can be larger than a JSON body's protobuf.
+    await serve("router", grpc_port(), register, on_stop=on_stop,
+                max_message_bytes=max(MAX_MESSAGE_BYTES, MAX_UPLOAD_BYTES + 64 * 1024))
 
 
 async def files_and_batches(pipeline: ChatPipeline, embeddings: EmbeddingService):

@@ -71,7 +71,7 @@ def _form_parts(content_type: str, body: bytes) -> list[tuple[str, str, bytes]]:
         state.update(field=b"", value=b"")
 
     def on_part_data(data, start, end):
-        state["data"].append(data[start:end])
+        state["data"].append(memoryview(data)[start:end])  # a view: the part's bytes are copied once, by the join
 
     def on_part_end():
         _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))

@@ -19,6 +19,7 @@ from google.protobuf import descriptor_pb2
 
 from llmaas.common.service_auth import EDGE, EDGE_TOKEN_TTL_SECONDS, mint_service_token
 from llmaas.common.telemetry import DEFAULT_TRACE_SAMPLING
+from llmaas.router.batch import lines
 from llmaas.stack.component import Component
 from llmaas.stack.paths import GATEWAY_DIR
 from llmaas.stack.ports import StackPorts
@@ -31,6 +32,8 @@ AUTHZ_TIMEOUT = "2s"
 # The edge's limits (README "Limits"). A JSON body over MAX_BODY_BYTES is a 413 before any service sees it: 16 MiB
 # holds a 1M-token prompt (about 4 MB of text) with room for JSON escapes and a few base64 images.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# POST /v1/files alone takes more: a batch input of the reference's 100 MB with its multipart envelope.
+MAX_UPLOAD_BYTES = lines.MAX_UPLOAD_BYTES
 # Request headers in total (431 beyond); the services accept that much gRPC metadata and more
 # (llmaas.common.server.MAX_METADATA_BYTES).
 MAX_REQUEST_HEADERS_KB = 32
@@ -112,7 +115,8 @@ def _render(*, ext_authz: bool, internal_secret: str, host: str, http_port: int,
         edge_credential=(mint_service_token(EDGE, "auth", internal_secret, ttl=EDGE_TOKEN_TTL_SECONDS)
                          if ext_authz else ""),
         host=host, admin_host=HOST, http_port=http_port, admin_port=admin_port, metrics_port=metrics_port,
-        authz_timeout=authz_timeout, max_body_bytes=MAX_BODY_BYTES, max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
+        authz_timeout=authz_timeout, max_body_bytes=MAX_BODY_BYTES, max_upload_bytes=MAX_UPLOAD_BYTES,
+        max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         ext_authz=ext_authz, tls=tls, trace_percent=round(trace_sampling * 100, 4),
         lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=DESCRIPTOR, grpc_clusters=grpc_clusters)
 

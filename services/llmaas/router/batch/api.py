@@ -27,6 +27,9 @@ from llmaas.router.pipeline import ChatPipeline, Usage
 PURPOSES = ("batch",)
 # The reference's "Concurrent batches per account".
 MAX_ACTIVE_BATCHES = 10
+# Uploads parsed and encrypted at once: each holds several copies of up to 100 MB (the parts, the parsed lines, the
+# ciphertext); the next waits its turn.
+MAX_CONCURRENT_UPLOADS = 2
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 CONTENT_CHUNK = 1 << 20
 # OpenAI's bounds for a file's expires_after.seconds (one hour to 30 days); ours also stop at the retention.
@@ -70,6 +73,7 @@ def batch_object(row: dict) -> dict:
 class BatchApi:
     def __init__(self, pipeline: ChatPipeline, store: Store, vault: FileVault, worker: BatchWorker | None) -> None:
         self._pipeline, self._store, self._vault, self._worker = pipeline, store, vault, worker
+        self._uploads = asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
 
     async def call(self, context, endpoint: str, handler):
         """Runs `handler(caller)` for the authenticated caller, with its audit record."""
@@ -84,6 +88,10 @@ class BatchApi:
 
     # Files.
     async def create_file(self, caller, request: httpbody_pb2.HttpBody) -> httpbody_pb2.HttpBody:
+        async with self._uploads:
+            return await self._create_file(caller, request)
+
+    async def _create_file(self, caller, request: httpbody_pb2.HttpBody) -> httpbody_pb2.HttpBody:
         parts = await asyncio.to_thread(form_parts, request.content_type, request.data)
         fields = {name: value for name, filename, value in parts if name != "file"}
         uploads = [(filename, value) for name, filename, value in parts if name == "file"]
@@ -101,9 +109,9 @@ class BatchApi:
         if unknown:
             name = sorted(unknown)[0][:40]
             raise invalid_request(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
-        lines = await asyncio.to_thread(bl.parse_batch_file, data)
+        count = await asyncio.to_thread(bl.count_batch_lines, data)
         row = await asyncio.to_thread(self._vault.create, caller.identity.tenant_id, purpose,
-                                      filename or "upload.jsonl", data, len(lines), expires_after)
+                                      filename or "upload.jsonl", data, count, expires_after)
         return _json(file_object(row))
 
     def _expires_after(self, fields: dict[str, bytes]) -> int | None:
@@ -194,7 +202,7 @@ class BatchApi:
             data = await asyncio.to_thread(self._vault.read, tenant_id, row["id"])
         except (FileNotFoundError, DecryptionError):
             raise not_found("File", row["id"], "input_file_id") from None
-        lines = await asyncio.to_thread(bl.parse_batch_file, data, endpoint)
+        count = await asyncio.to_thread(bl.count_batch_lines, data, endpoint)
         if await asyncio.to_thread(self._store.active_batches, tenant_id) >= MAX_ACTIVE_BATCHES:
             raise ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"At most {MAX_ACTIVE_BATCHES} batches may run at "
                            "once per account: wait for one to end.", code="too_many_active_batches")
@@ -203,8 +211,8 @@ class BatchApi:
                  "identity": identity_json(caller.identity), "client_address": caller.client_address,
                  "endpoint": endpoint, "input_file_id": row["id"], "completion_window": window,
                  "status": "validating", "metadata": json.dumps(metadata) if metadata is not None else None,
-                 "created_at": now, "expires_at": now + bl.COMPLETION_WINDOWS[window], "total": len(lines)}
-        await asyncio.to_thread(self._store.add_batch, batch, len(lines))
+                 "created_at": now, "expires_at": now + bl.COMPLETION_WINDOWS[window], "total": count}
+        await asyncio.to_thread(self._store.add_batch, batch, count)
         if self._worker is not None:
             self._worker.notify(batch["id"])
         return _json(batch_object(await asyncio.to_thread(self._store.get_batch, batch["id"])))

@@ -8,13 +8,17 @@ fields are checked when its line runs, exactly as the interactive endpoint check
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from llmaas.common.errors import invalid_request
 
 # The reference's limits (cloud-temple-llmaas/batch.md "Limitations and Constraints").
 MAX_FILE_BYTES = 100 * 1024 * 1024
+# A whole upload at the edge: a file of MAX_FILE_BYTES and its multipart envelope (boundaries, the purpose field).
+MAX_UPLOAD_BYTES = MAX_FILE_BYTES + 1024 * 1024
 MAX_REQUESTS = 50_000
 MAX_CUSTOM_ID = 512
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -32,32 +36,44 @@ class BatchLine:
 def parse_batch_file(data: bytes, endpoint: str | None = None) -> list[BatchLine]:
     """Every line of a batch input, or a 400 naming the first bad one. `endpoint`: the batch's, which every line's
     `url` must equal (OpenAI's rule)."""
+    return list(_iter_batch_lines(data, endpoint))
+
+
+def count_batch_lines(data: bytes, endpoint: str | None = None) -> int:
+    """Validates a batch input as parse_batch_file does, keeping nothing: a 100 MB upload is checked without holding
+    its parsed lines (several times its size) in memory."""
+    return sum(1 for _ in _iter_batch_lines(data, endpoint))
+
+
+def _iter_batch_lines(data: bytes, endpoint: str | None) -> Iterator[BatchLine]:
     if len(data) > MAX_FILE_BYTES:
         raise invalid_request(f"The file is too large: at most {MAX_FILE_BYTES // (1024 * 1024)} MB.", param="file",
                               code="file_too_large")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise invalid_request("The file is not UTF-8 text (JSONL expected).", param="file",
-                              code="invalid_file_format") from None
-    lines: list[BatchLine] = []
     seen: set[str] = set()
-    for number, raw in enumerate(text.splitlines(), start=1):
+    count = 0
+    # JSONL lines end at "\n" alone: a JSON string may hold U+2028 or a form feed, which str.splitlines would cut at.
+    # One line's copy at a time, never the whole file decoded.
+    for number, raw in enumerate(io.BytesIO(data), start=1):
         if not raw.strip():
             continue
-        if len(lines) >= MAX_REQUESTS:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise invalid_request(f"Line {number}: not UTF-8 text (JSONL expected).", param=f"line {number}",
+                                  code="invalid_file_format") from None
+        if count >= MAX_REQUESTS:
             raise invalid_request(f"The file has more than {MAX_REQUESTS} requests (line {number}).", param="file",
                                   code="too_many_requests")
-        line = _parse_line(raw, number, len(lines), endpoint)
+        line = _parse_line(text, number, count, endpoint)
         if line.custom_id in seen:
             raise _bad(number, "'custom_id' must be unique within the file: this one appears earlier.",
                        "duplicate_custom_id")
         seen.add(line.custom_id)
-        lines.append(line)
-    if not lines:
+        count += 1
+        yield line
+    if not count:
         raise invalid_request("The file has no requests: one JSON object per line expected.", param="file",
                               code="empty_file")
-    return lines
 
 
 def _bad(number: int, message: str, code: str = "invalid_batch_line"):
