@@ -22,7 +22,7 @@ local TRANSCODE_HEADER = "x-llmaas-transcode-error"
 -- set): no mapper rewrites it.
 local EDGE_METADATA = "llmaas.edge"
 
-local find, byte, format, gsub, min = string.find, string.byte, string.format, string.gsub, math.min
+local find, byte, format, gsub, sub, min = string.find, string.byte, string.format, string.gsub, string.sub, math.min
 
 local function json_string(s)
   return '"' .. gsub(s, '[%c"\\]', function(c)
@@ -120,6 +120,98 @@ local function too_deep(s, limit)
   end
 end
 
+-- A misspelled or unimplemented field must be a 400, but the transcoder drops JSON fields its message does not have
+-- without a word (it has no strict mode). So the edge lists the body's top-level keys in KEYS_HEADER and the service
+-- compares them with the request message's fields (llmaas.common.json_fields). Keys past MAX_KEYS are listed as
+-- "+" (refused there as too many); a body scanned past MAX_SCAN_STEPS goes on without the list (unchecked).
+local KEYS_HEADER = "x-llmaas-json-keys"
+local MAX_KEYS = 128
+local MAX_KEY_LENGTH = 64
+
+-- Position of the quote closing the string whose opening quote is at `i` (nil: unterminated).
+local function closing_quote(s, i)
+  local k = i
+  while true do
+    k = find(s, '"', k + 1, true)
+    if k == nil then
+      return nil
+    end
+    local b = k - 1
+    while byte(s, b) == 92 do
+      b = b - 1
+    end
+    if (k - 1 - b) % 2 == 0 then
+      return k
+    end
+  end
+end
+
+-- The top-level keys of a JSON object, comma-joined; nil when `s` is not an object, is malformed or is too costly to
+-- scan. At depth 1 strings alternate key and value, except that a value may be a container or a literal: what
+-- follows each key's colon says which, so the next key is known without looking at commas (a token array's thousands
+-- of commas cost nothing).
+local function top_level_keys(s)
+  local first = find(s, "[^ \t\r\n]")
+  if first == nil or byte(s, first) ~= 123 then
+    return nil
+  end
+  local none = #s + 1
+  local function after(c, from)
+    return find(s, c, from, true) or none
+  end
+  local from = first + 1
+  local open_o, close_o, open_a, close_a, quote = after("{", from), after("}", from), after("[", from),
+    after("]", from), after('"', from)
+  local depth, steps, expect_key = 1, 0, true
+  local keys, n = {}, 0
+  while true do
+    local i = min(open_o, close_o, open_a, close_a, quote)
+    steps = steps + 1
+    if steps > MAX_SCAN_STEPS or i == none then
+      return nil
+    end
+    if i == quote then
+      local k = closing_quote(s, i)
+      if k == nil then
+        return nil
+      end
+      if depth == 1 then
+        if expect_key then
+          n = n + 1
+          if n <= MAX_KEYS then
+            keys[n] = gsub(sub(s, i + 1, min(k - 1, i + MAX_KEY_LENGTH)), "[^%w_%-%.%[%]]", "?")
+          elseif n == MAX_KEYS + 1 then
+            keys[n] = "+"
+          end
+          local v = find(s, "[^ \t\r\n:]", k + 1)
+          local c = v and byte(s, v)
+          expect_key = not (c == 34 or c == 123 or c == 91) -- a string or a container comes next: not a key
+        else
+          expect_key = true -- that string was the value
+        end
+      end
+      local pos = k + 1
+      quote = after('"', pos)
+      if open_o < pos then open_o = after("{", pos) end
+      if close_o < pos then close_o = after("}", pos) end
+      if open_a < pos then open_a = after("[", pos) end
+      if close_a < pos then close_a = after("]", pos) end
+    elseif i == open_o or i == open_a then
+      depth = depth + 1
+      if i == open_o then open_o = after("{", i + 1) else open_a = after("[", i + 1) end
+    else
+      depth = depth - 1
+      if depth == 0 then
+        return table.concat(keys, ",")
+      end
+      if depth == 1 then
+        expect_key = true -- a container value ended
+      end
+      if i == close_o then close_o = after("}", i + 1) else close_a = after("]", i + 1) end
+    end
+  end
+end
+
 -- Request headers become the gRPC metadata of the call the transcoder makes, and gRPC refuses (a bodiless 500, found
 -- by the fuzzer) what HTTP allows: a name outside [0-9a-z_.-] (e.g. "a$b"), a "-bin" value that is not base64, a
 -- "grpc-timeout" it cannot parse. A REST client has no business setting gRPC's own headers either (grpc-timeout: 1n
@@ -171,6 +263,9 @@ function envoy_on_request(request_handle)
   local headers = request_handle:headers()
   local grpc = find(headers:get("content-type") or "", "application/grpc", 1, true) == 1
   drop_non_metadata_headers(headers, grpc)
+  if not grpc then
+    headers:remove(KEYS_HEADER) -- only ever this filter's
+  end
   if grpc then
     -- A gRPC client (internal callers through the gateway): its protobuf body and its grpc-status are its own.
     request_handle:streamInfo():dynamicMetadata():set(EDGE_METADATA, "grpc", "1")
@@ -188,13 +283,16 @@ function envoy_on_request(request_handle)
     return
   end
   local size = body:length()
-  if size <= 2 * MAX_JSON_DEPTH then
-    return -- fewer bytes than two per level cannot nest too deep
-  end
   local text = body:getBytes(0, size)
-  if not few_brackets(text, MAX_JSON_DEPTH) and too_deep(text, MAX_JSON_DEPTH) then
+  -- Fewer bytes than two per level cannot nest too deep.
+  if size > 2 * MAX_JSON_DEPTH and not few_brackets(text, MAX_JSON_DEPTH) and too_deep(text, MAX_JSON_DEPTH) then
     reject(request_handle, 400, format("The request body's JSON is nested too deeply: at most %d levels of objects "
       .. "and arrays are accepted.", MAX_JSON_DEPTH), "json_too_deep")
+    return
+  end
+  local keys = top_level_keys(text)
+  if keys ~= nil and keys ~= "" then
+    request_handle:headers():replace(KEYS_HEADER, keys) -- a fresh handle: the body was read since `headers`
   end
 end
 

@@ -214,3 +214,40 @@ def test_the_data_directory_is_private(stack):
     # programs (copied with their modes; no data).
     loose = {str(p): oct(mode(p)) for p in data_dir.rglob("*") if mode(p) & 0o077 and "backends" not in p.parts}
     assert not loose
+
+
+# Issue 14, point 7: a misspelled or unimplemented field is a 400 naming it (OpenAI's wording), not dropped.
+def test_a_misspelled_field_is_a_400_naming_it_through_the_sdk(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=TEST_MODEL, messages=HELLO, max_tokens=2, extra_body={"temprature": 0.2})
+    assert e.value.code == "unknown_parameter" and e.value.param == "temprature"
+    assert e.value.body["message"] == "Unrecognized request argument supplied: temprature"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model="all-minilm:22m", input="hi", extra_body={"dimension": 8})
+    assert e.value.param == "dimension"
+
+
+@pytest.mark.parametrize("body", [
+    # Values of every kind before the next key, and key-like text inside values and nested objects.
+    b'{"model": "%s", "max_tokens": 2, "messages": [{"role": "user", "content": "say \\"hi\\", {\\"x\\": 1}"}]}',
+    b'{ "model" : "%s" , "seed":7,"stream":false,"stop":null,"metadata":{"nope":"[1,{\\"a\\":\\"b\\"}]","x":"y"},'
+    b'"messages":[{"role":"user","content":"hi"}],"max_tokens":2}',
+    b'{"messages": [{"role": "user", "content": "\\\\"}], "logprobs": true, "top_logprobs": 1, "model": "%s", '
+    b'"max_tokens": 2, "stop": ["]", "}", "\\"", ","]}',
+    b'{"model":"%s","messages":[{"role":"user","content":"hi"}],"max_tokens":2,"temperature":0.5e0,"n":1}',
+])
+def test_bodies_with_only_known_fields_pass_whatever_their_shape(stack, body):
+    resp = post(stack, content=body.replace(b"%s", TEST_MODEL.encode()), headers={"content-type": "application/json"})
+    assert resp.status_code == 200, resp.text
+
+
+@pytest.mark.parametrize(("body", "unknown"), [
+    (b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "max_token": 2}', "max_token"),
+    (b'{"model": "%s", "stream": true, "messages": [], "frequency_penality": 1}', "frequency_penality"),
+    (b'{"metadata": {"a": [1, 2]}, "tools ": [], "model": "%s", "messages": []}', "tools?"),
+    (b'{"temperature": 1e-1, "x": {"messages": []}, "model": "%s", "messages": []}', "x"),
+])
+def test_an_unknown_top_level_field_is_refused_before_any_work(stack, body, unknown):
+    err = openai_error(post(stack, content=body.replace(b"%s", TEST_MODEL.encode()),
+                            headers={"content-type": "application/json"}), 400, "unknown_parameter")
+    assert err["param"] == unknown

@@ -242,14 +242,19 @@ async def test_a_keys_new_permissions_apply_to_the_lines_still_to_run(store, vau
 
 async def test_bad_lines_are_answered_in_the_error_file(store, vault):
     pipeline = FakePipeline()
-    batch_id = make_batch(store, vault, [line(0), line(1, model="missing"), line(2, temperature="hot"), line(3)])
+    batch_id = make_batch(store, vault, [line(0), line(1, model="missing"), line(2, temperature="hot"), line(3),
+                                         line(4, temprature=0.5)])
     b = await run_until(store, batch_id, worker(store, vault, pipeline))
-    assert b["status"] == "completed" and (b["completed"], b["failed"]) == (2, 2)
+    assert b["status"] == "completed" and (b["completed"], b["failed"]) == (2, 3)
     errors = {e["custom_id"]: e for e in read_jsonl(vault, b["error_file_id"])}
     assert errors["req-1"]["response"]["status_code"] == 404
     assert errors["req-1"]["response"]["body"]["error"]["code"] == "model_not_found"
     assert errors["req-2"]["response"]["status_code"] == 400
     assert errors["req-2"]["response"]["body"]["error"]["code"] == "invalid_request_body"
+    # A misspelled field is refused as the edge refuses it interactively, not dropped.
+    assert errors["req-4"]["response"]["body"]["error"] == {
+        "message": "Unrecognized request argument supplied: temprature", "type": "invalid_request_error",
+        "param": "temprature", "code": "unknown_parameter"}
     assert [o["custom_id"] for o in read_jsonl(vault, b["output_file_id"])] == ["req-0", "req-3"]
 
 

@@ -23,6 +23,7 @@ from llmaas.common.call_stream import drain_streams
 from llmaas.common.config import internal_secret
 from llmaas.common.errors import ApiError, internal_error
 from llmaas.common.grpc_tracing import SamplingServerInterceptor
+from llmaas.common.json_fields import UnknownFieldsInterceptor
 from llmaas.common.metrics import PORT_ENV, MetricsInterceptor, start_metrics_server
 from llmaas.common.service_auth import ServiceAuthInterceptor
 from llmaas.common.telemetry import LOG_LEVEL_ENV, LOG_LEVELS, setup_logging, setup_tracing
@@ -173,7 +174,8 @@ async def serve(
         interceptors=[MetricsInterceptor(name),
                       SamplingServerInterceptor(filter_=filters.negate(filters.health_check()), provider=provider),
                       # Inside the error mapping: a refusal is an ApiError like any other.
-                      ErrorInterceptor(), ServiceAuthInterceptor(name, internal_secret())],
+                      ErrorInterceptor(), ServiceAuthInterceptor(name, internal_secret()),
+                      UnknownFieldsInterceptor()],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

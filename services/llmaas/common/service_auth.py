@@ -218,7 +218,7 @@ class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
         callers = INTERNAL_CALLERS.get(service, frozenset())
         token, signed = _headers(handler_call_details.invocation_metadata)
         if self._caller(token) not in callers:
-            return _refusing(handler, unauthenticated(
+            return refusing(handler, unauthenticated(
                 "This RPC is internal: it needs a valid service credential of a caller allowed to call it."))
         check = TENANT_BOUND.get(method)
         if check is None:
@@ -226,14 +226,14 @@ class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             caller = identity_from_metadata({IDENTITY_HEADER: signed} if signed else {}, self._secret)
         except ApiError as err:  # forged or expired: UNAUTHENTICATED
-            return _refusing(handler, err)
+            return refusing(handler, err)
         if caller is None:
-            return _refusing(handler, unauthenticated(
+            return refusing(handler, unauthenticated(
                 "This RPC acts for a tenant: it needs the caller's signed identity.", code="missing_identity"))
         return _bound(handler, check, caller)
 
 
-def _refusing(handler, err: ApiError):
+def refusing(handler, err: ApiError):
     """The handler with its behaviour replaced by the refusal: its status, with the error JSON in trailing metadata
     like every ApiError (aborting here, so that any kind of handler refuses alike)."""
     async def refuse(request, context):

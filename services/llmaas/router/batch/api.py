@@ -16,6 +16,7 @@ import grpc
 from google.api import httpbody_pb2
 
 from llmaas.common.errors import ApiError, invalid_request
+from llmaas.common.json_fields import unrecognized
 from llmaas.router.audio_upload import form_parts
 from llmaas.router.batch import lines as bl
 from llmaas.router.batch.crypto import DecryptionError
@@ -107,8 +108,7 @@ class BatchApi:
         expires_after = self._expires_after(fields)
         unknown = set(fields) - {"purpose", "expires_after[anchor]", "expires_after[seconds]"}
         if unknown:
-            name = sorted(unknown)[0][:40]
-            raise invalid_request(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
+            raise unrecognized(sorted(unknown)[0])
         count = await asyncio.to_thread(bl.count_batch_lines, data)
         row = await asyncio.to_thread(self._vault.create, caller.identity.tenant_id, purpose,
                                       filename or "upload.jsonl", data, count, expires_after)
@@ -178,8 +178,7 @@ class BatchApi:
             raise invalid_request("The body must be a JSON object.", code="invalid_json")
         unknown = set(body) - {"input_file_id", "endpoint", "completion_window", "metadata"}
         if unknown:
-            name = sorted(unknown)[0][:40]
-            raise invalid_request(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
+            raise unrecognized(sorted(unknown)[0])
         for name in ("input_file_id", "endpoint", "completion_window"):
             if not isinstance(body.get(name), str) or not body[name]:
                 raise invalid_request(f"'{name}' is required (a string).", param=name,

@@ -40,6 +40,7 @@ from opentelemetry import trace
 
 from llmaas.common.errors import HTTP_STATUS, ApiError, internal_error, invalid_request
 from llmaas.common.identity import Identity
+from llmaas.common.json_fields import refuse_unknown_fields
 from llmaas.router import completions
 from llmaas.router import openai_json as oj
 from llmaas.router.batch import lines as bl
@@ -464,6 +465,7 @@ class BatchWorker:
 
 def _parse_body(body: dict, message):
     """A line's body as the endpoint's request (what Envoy's transcoder does with the interactive request's JSON)."""
+    refuse_unknown_fields(body, message.DESCRIPTOR)  # as the edge does for the interactive request
     try:
         return json_format.ParseDict(body, message)
     except json_format.ParseError as e:

@@ -1,0 +1,74 @@
+"""Unknown top-level JSON fields are a 400 naming the first (llmaas.common.json_fields); the edge's half, the key
+listing in gateway/openai_errors.lua, is driven through the real Envoy in tests/e2e/test_hostile_edge.py."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import grpc
+import pytest
+from llmaas.common.json_fields import KEYS_HEADER, UnknownFieldsInterceptor, fields_of, unknown_field
+from llmaas.router.v1 import router_pb2  # noqa: F401  (registers the router's messages)
+
+CHAT = "/llmaas.router.v1.RouterService/ChatCompletionsHttp"
+
+
+def test_a_json_body_may_use_proto_and_json_names_of_its_message():
+    allowed = fields_of(CHAT)
+    assert {"max_tokens", "maxTokens", "messages", "model"} <= allowed
+    assert unknown_field("model,messages,max_tokens,stream_options", allowed) is None
+    assert unknown_field("model,messages,temprature,max_token", allowed) == "temprature"
+
+
+def test_raw_bodies_and_unknown_methods_are_not_checked():
+    assert fields_of("/llmaas.router.v1.RouterService/CreateFileHttp") is None
+    assert fields_of("/llmaas.router.v1.RouterService/Nope") is None
+    assert fields_of("/nope.Service/Method") is None
+
+
+class FakeContext:
+    """Unit-test fake of a grpc.aio servicer context: records the abort."""
+
+    def __init__(self):
+        self.trailing, self.aborted = (), None
+
+    def set_trailing_metadata(self, md):
+        self.trailing = md
+
+    async def abort(self, status, message):
+        self.aborted = (status, message)
+        raise grpc.aio.AbortError()
+
+
+async def call(keys: str | None, method: str = CHAT):
+    async def behaviour(request, context):
+        return "served"
+
+    async def continuation(details):
+        return grpc.unary_unary_rpc_method_handler(behaviour)
+
+    metadata = (("x-other", "1"),) + (((KEYS_HEADER, keys),) if keys is not None else ())
+    handler = await UnknownFieldsInterceptor().intercept_service(
+        continuation, SimpleNamespace(method=method, invocation_metadata=metadata))
+    context = FakeContext()
+    try:
+        return await handler.unary_unary(None, context), context
+    except grpc.aio.AbortError:
+        return None, context
+
+
+async def test_a_misspelled_field_is_refused_naming_it_before_the_handler_runs():
+    served, context = await call("model,messages,temprature")
+    assert served is None and context.aborted[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert context.aborted[1] == "Unrecognized request argument supplied: temprature"
+    assert any(b"temprature" in v.encode() if isinstance(v, str) else b"temprature" in v for _, v in context.trailing)
+
+
+@pytest.mark.parametrize("keys", [None, "model,messages,temperature,maxTokens"])
+async def test_known_fields_and_calls_without_the_edges_list_are_served(keys):
+    assert (await call(keys))[0] == "served"
+
+
+async def test_more_keys_than_the_edge_lists_is_refused():
+    served, context = await call("model,messages," + "+")
+    assert served is None and "too many" in context.aborted[1]
