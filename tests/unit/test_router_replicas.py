@@ -24,7 +24,7 @@ class FakeReplica:
         self.calls = 0
         self.release = asyncio.Event()
 
-    async def generate(self, model, prompt, sampling, request_id):
+    async def generate(self, model, prompt, sampling, request_id, whole=False):
         self.calls += 1
         if self.mode == "down":
             raise ReplicaFailure("UNAVAILABLE: connection refused", model_level=False)

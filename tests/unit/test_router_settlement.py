@@ -36,7 +36,7 @@ class SlowReplica:
     def __init__(self, address: str, tokens: int = 50, fail_after: int | None = None) -> None:
         self.address, self.tokens, self.fail_after = address, tokens, fail_after
 
-    async def generate(self, model, prompt, sampling, request_id):
+    async def generate(self, model, prompt, sampling, request_id, whole=False):
         for i in range(self.tokens):
             if self.fail_after is not None and i == self.fail_after:
                 raise ReplicaFailure("UNAVAILABLE: reset", model_level=False)

@@ -169,7 +169,7 @@ class OneShotReplica:
     def __init__(self, address: str, prompt_tokens: int) -> None:
         self.address, self.prompt_tokens, self.closed = address, prompt_tokens, False
 
-    async def generate(self, model, prompt, sampling, request_id):
+    async def generate(self, model, prompt, sampling, request_id, whole=False):
         try:
             yield Delta("a", None, self.prompt_tokens, 1, False)
             yield Delta("b", "stop", self.prompt_tokens, 1, True)

@@ -61,7 +61,9 @@ def chat_ended(model: str, outcome: str, started: float, first_token: float, out
         _cancelled(model).inc()
     if output_tokens:
         _output(model).inc(output_tokens)
-    if not first_token:
+    if not first_token or not stream:
+        # A non-streamed answer comes whole from the backend (llmaas.router.triton `whole`): it has no first token,
+        # and its rate would include the queue and the prompt. Latency and rate come from streamed requests.
         return
     ttft = first_token - started
     _ttft(model).observe(ttft)

@@ -195,7 +195,7 @@ class ReplicaPool:
             try:
                 # Closed as soon as this ends (cancelled, closed by the caller): the Triton request stops at once.
                 async with aclosing(self._counted(address, model, prompt, sampling, request_id,
-                                                  on_produced)) as stream:
+                                                  on_produced, whole=buffered)) as stream:
                     if buffered:
                         deltas = [d async for d in stream]
                     else:
@@ -223,11 +223,11 @@ class ReplicaPool:
             self._outstanding[address] -= 1
 
     async def _counted(self, address: str, model: str, prompt: str, sampling: dict, request_id: str,
-                       on_produced: Callable[[Delta | None], None]) -> AsyncIterator[Delta]:
+                       on_produced: Callable[[Delta | None], None], *, whole: bool) -> AsyncIterator[Delta]:
         replica = self.replica(address)
         self._outstanding[address] += 1
         try:
-            async with aclosing(replica.generate(model, prompt, sampling, request_id)) as deltas:
+            async with aclosing(replica.generate(model, prompt, sampling, request_id, whole=whole)) as deltas:
                 async for delta in deltas:
                     on_produced(delta)
                     yield delta

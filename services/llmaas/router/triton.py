@@ -102,12 +102,14 @@ class TritonReplica:
         return self._inputs[model], self._outputs[model]
 
     async def generate(self, model: str, prompt: str, sampling: dict, request_id: str, *,
-                       watchdog: bool = True) -> AsyncIterator[Delta]:
+                       watchdog: bool = True, whole: bool = False) -> AsyncIterator[Delta]:
         """Yields the model's output deltas; the last one has final=True. Cancelling the consumer cancels Triton.
         Raises ReplicaFailure when the replica or the model's instance fails, ApiError for a bad request.
-        `watchdog`: a silent stream gets a canary (see _watch)."""
+        `watchdog`: a silent stream gets a canary (see _watch). `whole`: the backend's `stream: false`, one final
+        response with the whole output and its counts instead of one per token (for a caller that sends nothing
+        before the end: a tenth of Triton's and the router's work per token)."""
         declared_inputs, declared_outputs = await self._contract(model)
-        flags = {"stream": True, "exclude_input_in_output": True,
+        flags = {"stream": not whole, "exclude_input_in_output": True,
                  **{name: True for name in _OPTIONAL_FLAGS if name in declared_inputs}}
         outputs = tuple(name for name in _OUTPUTS if name in declared_outputs)
         if "logprobs" in sampling:
