@@ -22,6 +22,7 @@ import grpc
 from opentelemetry import trace
 
 from llmaas.auth.v1 import auth_pb2
+from llmaas.catalog.v1 import catalog_pb2
 from llmaas.common.errors import HTTP_STATUS, ApiError, invalid_request
 from llmaas.common.identity import (
     IDENTITY_HEADER,
@@ -120,7 +121,7 @@ class ChatRun:
     first_token: float = 0.0
     # A reasoning model's format (the catalog's ReasoningFormat) and whether guided decoding writes the output; None
     # for any other model, which then does no reasoning work at all.
-    reasoning: object | None = None
+    reasoning: catalog_pb2.ReasoningFormat | None = None
     constrained: bool = False
 
     def reasoning_counter(self) -> ReasoningTokens:
