@@ -6,8 +6,9 @@ tools, logprobs or the parameter checks).
 
 Times, in-process and single-threaded: parse_chat_request, the prompt rendering, the sampling parameters, then the
 non-streamed body (completion + JSON) and a 32-chunk stream's events, for this checkout and for the baseline's
-`services/` (extracted with git archive, run in a subprocess with it first on the path). Then a request with tools
-and one with logprobs on this checkout, for scale. Prints CPU µs per request (process time, best of 5) and the ratio.
+`services/` (extracted with git archive, run in a subprocess with it first on the path). Then a request with tools,
+one with logprobs and one to a reasoning model (its 32 tokens split into reasoning and answer) on this checkout, for
+scale. Prints CPU µs per request (process time, best of 5) and the ratio.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ deltas = [Delta(" word", None, 20, 1, False) for _ in range(31)] + [Delta("", "s
 SHAPED = "output" in ChatRun.__dataclass_fields__
 if SHAPED:
     from llmaas.router.chat_output import ChatOutput
+reasoning = None
+if sys.argv[4:] == ["reasoning"]:  # the deterministic reasoning model's shape: markers over several tokens
+    from llmaas.catalog.v1.catalog_pb2 import ReasoningFormat
+    reasoning = ReasoningFormat(start="<think>", end="</think>")
+    pieces = ["<", "think", ">", "\nThe"] + [" word"] * 12 + ["\n<", "/", "think", ">"] + [" word"] * 11
+    deltas = [Delta(p, None, 20, 1, False) for p in pieces] + [Delta("", "stop", 20, 1, True)]
 
 
 def one():
@@ -52,7 +59,9 @@ def one():
                   triton_model="t", endpoints=("a",), prompt=prompt, sampling=_sampling(params, 32))
     output = None
     if SHAPED:
-        output = fields["output"] = ChatOutput.for_params(params)
+        output = fields["output"] = ChatOutput.for_params(params, *([reasoning] if reasoning else []))
+    if reasoning is not None:
+        fields["reasoning"] = reasoning
     run = ChatRun(**fields)
     run.usage = Usage(20, 32)
     if output is None:
@@ -61,7 +70,11 @@ def one():
         data += oj.sse(oj.chunk(run, {}, "stop"))
     else:
         oj.json_body(oj.shaped_completion(run, deltas))
-        run.output = ChatOutput.for_params(params)
+        run.output = ChatOutput.for_params(params, *([reasoning] if reasoning else []))
+        if reasoning is not None:  # the pipeline counts its tokens as they come
+            counter = run.reasoning_counter()
+            for d in deltas:
+                counter.feed(d.text, d.output_tokens)
         data = b"".join(oj.shaped_chunks(run, run.output.deltas(d)) for d in deltas)
         data += oj.shaped_chunks(run, run.output.end()) + oj.sse(oj.final_chunk(run))
 
@@ -86,10 +99,10 @@ TOOLS = {**PLAIN, "tools": [{"type": "function", "function": {
 LOGPROBS = {**PLAIN, "logprobs": True, "top_logprobs": 2}
 
 
-def _measure(services: Path, body: dict, seconds: float) -> float:
+def _measure(services: Path, body: dict, seconds: float, *mode: str) -> float:
     env = {**os.environ, "PYTHONPATH": str(services)}
     template = ROOT / "deploy/catalog/chat_templates/smollm2.jinja"
-    out = subprocess.run([sys.executable, "-c", WORKLOAD, json.dumps(body), str(seconds), str(template)],
+    out = subprocess.run([sys.executable, "-c", WORKLOAD, json.dumps(body), str(seconds), str(template), *mode],
                          env=env, check=True, capture_output=True, text=True)
     return float(out.stdout.strip())
 
@@ -118,6 +131,8 @@ def main() -> None:
         print(f"  with tools (auto): {_measure(ROOT / 'services', TOOLS, args.seconds):8.1f} µs")
         print(f"  with logprobs:     {_measure(ROOT / 'services', LOGPROBS, args.seconds):8.1f} µs (no logprobs in "
               f"the deltas: shaping only)")
+        print(f"  reasoning model:   {_measure(ROOT / 'services', PLAIN, args.seconds, 'reasoning'):8.1f} µs (split, "
+              f"counted)")
 
 
 if __name__ == "__main__":

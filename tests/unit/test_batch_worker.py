@@ -61,7 +61,7 @@ class FakePipeline:
         self.reserved.add(caller.request_id)
         return SimpleNamespace(id="chatcmpl-1", request_id=caller.request_id, created=1, model=request.model,
                                triton_model="t", finish_reason="stop", usage=Usage(), caller=caller, output=None,
-                               line=int(caller.request_id.split(":")[1]))
+                               reasoning=None, line=int(caller.request_id.split(":")[1]))
 
     async def run(self, run):
         if run.line in self.hold:

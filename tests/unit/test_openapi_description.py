@@ -11,6 +11,7 @@ import grpc
 import jsonschema_rs  # schemathesis's validator (a dependency of the pinned schemathesis)
 import pytest
 import yaml
+from llmaas.catalog.v1.catalog_pb2 import ReasoningFormat
 from llmaas.common.errors import ApiError
 from llmaas.router import openai_json
 from llmaas.router.pipeline import Usage
@@ -25,11 +26,11 @@ def _validator(name: str) -> jsonschema_rs.Validator:
                                                "components": SPEC["components"]})
 
 
-def _fake_run(include_usage: bool) -> SimpleNamespace:
+def _fake_run(include_usage: bool, reasoning=None) -> SimpleNamespace:
     """FakeRun: the ChatRun attributes openai_json reads."""
     return SimpleNamespace(id="chatcmpl-1", created=1796600000, model="m", triton_model="t", finish_reason="length",
-                           usage=Usage(prompt_tokens=3, completion_tokens=2),
-                           params=SimpleNamespace(include_usage=include_usage), output=None)
+                           usage=Usage(prompt_tokens=3, completion_tokens=2, reasoning_tokens=1),
+                           params=SimpleNamespace(include_usage=include_usage), output=None, reasoning=reasoning)
 
 
 def _decoded(event: bytes) -> dict:
@@ -39,6 +40,18 @@ def _decoded(event: bytes) -> dict:
 
 def test_the_routers_chat_completion_is_valid():
     _validator(openapi.CHAT_RESPONSE).validate(openai_json.completion(_fake_run(False), "hello"))
+
+
+@pytest.mark.parametrize("reasoning_content", ["Let me think.", None])
+def test_a_reasoning_models_completion_and_chunks_are_valid(reasoning_content):
+    run = _fake_run(True, reasoning=ReasoningFormat())
+    message = {"role": "assistant", "content": "hello", "refusal": None, "reasoning_content": reasoning_content}
+    body = openai_json.completion(run, "", message)
+    assert body["usage"]["completion_tokens_details"] == {"reasoning_tokens": 1}
+    _validator(openapi.CHAT_RESPONSE).validate(body)
+    chunk = _validator(openapi.CHAT_CHUNK)
+    for event in (openai_json.chunk(run, {"reasoning_content": "Let me"}), openai_json.usage_chunk(run)):
+        chunk.validate(_decoded(openai_json.sse(event)))
 
 
 @pytest.mark.parametrize("include_usage", [False, True])

@@ -31,10 +31,13 @@ class FakeDownstream:
 
 
 class SlowReplica:
-    """A fake replica (unit tests only): one token every 10 ms, `tokens` of them; `fail_after` cuts it."""
+    """A fake replica (unit tests only): one token every 10 ms, `tokens` of them (the texts `pieces`, else "x");
+    `fail_after` cuts it."""
 
-    def __init__(self, address: str, tokens: int = 50, fail_after: int | None = None) -> None:
-        self.address, self.tokens, self.fail_after = address, tokens, fail_after
+    def __init__(self, address: str, tokens: int = 50, fail_after: int | None = None,
+                 pieces: list[str] | None = None) -> None:
+        self.address, self.tokens, self.fail_after = address, len(pieces) if pieces else tokens, fail_after
+        self.pieces = pieces or ["x"] * tokens
 
     async def generate(self, model, prompt, sampling, request_id, whole=False):
         for i in range(self.tokens):
@@ -42,7 +45,7 @@ class SlowReplica:
                 raise ReplicaFailure("UNAVAILABLE: reset", model_level=False)
             await asyncio.sleep(0.01)
             last = i == self.tokens - 1
-            yield Delta("x", "length" if last else None, 7, 1, last)
+            yield Delta(self.pieces[i], "length" if last else None, 7, 1, last)
 
     async def server_ready(self) -> bool:
         return False
@@ -104,6 +107,22 @@ async def test_a_retried_answer_counts_only_the_attempt_that_served():
     await pipeline.drain()
     assert len(deltas) == 5 and run.usage.completion_tokens == 5
     assert [(s.outcome, s.completion_tokens) for s in downstream.settled] == [("completed", 5)]
+
+
+async def test_reasoning_tokens_are_settled_and_a_retried_attempts_are_not():
+    from llmaas.catalog.v1.catalog_pb2 import ReasoningFormat
+
+    pieces = ["<", "think", ">", " a", " b", "</", "think", ">", " c"]
+    replicas = {"r1:1": SlowReplica("r1:1", pieces=pieces, fail_after=4), "r2:1": SlowReplica("r2:1", pieces=pieces)}
+    pipeline, run, downstream = make(replicas, stream=False)
+    run.reasoning = ReasoningFormat(start="<think>", end="</think>")
+    pipeline._replicas.replica("r2:1")
+    pipeline._replicas._outstanding["r2:1"] = 1  # r1 first: it fails inside the reasoning
+    deltas = [d async for d in pipeline.run(run)]
+    pipeline.finish(run)
+    await pipeline.drain()
+    assert len(deltas) == 9 and (run.usage.completion_tokens, run.usage.reasoning_tokens) == (9, 8)
+    assert [(s.completion_tokens, s.reasoning_tokens) for s in downstream.settled] == [(9, 8)]
 
 
 async def test_settlements_of_requests_ending_together_share_one_call_within_the_delay():

@@ -6,7 +6,9 @@ A deployed model (one with a `triton_model`) needs editor, licence and max_model
 max_model_len 0); `production_date` stays required, UNKNOWN_PRODUCTION_DATE being the documented placeholder.
 Lifecycle fields (all optional): end_of_support (date), lts (bool), migration (the id of a model loaded from any of
 the files, checked once all are loaded, no cycles), deprecated (bool), speed_tokens_per_second and
-kwh_per_million_tokens (non-negative numbers), parameters (string such as "32B"). See llmaas.catalog.lifecycle."""
+kwh_per_million_tokens (non-negative numbers), parameters (string such as "32B"). See llmaas.catalog.lifecycle.
+A model with the `reasoning` capability may say how it writes its reasoning (`reasoning`: start and end markers,
+the efforts its chat template takes); see ReasoningFormat."""
 
 from __future__ import annotations
 
@@ -21,11 +23,25 @@ UNKNOWN_PRODUCTION_DATE = dt.date(1970, 1, 1)  # placeholder for a model whose p
 CAPABILITIES = {"tools", "vision", "reasoning", "safety", "dimensions",
                 # audio models: English-only unless multilingual; translation into English; word timestamps
                 "transcription", "translation", "multilingual", "word_timestamps"}
+# OpenAI's ReasoningEffort values; a model takes those its catalogue entry lists.
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 MODEL_TYPES = {"chat", "embedding", "rerank", "vision", "ocr", "audio", "image", "translation", "safety"}
 
 
 class CatalogError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class ReasoningFormat:
+    """How a reasoning model writes its reasoning (llmaas.router.reasoning splits it from the answer): between `start`
+    and `end` at the beginning of its output (the defaults are DeepSeek-R1's and Qwen3's). `start` is empty when the
+    chat template opens the reasoning itself. `efforts`: the reasoning_effort values the model takes, which its chat
+    template receives as `reasoning_effort` (as transformers' apply_chat_template passes it and gpt-oss's template
+    reads it); none listed, reasoning_effort is refused."""
+    start: str = "<think>"
+    end: str = "</think>"
+    efforts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,8 @@ class ModelEntry:
     speed_tokens_per_second: float | None = None
     kwh_per_million_tokens: float | None = None
     parameters: str = ""
+    # Set exactly when the capabilities include "reasoning".
+    reasoning: ReasoningFormat | None = None
 
     @property
     def created(self) -> int:
@@ -84,6 +102,28 @@ def _optional_date(raw: dict, name: str, where: str) -> dt.date | None:
     if not isinstance(value, dt.date) or isinstance(value, dt.datetime):
         raise CatalogError(f"{where}: field {name!r} must be a date (YYYY-MM-DD), got {value!r}")
     return value
+
+
+def _reasoning(raw: dict, capabilities: tuple[str, ...], template: str, where: str) -> ReasoningFormat | None:
+    if "reasoning" not in capabilities:
+        if "reasoning" in raw:
+            raise CatalogError(f"{where}: field 'reasoning' needs the 'reasoning' capability")
+        return None
+    spec = _field(raw, "reasoning", dict, where, default={})
+    where = f"{where}: field 'reasoning'"
+    if unknown := sorted(set(spec) - {"start", "end", "efforts"}):
+        raise CatalogError(f"{where}: unknown key(s) {unknown}")
+    start = _field(spec, "start", str, where, default="<think>")
+    end = _field(spec, "end", str, where, default="</think>")
+    if not end.strip() or start.strip() != start or end.strip() != end:
+        raise CatalogError(f"{where}: 'end' must be a non-empty marker, and markers have no surrounding whitespace")
+    efforts = tuple(_field(spec, "efforts", list, where, default=[]))
+    if bad := [e for e in efforts if e not in REASONING_EFFORTS]:
+        raise CatalogError(f"{where}: efforts {bad} are not among {list(REASONING_EFFORTS)}")
+    if efforts and "reasoning_effort" not in template:
+        # The effort reaches the model through its chat template only: one that ignores it would accept and ignore.
+        raise CatalogError(f"{where}: efforts are listed but the chat_template never reads 'reasoning_effort'")
+    return ReasoningFormat(start, end, efforts)
 
 
 def _parse_entry(raw: dict, base_dir: Path, where: str) -> ModelEntry:
@@ -139,6 +179,7 @@ def _parse_entry(raw: dict, base_dir: Path, where: str) -> ModelEntry:
         speed_tokens_per_second=_optional_number(raw, "speed_tokens_per_second", where),
         kwh_per_million_tokens=_optional_number(raw, "kwh_per_million_tokens", where),
         parameters=_field(raw, "parameters", str, where, default=""),
+        reasoning=_reasoning(raw, capabilities, template, where),
     )
 
 

@@ -173,7 +173,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer, catalog_pb2_grpc.
             max_model_len=entry.max_model_len, default_max_tokens=entry.default_max_tokens, type=entry.type,
             capabilities=list(entry.capabilities), bos_token=entry.bos_token, eos_token=entry.eos_token,
             substituted_for=retired.id if retired else "", aliases=list(entry.aliases),
-            kwh_per_million_tokens=entry.kwh_per_million_tokens, endpoints=replicas)
+            kwh_per_million_tokens=entry.kwh_per_million_tokens, endpoints=replicas,
+            reasoning=_reasoning_message(entry.reasoning))
 
     async def ReportReplicaFailure(self, request, context):
         accepted = self._served.report(request.replica, request.triton_model)
@@ -186,3 +187,9 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer, catalog_pb2_grpc.
         async for revision in self._revisions.stream():
             yield catalog_pb2.CatalogRevision(revision=revision, instance=self._revisions.instance,
                                               heartbeat_seconds=max(1, round(self._revisions.heartbeat)))
+
+
+def _reasoning_message(reasoning) -> catalog_pb2.ReasoningFormat | None:
+    if reasoning is None:
+        return None
+    return catalog_pb2.ReasoningFormat(start=reasoning.start, end=reasoning.end, efforts=list(reasoning.efforts))

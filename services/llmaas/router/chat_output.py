@@ -1,7 +1,10 @@
-"""A choice's output beyond plain text: tool calls (llmaas.router.tool_output) and logprobs, in OpenAI's shapes.
+"""A choice's output beyond plain text: a reasoning model's reasoning (llmaas.router.reasoning), tool calls
+(llmaas.router.tool_output) and logprobs, in OpenAI's shapes.
 
-Only requests that ask for tools or logprobs get a ChatOutput (ChatRun.output); a plain request keeps the servicer's
-text-only path, so its cost does not change.
+Only requests that ask for tools or logprobs, or go to a reasoning model, get a ChatOutput (ChatRun.output); a plain
+request keeps the servicer's text-only path, so its cost does not change. A reasoning model's output is split first:
+its reasoning goes to `reasoning_content` (vLLM's and DeepSeek's field, streamed in `delta.reasoning_content` before
+the content), and only the answer after it is parsed for tool calls and given logprobs.
 
 Logprobs come from the vLLM backend's `logprobs` output: per response, one `{token_id: {"logprob", "rank",
 "decoded_token"}}` object per token, the sampled token first (vLLM inserts it before the top-k ones, as the CPU backend
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 
 from llmaas.router.kserve import Delta
+from llmaas.router.reasoning import ReasoningSplitter
 from llmaas.router.tool_output import ToolStream, parse_output
 from llmaas.router.tools import ToolSpec
 
@@ -57,25 +61,32 @@ def trace_chat_api(span, params) -> None:
         span.set_attribute("llmaas.top_logprobs", params.top_logprobs)
     if params.raw_prompt:
         span.set_attribute("llmaas.completions", True)
+    if params.reasoning_effort:
+        span.set_attribute("llmaas.reasoning_effort", params.reasoning_effort)
 
 
 class ChatOutput:
     """Per run: shapes the model's deltas into OpenAI's message or chunk deltas."""
 
-    def __init__(self, tools: ToolSpec | None, logprobs: bool, top_logprobs: int) -> None:
+    def __init__(self, tools: ToolSpec | None, logprobs: bool, top_logprobs: int, reasoning=None,
+                 constrained: bool = False) -> None:
+        """`reasoning`: the model's ReasoningFormat (start and end markers), None for a model that does not reason;
+        `constrained`: the backend's guided decoding writes the output."""
         self.tools = tools if tools is not None and tools.choice != "none" else None
         self.logprobs = logprobs
         self.top = top_logprobs
         self._stream = ToolStream(self.tools) if self.tools is not None else None
         self._pending: list[dict] = []  # logprobs not yet attached to a chunk
         self._called = False
+        self._split = ReasoningSplitter(reasoning.start, reasoning.end, constrained=constrained) \
+            if reasoning is not None else None
 
     @classmethod
-    def for_params(cls, params) -> ChatOutput | None:
+    def for_params(cls, params, reasoning=None, constrained: bool = False) -> ChatOutput | None:
         tools = params.tools if params.tools is not None and params.tools.choice != "none" else None
-        if tools is None and not params.logprobs:
+        if tools is None and not params.logprobs and reasoning is None:
             return None
-        return cls(tools, params.logprobs, params.top_logprobs)
+        return cls(tools, params.logprobs, params.top_logprobs, reasoning, constrained)
 
     def _entries(self, delta: Delta) -> list[dict]:
         if not self.logprobs:
@@ -89,27 +100,60 @@ class ChatOutput:
     # Whole answer (stream false).
     def message(self, deltas: list[Delta]) -> tuple[dict, dict | None]:
         """(message, logprobs) of the choice."""
-        text = "".join(d.text for d in deltas)
+        if self._split is None:
+            text, answer = "".join(d.text for d in deltas), deltas
+        else:
+            reasoning, text, answer = self._split_all(deltas)
         content, calls = parse_output(text, self.tools) if self.tools is not None else (text, [])
         message = {"role": "assistant", "content": content, "refusal": None}
+        if self._split is not None:
+            message["reasoning_content"] = reasoning
         if calls:
             self._called = True
             message["tool_calls"] = [c.message_entry() for c in calls]
         logprobs = None
         if self.logprobs:
-            logprobs = {"content": [e for d in deltas for e in self._entries(d)], "refusal": None}
+            logprobs = {"content": [e for d in answer for e in self._entries(d)], "refusal": None}
         return message, logprobs
+
+    def _split_all(self, deltas: list[Delta]) -> tuple[str | None, str, list[Delta]]:
+        """(reasoning, answer text, the deltas the answer came from: their tokens get logprobs)."""
+        reasoning, content, answer = [], [], []
+        for d in deltas:
+            was_closed = self._split.closed
+            r, c = self._split.feed(d.text)
+            reasoning.append(r)
+            content.append(c)
+            if was_closed or c:
+                answer.append(d)
+        r, c = self._split.finish()
+        text = "".join(reasoning) + r
+        return (text if self._split.had_reasoning else None), "".join(content) + c, answer
 
     # Streamed: (delta, logprobs) pairs for chunks.
     def deltas(self, delta: Delta) -> list[tuple[dict, dict | None]]:
-        self._pending += self._entries(delta)
-        parts = self._stream.feed(delta.text) if self._stream is not None else \
-            ([{"content": delta.text}] if delta.text else [])
-        return self._attach(parts)
+        if self._split is None:
+            self._pending += self._entries(delta)
+            return self._attach(self._content(delta.text))
+        was_closed = self._split.closed
+        reasoning, text = self._split.feed(delta.text)
+        if was_closed or text:
+            self._pending += self._entries(delta)
+        parts = [{"reasoning_content": reasoning}] if reasoning else []
+        return self._attach(parts + self._content(text))
+
+    def _content(self, text: str) -> list[dict]:
+        if self._stream is not None:
+            return self._stream.feed(text)
+        return [{"content": text}] if text else []
 
     def end(self) -> list[tuple[dict, dict | None]]:
         """What is left when the model's output ends (before the finish chunk)."""
-        return self._attach(self._stream.end() if self._stream is not None else [])
+        parts = []
+        if self._split is not None:
+            reasoning, text = self._split.finish()
+            parts = ([{"reasoning_content": reasoning}] if reasoning else []) + self._content(text)
+        return self._attach(parts + (self._stream.end() if self._stream is not None else []))
 
     def leftover_logprobs(self) -> dict | None:
         if not self._pending:

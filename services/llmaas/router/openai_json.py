@@ -29,8 +29,11 @@ def system_fingerprint(run: ChatRun) -> str:
 
 def _usage(run: ChatRun) -> dict:
     u = run.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.total_tokens}
+    usage = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+             "total_tokens": u.total_tokens}
+    if run.reasoning is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+    return usage
 
 
 def finish_reason(run: ChatRun) -> str:
@@ -106,8 +109,11 @@ def json_body(obj: dict) -> bytes:
 
 def _typed_usage(run: ChatRun) -> router_pb2.Usage:
     u = run.usage
-    return router_pb2.Usage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
-                            total_tokens=u.total_tokens)
+    usage = router_pb2.Usage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+                             total_tokens=u.total_tokens)
+    if run.reasoning is not None:
+        usage.completion_tokens_details.reasoning_tokens = u.reasoning_tokens
+    return usage
 
 
 def typed_completion(run: ChatRun, text: str) -> router_pb2.CreateChatCompletionResponse:

@@ -27,7 +27,8 @@ from llmaas.router.v1 import router_pb2
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 MAX_STOP_SEQUENCES = 4
-REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+# OpenAI's ReasoningEffort values; which of them a model takes is its catalogue entry's (llmaas.router.pipeline).
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 MAX_N = 128  # OpenAI's range for n (only 1 is served)
 MAX_TOP_LOGPROBS = 20
 LOGIT_BIAS_RANGE = 100.0
@@ -309,8 +310,9 @@ def _check_unserved(req: router_pb2.CreateChatCompletionRequest) -> None:
         raise invalid_request(f"Invalid 'n': expected a value between 1 and {MAX_N}, but got {req.n} instead.",
                               param="n", code="invalid_value")
     if req.reasoning_effort and req.reasoning_effort not in REASONING_EFFORTS:
-        raise invalid_request(f"Invalid value: '{req.reasoning_effort}'. Supported values are: 'minimal', 'low', "
-                              f"'medium', and 'high'.", param="reasoning_effort", code="invalid_value")
+        raise invalid_request(f"Invalid value: '{req.reasoning_effort}'. Supported values are: 'none', 'minimal', "
+                              f"'low', 'medium', 'high', 'xhigh', and 'max'.", param="reasoning_effort",
+                              code="invalid_value")
     if len(req.logit_bias.fields):
         # vLLM's Triton backend passes logit_bias on with JSON's string keys (its SamplingParams wants token ids as
         # integers) and the CPU engines do not apply it: refused rather than ignored.

@@ -22,6 +22,7 @@ import grpc
 from opentelemetry import trace
 
 from llmaas.auth.v1 import auth_pb2
+from llmaas.catalog.v1 import catalog_pb2
 from llmaas.common.errors import HTTP_STATUS, ApiError, invalid_request
 from llmaas.common.identity import (
     IDENTITY_HEADER,
@@ -42,6 +43,7 @@ from llmaas.router.chat_output import ChatOutput, trace_chat_api
 from llmaas.router.downstream import Downstream
 from llmaas.router.handoff import BatchedHandOff
 from llmaas.router.params import PROMPT_TOKEN_SLACK, ChatParams, check_context, check_prompt_tokens, parse_chat_request
+from llmaas.router.reasoning import ReasoningTokens
 from llmaas.router.replicas import ReplicaPool
 from llmaas.router.tool_prompt import tool_guard_parts
 from llmaas.router.triton import Delta
@@ -64,6 +66,8 @@ _SOURCE = {"system": guard_pb2.PART_SOURCE_SYSTEM, "developer": guard_pb2.PART_S
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Part of completion_tokens: a reasoning model's reasoning (llmaas.router.reasoning), billed at its own price.
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -115,6 +119,13 @@ class ChatRun:
     output: ChatOutput | None = None
     # When the served attempt's first output token came (perf_counter; 0: none yet), for its time to first token.
     first_token: float = 0.0
+    # A reasoning model's format (the catalog's ReasoningFormat) and whether guided decoding writes the output; None
+    # for any other model, which then does no reasoning work at all.
+    reasoning: catalog_pb2.ReasoningFormat | None = None
+    constrained: bool = False
+
+    def reasoning_counter(self) -> ReasoningTokens:
+        return ReasoningTokens(self.reasoning.start, self.reasoning.end, constrained=self.constrained)
 
     @property
     def identity(self) -> Identity:
@@ -216,7 +227,7 @@ class ChatPipeline:
         """Queues a settlement (idempotent by request id: settling again what was settled changes nothing)."""
         self._settlements.submit((caller, metering_pb2.SettleRequest(
             request_id=request_id, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            outcome=outcome)))
+            reasoning_tokens=usage.reasoning_tokens, outcome=outcome)))
 
     def record(self, caller: Caller, model: str, usage: Usage, error: ApiError | None, status: int = 200) -> None:
         """Queues the audit record of how a request ended."""
@@ -243,24 +254,30 @@ class ChatPipeline:
         check_model_permission(identity, params.model, model)
         self._check_capabilities(params, model)
         max_tokens = check_context(params, model.max_model_len, model.default_max_tokens)
+        # /v1/completions sends the prompt as is, and its text is the model's whole output, as vLLM's.
+        reasoning = model.reasoning if model.HasField("reasoning") and not params.raw_prompt else None
 
         guard_request = guard_pb2.CheckPromptRequest(
             tenant_id=identity.tenant_id, end_user_id=params.user, request_id=caller.request_id,
             parts=[guard_pb2.PromptPart(source=_SOURCE[m.role], text=m.content) for m in params.messages])
         if params.tools is not None or params.has_tool_calls:
             guard_request.parts.extend(tool_guard_parts(params))
-        if params.tools is not None or params.logprobs or params.raw_prompt:
+        if params.tools is not None or params.logprobs or params.raw_prompt or params.reasoning_effort:
             trace_chat_api(span, params)
         prompt = params.messages[0].content if params.raw_prompt else template.render_prompt(
-            model.chat_template, params.messages, model.bos_token, model.eos_token, params.tools)
+            model.chat_template, params.messages, model.bos_token, model.eos_token, params.tools,
+            params.reasoning_effort)
         request_id = caller.request_id
+        sampling = _sampling(params, max_tokens)
+        constrained = "guided_decoding" in sampling
         run = ChatRun(
             id="chatcmpl-" + uuid.uuid4().hex, request_id=request_id, created=int(time.time()), model=model.id,
             params=params, caller=caller, triton_model=model.triton_model, max_model_len=model.max_model_len,
             endpoints=tuple(model.endpoints),
             prompt=prompt,
-            sampling=_sampling(params, max_tokens), headers=lifecycle_headers(model),
-            output=ChatOutput.for_params(params))
+            sampling=sampling, headers=lifecycle_headers(model),
+            output=ChatOutput.for_params(params, reasoning, constrained), reasoning=reasoning,
+            constrained=constrained)
         # Worst case: a token covers at least one byte of the prompt (plus the few a tokenizer adds), so its byte
         # length bounds the input tokens; and the backend refuses a prompt longer than the context. Metering caps the
         # settlement at this reservation.
@@ -327,9 +344,16 @@ class ChatPipeline:
             raise invalid_request(f"The model '{model.id}' does not support tools.", param="tools",
                                   code="unsupported_parameter")
         if params.reasoning_effort:
-            # Nothing passes an effort level to a model yet (a template would ignore it): refused, never ignored.
-            raise invalid_request(f"The model '{model.id}' does not support 'reasoning_effort'.",
-                                  param="reasoning_effort", code="unsupported_parameter")
+            # The effort reaches a model through its chat template; one whose entry lists no effort would ignore it.
+            efforts = model.reasoning.efforts if model.HasField("reasoning") else ()
+            if not efforts:
+                raise invalid_request(f"The model '{model.id}' does not support 'reasoning_effort'.",
+                                      param="reasoning_effort", code="unsupported_parameter")
+            if params.reasoning_effort not in efforts:
+                supported = ", ".join(f"'{e}'" for e in efforts)
+                raise invalid_request(f"Unsupported value: '{params.reasoning_effort}' is not supported with the "
+                                      f"model '{model.id}'. Supported values are: {supported}.",
+                                      param="reasoning_effort", code="unsupported_value")
         if any(m.has_image for m in params.messages) and "vision" not in model.capabilities:
             raise invalid_request(f"The model '{model.id}' does not support image inputs.", param="messages",
                                   code="unsupported_content")
@@ -359,10 +383,24 @@ class ChatPipeline:
             if delta.finish_reason:
                 run.finish_reason = delta.finish_reason
 
+        on_produced = produced
+        if run.reasoning is not None:
+            # Only a reasoning model counts its reasoning tokens as they come (a retried attempt starts over).
+            counter = run.reasoning_counter()
+
+            def on_produced(delta: Delta | None) -> None:
+                nonlocal counter
+                produced(delta)
+                if delta is None:
+                    counter = run.reasoning_counter()
+                    return
+                counter.feed(delta.text, delta.output_tokens or 0)
+                run.usage.reasoning_tokens = counter.count
+
         try:
             async for delta in self._replicas.generate(run.endpoints, run.triton_model, run.prompt, run.sampling,
                                                        run.request_id, buffered=not run.params.stream,
-                                                       public_model=run.model, on_produced=produced):
+                                                       public_model=run.model, on_produced=on_produced):
                 if delta.final:
                     run.outcome = "completed"  # before the yield: the consumer may stop right after the final delta
                 yield delta
@@ -383,6 +421,8 @@ class ChatPipeline:
         span = trace.get_current_span()
         span.set_attribute("llmaas.prompt_tokens", run.usage.prompt_tokens)
         span.set_attribute("llmaas.completion_tokens", run.usage.completion_tokens)
+        if run.reasoning is not None:
+            span.set_attribute("llmaas.reasoning_tokens", run.usage.reasoning_tokens)
         span.set_attribute("llmaas.finish_reason", run.finish_reason or "")
         # Queued, never awaited: the caller may be a cancelled stream, and both must still land.
         self._settle(run, outcome)
@@ -416,7 +456,8 @@ class ChatPipeline:
         batch never counts twice)."""
         self._settlements.submit((run.caller, metering_pb2.SettleRequest(
             request_id=run.request_id, prompt_tokens=run.usage.prompt_tokens,
-            completion_tokens=run.usage.completion_tokens, outcome=outcome)))
+            completion_tokens=run.usage.completion_tokens, reasoning_tokens=run.usage.reasoning_tokens,
+            outcome=outcome)))
 
     async def drain(self) -> None:
         """Waits for pending settlements and audit records (called on shutdown)."""

@@ -33,12 +33,15 @@ def _compile(source: str):
 
 
 def render_prompt(template: str, messages: tuple[Message, ...], bos_token: str = "", eos_token: str = "",
-                  tools: ToolSpec | None = None) -> str:
+                  tools: ToolSpec | None = None, reasoning_effort: str = "") -> str:
     """`tools`: a conversation with tools (or with calls in its history) is rendered as llmaas.router.tool_prompt
-    says: by the template itself if it knows tools, else in the Hermes format."""
+    says: by the template itself if it knows tools, else in the Hermes format. `reasoning_effort` (only for a model
+    whose catalogue entry takes it): a template variable, as transformers' apply_chat_template passes it (gpt-oss's
+    template writes it into the system message); undefined when the request has none, so the template's default
+    holds."""
     if not template:
         raise internal_error()
-    extra = {}
+    extra = {"reasoning_effort": reasoning_effort} if reasoning_effort else {}
     if tools is None and not any(m.tool_calls or m.role == "tool" for m in messages):
         views = [{"role": m.role, "content": m.content} for m in messages]
     elif tool_prompt.template_knows_tools(template):

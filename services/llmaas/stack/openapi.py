@@ -202,7 +202,8 @@ WIRE_NULLS = {
     CHAT_CHUNK: ("usage",),  # null on every chunk but the usage one
     "llmaas.router.v1.ChatCompletionChunkChoice": ("finish_reason", "logprobs"),  # null until the last chunk
     "llmaas.router.v1.ChatCompletionChoice": ("logprobs",),  # null unless asked for
-    "llmaas.router.v1.AssistantMessage": ("content",),  # null when the answer is tool calls
+    # content null when the answer is tool calls, reasoning_content when a reasoning model's answer has no reasoning
+    "llmaas.router.v1.AssistantMessage": ("content", "reasoning_content"),
 }
 
 # POST /v1/completions: the router writes OpenAI's text_completion object (llmaas.router.completions), the same

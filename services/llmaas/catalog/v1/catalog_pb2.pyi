@@ -122,7 +122,7 @@ class ResolveModelRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., serve_successor: _Optional[bool] = ...) -> None: ...
 
 class ResolveModelResponse(_message.Message):
-    __slots__ = ("id", "triton_model", "pool", "chat_template", "max_model_len", "default_max_tokens", "type", "capabilities", "bos_token", "eos_token", "phase", "deprecation", "sunset", "successor", "substituted_for", "aliases", "kwh_per_million_tokens", "endpoints")
+    __slots__ = ("id", "triton_model", "pool", "chat_template", "max_model_len", "default_max_tokens", "type", "capabilities", "bos_token", "eos_token", "phase", "deprecation", "sunset", "successor", "substituted_for", "aliases", "kwh_per_million_tokens", "endpoints", "reasoning")
     ID_FIELD_NUMBER: _ClassVar[int]
     TRITON_MODEL_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +141,7 @@ class ResolveModelResponse(_message.Message):
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     KWH_PER_MILLION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_FIELD_NUMBER: _ClassVar[int]
     id: str
     triton_model: str
     pool: str
@@ -159,7 +160,18 @@ class ResolveModelResponse(_message.Message):
     aliases: _containers.RepeatedScalarFieldContainer[str]
     kwh_per_million_tokens: float
     endpoints: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., triton_model: _Optional[str] = ..., pool: _Optional[str] = ..., chat_template: _Optional[str] = ..., max_model_len: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., type: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., bos_token: _Optional[str] = ..., eos_token: _Optional[str] = ..., phase: _Optional[str] = ..., deprecation: _Optional[str] = ..., sunset: _Optional[str] = ..., successor: _Optional[str] = ..., substituted_for: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., kwh_per_million_tokens: _Optional[float] = ..., endpoints: _Optional[_Iterable[str]] = ...) -> None: ...
+    reasoning: ReasoningFormat
+    def __init__(self, id: _Optional[str] = ..., triton_model: _Optional[str] = ..., pool: _Optional[str] = ..., chat_template: _Optional[str] = ..., max_model_len: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., type: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., bos_token: _Optional[str] = ..., eos_token: _Optional[str] = ..., phase: _Optional[str] = ..., deprecation: _Optional[str] = ..., sunset: _Optional[str] = ..., successor: _Optional[str] = ..., substituted_for: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., kwh_per_million_tokens: _Optional[float] = ..., endpoints: _Optional[_Iterable[str]] = ..., reasoning: _Optional[_Union[ReasoningFormat, _Mapping]] = ...) -> None: ...
+
+class ReasoningFormat(_message.Message):
+    __slots__ = ("start", "end", "efforts")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    EFFORTS_FIELD_NUMBER: _ClassVar[int]
+    start: str
+    end: str
+    efforts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, start: _Optional[str] = ..., end: _Optional[str] = ..., efforts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WatchCatalogRequest(_message.Message):
     __slots__ = ()

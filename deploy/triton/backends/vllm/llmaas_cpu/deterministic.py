@@ -9,6 +9,12 @@ Reply: `reply_for(prompt)` = "Echo:" followed by the last `echo_words` words of 
 markers such as `<|im_start|>assistant` are removed (or "Echo: nothing" if there are none). The engine streams the
 reply one token at a time, then an EOS token (no text, but counted, like vLLM counts EOS); with ignore_eos or
 min_tokens it starts the reply again. Sampling parameters that add randomness are accepted and have no effect.
+
+Reasoning mode (model.json `"reasoning": true`, a reasoning model's contract): the reply first thinks,
+`<think>\n...\n</think>\n\n` (`reasoning_for(effort)`), then answers as above. The effort is what a reasoning model's
+chat template writes at the top of the prompt, `Reasoning: low|medium|high` on the system message's first line (as
+gpt-oss's template does with `reasoning_effort`), so it reaches the engine through `text_input` like any model's; it
+sets how many steps the thinking takes (medium without one).
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ TOKEN_RE = re.compile(r"\s*\w+|\s*[^\w\s]|\s+")
 # Special markers of the common chat templates, with the role name that follows them.
 MARKER_RE = re.compile(r"<\|[^|<>]*\|>(?:\s*(?:system|user|assistant|tool|developer|ipython)\b)?")
 WORD_RE = re.compile(r"\w+")
+# The effort line a reasoning template writes first (after the system message's chat marker): never a user's text.
+EFFORT_RE = re.compile(r"\A\s*(?:<\|[^|<>]*\|>\s*(?:system|developer)\s*)?Reasoning:[ \t]*(\w+)")
+REASONING_STEPS = {"low": 2, "medium": 6, "high": 18}
+DEFAULT_EFFORT = "medium"
 EOS_ID = 2
 VOCAB_SIZE = 32000
 
@@ -43,6 +53,20 @@ def reply_for(prompt: str, echo_words: int = 8) -> str:
     return "Echo: " + (" ".join(words) if words else "nothing")
 
 
+def effort_of(prompt: str) -> str:
+    match = EFFORT_RE.match(prompt)
+    return match.group(1) if match else DEFAULT_EFFORT
+
+
+def reasoning_for(effort: str = DEFAULT_EFFORT) -> str:
+    """The thinking a reasoning-mode reply starts with (its end marker and the blank line after it included)."""
+    steps = REASONING_STEPS.get(effort)
+    if steps is None:
+        raise SamplingError(f"reasoning effort {effort!r} is not one of {sorted(REASONING_STEPS)}")
+    return "<think>\nThe user wants their last words echoed." + "".join(f" Step {i}." for i in range(1, steps + 1)) \
+        + "\n</think>\n\n"
+
+
 @dataclass
 class DeterministicEngine:
     name: str = "deterministic"
@@ -50,6 +74,7 @@ class DeterministicEngine:
     max_model_len: int = 4096
     echo_words: int = 8
     token_delay_s: float = 0.0
+    reasoning: bool = False
 
     @classmethod
     def from_config(cls, config: dict) -> DeterministicEngine:
@@ -58,6 +83,7 @@ class DeterministicEngine:
             max_model_len=int(config.get("max_model_len", 4096)),
             echo_words=int(config.get("echo_words", 8)),
             token_delay_s=float(config.get("token_delay_ms", 0)) / 1000.0,
+            reasoning=bool(config.get("reasoning", False)),
         )
 
     def tokenize(self, prompt: str) -> list[int]:
@@ -68,7 +94,8 @@ class DeterministicEngine:
         if params.guided:
             # Its canned reply cannot follow a schema: refused, never a silent free-text answer.
             raise SamplingError("guided_decoding is not supported by the deterministic test engine")
-        reply = tokenize_text(reply_for(prompt, self.echo_words))
+        reply = tokenize_text((reasoning_for(effort_of(prompt)) if self.reasoning else "")
+                              + reply_for(prompt, self.echo_words))
         produced = 0
         while True:
             for token in reply:
