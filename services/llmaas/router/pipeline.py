@@ -38,7 +38,7 @@ from llmaas.common.identity import (
 )
 from llmaas.guard.v1 import guard_pb2
 from llmaas.metering.v1 import metering_pb2
-from llmaas.router import metrics, template
+from llmaas.router import metrics, ocr, template
 from llmaas.router.chat_output import ChatOutput, trace_chat_api
 from llmaas.router.downstream import Downstream
 from llmaas.router.handoff import BatchedHandOff
@@ -123,6 +123,8 @@ class ChatRun:
     # for any other model, which then does no reasoning work at all.
     reasoning: catalog_pb2.ReasoningFormat | None = None
     constrained: bool = False
+    # An OCR model's images, decoded and checked (llmaas.router.ocr); empty for any other model.
+    pages: tuple = ()
 
     def reasoning_counter(self) -> ReasoningTokens:
         return ReasoningTokens(self.reasoning.start, self.reasoning.end, constrained=self.constrained)
@@ -264,9 +266,16 @@ class ChatPipeline:
             guard_request.parts.extend(tool_guard_parts(params))
         if params.tools is not None or params.logprobs or params.raw_prompt or params.reasoning_effort:
             trace_chat_api(span, params)
-        prompt = params.messages[0].content if params.raw_prompt else template.render_prompt(
-            model.chat_template, params.messages, model.bos_token, model.eos_token, params.tools,
-            params.reasoning_effort)
+        pages: tuple[ocr.Page, ...] = ()
+        if model.type == "ocr":
+            # Decoded and checked before the guard and metering are asked anything; the model reads the images, the
+            # text parts are the instruction (what the guard checks).
+            pages = tuple(await asyncio.to_thread(ocr.read_pages, params))
+            prompt = "\n".join(m.content for m in params.messages if m.content)
+        else:
+            prompt = params.messages[0].content if params.raw_prompt else template.render_prompt(
+                model.chat_template, params.messages, model.bos_token, model.eos_token, params.tools,
+                params.reasoning_effort)
         request_id = caller.request_id
         sampling = _sampling(params, max_tokens)
         constrained = "guided_decoding" in sampling
@@ -277,7 +286,7 @@ class ChatPipeline:
             prompt=prompt,
             sampling=sampling, headers=lifecycle_headers(model),
             output=ChatOutput.for_params(params, reasoning, constrained), reasoning=reasoning,
-            constrained=constrained)
+            constrained=constrained, pages=pages)
         # Worst case: a token covers at least one byte of the prompt (plus the few a tokenizer adds), so its byte
         # length bounds the input tokens; and the backend refuses a prompt longer than the context. Metering caps the
         # settlement at this reservation.
@@ -285,6 +294,7 @@ class ChatPipeline:
         max_input = prompt_bytes + PROMPT_TOKEN_SLACK
         if model.max_model_len:
             max_input = min(max_input, model.max_model_len)
+        max_input += sum(page.tokens for page in pages)  # an image's vision tokens (llmaas.router.ocr)
         # Refused (a quota, the tier or the budget): RESOURCE_EXHAUSTED, whose error carries Retry-After and the
         # x-ratelimit-* headers to the client; granted: the same headers go out with the response.
         reservation = metering_pb2.ReserveRequest(
@@ -337,9 +347,14 @@ class ChatPipeline:
 
     @staticmethod
     def _check_capabilities(params: ChatParams, model) -> None:
-        if model.type != "chat":
+        if model.type not in ("chat", "ocr"):
             raise invalid_request(f"The model '{model.id}' is a {model.type} model and does not support chat "
                                   f"completions.", param="model", code="model_not_supported")
+        if model.type == "ocr":
+            if params.raw_prompt:
+                raise invalid_request(f"The model '{model.id}' is an OCR model: it reads images sent to chat "
+                                      "completions.", param="model", code="model_not_supported")
+            ocr.check_request(params, model.id)
         if params.wants_tools and "tools" not in model.capabilities:
             raise invalid_request(f"The model '{model.id}' does not support tools.", param="tools",
                                   code="unsupported_parameter")
@@ -397,10 +412,15 @@ class ChatPipeline:
                 counter.feed(delta.text, delta.output_tokens or 0)
                 run.usage.reasoning_tokens = counter.count
 
+        if run.pages:  # an OCR model: one unary call per page, its answer whole (llmaas.router.ocr)
+            source = ocr.read(self._replicas, run.model, run.triton_model, run.endpoints, run.request_id, run.pages,
+                              run.prompt, run.sampling["max_tokens"], on_produced)
+        else:
+            source = self._replicas.generate(run.endpoints, run.triton_model, run.prompt, run.sampling,
+                                             run.request_id, buffered=not run.params.stream, public_model=run.model,
+                                             on_produced=on_produced)
         try:
-            async for delta in self._replicas.generate(run.endpoints, run.triton_model, run.prompt, run.sampling,
-                                                       run.request_id, buffered=not run.params.stream,
-                                                       public_model=run.model, on_produced=on_produced):
+            async for delta in source:
                 if delta.final:
                     run.outcome = "completed"  # before the yield: the consumer may stop right after the final delta
                 yield delta

@@ -1,0 +1,74 @@
+"""The OCR path's checks and accounting (llmaas.router.ocr) and the Markdown layout the OCR model applies
+(llmaas.ocr.layout); tests/e2e/test_ocr.py reads real pages through the stack."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from llmaas.common.errors import HTTP_STATUS_HEADER, ApiError
+from llmaas.ocr.layout import to_markdown
+from llmaas.router import ocr
+from PIL import Image
+
+
+def png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), "white").save(out, "PNG")
+    return out.getvalue()
+
+
+def uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+@pytest.mark.parametrize(("size", "tokens"), [((512, 300), 64), ((640, 640), 100), ((1024, 700), 256),
+                                              ((900, 1280), 400), ((1281, 20), 800)])
+def test_vision_tokens_follow_the_references_resolution_modes(size, tokens):
+    assert ocr._page(uri(png(*size)), "p").tokens == tokens
+
+
+@pytest.mark.parametrize(("url", "code"), [
+    ("https://example.com/a.png", "unsupported_image_url"), ("file:///etc/passwd", "invalid_image_url"),
+    ("data:image/png,rawbytes", "invalid_image_url"), ("data:image/png;base64,!!!", "invalid_image"),
+    (uri(b"not an image"), "invalid_image"),
+])
+def test_what_is_not_an_inline_image_is_a_400_naming_the_part(url, code):
+    with pytest.raises(ApiError) as e:
+        ocr._page(url, "messages[0].content")
+    assert e.value.code == code and e.value.param == "messages[0].content" and not e.value.headers
+
+
+def test_too_large_is_a_413_by_bytes_or_by_pixels(monkeypatch):
+    with pytest.raises(ApiError) as e:
+        ocr._page(uri(b"\0" * (ocr.MAX_IMAGE_BYTES + 10)), "p")
+    assert e.value.code == "image_too_large" and (HTTP_STATUS_HEADER, "413") in e.value.headers
+    monkeypatch.setattr(ocr, "MAX_IMAGE_PIXELS", 100 * 100)
+    with pytest.raises(ApiError) as e:
+        ocr._page(uri(png(101, 100)), "p")
+    assert e.value.code == "image_too_large" and "101x100" in e.value.message
+
+
+def test_the_output_is_cut_at_max_tokens():
+    text = "one two three four five six"
+    assert ocr.cut(text, 100) == (text, 6, "stop")
+    cut, tokens, finish = ocr.cut(text, 2)
+    assert (cut, tokens, finish) == ("one two", 2, "length")
+
+
+def box(x0, y0, x1, y1):
+    return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+
+
+def test_layout_reads_rows_top_to_bottom_left_to_right_with_headings_and_paragraphs():
+    lines = [
+        {"text": "second half", "box": box(300, 200, 500, 230)},
+        {"text": "Title", "box": box(40, 20, 400, 80)},  # twice as tall as the body text
+        {"text": "first half", "box": box(40, 202, 250, 232)},
+        {"text": "next line", "box": box(40, 240, 250, 270)},
+        {"text": "after a gap", "box": box(40, 400, 250, 430)},
+        {"text": "   ", "box": box(40, 500, 250, 530)},
+    ]
+    assert to_markdown(lines) == "# Title\n\nfirst half  second half\nnext line\n\nafter a gap"
+    assert to_markdown([]) == ""
