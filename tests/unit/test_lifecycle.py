@@ -79,7 +79,7 @@ def test_phases_on_2026_11_23(catalog):
         "end_of_support"]
     assert len(by_phase["notice"]) == 30  # the 2026-12-30 rows: notice since 2026-09-30
     assert by_phase["production"] == {
-        "smollm2:135m", "whisper:tiny.en", "all-minilm:22m", "all-minilm-rerank:22m",
+        "smollm2:135m", "ppocr:v4", "whisper:tiny.en", "all-minilm:22m", "all-minilm-rerank:22m",
         "nvidia/llama-nemotron-rerank-vl-1b-v2", "bge-m3:567m", "gpt-oss:120b", "granite-embedding:278m", "llama3.3:70b",
         "qwen3-2507:235b", "qwen3-2507-think:4b"}
 

@@ -416,8 +416,11 @@ class ChatPipeline:
             source = ocr.read(self._replicas, run.model, run.triton_model, run.endpoints, run.request_id, run.pages,
                               run.prompt, run.sampling["max_tokens"], on_produced)
         else:
+            # A non-streamed answer comes whole from the backend (one response, not one per token), except a
+            # reasoning model's: its reasoning tokens are counted from the per-token responses.
             source = self._replicas.generate(run.endpoints, run.triton_model, run.prompt, run.sampling,
-                                             run.request_id, buffered=not run.params.stream, public_model=run.model,
+                                             run.request_id, buffered=not run.params.stream,
+                                             whole=run.reasoning is None, public_model=run.model,
                                              on_produced=on_produced)
         try:
             async for delta in source:

@@ -177,12 +177,14 @@ class ReplicaPool:
                 await self._tell(address, model)
 
     async def generate(self, endpoints: list[str] | tuple[str, ...], model: str, prompt: str, sampling: dict,
-                       request_id: str, *, buffered: bool, public_model: str = "",
+                       request_id: str, *, buffered: bool, whole: bool = False, public_model: str = "",
                        on_produced: Callable[[Delta | None], None] = lambda _: None) -> AsyncIterator[Delta]:
         """The model's deltas from one replica, with failover (see the module's doc). `buffered`: the caller sends
         nothing before the final delta (a non-streamed request), so a failure at any point is retried elsewhere.
         `on_produced(delta)` sees every delta as the replica produces it, buffered or not (what a client that leaves
-        is billed for), and `on_produced(None)` when an attempt starts over on another replica."""
+        is billed for), and `on_produced(None)` when an attempt starts over on another replica. `whole`: the backend
+        sends the output in one response (llmaas.router.triton), for a buffered caller that needs no per-token
+        counts."""
         tried: set[str] = set()
         while True:
             address = self.pick(endpoints, model, tried) if len(tried) < MAX_ATTEMPTS else None
@@ -195,7 +197,7 @@ class ReplicaPool:
             try:
                 # Closed as soon as this ends (cancelled, closed by the caller): the Triton request stops at once.
                 async with aclosing(self._counted(address, model, prompt, sampling, request_id,
-                                                  on_produced, whole=buffered)) as stream:
+                                                  on_produced, whole=whole and buffered)) as stream:
                     if buffered:
                         deltas = [d async for d in stream]
                     else:
