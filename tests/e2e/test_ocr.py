@@ -5,42 +5,21 @@ is known."""
 
 from __future__ import annotations
 
-import base64
-import io
 import re
 import secrets
 
 import httpx
 import openai
 import pytest
-from PIL import Image, ImageDraw, ImageFont
 
 from tests.e2e.test_metering import new_key, new_tenant, settled_usage
+from tests.support.pages import LINES, TITLE, data_uri, page
 from tests.support.stack import TEST_MODEL
 
 pytestmark = pytest.mark.e2e
 
 OCR_MODEL = "ppocr:v4"
 INSTRUCTION = "Convert the document to markdown."
-TITLE = "Quarterly Report"
-LINES = ["Total amount due: 1,250.00 EUR", "Payment within 30 days to Cloud Temple.", "Contact: billing@example.com"]
-
-
-def page(title: str = TITLE, lines: list[str] = LINES, size: tuple[int, int] = (1000, 560)) -> bytes:
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((40, 30), title, fill="black", font=ImageFont.load_default(size=64))
-    for i, text in enumerate(lines):
-        draw.text((40, 170 + 110 * i), text, fill="black", font=ImageFont.load_default(size=36))
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
-
-
-def data_uri(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
 def message(*uris: str, text: str = INSTRUCTION) -> list[dict]:
     parts = [{"type": "text", "text": text}] + [{"type": "image_url", "image_url": {"url": u}} for u in uris]
     return [{"role": "user", "content": parts}]

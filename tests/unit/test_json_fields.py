@@ -72,3 +72,10 @@ async def test_known_fields_and_calls_without_the_edges_list_are_served(keys):
 async def test_more_keys_than_the_edge_lists_is_refused():
     served, context = await call("model,messages," + "+")
     assert served is None and "too many" in context.aborted[1]
+
+
+def test_a_body_bound_to_one_field_is_checked_against_that_fields_message():
+    from llmaas.guard.v1 import guard_pb2  # noqa: F401  (SetTenantPolicy: body "policy")
+
+    allowed = fields_of("/llmaas.guard.v1.GuardService/SetTenantPolicy")
+    assert {"mode", "threshold"} <= allowed and "policy" not in allowed

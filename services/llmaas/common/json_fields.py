@@ -8,6 +8,7 @@ creation) are the services' own to check."""
 from __future__ import annotations
 
 import grpc
+from google.api import annotations_pb2
 from google.protobuf import descriptor_pool
 
 from llmaas.common.errors import ApiError, invalid_request
@@ -23,11 +24,21 @@ def fields_of(method: str) -> frozenset[str] | None:
     the method is unknown here."""
     service, _, name = method[1:].rpartition("/")
     try:
-        message = descriptor_pool.Default().FindMethodByName(f"{service}.{name}").input_type
+        descriptor = descriptor_pool.Default().FindMethodByName(f"{service}.{name}")
     except KeyError:
         return None
+    message = descriptor.input_type
     if message.full_name == RAW_BODY:
         return None
+    rule = descriptor.GetOptions().Extensions[annotations_pb2.http]
+    if rule.additional_bindings:
+        return None  # bindings that may map the body differently: not checked
+    if rule.body and rule.body != "*":
+        # The body is one field of the request (`body: "policy"`): its keys are that message's fields.
+        field = message.fields_by_name.get(rule.body)
+        if field is None or field.message_type is None:
+            return None
+        message = field.message_type
     return message_fields(message)
 
 
