@@ -9,7 +9,7 @@ import io
 import pytest
 from llmaas.common.errors import HTTP_STATUS_HEADER, ApiError
 from llmaas.ocr.layout import to_markdown
-from llmaas.router import ocr
+from llmaas.router import images, ocr
 from PIL import Image
 
 
@@ -26,7 +26,7 @@ def uri(data: bytes, mime: str = "image/png") -> str:
 @pytest.mark.parametrize(("size", "tokens"), [((512, 300), 64), ((640, 640), 100), ((1024, 700), 256),
                                               ((900, 1280), 400), ((1281, 20), 800)])
 def test_vision_tokens_follow_the_references_resolution_modes(size, tokens):
-    assert ocr._page(uri(png(*size)), "p").tokens == tokens
+    assert images._page(uri(png(*size)), "p").tokens == tokens
 
 
 @pytest.mark.parametrize(("url", "code"), [
@@ -36,17 +36,17 @@ def test_vision_tokens_follow_the_references_resolution_modes(size, tokens):
 ])
 def test_what_is_not_an_inline_image_is_a_400_naming_the_part(url, code):
     with pytest.raises(ApiError) as e:
-        ocr._page(url, "messages[0].content")
+        images._page(url, "messages[0].content")
     assert e.value.code == code and e.value.param == "messages[0].content" and not e.value.headers
 
 
 def test_too_large_is_a_413_by_bytes_or_by_pixels(monkeypatch):
     with pytest.raises(ApiError) as e:
-        ocr._page(uri(b"\0" * (ocr.MAX_IMAGE_BYTES + 10)), "p")
+        images._page(uri(b"\0" * (images.MAX_IMAGE_BYTES + 10)), "p")
     assert e.value.code == "image_too_large" and (HTTP_STATUS_HEADER, "413") in e.value.headers
-    monkeypatch.setattr(ocr, "MAX_IMAGE_PIXELS", 100 * 100)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 100 * 100)
     with pytest.raises(ApiError) as e:
-        ocr._page(uri(png(101, 100)), "p")
+        images._page(uri(png(101, 100)), "p")
     assert e.value.code == "image_too_large" and "101x100" in e.value.message
 
 
@@ -72,3 +72,21 @@ def test_layout_reads_rows_top_to_bottom_left_to_right_with_headings_and_paragra
     ]
     assert to_markdown(lines) == "# Title\n\nfirst half  second half\nnext line\n\nafter a gap"
     assert to_markdown([]) == ""
+
+
+def test_a_vision_model_with_tools_refuses_images_in_the_same_request():
+    from types import SimpleNamespace
+
+    from google.protobuf import json_format
+    from llmaas.router.params import parse_chat_request
+    from llmaas.router.pipeline import ChatPipeline
+    from llmaas.router.v1 import router_pb2
+
+    request = json_format.ParseDict({"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": uri(png(10, 10))}}]}],
+        "tools": [{"type": "function", "function": {"name": "f"}}]}, router_pb2.CreateChatCompletionRequest())
+    model = SimpleNamespace(id="m", type="chat", capabilities=("vision", "tools"), reasoning=None,
+                            HasField=lambda name: False)
+    with pytest.raises(ApiError) as e:
+        ChatPipeline._check_capabilities(parse_chat_request(request), model)
+    assert e.value.code == "unsupported_content"

@@ -34,14 +34,19 @@ def _bytes_element(value: bytes) -> bytes:
 
 
 def infer_request(model: str, request_id: str, *, strings: dict[str, bytes], flags: dict[str, bool],
-                  outputs: tuple[str, ...]) -> service_pb2.ModelInferRequest:
-    """One request of scalar inputs (shape [1]): `strings` as BYTES, `flags` as BOOL. Triton sends an empty final
-    response when the backend ends a stream without a last output, so the end of every stream is seen."""
+                  outputs: tuple[str, ...], lists: dict[str, list[bytes]] | None = None
+                  ) -> service_pb2.ModelInferRequest:
+    """One request of scalar inputs (shape [1]): `strings` as BYTES, `flags` as BOOL; `lists`: BYTES inputs of
+    several elements (shape [n]). Triton sends an empty final response when the backend ends a stream without a last
+    output, so the end of every stream is seen."""
     request = service_pb2.ModelInferRequest(model_name=model, id=request_id)
     request.parameters["triton_enable_empty_final_response"].bool_param = True
     for name, value in strings.items():
         request.inputs.add(name=name, datatype="BYTES", shape=[1])
         request.raw_input_contents.append(_bytes_element(value))
+    for name, values in (lists or {}).items():
+        request.inputs.add(name=name, datatype="BYTES", shape=[len(values)])
+        request.raw_input_contents.append(b"".join(_bytes_element(v) for v in values))
     for name, value in flags.items():
         request.inputs.add(name=name, datatype="BOOL", shape=[1])
         request.raw_input_contents.append(_BOOL[value])

@@ -1,12 +1,9 @@
 """Optical character recognition as chat completions, as the reference serves its OCR models: a user message with a
 scanned page (an image part) gets the page's text back as Markdown in `message.content`, streamed or not.
 
-The images are checked here before anything costly happens (guard, metering, the model): data URIs only (fetching a
-remote URL from inside the platform would let a client reach what the platform can reach), at most MAX_IMAGES per
-request, MAX_IMAGE_BYTES each (413 past it, as the reference answers), a format the model reads and at most
-MAX_IMAGE_PIXELS (the header is read, never the pixels). The OCR model is a Triton model (deploy/triton/
-model_repository/ppocr-v4: IMAGE bytes in, RESULT JSON out), called unary through the replica pool
-(llmaas.router.unary). Its answer comes whole: one delta with the Markdown of every image in order, pages separated by
+The images are decoded and checked by llmaas.router.images before anything costly happens. The OCR model is a Triton
+model (deploy/triton/model_repository/ppocr-v4: IMAGE bytes in, RESULT JSON out), called unary through the replica
+pool (llmaas.router.unary). Its answer comes whole: one delta with the Markdown of every image in order, pages separated by
 a rule.
 
 Usage: each image counts the vision tokens of the reference's resolution modes (64 up to 512 px on its longer side,
@@ -17,9 +14,6 @@ tokens (the tokenizer the platform ships) and cut at `max_tokens` (finish_reason
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import io
 import json
 import struct
 import uuid
@@ -29,34 +23,15 @@ from dataclasses import dataclass
 import grpc
 from tritonclient.grpc import service_pb2
 
-from llmaas.common.errors import ApiError, invalid_request, payload_too_large
+from llmaas.common.errors import ApiError, invalid_request
 from llmaas.router.embedding_input import cl100k
+from llmaas.router.images import Page
 from llmaas.router.params import ChatParams
 from llmaas.router.triton import Delta
 from llmaas.router.unary import call_triton
 
-MAX_IMAGES = 8
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MAX_IMAGE_PIXELS = 40_000_000
-FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
-# (longer side up to, vision tokens): the reference's resolution modes (Tiny, Small, Base, Large; Gundam beyond).
-VISION_TOKENS = ((512, 64), (640, 100), (1024, 256), (1280, 400))
-VISION_TOKENS_BEYOND = 800
 PAGE_BREAK = "\n\n---\n\n"
 INFER_TIMEOUT = 120.0
-REFUSED_PARAMETERS = ("tools", "response_format", "logprobs", "stop")
-
-
-@dataclass(frozen=True)
-class Page:
-    data: bytes
-    width: int
-    height: int
-
-    @property
-    def tokens(self) -> int:
-        side = max(self.width, self.height)
-        return next((tokens for bound, tokens in VISION_TOKENS if side <= bound), VISION_TOKENS_BEYOND)
 
 
 def check_request(params: ChatParams, model_id: str) -> None:
@@ -70,56 +45,6 @@ def check_request(params: ChatParams, model_id: str) -> None:
     if refused:
         raise invalid_request(f"The model '{model_id}' is an OCR model: it does not support '{refused[0]}'.",
                               param=refused[0], code="unsupported_parameter")
-
-
-def read_pages(params: ChatParams) -> list[Page]:
-    """Every image of the messages, decoded and checked (CPU work: run it in a thread)."""
-    urls = [(i, j, url) for i, m in enumerate(params.messages) for j, url in enumerate(m.images)]
-    if len(urls) > MAX_IMAGES:
-        raise invalid_request(f"Too many images: at most {MAX_IMAGES} per request.", param="messages",
-                              code="too_many_images")
-    return [_page(url, f"messages[{i}].content") for i, _, url in urls]
-
-
-def _page(url: str, param: str) -> Page:
-    if not url.startswith("data:"):
-        if url.startswith(("http://", "https://")):
-            raise invalid_request("Image URLs are not fetched: send the image inline as a data URI "
-                                  "(data:image/png;base64,...).", param=param, code="unsupported_image_url")
-        raise invalid_request("Invalid image URL: a data URI (data:image/png;base64,...) is expected.", param=param,
-                              code="invalid_image_url")
-    header, comma, payload = url.partition(",")
-    if not comma or not header.endswith(";base64"):
-        raise invalid_request("Invalid image data URI: base64 data is expected (data:image/png;base64,...).",
-                              param=param, code="invalid_image_url")
-    if len(payload) > (MAX_IMAGE_BYTES + 2) // 3 * 4 + 4:
-        raise payload_too_large(f"The image is too large: at most {MAX_IMAGE_BYTES} bytes "
-                                f"({MAX_IMAGE_BYTES // 1048576} MiB) per image.", param=param, code="image_too_large")
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid_request("Invalid image data URI: the data is not valid base64.", param=param,
-                              code="invalid_image") from None
-    width, height = _dimensions(data, param)
-    return Page(data, width, height)
-
-
-def _dimensions(data: bytes, param: str) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:  # the header only: the pixels are the model's to decode
-            fmt, (width, height) = image.format, image.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
-        raise invalid_request("The image could not be read: PNG, JPEG, WebP, BMP or TIFF is expected.", param=param,
-                              code="invalid_image") from None
-    if fmt not in FORMATS:
-        raise invalid_request(f"Unsupported image format {fmt}: PNG, JPEG, WebP, BMP or TIFF is expected.",
-                              param=param, code="invalid_image")
-    if width * height > MAX_IMAGE_PIXELS:
-        raise payload_too_large(f"The image is too large: {width}x{height} pixels, at most "
-                                f"{MAX_IMAGE_PIXELS // 1_000_000} million.", param=param, code="image_too_large")
-    return width, height
 
 
 def infer_request(triton_model: str, request_id: str, page: Page) -> service_pb2.ModelInferRequest:

@@ -38,7 +38,7 @@ from llmaas.common.identity import (
 )
 from llmaas.guard.v1 import guard_pb2
 from llmaas.metering.v1 import metering_pb2
-from llmaas.router import metrics, ocr, template
+from llmaas.router import images, metrics, ocr, template
 from llmaas.router.chat_output import ChatOutput, trace_chat_api
 from llmaas.router.downstream import Downstream
 from llmaas.router.handoff import BatchedHandOff
@@ -123,8 +123,9 @@ class ChatRun:
     # for any other model, which then does no reasoning work at all.
     reasoning: catalog_pb2.ReasoningFormat | None = None
     constrained: bool = False
-    # An OCR model's images, decoded and checked (llmaas.router.ocr); empty for any other model.
+    # The request's images, decoded and checked (llmaas.router.images), for a vision or an OCR model.
     pages: tuple = ()
+    ocr: bool = False  # an OCR model (llmaas.router.ocr), not a generating one
 
     def reasoning_counter(self) -> ReasoningTokens:
         return ReasoningTokens(self.reasoning.start, self.reasoning.end, constrained=self.constrained)
@@ -266,11 +267,13 @@ class ChatPipeline:
             guard_request.parts.extend(tool_guard_parts(params))
         if params.tools is not None or params.logprobs or params.raw_prompt or params.reasoning_effort:
             trace_chat_api(span, params)
-        pages: tuple[ocr.Page, ...] = ()
+        # Images (a vision or OCR model: _check_capabilities refused them for any other) are decoded and checked
+        # before the guard and metering are asked anything; the guard checks the text parts.
+        pages: tuple[images.Page, ...] = ()
+        if any(m.images for m in params.messages):
+            pages = tuple(await asyncio.to_thread(images.read_pages, params))
         if model.type == "ocr":
-            # Decoded and checked before the guard and metering are asked anything; the model reads the images, the
-            # text parts are the instruction (what the guard checks).
-            pages = tuple(await asyncio.to_thread(ocr.read_pages, params))
+            # The OCR model reads the images; the text parts are the instruction.
             prompt = "\n".join(m.content for m in params.messages if m.content)
         else:
             prompt = params.messages[0].content if params.raw_prompt else template.render_prompt(
@@ -286,7 +289,7 @@ class ChatPipeline:
             prompt=prompt,
             sampling=sampling, headers=lifecycle_headers(model),
             output=ChatOutput.for_params(params, reasoning, constrained), reasoning=reasoning,
-            constrained=constrained, pages=pages)
+            constrained=constrained, pages=pages, ocr=model.type == "ocr")
         # Worst case: a token covers at least one byte of the prompt (plus the few a tokenizer adds), so its byte
         # length bounds the input tokens; and the backend refuses a prompt longer than the context. Metering caps the
         # settlement at this reservation.
@@ -294,7 +297,11 @@ class ChatPipeline:
         max_input = prompt_bytes + PROMPT_TOKEN_SLACK
         if model.max_model_len:
             max_input = min(max_input, model.max_model_len)
-        max_input += sum(page.tokens for page in pages)  # an image's vision tokens (llmaas.router.ocr)
+        if model.type == "ocr":
+            max_input += sum(page.tokens for page in pages)  # the vision tokens it bills (llmaas.router.images)
+        elif pages:
+            # A vision model's backend counts its own image tokens, within its context.
+            max_input = model.max_model_len or max_input + sum(page.tokens for page in pages)
         # Refused (a quota, the tier or the budget): RESOURCE_EXHAUSTED, whose error carries Retry-After and the
         # x-ratelimit-* headers to the client; granted: the same headers go out with the response.
         reservation = metering_pb2.ReserveRequest(
@@ -369,9 +376,14 @@ class ChatPipeline:
                 raise invalid_request(f"Unsupported value: '{params.reasoning_effort}' is not supported with the "
                                       f"model '{model.id}'. Supported values are: {supported}.",
                                       param="reasoning_effort", code="unsupported_value")
-        if any(m.has_image for m in params.messages) and "vision" not in model.capabilities:
-            raise invalid_request(f"The model '{model.id}' does not support image inputs.", param="messages",
-                                  code="unsupported_content")
+        if any(m.has_image for m in params.messages):
+            if "vision" not in model.capabilities:
+                raise invalid_request(f"The model '{model.id}' does not support image inputs.", param="messages",
+                                      code="unsupported_content")
+            if model.type == "chat" and (params.tools is not None or params.has_tool_calls or params.raw_prompt):
+                # The tool formats render text only: the images would reach the model without their placeholders.
+                raise invalid_request("Images cannot be combined with tools in one request.", param="messages",
+                                      code="unsupported_content")
 
     async def run(self, run: ChatRun) -> AsyncIterator[Delta]:
         """The model's deltas. A non-streamed request is buffered by the replica pool (nothing reaches the client
@@ -412,7 +424,7 @@ class ChatPipeline:
                 counter.feed(delta.text, delta.output_tokens or 0)
                 run.usage.reasoning_tokens = counter.count
 
-        if run.pages:  # an OCR model: one unary call per page, its answer whole (llmaas.router.ocr)
+        if run.ocr:  # one unary call per page, its answer whole (llmaas.router.ocr)
             source = ocr.read(self._replicas, run.model, run.triton_model, run.endpoints, run.request_id, run.pages,
                               run.prompt, run.sampling["max_tokens"], on_produced)
         else:
@@ -421,7 +433,7 @@ class ChatPipeline:
             source = self._replicas.generate(run.endpoints, run.triton_model, run.prompt, run.sampling,
                                              run.request_id, buffered=not run.params.stream,
                                              whole=run.reasoning is None, public_model=run.model,
-                                             on_produced=on_produced)
+                                             images=tuple(page.data for page in run.pages), on_produced=on_produced)
         try:
             async for delta in source:
                 if delta.final:

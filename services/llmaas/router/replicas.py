@@ -178,6 +178,7 @@ class ReplicaPool:
 
     async def generate(self, endpoints: list[str] | tuple[str, ...], model: str, prompt: str, sampling: dict,
                        request_id: str, *, buffered: bool, whole: bool = False, public_model: str = "",
+                       images: tuple[bytes, ...] = (),
                        on_produced: Callable[[Delta | None], None] = lambda _: None) -> AsyncIterator[Delta]:
         """The model's deltas from one replica, with failover (see the module's doc). `buffered`: the caller sends
         nothing before the final delta (a non-streamed request), so a failure at any point is retried elsewhere.
@@ -197,7 +198,7 @@ class ReplicaPool:
             try:
                 # Closed as soon as this ends (cancelled, closed by the caller): the Triton request stops at once.
                 async with aclosing(self._counted(address, model, prompt, sampling, request_id,
-                                                  on_produced, whole=whole and buffered)) as stream:
+                                                  on_produced, whole=whole and buffered, images=images)) as stream:
                     if buffered:
                         deltas = [d async for d in stream]
                     else:
@@ -225,11 +226,14 @@ class ReplicaPool:
             self._outstanding[address] -= 1
 
     async def _counted(self, address: str, model: str, prompt: str, sampling: dict, request_id: str,
-                       on_produced: Callable[[Delta | None], None], *, whole: bool) -> AsyncIterator[Delta]:
+                       on_produced: Callable[[Delta | None], None], *, whole: bool,
+                       images: tuple[bytes, ...] = ()) -> AsyncIterator[Delta]:
         replica = self.replica(address)
         self._outstanding[address] += 1
         try:
-            async with aclosing(replica.generate(model, prompt, sampling, request_id, whole=whole)) as deltas:
+            generation = (replica.generate(model, prompt, sampling, request_id, whole=whole, images=images) if images
+                          else replica.generate(model, prompt, sampling, request_id, whole=whole))
+            async with aclosing(generation) as deltas:
                 async for delta in deltas:
                     on_produced(delta)
                     yield delta

@@ -32,6 +32,15 @@ def _compile(source: str):
     return env.from_string(source)
 
 
+def _content_view(message: Message) -> str | list[dict]:
+    """A message's content as the template sees it: its text, or, with images, the parts list of Hugging Face's
+    vision templates (an `{"type": "image"}` part where each image goes, then the text), which write the model's
+    image placeholder for each image part; the images themselves travel in the contract's `image` input."""
+    if not message.images:
+        return message.content
+    return [{"type": "image"} for _ in message.images] + [{"type": "text", "text": message.content}]
+
+
 def render_prompt(template: str, messages: tuple[Message, ...], bos_token: str = "", eos_token: str = "",
                   tools: ToolSpec | None = None, reasoning_effort: str = "") -> str:
     """`tools`: a conversation with tools (or with calls in its history) is rendered as llmaas.router.tool_prompt
@@ -43,7 +52,7 @@ def render_prompt(template: str, messages: tuple[Message, ...], bos_token: str =
         raise internal_error()
     extra = {"reasoning_effort": reasoning_effort} if reasoning_effort else {}
     if tools is None and not any(m.tool_calls or m.role == "tool" for m in messages):
-        views = [{"role": m.role, "content": m.content} for m in messages]
+        views = [{"role": m.role, "content": _content_view(m)} for m in messages]
     elif tool_prompt.template_knows_tools(template):
         views = tool_prompt.structured(messages)
         if tools is not None and tools.renders_tools:

@@ -10,6 +10,7 @@ through the W3C `traceparent` sent as gRPC metadata.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import time
@@ -21,7 +22,7 @@ from opentelemetry import trace
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from llmaas.common.errors import ApiError
+from llmaas.common.errors import ApiError, invalid_request
 from llmaas.common.grpc_tracing import sampled_trace_headers
 from llmaas.common.triton_client import triton_channel, triton_client
 from llmaas.router import kserve
@@ -102,22 +103,30 @@ class TritonReplica:
         return self._inputs[model], self._outputs[model]
 
     async def generate(self, model: str, prompt: str, sampling: dict, request_id: str, *,
-                       watchdog: bool = True, whole: bool = False) -> AsyncIterator[Delta]:
+                       watchdog: bool = True, whole: bool = False,
+                       images: tuple[bytes, ...] = ()) -> AsyncIterator[Delta]:
         """Yields the model's output deltas; the last one has final=True. Cancelling the consumer cancels Triton.
         Raises ReplicaFailure when the replica or the model's instance fails, ApiError for a bad request.
         `watchdog`: a silent stream gets a canary (see _watch). `whole`: the backend's `stream: false`, one final
         response with the whole output and its counts instead of one per token (for a caller that sends nothing
-        before the end: a tenth of Triton's and the router's work per token)."""
+        before the end: a tenth of Triton's and the router's work per token). `images`: image files for a vision
+        model, sent base64-encoded in the contract's `image` input."""
         declared_inputs, declared_outputs = await self._contract(model)
         flags = {"stream": not whole, "exclude_input_in_output": True,
                  **{name: True for name in _OPTIONAL_FLAGS if name in declared_inputs}}
         outputs = tuple(name for name in _OUTPUTS if name in declared_outputs)
         if "logprobs" in sampling:
             outputs += _logprobs_contract(model, declared_inputs, declared_outputs, flags)
+        lists = None
+        if images:
+            if "image" not in declared_inputs:
+                raise invalid_request("This model's backend takes no image input.", param="messages",
+                                      code="unsupported_content")
+            lists = {"image": [base64.b64encode(image) for image in images]}
         request = kserve.infer_request(
             model, request_id,
             strings={"text_input": prompt.encode(), "sampling_parameters": json.dumps(sampling).encode()},
-            flags=flags, outputs=outputs)
+            flags=flags, outputs=outputs, lists=lists)
 
         with tracer.start_as_current_span("triton ModelStreamInfer", kind=trace.SpanKind.CLIENT) as span:
             span.set_attribute("llmaas.triton_model", model)

@@ -9,6 +9,7 @@ Never log prompt or completion text here.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -70,6 +71,7 @@ class _Job:
     prepend_input: bool
     params: SamplingParams
     want: dict[str, bool]
+    images: tuple[bytes, ...] = ()  # the image files of a vision model's request (the contract sends base64)
     cancel: threading.Event = field(default_factory=threading.Event)
     last_poll: float = 0.0
 
@@ -150,8 +152,14 @@ class TritonPythonModel:
     def _parse(self, request, sender) -> _Job:
         prompt = _decode(_input(request, "text_input")[0])
         images = _input(request, "image")
+        files: tuple[bytes, ...] = ()
         if images is not None and images.size > 0:
-            raise _RequestError("image input is not supported: this CPU model is text-only")
+            if not self.engine.vision:
+                raise _RequestError("image input is not supported: this CPU model is text-only")
+            try:  # as vLLM's backend: each element is a base64-encoded image file
+                files = tuple(base64.b64decode(_decode(x), validate=True) for x in images.reshape(-1))
+            except ValueError:
+                raise _RequestError("image input must be base64-encoded image files") from None
         stream = bool(_first_bool(request, "stream"))
         exclude = _first_bool(request, "exclude_input_in_output")
         # vLLM: the prompt is prepended unless excluded, and streaming never prepends it.
@@ -167,7 +175,7 @@ class TritonPythonModel:
             extra = {k: v for k, v in json.loads(request.parameters() or "{}").items() if not k.startswith("triton_")}
             params = parse_sampling_parameters(json.dumps(extra))
         want = {name: bool(_first_bool(request, name)) for name in _RETURN_FLAGS}
-        return _Job(sender, prompt, stream, prepend, params, want)
+        return _Job(sender, prompt, stream, prepend, params, want, files)
 
     # --- generation, on the engine's worker threads ---
 
@@ -186,19 +194,20 @@ class TritonPythonModel:
                 prompt_ids = prompt_ids[-job.params.truncate_prompt_tokens:]
             if not prompt_ids:
                 raise _RequestError("The decoder prompt cannot be empty")
-            room = engine.max_model_len - len(prompt_ids)
+            n_in = len(prompt_ids) + len(job.images) * engine.tokens_per_image
+            room = engine.max_model_len - n_in
             if room < 1:
-                raise _RequestError(f"Input prompt ({len(prompt_ids)} tokens) is too long and exceeds limit of "
+                raise _RequestError(f"Input prompt ({n_in} tokens) is too long and exceeds limit of "
                                     f"{engine.max_model_len - 1}")
             want_lp = job.params.logprobs is not None or job.want["return_cumulative_logprob"]
             seq = Sequence(job.params, min(job.params.max_tokens, room), keep_logprobs=not job.stream)
-            steps = engine.generate(job.prompt, prompt_ids, job.params, want_lp)
+            steps = engine.generate(job.prompt, prompt_ids, job.params, want_lp, images=job.images)
             for step in steps:
                 delta = seq.add(step)
                 if job.stream:
                     logprobs = delta.logprobs if job.params.logprobs is not None else None
                     response = self._response(job, delta.text, delta.finish_reason, 1, logprobs,
-                                              seq.cumulative_logprob, len(prompt_ids))
+                                              seq.cumulative_logprob, n_in)
                     if not self._send(job, response, _FINAL if seq.finished else 0):
                         return
                 if seq.finished:
@@ -210,7 +219,7 @@ class TritonPythonModel:
                 text = (job.prompt if job.prepend_input else "") + seq.text
                 logprobs = seq.logprobs if job.params.logprobs is not None else None
                 response = self._response(job, text, seq.finish_reason, len(seq.token_ids), logprobs,
-                                          seq.cumulative_logprob, len(prompt_ids))
+                                          seq.cumulative_logprob, n_in)
                 self._send(job, response, _FINAL)
         except (_RequestError, SamplingError) as e:
             self._send_error(job.sender, str(e), pb_utils.TritonError.INVALID_ARG)

@@ -15,6 +15,10 @@ Reasoning mode (model.json `"reasoning": true`, a reasoning model's contract): t
 chat template writes at the top of the prompt, `Reasoning: low|medium|high` on the system message's first line (as
 gpt-oss's template does with `reasoning_effort`), so it reaches the engine through `text_input` like any model's; it
 sets how many steps the thinking takes (medium without one).
+
+Vision mode (model.json `"vision": true`): takes the contract's `image` input, and the reply first says what it saw,
+`Images: 1000x560; placeholders: 1. `, before answering as above; each image counts VISION_TOKENS_PER_IMAGE prompt
+tokens.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ WORD_RE = re.compile(r"\w+")
 EFFORT_RE = re.compile(r"\A\s*(?:<\|[^|<>]*\|>\s*(?:system|developer)\s*)?Reasoning:[ \t]*(\w+)")
 REASONING_STEPS = {"low": 2, "medium": 6, "high": 18}
 DEFAULT_EFFORT = "medium"
+# Vision mode (model.json `"vision": true`): the placeholder its chat template writes for each image part, and the
+# prompt tokens each image counts (a fixed number, as a vision encoder's patches are).
+IMAGE_PLACEHOLDER = "<image>"
+VISION_TOKENS_PER_IMAGE = 64
 EOS_ID = 2
 VOCAB_SIZE = 32000
 
@@ -51,6 +59,20 @@ def token_id(token: str) -> int:
 def reply_for(prompt: str, echo_words: int = 8) -> str:
     words = WORD_RE.findall(MARKER_RE.sub(" ", prompt))[-echo_words:] if echo_words > 0 else []
     return "Echo: " + (" ".join(words) if words else "nothing")
+
+
+def images_seen(images: tuple[bytes, ...], prompt: str) -> str:
+    """What vision mode says first: each image's size, and how many image placeholders the chat template wrote (the
+    tests check that the images and the prompt agree)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    sizes = []
+    for data in images:
+        with Image.open(BytesIO(data)) as image:
+            sizes.append(f"{image.size[0]}x{image.size[1]}")
+    return f"Images: {', '.join(sizes)}; placeholders: {prompt.count(IMAGE_PLACEHOLDER)}. "
 
 
 def effort_of(prompt: str) -> str:
@@ -75,6 +97,8 @@ class DeterministicEngine:
     echo_words: int = 8
     token_delay_s: float = 0.0
     reasoning: bool = False
+    vision: bool = False
+    tokens_per_image: int = 0
 
     @classmethod
     def from_config(cls, config: dict) -> DeterministicEngine:
@@ -84,17 +108,20 @@ class DeterministicEngine:
             echo_words=int(config.get("echo_words", 8)),
             token_delay_s=float(config.get("token_delay_ms", 0)) / 1000.0,
             reasoning=bool(config.get("reasoning", False)),
+            vision=bool(config.get("vision", False)),
+            tokens_per_image=VISION_TOKENS_PER_IMAGE if config.get("vision") else 0,
         )
 
     def tokenize(self, prompt: str) -> list[int]:
         return [token_id(t) for t in tokenize_text(prompt)]
 
     def generate(self, prompt: str, prompt_ids: list[int], params: SamplingParams,
-                 want_logprobs: bool) -> Iterator[TokenStep]:
+                 want_logprobs: bool, images: tuple[bytes, ...] = ()) -> Iterator[TokenStep]:
         if params.guided:
             # Its canned reply cannot follow a schema: refused, never a silent free-text answer.
             raise SamplingError("guided_decoding is not supported by the deterministic test engine")
         reply = tokenize_text((reasoning_for(effort_of(prompt)) if self.reasoning else "")
+                              + (images_seen(images, prompt) if images else "")
                               + reply_for(prompt, self.echo_words))
         produced = 0
         while True:

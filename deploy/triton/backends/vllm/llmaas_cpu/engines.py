@@ -31,12 +31,16 @@ class Engine(Protocol):
     max_concurrency: int
     # Prompt plus output tokens (vLLM's max_model_len).
     max_model_len: int
+    # Takes the contract's `image` input (a vision model), and how many prompt tokens each image counts.
+    vision: bool
+    tokens_per_image: int
 
     def tokenize(self, prompt: str) -> list[int]: ...
 
     def generate(self, prompt: str, prompt_ids: list[int], params: SamplingParams,
-                 want_logprobs: bool) -> Iterator[TokenStep]:
-        """Yields tokens until the caller stops iterating (the caller applies stop rules and limits)."""
+                 want_logprobs: bool, images: tuple[bytes, ...] = ()) -> Iterator[TokenStep]:
+        """Yields tokens until the caller stops iterating (the caller applies stop rules and limits). `images`: the
+        image files of a vision model's request (never given to an engine that is not one)."""
         ...
 
     def close(self) -> None: ...

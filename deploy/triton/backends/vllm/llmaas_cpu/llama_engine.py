@@ -76,6 +76,9 @@ class LlamaEngine:
     name = "llama.cpp"
     # One llama.cpp context cannot interleave sequences: requests run one at a time, in arrival order.
     max_concurrency = 1
+    # A text model (a GGUF with a vision projector would need llama.cpp's multimodal API).
+    vision = False
+    tokens_per_image = 0
 
     def __init__(self, gguf: Path, max_model_len: int, n_threads: int, seed: int | None):
         import llama_cpp  # noqa: PLC0415 - only this engine needs it
@@ -102,7 +105,7 @@ class LlamaEngine:
         return self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
 
     def generate(self, prompt: str, prompt_ids: list[int], params: SamplingParams,
-                 want_logprobs: bool) -> Iterator[TokenStep]:
+                 want_logprobs: bool, images: tuple[bytes, ...] = ()) -> Iterator[TokenStep]:
         llm, lib = self.llm, self._lib
         llm.set_seed(self._default_seed if params.seed is None else params.seed & 0xFFFFFFFF)
         if params.seed is not None:
