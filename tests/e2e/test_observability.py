@@ -19,6 +19,7 @@ from llmaas.stack.paths import DEPLOY_DIR
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
+from tests.e2e.test_metering import clear_of_window_boundary
 from tests.support.stack import TEST_MODEL
 
 SLOW_MODEL = "llmaas-test:slow"  # tests/e2e/model_repository: 40 ms per token
@@ -85,6 +86,7 @@ def _admin(stack, method: str, path: str, **kw) -> dict:
 def _traffic(stack) -> tuple[str, str]:
     """Drives what the dashboards show: served requests (plain and streamed), a stream the client leaves, a prompt
     the guard blocks, a bad key, a quota refusal, an unknown model, an audit chain verification."""
+    clear_of_window_boundary(3600)  # the quota refusal below needs all its requests in one window
     tenant = _admin(stack, "POST", "/tenants", json={"name": f"obs-{secrets.token_hex(4)}"})["tenant"]["tenant_id"]
     created = _admin(stack, "POST", f"/tenants/{tenant}/keys", json={
         "name": "obs", "quotas": [{"window_seconds": 3600, "max_requests": 8}]})
