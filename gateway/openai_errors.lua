@@ -129,22 +129,37 @@ local KEYS_HEADER = "x-llmaas-json-keys"
 local MAX_KEYS = 128
 local MAX_KEY_LENGTH = 64
 
--- Position of the quote closing the string whose opening quote is at `i` (nil: unterminated).
-local function closing_quote(s, i)
-  local k = i
+-- Position of the quote closing the string whose opening quote is at `i`, and the scan steps it took (each escaped
+-- quote skipped is one): nil when unterminated or when past `budget` steps.
+local function closing_quote(s, i, budget)
+  local k, steps = i, 0
   while true do
     k = find(s, '"', k + 1, true)
-    if k == nil then
-      return nil
+    steps = steps + 1
+    if k == nil or steps > budget then
+      return nil, steps
     end
     local b = k - 1
     while byte(s, b) == 92 do
       b = b - 1
     end
     if (k - 1 - b) % 2 == 0 then
-      return k
+      return k, steps
     end
   end
+end
+
+-- The first byte at or after `i` that is not JSON whitespace (nor a colon, if `colon`), looked at byte by byte and
+-- for at most MAX_GAP bytes: nil past that (the body goes on unchecked) or at the end.
+local MAX_GAP = 256
+local function next_token(s, i, colon)
+  for j = i, min(#s, i + MAX_GAP) do
+    local c = byte(s, j)
+    if c ~= 32 and c ~= 9 and c ~= 10 and c ~= 13 and not (colon and c == 58) then
+      return j, c
+    end
+  end
+  return nil
 end
 
 -- The top-level keys of a JSON object, comma-joined; nil when `s` is not an object, is malformed or is too costly to
@@ -152,8 +167,8 @@ end
 -- follows each key's colon says which, so the next key is known without looking at commas (a token array's thousands
 -- of commas cost nothing).
 local function top_level_keys(s)
-  local first = find(s, "[^ \t\r\n]")
-  if first == nil or byte(s, first) ~= 123 then
+  local first, opening = next_token(s, 1, false)
+  if first == nil or opening ~= 123 then
     return nil
   end
   local none = #s + 1
@@ -172,20 +187,27 @@ local function top_level_keys(s)
       return nil
     end
     if i == quote then
-      local k = closing_quote(s, i)
+      local k, used = closing_quote(s, i, MAX_SCAN_STEPS - steps)
+      steps = steps + used
       if k == nil then
         return nil
       end
       if depth == 1 then
         if expect_key then
+          local key = sub(s, i + 1, min(k - 1, i + MAX_KEY_LENGTH))
+          if find(key, "\\", 1, true) then
+            return nil -- an escaped key ("mod\u0065l"): what it means is the transcoder's to decode; unchecked
+          end
           n = n + 1
           if n <= MAX_KEYS then
-            keys[n] = gsub(sub(s, i + 1, min(k - 1, i + MAX_KEY_LENGTH)), "[^%w_%-%.%[%]]", "?")
+            keys[n] = gsub(key, "[^%w_%-%.%[%]]", "?")
           elseif n == MAX_KEYS + 1 then
             keys[n] = "+"
           end
-          local v = find(s, "[^ \t\r\n:]", k + 1)
-          local c = v and byte(s, v)
+          local v, c = next_token(s, k + 1, true)
+          if v == nil then
+            return nil
+          end
           expect_key = not (c == 34 or c == 123 or c == 91) -- a string or a container comes next: not a key
         else
           expect_key = true -- that string was the value
@@ -277,6 +299,9 @@ function envoy_on_request(request_handle)
   end
   if find(headers:get("content-type") or "", "multipart/form-data", 1, true) == 1 then
     return -- an upload (audio): not JSON, its bytes mean nothing to the depth scan
+  end
+  if headers:get(":path") == "/v1/files" then
+    return -- a file upload: never read before auth (gateway/envoy.yaml.j2), whatever its content type
   end
   -- Already read whole by the buffer filter before this one, within the body limit.
   local body = request_handle:body()

@@ -90,3 +90,25 @@ def test_a_vision_model_with_tools_refuses_images_in_the_same_request():
     with pytest.raises(ApiError) as e:
         ChatPipeline._check_capabilities(parse_chat_request(request), model)
     assert e.value.code == "unsupported_content"
+
+
+def test_a_truncated_image_is_the_clients_400_not_the_models_failure():
+    data = png(300, 200)
+    with pytest.raises(ApiError) as e:
+        images._page(uri(data[: len(data) // 2]), "p")
+    assert e.value.code == "invalid_image"
+    assert "data=" not in repr(images._page(uri(data), "p"))  # image bytes never in a repr (logs)
+
+
+def test_images_only_in_user_messages():
+    from google.protobuf import json_format
+    from llmaas.router.params import parse_chat_request
+    from llmaas.router.v1 import router_pb2
+
+    image = {"type": "image_url", "image_url": {"url": uri(png(10, 10))}}
+    request = json_format.ParseDict({"model": "m", "messages": [{"role": "system", "content": [image]},
+                                                                {"role": "user", "content": "hi"}]},
+                                    router_pb2.CreateChatCompletionRequest())
+    with pytest.raises(ApiError) as e:
+        parse_chat_request(request)
+    assert e.value.param == "messages[0].content"

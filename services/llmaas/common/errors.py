@@ -73,6 +73,12 @@ class ApiError(Exception):
         # trailers-only response).
         self.headers = tuple(h for h in headers if is_client_header(h[0]))
 
+    @property
+    def http_status(self) -> int:
+        """The status the client sees at the edge: the one asked for in HTTP_STATUS_HEADER, else the gRPC status's."""
+        asked = dict(self.headers).get(HTTP_STATUS_HEADER)
+        return int(asked) if asked else HTTP_STATUS.get(self.status, 500)
+
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmaas.common.errors import invalid_request, payload_too_large
 from llmaas.router.params import ChatParams
@@ -30,7 +30,7 @@ VISION_TOKENS_BEYOND = 800
 @dataclass(frozen=True)
 class Page:
     """One image of a request: its file's bytes and its dimensions."""
-    data: bytes
+    data: bytes = field(repr=False)
     width: int
     height: int
 
@@ -76,9 +76,14 @@ def _dimensions(data: bytes, param: str) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:  # the header only: the pixels are the model's to decode
+        # Only the accepted formats' parsers see the bytes. The header gives the size; verify() checks the file's
+        # structure (PNG: every chunk's CRC, to the end) without decoding the pixels, so a truncated or corrupt file is
+        # the client's 400 here, not the model's failure.
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             fmt, (width, height) = image.format, image.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+            if width * height <= MAX_IMAGE_PIXELS:
+                image.verify()
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError):
         raise invalid_request("The image could not be read: PNG, JPEG, WebP, BMP or TIFF is expected.", param=param,
                               code="invalid_image") from None
     if fmt not in FORMATS:

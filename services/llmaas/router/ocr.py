@@ -95,7 +95,7 @@ async def read(pool, model_id: str, triton_model: str, endpoints: tuple[str, ...
     for number, page in enumerate(pages):
         request = infer_request(triton_model, f"{request_id or uuid.uuid4()}-{number}", page)
         response = await call_triton(pool, target, request, timeout=INFER_TIMEOUT,
-                                     failed="The OCR model failed on this image.")
+                                     failed="The OCR model failed on this image.", slow_is_request=True)
         texts.append(read_result(response).get("markdown", ""))
     text, output_tokens, finish = await asyncio.to_thread(cut, PAGE_BREAK.join(texts), max_tokens)
     delta = Delta(text=text, final=True, finish_reason=finish, output_tokens=output_tokens,

@@ -181,6 +181,10 @@ def _messages(req: router_pb2.CreateChatCompletionRequest) -> tuple[Message, ...
             raise invalid_request(f"Missing required parameter: 'messages[{i}].content'.",
                                   param=f"messages[{i}].content", code="missing_required_parameter")
         text, images = _content(m.content, f"messages[{i}].content")
+        if images and role != "user":
+            # Where templates place images (and where OpenAI takes them): a user's message.
+            raise invalid_request(f"Invalid 'messages[{i}].content': image parts are accepted in user messages only.",
+                                  param=f"messages[{i}].content", code="invalid_value")
         size = _utf8_size(text)
         calls, call_id = (), ""
         if role == "assistant":

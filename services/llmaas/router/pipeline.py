@@ -12,6 +12,7 @@ middle) the reservation is settled, and the audit record written, exactly once.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 import uuid
@@ -23,7 +24,7 @@ from opentelemetry import trace
 
 from llmaas.auth.v1 import auth_pb2
 from llmaas.catalog.v1 import catalog_pb2
-from llmaas.common.errors import HTTP_STATUS, ApiError, invalid_request
+from llmaas.common.errors import ApiError, invalid_request
 from llmaas.common.identity import (
     IDENTITY_HEADER,
     IDENTITY_TTL_SECONDS,
@@ -126,6 +127,7 @@ class ChatRun:
     # The request's images, decoded and checked (llmaas.router.images), for a vision or an OCR model.
     pages: tuple = ()
     ocr: bool = False  # an OCR model (llmaas.router.ocr), not a generating one
+    images: tuple[bytes, ...] = ()  # a vision model's images, base64-encoded for the backend
 
     def reasoning_counter(self) -> ReasoningTokens:
         return ReasoningTokens(self.reasoning.start, self.reasoning.end, constrained=self.constrained)
@@ -273,8 +275,10 @@ class ChatPipeline:
         if any(m.images for m in params.messages):
             pages = tuple(await asyncio.to_thread(images.read_pages, params))
         if model.type == "ocr":
-            # The OCR model reads the images; the text parts are the instruction.
+            # The OCR model reads the images; the text parts are the instruction. Its input count is known here:
+            # over the context is refused before any page is read.
             prompt = "\n".join(m.content for m in params.messages if m.content)
+            check_prompt_tokens(params, await asyncio.to_thread(ocr.prompt_tokens, pages, prompt), model.max_model_len)
         else:
             prompt = params.messages[0].content if params.raw_prompt else template.render_prompt(
                 model.chat_template, params.messages, model.bos_token, model.eos_token, params.tools,
@@ -290,6 +294,9 @@ class ChatPipeline:
             sampling=sampling, headers=lifecycle_headers(model),
             output=ChatOutput.for_params(params, reasoning, constrained), reasoning=reasoning,
             constrained=constrained, pages=pages, ocr=model.type == "ocr")
+        if pages and not run.ocr:
+            # The vLLM contract's `image` input: base64, encoded once here (off the event loop), not per attempt.
+            run.images = await asyncio.to_thread(lambda: tuple(base64.b64encode(p.data) for p in pages))
         # Worst case: a token covers at least one byte of the prompt (plus the few a tokenizer adds), so its byte
         # length bounds the input tokens; and the backend refuses a prompt longer than the context. Metering caps the
         # settlement at this reservation.
@@ -433,7 +440,7 @@ class ChatPipeline:
             source = self._replicas.generate(run.endpoints, run.triton_model, run.prompt, run.sampling,
                                              run.request_id, buffered=not run.params.stream,
                                              whole=run.reasoning is None, public_model=run.model,
-                                             images=tuple(page.data for page in run.pages), on_produced=on_produced)
+                                             images=run.images, on_produced=on_produced)
         try:
             async for delta in source:
                 if delta.final:
@@ -470,7 +477,7 @@ class ChatPipeline:
         """The audit record of how the request ended, batched with other requests' (idempotent by request id, so
         retried like a settlement)."""
         if error is not None:
-            status = HTTP_STATUS.get(error.status, 500)
+            status = error.http_status
         metrics.request_ended(caller.endpoint, model, status, (error.code or "") if error else "", caller.started)
         self._records.submit((caller, auth_pb2.RecordRequestRequest(
             request_id=caller.request_id, endpoint=caller.endpoint, model=model, status=status,

@@ -10,7 +10,6 @@ through the W3C `traceparent` sent as gRPC metadata.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import re
 import time
@@ -109,8 +108,8 @@ class TritonReplica:
         Raises ReplicaFailure when the replica or the model's instance fails, ApiError for a bad request.
         `watchdog`: a silent stream gets a canary (see _watch). `whole`: the backend's `stream: false`, one final
         response with the whole output and its counts instead of one per token (for a caller that sends nothing
-        before the end: a tenth of Triton's and the router's work per token). `images`: image files for a vision
-        model, sent base64-encoded in the contract's `image` input."""
+        before the end: a tenth of Triton's and the router's work per token). `images`: a vision model's image files,
+        base64-encoded, for the contract's `image` input."""
         declared_inputs, declared_outputs = await self._contract(model)
         flags = {"stream": not whole, "exclude_input_in_output": True,
                  **{name: True for name in _OPTIONAL_FLAGS if name in declared_inputs}}
@@ -122,7 +121,7 @@ class TritonReplica:
             if "image" not in declared_inputs:
                 raise invalid_request("This model's backend takes no image input.", param="messages",
                                       code="unsupported_content")
-            lists = {"image": [base64.b64encode(image) for image in images]}
+            lists = {"image": list(images)}
         request = kserve.infer_request(
             model, request_id,
             strings={"text_input": prompt.encode(), "sampling_parameters": json.dumps(sampling).encode()},

@@ -40,9 +40,12 @@ def backend_error(e: grpc.aio.AioRpcError, failed: str = "The model failed on th
 
 
 async def call_triton(pool: ReplicaPool, model, request: service_pb2.ModelInferRequest, *, timeout: float,
-                      failed: str = "The model failed on the input.") -> service_pb2.ModelInferResponse:
+                      failed: str = "The model failed on the input.",
+                      slow_is_request: bool = False) -> service_pb2.ModelInferResponse:
     """`request` answered by one of `model.endpoints`, failing over while a replica fails (at most MAX_ATTEMPTS);
-    none in rotation: a 503 `model_unavailable` with Retry-After."""
+    none in rotation: a 503 `model_unavailable` with Retry-After. `slow_is_request`: for a model whose requests can
+    queue long behind each other (one instance, seconds per request), running past `timeout` is a 504 for this
+    request, not a failed replica (which would take every model there out of rotation and run it again elsewhere)."""
     triton_model = model.triton_model
     tried: set[str] = set()
     while True:
@@ -58,6 +61,9 @@ async def call_triton(pool: ReplicaPool, model, request: service_pb2.ModelInferR
             try:
                 response = await pool.infer(address, request, timeout, tuple(sampled_trace_headers().items()))
             except grpc.aio.AioRpcError as e:
+                if slow_is_request and e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, f"The model did not answer within {timeout:g} s "
+                                   "(it is busy): retry later.", code="timeout") from None
                 failure = backend_error(e, failed)
                 if isinstance(failure, ApiError):
                     raise failure from None

@@ -11,6 +11,7 @@ import asyncio
 import json
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from google.api import httpbody_pb2
@@ -29,8 +30,9 @@ PURPOSES = ("batch",)
 # The reference's "Concurrent batches per account".
 MAX_ACTIVE_BATCHES = 10
 # Uploads parsed and encrypted at once: each holds several copies of up to 100 MB (the parts, the parsed lines, the
-# ciphertext); the next waits its turn.
+# ciphertext); the next waits its turn, and past MAX_PENDING_UPLOADS in the router (each holding its body) a 429.
 MAX_CONCURRENT_UPLOADS = 2
+MAX_PENDING_UPLOADS = 4
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 CONTENT_CHUNK = 1 << 20
 # OpenAI's bounds for a file's expires_after.seconds (one hour to 30 days); ours also stop at the retention.
@@ -74,7 +76,8 @@ def batch_object(row: dict) -> dict:
 class BatchApi:
     def __init__(self, pipeline: ChatPipeline, store: Store, vault: FileVault, worker: BatchWorker | None) -> None:
         self._pipeline, self._store, self._vault, self._worker = pipeline, store, vault, worker
-        self._uploads = asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
+        self._upload_pool = ThreadPoolExecutor(MAX_CONCURRENT_UPLOADS, thread_name_prefix="upload")
+        self._uploads_in_flight = 0
 
     async def call(self, context, endpoint: str, handler):
         """Runs `handler(caller)` for the authenticated caller, with its audit record."""
@@ -89,11 +92,22 @@ class BatchApi:
 
     # Files.
     async def create_file(self, caller, request: httpbody_pb2.HttpBody) -> httpbody_pb2.HttpBody:
-        async with self._uploads:
-            return await self._create_file(caller, request)
+        if self._uploads_in_flight >= MAX_PENDING_UPLOADS:
+            raise ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Too many file uploads are in progress: retry in a "
+                           "few seconds.", code="too_many_uploads", headers=(("retry-after", "5"),))
+        self._uploads_in_flight += 1
+        try:
+            # The whole upload in the uploads' own threads: at most MAX_CONCURRENT_UPLOADS at once, never in the
+            # default executor the chat path uses, and bounded even when a client leaves mid-way (the work it started
+            # finishes in its thread, holding its slot).
+            row = await asyncio.get_running_loop().run_in_executor(
+                self._upload_pool, self._store_upload, caller.identity.tenant_id, request.content_type, request.data)
+        finally:
+            self._uploads_in_flight -= 1
+        return _json(file_object(row))
 
-    async def _create_file(self, caller, request: httpbody_pb2.HttpBody) -> httpbody_pb2.HttpBody:
-        parts = await asyncio.to_thread(form_parts, request.content_type, request.data)
+    def _store_upload(self, tenant_id: str, content_type: str, body: bytes) -> dict:
+        parts = form_parts(content_type, body)
         fields = {name: value for name, filename, value in parts if name != "file"}
         uploads = [(filename, value) for name, filename, value in parts if name == "file"]
         if len(uploads) != 1:
@@ -109,10 +123,8 @@ class BatchApi:
         unknown = set(fields) - {"purpose", "expires_after[anchor]", "expires_after[seconds]"}
         if unknown:
             raise unrecognized(sorted(unknown)[0])
-        count = await asyncio.to_thread(bl.count_batch_lines, data)
-        row = await asyncio.to_thread(self._vault.create, caller.identity.tenant_id, purpose,
-                                      filename or "upload.jsonl", data, count, expires_after)
-        return _json(file_object(row))
+        count = bl.count_batch_lines(data)
+        return self._vault.create(tenant_id, purpose, filename or "upload.jsonl", data, count, expires_after)
 
     def _expires_after(self, fields: dict[str, bytes]) -> int | None:
         anchor = fields.get("expires_after[anchor]")

@@ -38,7 +38,7 @@ import grpc
 from google.protobuf import json_format
 from opentelemetry import trace
 
-from llmaas.common.errors import HTTP_STATUS, ApiError, internal_error, invalid_request
+from llmaas.common.errors import ApiError, internal_error, invalid_request
 from llmaas.common.identity import Identity
 from llmaas.common.json_fields import refuse_unknown_fields
 from llmaas.router import completions
@@ -321,7 +321,7 @@ class BatchWorker:
                     await self._retry_later(batch_id, line, err)
                     return
                 await self._commit(batch, line, attempt, request_id, False, Usage(),
-                                   HTTP_STATUS.get(err.status, 500), err.body())
+                                   err.http_status, err.body())
             except asyncio.CancelledError:
                 raise  # left `running`: the next worker releases and reruns it
             except Exception:  # noqa: BLE001 - an unexpected failure is this line's, not the batch's

@@ -9,6 +9,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from llmaas.ocr.layout import to_markdown
 
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+
 
 class TritonPythonModel:
     def initialize(self, args):
@@ -30,7 +32,7 @@ class TritonPythonModel:
         from PIL import Image
 
         data = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)[0]
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:  # the router checked it was one of them
             rgb = np.asarray(image.convert("RGB"))[:, :, ::-1]  # OpenCV's channel order
         found, _ = self.engine(rgb)
         lines = [{"text": text, "score": round(float(score), 4), "box": [[float(x), float(y)] for x, y in box]}
