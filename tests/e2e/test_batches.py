@@ -275,3 +275,19 @@ def test_an_upload_past_the_upload_limit_is_a_413_before_any_service(stack):
     assert resp.status_code == 413, resp.text
     err = resp.json()["error"]
     assert err["code"] == "request_too_large" and err["param"] == "file" and str(MAX_UPLOAD_BYTES) in err["message"]
+
+
+def test_an_upload_is_not_read_before_its_key_is_checked(stack):
+    """The edge answers a bad key on the headers: it does not wait for (and hold) a 100 MiB body first."""
+    import socket
+    import ssl
+    from urllib.parse import urlsplit
+
+    url = urlsplit(stack["base_url"])
+    context = ssl.create_default_context(cafile=stack["ca_file"])
+    with socket.create_connection((url.hostname, url.port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=url.hostname) as conn:
+        conn.sendall(b"POST /v1/files HTTP/1.1\r\nHost: " + url.netloc.encode() + b"\r\nAuthorization: Bearer sk-bad\r\n"
+                     b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 100000000\r\n\r\n" + b"x" * 1024)
+        answer = conn.recv(4096)  # the other 99.99 MB are never sent: this would time out if the edge waited for them
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
