@@ -217,20 +217,26 @@ class BatchWorker:
         """What a killed worker left: `running` lines released and queued again, `done` lines settled again."""
         batch_id = batch["id"]
         states = await asyncio.to_thread(self._store.lines, batch_id)
-        released = resettled = 0
+        released = await self._release(batch, [s for s in states if s.state == "running"])
+        resettled = 0
         for s in states:
             request_id = bl.line_request_id(batch_id, s.line, s.attempt)
-            if s.state == "running":
-                self._pipeline.settle(self._caller(batch, request_id), request_id, Usage(), "cancelled")
-                await asyncio.to_thread(self._store.requeue_line, batch_id, s.line)
-                released += 1
-            elif s.state == "done" and s.ok:
+            if s.state == "done" and s.ok:
                 self._pipeline.settle(self._caller(batch, request_id), request_id,
                                       Usage(s.prompt_tokens, s.completion_tokens), "completed")
                 resettled += 1
         if released or resettled:
             log.info("batch resumed", extra={"fields": {"batch_id": batch_id, "released": released,
                                                         "settled_again": resettled}})
+
+    async def _release(self, batch: dict, running: list) -> int:
+        """Lines another worker left `running` (this one holds the batch's lease: nobody runs them): their attempt
+        settled `cancelled` (nothing billed) and the line queued again."""
+        for s in running:
+            request_id = bl.line_request_id(batch["id"], s.line, s.attempt)
+            self._pipeline.settle(self._caller(batch, request_id), request_id, Usage(), "cancelled")
+            await asyncio.to_thread(self._store.requeue_line, batch["id"], s.line)
+        return len(running)
 
     def _may_start(self, batch_running: int) -> bool:
         """Whether a batch with `batch_running` lines in flight may start another now (the module's docstring:
@@ -265,7 +271,13 @@ class BatchWorker:
                     last_refill = now
                     queue = [s.line for s in reversed(await asyncio.to_thread(self._store.lines, batch_id, "pending"))]
                     if not queue and not running:
-                        break
+                        # A stopped worker's last write can land after this one recovered the batch (a thread
+                        # finishing a line's start): its `running` lines would otherwise never run.
+                        orphans = await asyncio.to_thread(self._store.lines, batch_id, "running")
+                        if not orphans:
+                            break
+                        await self._release(batch, orphans)
+                        continue
                 if queue and now >= self._pause_until.get(batch_id, 0.0) and self._may_start(len(running)):
                     self._last_start = now
                     task = asyncio.create_task(self._run_line(batch, lines[queue.pop()]))
