@@ -282,6 +282,16 @@ local function drop_non_metadata_headers(headers, grpc)
   end
 end
 
+-- A /v1/completions body with messages and without a prompt (the keys top_level_keys listed).
+local function chat_shaped_completion(path, keys)
+  local bare = string.match(path or "", "^([^?]*)")
+  if bare ~= "/v1/completions" and bare ~= "/v1/completions/" then
+    return false
+  end
+  local listed = "," .. keys .. ","
+  return find(listed, ",messages,", 1, true) ~= nil and find(listed, ",prompt,", 1, true) == nil
+end
+
 function envoy_on_request(request_handle)
   local headers = request_handle:headers()
   local grpc = find(headers:get("content-type") or "", "application/grpc", 1, true) == 1
@@ -318,7 +328,14 @@ function envoy_on_request(request_handle)
   end
   local keys = top_level_keys(text)
   if keys ~= nil and keys ~= "" then
-    request_handle:headers():replace(KEYS_HEADER, keys) -- a fresh handle: the body was read since `headers`
+    local fresh = request_handle:headers() -- a fresh handle: the body was read since `headers`
+    fresh:replace(KEYS_HEADER, keys)
+    if chat_shaped_completion(fresh:get(":path"), keys) then
+      -- The reference's /v1/completions takes "the same format as /v1/chat/completions with messages" and answers
+      -- in that format: such a body (messages, no prompt) is served as the chat completion it is. The transcoder,
+      -- after this filter, maps the path to its method (every REST path shares the catch-all route until then).
+      fresh:replace(":path", "/v1/chat/completions")
+    end
   end
 end
 

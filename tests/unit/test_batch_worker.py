@@ -61,7 +61,7 @@ class FakePipeline:
         self.reserved.add(caller.request_id)
         return SimpleNamespace(id="chatcmpl-1", request_id=caller.request_id, created=1, model=request.model,
                                triton_model="t", finish_reason="stop", usage=Usage(), caller=caller, output=None,
-                               reasoning=None, line=int(caller.request_id.split(":")[1]))
+                               reasoning=None, choices=(), line=int(caller.request_id.split(":")[1]))
 
     async def run(self, run):
         if run.line in self.hold:
@@ -72,7 +72,12 @@ class FakePipeline:
         yield Delta(text=f"answer {run.line}", final=True, finish_reason="stop", input_tokens=None,
                     output_tokens=None)
 
-    def finish(self, run):
+    async def collect(self, run):
+        return [[d async for d in self.run(run)]]
+
+    def finish(self, run, billed=True):
+        if not billed:
+            run.usage = Usage()
         self.settle(run.caller, run.request_id, run.usage, "completed" if run.usage.completion_tokens else "failed")
         self.records.append(run.request_id)
 

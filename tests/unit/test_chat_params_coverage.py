@@ -22,7 +22,7 @@ def parse(**body):
 
 SERVED = {
     "stream": True, "stream_options": {"include_usage": True}, "temperature": 0.5, "top_p": 0.9, "max_tokens": 5,
-    "max_completion_tokens": 5, "n": 1, "stop": ["\n"], "presence_penalty": 1, "frequency_penalty": -1, "seed": 7,
+    "max_completion_tokens": 5, "n": 3, "stop": ["\n"], "presence_penalty": 1, "frequency_penalty": -1, "seed": 7,
     "user": "u-1", "tools": TOOLS, "tool_choice": "auto", "parallel_tool_calls": False,
     "response_format": {"type": "text"}, "logprobs": True, "top_logprobs": 3, "metadata": {"k": "v"},
     "service_tier": "auto", "store": False, "modalities": ["text"], "top_k": 5, "prompt_cache_key": "k",
@@ -31,7 +31,7 @@ SERVED = {
     "reasoning_effort": "low",
 }
 REFUSED = {
-    "n": 2, "logit_bias": {"50256": -100}, "prediction": {"type": "content", "content": "x"},
+    "n": 129, "logit_bias": {"50256": -100}, "prediction": {"type": "content", "content": "x"},
     "audio": {"voice": "alloy", "format": "mp3"}, "web_search_options": {}, "functions": [{"name": "f"}],
     "function_call": "auto", "verbosity": "low", "modalities": ["text", "audio"], "service_tier": "priority",
     "store": True, "reasoning_effort": "extreme", "top_logprobs": 2,
@@ -47,7 +47,7 @@ def test_the_served_parameters_together():
                                      "top_k", "logprobs", "stop")} == {
         "temperature": 0.5, "top_p": 0.9, "presence_penalty": 1, "frequency_penalty": -1, "seed": 7, "top_k": 5,
         "logprobs": 3, "stop": ["\n"]}
-    assert p.tools.parallel is False
+    assert p.tools.parallel is False and p.n == 3
 
 
 @pytest.mark.parametrize("field", sorted(REFUSED))

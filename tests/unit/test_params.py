@@ -62,8 +62,9 @@ def test_stream_and_usage_flag():
     assert not parse_chat_request(req(stream_options={"include_usage": True}), stream=False).include_usage
 
 
-def test_n_above_one_is_refused():
-    assert refused(n=2).param == "n"
+def test_n_is_served_between_1_and_128():
+    assert parse_chat_request(req(n=128)).n == 128 and parse_chat_request(req()).n == 1
+    assert refused(n=129).param == "n" and refused(n=0).param == "n"
 
 
 def test_top_p_zero_is_served_as_greedy():

@@ -240,9 +240,9 @@ def test_typed_twins_carry_tool_calls_and_logprobs():
 
     p = parse(tools=TOOLS, tool_choice="required", logprobs=True, top_logprobs=1)
     run = SimpleNamespace(id="chatcmpl-1", created=1, model="m", triton_model="t", finish_reason="stop",
-                          usage=Usage(3, 2), params=p, output=ChatOutput.for_params(p), reasoning=None)
-    typed = oj.typed_shaped_completion(run, [Delta('[{"name": "get_time", "arguments": {}}]', "stop", 3, 2, True,
-                                                   LOGPROBS)])
+                          usage=Usage(3, 2), params=p, output=ChatOutput.for_params(p), reasoning=None, choices=())
+    typed = oj.typed_shaped_completion(run, [[Delta('[{"name": "get_time", "arguments": {}}]', "stop", 3, 2, True,
+                                                    LOGPROBS)]])
     choice = typed.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.tool_calls[0].function.name == "get_time"
     assert not choice.message.HasField("content") and choice.logprobs.content[0].token == " Hi"

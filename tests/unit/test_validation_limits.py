@@ -65,7 +65,7 @@ CASES = [
     ("seed", -(2**63), "ok"), ("seed", 2**63 - 1, "ok"), ("seed", 0, "ok"),
     ("max_tokens", 1, "ok"), ("max_tokens", 0, "max_tokens"), ("max_tokens", -5, "max_tokens"),
     ("max_completion_tokens", 1, "ok"), ("max_completion_tokens", 0, "max_completion_tokens"),
-    ("n", 1, "ok"), ("n", 0, "n"), ("n", 2, "n"), ("n", 129, "n"),
+    ("n", 1, "ok"), ("n", 0, "n"), ("n", 2, "ok"), ("n", 128, "ok"), ("n", 129, "n"),
     ("logprobs", False, "ok"), ("logprobs", True, "ok"),
     ("top_logprobs", 0, "ok"), ("top_logprobs", 20, "top_logprobs"), ("top_logprobs", 21, "top_logprobs"),
     ("top_logprobs", -1, "top_logprobs"),

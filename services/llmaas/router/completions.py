@@ -5,10 +5,12 @@ model as it is (no chat template) and does everything else as for a chat complet
 metering, the audit record, traces). The answer is OpenAI's `text_completion` object (streamed: the same object per
 event), with the legacy logprobs shape (`tokens`, `token_logprobs`, `top_logprobs` maps, `text_offset`).
 
-Served: a prompt string (or an array of one string), max_tokens (OpenAI's default 16), temperature, top_p, stop,
-presence/frequency penalties, seed, user, n=1, best_of=1, logprobs 0..5, echo (without logprobs), stream and
-stream_options. Refused with a 400 naming the field: several prompts or token arrays (the router has no tokenizer),
-suffix (no model here does fill-in-the-middle), echo with logprobs (prompt logprobs are not produced), logit_bias.
+Served: a prompt string or an array of strings (each answered n times: choice p * n + j is prompt p's j-th,
+llmaas.router.choices; at most MAX_N choices in all), max_tokens (OpenAI's default 16), temperature, top_p, stop,
+presence/frequency penalties, seed, user, n, best_of equal to n, logprobs 0..5, echo (without logprobs), stream and
+stream_options. Refused with a 400 naming the field: token arrays (the router has no tokenizer), best_of above n (no
+server-side ranking), suffix (no model here does fill-in-the-middle), echo with logprobs (prompt logprobs are not
+produced), logit_bias.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from llmaas.common.errors import invalid_request
 from llmaas.router.chat_output import logprob_entries
 from llmaas.router.params import (
     MAX_MESSAGE_BYTES,
+    MAX_N,
     ChatParams,
     Message,
     _range,
@@ -33,19 +36,19 @@ DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
 MAX_LOGPROBS = 5
 
 
-def _prompt(value) -> str:
+def _prompts(value) -> list[str]:
     kind = value.WhichOneof("kind")
     if kind == "string_value":
-        return value.string_value
+        return [value.string_value]
     if kind == "list_value":
         items = value.list_value.values
-        if len(items) == 1 and items[0].WhichOneof("kind") == "string_value":
-            return items[0].string_value
-        if items and all(v.WhichOneof("kind") == "number_value" for v in items):
+        if items and all(v.WhichOneof("kind") == "string_value" for v in items):
+            return [v.string_value for v in items]
+        if items and all(v.WhichOneof("kind") in ("number_value", "list_value") for v in items):
             raise invalid_request("Invalid 'prompt': token arrays are not supported; send the prompt as text.",
                                   param="prompt", code="unsupported_value")
-        raise invalid_request("Invalid 'prompt': only one prompt per request is supported (a string, or an array of "
-                              "one string).", param="prompt", code="unsupported_value")
+        raise invalid_request("Invalid 'prompt': expected a string or a non-empty array of strings.",
+                              param="prompt", code="invalid_type")
     if kind is None or kind == "null_value":
         raise invalid_request("Missing required parameter: 'prompt'.", param="prompt",
                               code="missing_required_parameter")
@@ -56,17 +59,24 @@ def _prompt(value) -> str:
 def parse_completion_request(req: router_pb2.CreateCompletionRequest, *, stream: bool | None = None) -> ChatParams:
     if not req.model:
         raise invalid_request("you must provide a model parameter", param="model", code="missing_required_parameter")
-    prompt = _prompt(req.prompt)
-    size = _utf8_size(prompt)
-    if size > MAX_MESSAGE_BYTES:
+    prompts = _prompts(req.prompt)
+    sizes = [_utf8_size(prompt) for prompt in prompts]
+    if max(sizes) > MAX_MESSAGE_BYTES:
         raise context_exceeded(f"Invalid 'prompt': string too long. Expected at most {MAX_MESSAGE_BYTES} bytes, but "
-                               f"got {size} bytes instead.")
+                               f"got {max(sizes)} bytes instead.")
     if req.suffix.WhichOneof("kind") not in (None, "null_value"):
         raise invalid_request("Invalid parameter 'suffix': no model here completes between a prompt and a suffix.",
                               param="suffix", code="unsupported_parameter")
-    for name in ("n", "best_of"):
-        if req.HasField(name) and getattr(req, name) != 1:
-            raise invalid_request(f"Only {name}=1 is supported.", param=name, code="unsupported_value")
+    n = req.n if req.HasField("n") else 1
+    if not 1 <= n <= MAX_N:
+        raise invalid_request(f"Invalid 'n': expected a value between 1 and {MAX_N}, but got {n} instead.",
+                              param="n", code="invalid_value")
+    if req.HasField("best_of") and req.best_of != n:
+        raise invalid_request(f"Invalid 'best_of': only best_of equal to n ({n}) is supported: choices are not ranked "
+                              "on the server.", param="best_of", code="unsupported_value")
+    if len(prompts) * n > MAX_N:
+        raise invalid_request(f"Invalid 'prompt': {len(prompts)} prompts with n={n} make {len(prompts) * n} choices; "
+                              f"at most {MAX_N} per request.", param="prompt", code="invalid_value")
     if len(req.logit_bias.fields):
         raise invalid_request("Invalid parameter 'logit_bias': logit_bias is not supported.", param="logit_bias",
                               code="unsupported_parameter")
@@ -88,15 +98,17 @@ def parse_completion_request(req: router_pb2.CreateCompletionRequest, *, stream:
         temperature, top_p = 0.0, None
     wants_stream = req.stream if stream is None else stream
     return ChatParams(
-        model=req.model, messages=(Message(role="user", content=prompt, size=size),), stream=wants_stream,
+        model=req.model,
+        messages=tuple(Message(role="user", content=p, size=size) for p, size in zip(prompts, sizes, strict=True)),
+        stream=wants_stream,
         include_usage=wants_stream and req.stream_options.include_usage,
         max_tokens=req.max_tokens if req.HasField("max_tokens") else DEFAULT_MAX_TOKENS,
-        max_tokens_param="max_tokens", prompt_bytes=size, temperature=temperature, top_p=top_p,
+        max_tokens_param="max_tokens", prompt_bytes=max(sizes), temperature=temperature, top_p=top_p,
         top_k=req.top_k if req.HasField("top_k") and req.top_k not in (0, -1) else None,
         presence_penalty=_range(req, "presence_penalty", -2.0, 2.0),
         frequency_penalty=_range(req, "frequency_penalty", -2.0, 2.0),
         seed=req.seed if req.HasField("seed") else None, stop=_stop(req.stop), user=req.user, wants_tools=False,
-        logprobs=req.HasField("logprobs"), top_logprobs=req.logprobs, raw_prompt=True, echo=req.echo)
+        logprobs=req.HasField("logprobs"), top_logprobs=req.logprobs, raw_prompt=True, echo=req.echo, n=n)
 
 
 def legacy_logprobs(deltas, top: int, offset: int) -> dict:
@@ -122,51 +134,66 @@ def _object(run, choices: list[dict], fingerprint: str) -> dict:
             "model": run.model, "system_fingerprint": fingerprint, "choices": choices}
 
 
-def completion(run, deltas: list, fingerprint: str) -> dict:
+def _choice(run, index: int, deltas: list) -> dict:
     params = run.params
     prefix = params.messages[0].content if params.echo else ""
-    text = prefix + "".join(d.text for d in deltas)
     logprobs = legacy_logprobs(deltas, params.top_logprobs, 0) if params.logprobs else None
-    body = _object(run, [{"text": text, "index": 0, "logprobs": logprobs,
-                          "finish_reason": run.finish_reason or "stop"}], fingerprint)
+    return {"text": prefix + "".join(d.text for d in deltas), "index": index, "logprobs": logprobs,
+            "finish_reason": run.finish_reason or "stop"}
+
+
+def completion(run, per_choice: list[list], fingerprint: str) -> dict:
+    """The text_completion object of each choice's deltas (pipeline.collect)."""
+    choices = [_choice(choice, index, deltas)
+               for index, (choice, deltas) in enumerate(zip(run.choices or (run,), per_choice, strict=True))]
+    body = _object(run, choices, fingerprint)
     body["usage"] = _usage(run)
     return body
 
 
 class CompletionStream:
-    """The SSE events of a streamed completion."""
+    """The SSE events of a streamed completion: (choice index, delta) pairs in, events out."""
 
     def __init__(self, run, fingerprint: str) -> None:
         self.run = run
         self.fingerprint = fingerprint
-        self.offset = 0
+        self.choices = run.choices or (run,)
+        self.offsets = [0] * len(self.choices)
 
-    def _event(self, text: str, logprobs: dict | None, finish_reason: str | None) -> bytes:
-        event = _object(self.run, [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish_reason}],
-                        self.fingerprint)
+    def _event(self, index: int, text: str, logprobs: dict | None, finish_reason: str | None) -> bytes:
+        event = _object(self.run, [{"text": text, "index": index, "logprobs": logprobs,
+                                    "finish_reason": finish_reason}], self.fingerprint)
         if self.run.params.include_usage:
             event["usage"] = None
         return b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
     def start(self) -> bytes:
-        params = self.run.params
-        if not params.echo or not params.messages[0].content:
-            return b""
-        self.offset = len(params.messages[0].content)
-        return self._event(params.messages[0].content, None, None)
+        """Each choice's prompt first, with echo."""
+        data = b""
+        for index, choice in enumerate(self.choices):
+            prompt = choice.params.messages[0].content
+            if choice.params.echo and prompt:
+                self.offsets[index] = len(prompt)
+                data += self._event(index, prompt, None, None)
+        return data
 
-    def delta(self, d) -> bytes:
-        params = self.run.params
-        logprobs = legacy_logprobs([d], params.top_logprobs, self.offset) if params.logprobs else None
-        if not d.text and not (logprobs and logprobs["tokens"]):
-            return b""
-        self.offset += len(d.text)
-        return self._event(d.text, logprobs, None)
+    def delta(self, index: int, d) -> bytes:
+        """A choice's delta, and its finish event when the delta is its last."""
+        choice = self.choices[index]
+        params = choice.params
+        logprobs = legacy_logprobs([d], params.top_logprobs, self.offsets[index]) if params.logprobs else None
+        data = b""
+        if d.text or (logprobs and logprobs["tokens"]):
+            self.offsets[index] += len(d.text)
+            data = self._event(index, d.text, logprobs, None)
+        if d.final:
+            data += self._event(index, "", None, choice.finish_reason or "stop")
+        return data
 
     def end(self) -> bytes:
-        data = self._event("", None, self.run.finish_reason or "stop")
-        if self.run.params.include_usage:
-            event = _object(self.run, [], self.fingerprint)
-            event["usage"] = _usage(self.run)
-            data += b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
-        return data
+        """The usage when asked for (after every choice's finish event)."""
+        if not self.run.params.include_usage:
+            return b""
+        event = _object(self.run, [], self.fingerprint)
+        event["usage"] = _usage(self.run)
+        return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"

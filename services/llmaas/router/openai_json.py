@@ -48,30 +48,51 @@ def shaped_completion(run: ChatRun, deltas: list) -> dict:
 
 
 def completion(run: ChatRun, text: str, message: dict | None = None, logprobs: dict | None = None) -> dict:
+    return _completion(run, [_choice(run, 0, text, message, logprobs)])
+
+
+def _choice(run: ChatRun, index: int, text: str, message: dict | None = None, logprobs: dict | None = None) -> dict:
+    return {
+        "index": index,
+        "message": message or {"role": "assistant", "content": text, "refusal": None},
+        "logprobs": logprobs,
+        "finish_reason": finish_reason(run),
+    }
+
+
+def _completion(run: ChatRun, choices: list[dict]) -> dict:
     return {
         "id": run.id,
         "object": "chat.completion",
         "created": run.created,
         "model": run.model,
-        "choices": [{
-            "index": 0,
-            "message": message or {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": logprobs,
-            "finish_reason": finish_reason(run),
-        }],
+        "choices": choices,
         "usage": _usage(run),
         "system_fingerprint": system_fingerprint(run),
     }
 
 
-def chunk(run: ChatRun, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None) -> dict:
+def completion_of(run: ChatRun, per_choice: list[list]) -> dict:
+    """A non-streamed answer from each choice's deltas (pipeline.collect): one choice, or a request's several."""
+    choices = []
+    for index, (choice, deltas) in enumerate(zip(run.choices or (run,), per_choice, strict=True)):
+        if choice.output is None:
+            choices.append(_choice(choice, index, "".join(d.text for d in deltas)))
+        else:
+            message, logprobs = choice.output.message(deltas)
+            choices.append(_choice(choice, index, "", message, logprobs))
+    return _completion(run, choices)
+
+
+def chunk(run: ChatRun, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None,
+          index: int = 0) -> dict:
     event = {
         "id": run.id,
         "object": "chat.completion.chunk",
         "created": run.created,
         "model": run.model,
         "system_fingerprint": system_fingerprint(run),
-        "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
+        "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
     }
     if run.params.include_usage:
         event["usage"] = None  # OpenAI sends null on every chunk but the usage one
@@ -83,15 +104,29 @@ def usage_chunk(run: ChatRun) -> dict:
             "system_fingerprint": system_fingerprint(run), "choices": [], "usage": _usage(run)}
 
 
-def shaped_chunks(run: ChatRun, parts) -> bytes:
+def shaped_chunks(run: ChatRun, parts, index: int = 0) -> bytes:
     """SSE events of ChatOutput's (delta, logprobs) pairs."""
-    return b"".join(sse(chunk(run, delta, logprobs=logprobs)) for delta, logprobs in parts)
+    return b"".join(sse(chunk(run, delta, logprobs=logprobs, index=index)) for delta, logprobs in parts)
 
 
-def final_chunk(run: ChatRun) -> dict:
+def final_chunk(run: ChatRun, index: int = 0) -> dict:
     """The finish chunk (with the logprobs of tokens that showed no text, e.g. a cut stop string)."""
     leftover = run.output.leftover_logprobs() if run.output is not None else None
-    return chunk(run, {}, finish_reason(run), leftover)
+    return chunk(run, {}, finish_reason(run), leftover, index)
+
+
+def choice_events(run: ChatRun, index: int, delta) -> bytes:
+    """The SSE events of one choice's delta in a request with several (run: that choice's child run), its finish
+    chunk when the delta is its last."""
+    if run.output is None:
+        data = sse(chunk(run, {"content": delta.text}, index=index)) if delta.text else b""
+    else:
+        data = shaped_chunks(run, run.output.deltas(delta), index)
+    if delta.final:
+        if run.output is not None:
+            data += shaped_chunks(run, run.output.end(), index)
+        data += sse(final_chunk(run, index))
+    return data
 
 
 def sse(event: dict) -> bytes:
@@ -127,7 +162,7 @@ def typed_completion(run: ChatRun, text: str) -> router_pb2.CreateChatCompletion
 
 
 def typed_chunk(run: ChatRun, *, role: str = "", content: str | None = None, finish_reason: str = "",
-                with_usage: bool = False) -> router_pb2.StreamChatCompletionResponse:
+                with_usage: bool = False, index: int = 0) -> router_pb2.StreamChatCompletionResponse:
     base = dict(id=run.id, object="chat.completion.chunk", created=run.created, model=run.model)
     if with_usage:
         return router_pb2.StreamChatCompletionResponse(**base, usage=_typed_usage(run))
@@ -135,18 +170,27 @@ def typed_chunk(run: ChatRun, *, role: str = "", content: str | None = None, fin
     if content is not None:
         delta.content = content
     return router_pb2.StreamChatCompletionResponse(
-        **base, choices=[router_pb2.ChatCompletionChunkChoice(index=0, delta=delta, finish_reason=finish_reason)])
+        **base, choices=[router_pb2.ChatCompletionChunkChoice(index=index, delta=delta, finish_reason=finish_reason)])
 
 
-def typed_shaped_completion(run: ChatRun, deltas: list) -> router_pb2.CreateChatCompletionResponse:
-    """The typed twin of shaped_completion (tool calls, logprobs): the same JSON, read into the typed message."""
-    return json_format.ParseDict(shaped_completion(run, deltas), router_pb2.CreateChatCompletionResponse(),
+def typed_shaped_completion(run: ChatRun, per_choice: list[list]) -> router_pb2.CreateChatCompletionResponse:
+    """The typed twin of completion_of (tool calls, logprobs, several choices): the same JSON, read into the typed
+    message."""
+    return json_format.ParseDict(completion_of(run, per_choice), router_pb2.CreateChatCompletionResponse(),
                                  ignore_unknown_fields=True)
 
 
-def typed_shaped_chunks(run: ChatRun, parts) -> list[router_pb2.StreamChatCompletionResponse]:
-    return [json_format.ParseDict(chunk(run, delta, logprobs=logprobs), router_pb2.StreamChatCompletionResponse(),
-                                  ignore_unknown_fields=True) for delta, logprobs in parts]
+def typed_shaped_chunks(run: ChatRun, parts, index: int = 0) -> list[router_pb2.StreamChatCompletionResponse]:
+    return [json_format.ParseDict(chunk(run, delta, logprobs=logprobs, index=index),
+                                  router_pb2.StreamChatCompletionResponse(), ignore_unknown_fields=True)
+            for delta, logprobs in parts]
+
+
+def typed_events(event_bytes: bytes) -> list[router_pb2.StreamChatCompletionResponse]:
+    """SSE events (choice_events) read into the typed chunks."""
+    return [json_format.Parse(line[len(b"data: "):], router_pb2.StreamChatCompletionResponse(),
+                              ignore_unknown_fields=True)
+            for line in event_bytes.split(b"\n\n") if line.startswith(b"data: {")]
 
 
 def typed_final_chunk(run: ChatRun) -> router_pb2.StreamChatCompletionResponse:

@@ -29,7 +29,7 @@ ROLES = {"system", "developer", "user", "assistant", "tool"}
 MAX_STOP_SEQUENCES = 4
 # OpenAI's ReasoningEffort values; which of them a model takes is its catalogue entry's (llmaas.router.pipeline).
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
-MAX_N = 128  # OpenAI's range for n (only 1 is served)
+MAX_N = 128  # OpenAI's range for n; also the most choices one request makes (llmaas.router.choices)
 MAX_TOP_LOGPROBS = 20
 LOGIT_BIAS_RANGE = 100.0
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
@@ -99,6 +99,8 @@ class ChatParams:
     # /v1/completions (llmaas.router.completions): the one message is the prompt, sent without a chat template.
     raw_prompt: bool = False
     echo: bool = False
+    # Choices per prompt (llmaas.router.choices); /v1/completions' several prompts are its several messages.
+    n: int = 1
 
     @property
     def has_tool_calls(self) -> bool:
@@ -336,8 +338,6 @@ def _check_unserved(req: router_pb2.CreateChatCompletionRequest) -> None:
         # integers) and the CPU engines do not apply it: refused rather than ignored.
         raise invalid_request("Invalid parameter 'logit_bias': logit_bias is not supported.", param="logit_bias",
                               code="unsupported_parameter")
-    if req.HasField("n") and req.n != 1:
-        raise invalid_request("Only n=1 is supported.", param="n", code="unsupported_value")
     if req.HasField("top_logprobs") and not 0 <= req.top_logprobs <= MAX_TOP_LOGPROBS:
         raise invalid_request(f"Invalid 'top_logprobs': expected a value between 0 and {MAX_TOP_LOGPROBS}, but got "
                               f"{req.top_logprobs} instead.", param="top_logprobs", code="invalid_value")
@@ -411,6 +411,7 @@ def parse_chat_request(req: router_pb2.CreateChatCompletionRequest, *, stream: b
         logprobs=req.logprobs,
         top_logprobs=req.top_logprobs,
         reasoning_effort=req.reasoning_effort,
+        n=req.n if req.HasField("n") else 1,
     )
 
 

@@ -37,21 +37,23 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def ChatCompletionsHttp(self, request, context):
         run = await self._pipeline.prepare(request, context)
         try:
-            async with aclosing(self._pipeline.run(run)) as deltas:
-                async for body in self._http_bodies(run, deltas, context):
-                    yield body
+            if not run.params.stream:
+                body = oj.completion_of(run, await self._pipeline.collect(run))
+                await context.send_initial_metadata(run.headers)
+                yield httpbody_pb2.HttpBody(content_type="application/json", data=oj.json_body(body))
+            elif run.choices:
+                async with aclosing(self._pipeline.run_choices(run)) as merged:
+                    async for body in self._http_choice_bodies(run, merged, context):
+                        yield body
+            else:
+                async with aclosing(self._pipeline.run(run)) as deltas:
+                    async for body in self._http_bodies(run, deltas, context):
+                        yield body
         finally:
             self._pipeline.finish(run)
 
     async def _http_bodies(self, run, deltas, context):
-        if not run.params.stream:
-            if run.output is None:
-                body = oj.completion(run, "".join([d.text async for d in deltas]))
-            else:
-                body = oj.shaped_completion(run, [d async for d in deltas])
-            await context.send_initial_metadata(run.headers)
-            yield httpbody_pb2.HttpBody(content_type="application/json", data=oj.json_body(body))
-            return
+        """A single choice's stream."""
         # Read ahead of the client: what the model produced while the last message was being written goes out in the
         # next one (llmaas.router.read_ahead). Wait for the model's first output before sending anything, so that an
         # early backend error keeps its status.
@@ -91,26 +93,49 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         finally:
             await ahead.close()
 
+    async def _http_choice_bodies(self, run, merged, context):
+        """A stream of several choices (n > 1): each delta as its choice's events, as it comes (OpenAI's `index` tells
+        them apart; each choice's finish chunk when it ends), then the request's usage and [DONE]."""
+        first = await anext(merged, None)  # before any byte: an early backend error keeps its status
+        await context.send_initial_metadata(run.headers)
+        data = b"".join(oj.sse(oj.chunk(run, {"role": "assistant", "content": "", "refusal": None}, index=i))
+                        for i in range(len(run.choices)))
+        item = first
+        try:
+            while item is not None:
+                index, delta = item
+                data += oj.choice_events(run.choices[index], index, delta)
+                if data:
+                    yield httpbody_pb2.HttpBody(content_type="text/event-stream", data=data)
+                    data = b""
+                item = await anext(merged, None)
+        except ApiError as err:
+            yield httpbody_pb2.HttpBody(content_type="text/event-stream",
+                                        data=data + oj.sse_error(err) + oj.DONE_EVENT)
+            return
+        if run.params.include_usage:
+            data += oj.sse(oj.usage_chunk(run))
+        yield httpbody_pb2.HttpBody(content_type="text/event-stream", data=data + oj.DONE_EVENT)
+
     async def CompletionsHttp(self, request, context):
         run = await self._pipeline.prepare(request, context, endpoint=completions.REST_COMPLETIONS,
                                            parse=completions.parse_completion_request)
         try:
-            async with aclosing(self._pipeline.run(run)) as deltas:
-                if not run.params.stream:
-                    body = completions.completion(run, [d async for d in deltas], oj.system_fingerprint(run))
-                    await context.send_initial_metadata(run.headers)
-                    yield httpbody_pb2.HttpBody(content_type="application/json", data=oj.json_body(body))
-                    return
-                events = completions.CompletionStream(run, oj.system_fingerprint(run))
-                first = True
+            if not run.params.stream:
+                body = completions.completion(run, await self._pipeline.collect(run), oj.system_fingerprint(run))
+                await context.send_initial_metadata(run.headers)
+                yield httpbody_pb2.HttpBody(content_type="application/json", data=oj.json_body(body))
+                return
+            events = completions.CompletionStream(run, oj.system_fingerprint(run))
+            source = self._pipeline.run_choices(run) if run.choices else _first_choice(self._pipeline.run(run))
+            first = True
+            async with aclosing(source) as indexed:
                 try:
-                    async for delta in deltas:
-                        data = events.delta(delta)
+                    async for index, delta in indexed:
+                        data = events.delta(index, delta)
                         if first:  # after the first output: an early backend error keeps its status
                             await context.send_initial_metadata(run.headers)
                             data, first = events.start() + data, False
-                        if delta.final:
-                            data += events.end() + oj.DONE_EVENT
                         if data:
                             yield httpbody_pb2.HttpBody(content_type="text/event-stream", data=data)
                 except ApiError as err:
@@ -118,26 +143,37 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                         raise
                     yield httpbody_pb2.HttpBody(content_type="text/event-stream",
                                                 data=oj.sse_error(err) + oj.DONE_EVENT)
+                    return
+            yield httpbody_pb2.HttpBody(content_type="text/event-stream", data=events.end() + oj.DONE_EVENT)
         finally:
             self._pipeline.finish(run)
 
     async def CreateChatCompletion(self, request, context):
         run = await self._pipeline.prepare(request, context, stream=False, endpoint=GRPC_UNARY)
         try:
-            async with aclosing(self._pipeline.run(run)) as deltas:
-                collected = [d async for d in deltas]
+            per_choice = await self._pipeline.collect(run)
         finally:
             self._pipeline.finish(run)
         await context.send_initial_metadata(run.headers)
-        if run.output is not None:
-            return oj.typed_shaped_completion(run, collected)
-        return oj.typed_completion(run, "".join(d.text for d in collected))
+        if run.output is not None or run.choices:
+            return oj.typed_shaped_completion(run, per_choice)
+        return oj.typed_completion(run, "".join(d.text for d in per_choice[0]))
 
     async def StreamChatCompletion(self, request, context):
         run = await self._pipeline.prepare(request, context, stream=True, endpoint=GRPC_STREAM)
         # From here on the reservation is settled whatever happens, even if the caller leaves at the first chunk.
         try:
             await context.send_initial_metadata(run.headers)
+            if run.choices:
+                for index in range(len(run.choices)):
+                    yield oj.typed_chunk(run, role="assistant", content="", index=index)
+                async with aclosing(self._pipeline.run_choices(run)) as merged:
+                    async for index, delta in merged:
+                        for typed in oj.typed_events(oj.choice_events(run.choices[index], index, delta)):
+                            yield typed
+                if run.params.include_usage:
+                    yield oj.typed_chunk(run, with_usage=True)
+                return
             yield oj.typed_chunk(run, role="assistant", content="")
             async with aclosing(self._pipeline.run(run)) as deltas:
                 async for delta in deltas:
@@ -234,6 +270,13 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
 
 REST_FILES = "POST /v1/files"
+
+
+async def _first_choice(deltas):
+    """A single choice's deltas as (index, delta) pairs, as run_choices gives a request's several."""
+    async with aclosing(deltas):
+        async for delta in deltas:
+            yield 0, delta
 
 
 def _through_envoy(context) -> bool:

@@ -32,7 +32,6 @@ import contextlib
 import json
 import logging
 import time
-from contextlib import aclosing
 
 import grpc
 from google.protobuf import json_format
@@ -375,21 +374,17 @@ class BatchWorker:
             run = await self._pipeline.prepare_for(caller, request, kind="batch")
         self._generating += 1
         try:
-            async with aclosing(self._pipeline.run(run)) as stream:
-                deltas = [d async for d in stream]
+            per_choice = await self._pipeline.collect(run)
         except BaseException:
             # A line that fails is not billed (the error file carries no usage): released, whatever was produced.
-            run.usage = Usage()
-            self._pipeline.finish(run)
+            self._pipeline.finish(run, billed=False)
             raise
         finally:
             self._generating -= 1
         if legacy:
-            body = completions.completion(run, deltas, oj.system_fingerprint(run))
-        elif run.output is None:
-            body = oj.completion(run, "".join(d.text for d in deltas))
+            body = completions.completion(run, per_choice, oj.system_fingerprint(run))
         else:
-            body = oj.shaped_completion(run, deltas)  # tool calls, logprobs
+            body = oj.completion_of(run, per_choice)
         await self._commit(batch, line, attempt, run.request_id, True, run.usage, 200, raw_body=oj.json_body(body))
         self._pipeline.finish(run)  # settles and records, after the result is safe
 
