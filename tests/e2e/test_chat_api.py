@@ -182,8 +182,8 @@ def test_completions(client):
     assert lp.text_offset[0] == 0 and all(x <= 0 for x in lp.token_logprobs)
 
 
-@pytest.mark.parametrize("extra,param", [({"suffix": "end"}, "suffix"), ({"prompt": ["a", "b"]}, "prompt"),
-                                         ({"prompt": [1, 2, 3]}, "prompt"), ({"n": 2}, "n"),
+@pytest.mark.parametrize("extra,param", [({"suffix": "end"}, "suffix"), ({"prompt": [[1], [2]]}, "prompt"),
+                                         ({"prompt": [1, 2, 3]}, "prompt"), ({"n": 129}, "n"),
                                          ({"echo": True, "logprobs": 1}, "echo"), ({"logprobs": 6}, "logprobs")])
 def test_completions_refusals_name_the_param(client, extra, param):
     body = {"model": TEST_MODEL, "prompt": "hi", "max_tokens": 2, **extra}
@@ -194,7 +194,7 @@ def test_completions_refusals_name_the_param(client, extra, param):
 @pytest.mark.parametrize("extra,param", [
     ({"store": True}, "store"), ({"service_tier": "priority"}, "service_tier"),
     ({"modalities": ["text", "audio"]}, "modalities"), ({"logit_bias": {"1": 5}}, "logit_bias"),
-    ({"reasoning_effort": "low"}, "reasoning_effort"), ({"n": 2}, "n"),
+    ({"reasoning_effort": "low"}, "reasoning_effort"), ({"n": 129}, "n"),
     ({"extra_body": {"prediction": {"type": "content", "content": "x"}}}, "prediction"),
     ({"extra_body": {"audio": {"voice": "alloy", "format": "mp3"}}}, "audio"),
     ({"extra_body": {"functions": [{"name": "f"}]}}, "functions"),
