@@ -25,6 +25,7 @@ What a unary call has, a streamed one keeps:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -46,6 +47,8 @@ log = logging.getLogger("llmaas.call_stream")
 
 # A message carries at most this many calls (a burst is split): bounded message size and latency of the first.
 MAX_BATCH = 256
+# How long a failed write waits for the call's own status before its calls fail as UNAVAILABLE.
+WRITE_FAILURE_GRACE_SECONDS = 1.0
 
 
 class _ReplyError(grpc.RpcError):
@@ -167,6 +170,11 @@ class _Stream:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - the stream broke: its calls fail like unary calls would
+            if not isinstance(e, grpc.RpcError):
+                # A write fails this way once the call has ended (a server that refused the stream's credential):
+                # the call's own status, which the reader raises, says why. Give it a moment to.
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(self._reader), WRITE_FAILURE_GRACE_SECONDS)
             self._fail(e)
 
     async def _read(self) -> None:
