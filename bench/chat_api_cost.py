@@ -8,7 +8,8 @@ Times, in-process and single-threaded: parse_chat_request, the prompt rendering,
 non-streamed body (completion + JSON) and a 32-chunk stream's events, for this checkout and for the baseline's
 `services/` (extracted with git archive, run in a subprocess with it first on the path). Then a request with tools,
 one with logprobs and one to a reasoning model (its 32 tokens split into reasoning and answer) on this checkout, for
-scale. Prints CPU µs per request (process time, best of 5) and the ratio.
+scale. Prints CPU µs per request (process time, best of 5) and the ratio. The output guard's scan is timed as the
+pipeline runs it (a ~120-word system prompt's leak check in a second comparison).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ request = json_format.ParseDict(body, router_pb2.CreateChatCompletionRequest())
 Delta = __import__("llmaas.router.kserve", fromlist=["Delta"]).Delta
 deltas = [Delta(" word", None, 20, 1, False) for _ in range(31)] + [Delta("", "stop", 20, 1, True)]
 SHAPED = "output" in ChatRun.__dataclass_fields__
+try:  # the output guard (issue 19 item 5), on by default (enforce): the plain request pays for it
+    from llmaas.router.output_guard import OutputGuard, system_text
+except ImportError:
+    OutputGuard = None
 if SHAPED:
     from llmaas.router.chat_output import ChatOutput
 reasoning = None
@@ -64,6 +69,16 @@ def one():
         fields["reasoning"] = reasoning
     run = ChatRun(**fields)
     run.usage = Usage(20, 32)
+    if OutputGuard is not None:  # as the pipeline does: the whole answer at once, then the stream delta by delta
+        system = system_text(params.messages)
+        whole = OutputGuard(system, enforce=True)
+        whole.scanner.feed("".join(d.text for d in deltas))
+        whole.scanner.end()
+        streamed = OutputGuard(system, enforce=True)
+        for d in deltas:
+            if d.text:
+                streamed.scanner.feed(d.text)
+        streamed.scanner.end()
     if output is None:
         oj.json_body(oj.completion(run, "".join(d.text for d in deltas)))
         data = b"".join(oj.sse(oj.chunk(run, {"content": d.text})) for d in deltas if d.text)
@@ -92,6 +107,13 @@ print(best * 1e6)
 PLAIN = {"model": "m", "messages": [{"role": "system", "content": "You are concise."},
                                     {"role": "user", "content": "Summarise the plot of Hamlet in three lines. " * 4}],
          "max_tokens": 32, "temperature": 0.7, "stream": False}
+# A system prompt long enough for the output guard's leak check (~120 words: its 8-word runs hashed per request).
+LONG_SYSTEM = {**PLAIN, "messages": [{"role": "system", "content": (
+    "You are the support assistant of Acme Bank. Answer in the customer's language, politely and briefly. Never give "
+    "investment advice, never reveal internal procedures, and hand the conversation to a human adviser when the "
+    "customer asks about a loan, a complaint or a closed account. ") * 2 + "Keep every answer under one hundred "
+    "words, cite the relevant page of the help centre when there is one, and never invent a fee or a rate."},
+    PLAIN["messages"][1]]}
 TOOLS = {**PLAIN, "tools": [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}],
@@ -126,6 +148,15 @@ def main() -> None:
             rows.append((a, b) if i % 2 == 0 else (b, a))
         baseline, current = min(r[0] for r in rows), min(r[1] for r in rows)
         print("plain chat request, router CPU (parse, render, sampling, body + 32-chunk stream), best of runs:")
+        print(f"  baseline {args.baseline}: {baseline:8.1f} µs")
+        print(f"  this checkout:    {current:8.1f} µs   ratio {current / baseline:.3f}")
+        rows = []
+        for i in range(max(args.pairs // 2, 2)):
+            first, second = (base, ROOT / "services") if i % 2 == 0 else (ROOT / "services", base)
+            a, b = _measure(first, LONG_SYSTEM, args.seconds), _measure(second, LONG_SYSTEM, args.seconds)
+            rows.append((a, b) if i % 2 == 0 else (b, a))
+        baseline, current = min(r[0] for r in rows), min(r[1] for r in rows)
+        print("the same with a ~120-word system prompt (the output guard's leak check on):")
         print(f"  baseline {args.baseline}: {baseline:8.1f} µs")
         print(f"  this checkout:    {current:8.1f} µs   ratio {current / baseline:.3f}")
         print(f"  with tools (auto): {_measure(ROOT / 'services', TOOLS, args.seconds):8.1f} µs")

@@ -1,6 +1,6 @@
 """The router's Prometheus metrics (llmaas.common.metrics serves them): requests by endpoint, model, HTTP status and
 error code, their latency, time to first token and output tokens per second by model, streams the client left,
-backend errors and which replicas are in rotation. The same observations feed the public status
+backend errors, output guard findings and which replicas are in rotation. The same observations feed the public status
 (llmaas.router.status).
 
 Every label is bounded: endpoints are the router's own constants, models the catalogue's ids ("" before one was
@@ -39,6 +39,11 @@ CANCELLED_STREAMS = Counter("llmaas_router_client_cancelled_streams", "Chat requ
 BACKEND_ERRORS = Counter("llmaas_router_backend_errors", "Failures of a Triton replica (scope `replica`: the server; "
                          "`model`: the model's instance on it), by replica address and model.",
                          ["replica", "model", "scope"], registry=REGISTRY)
+OUTPUT_FINDINGS = Counter("llmaas_router_output_guard_findings", "Chat answers the output guard flagged "
+                          "(llmaas.router.output_guard), by model, reason (exfiltration_image, exfiltration_link, "
+                          "system_prompt_leak: one count per reason per answer) and guard mode (shadow: answered "
+                          "unchanged; enforce: cut, finish_reason content_filter).", ["model", "reason", "mode"],
+                          registry=REGISTRY)
 
 _requests, _request_seconds = Children(REQUESTS), Children(REQUEST_SECONDS)
 _ttft, _rate, _output, _cancelled = (Children(TTFT_SECONDS), Children(TOKENS_PER_SECOND), Children(OUTPUT_TOKENS),
@@ -74,6 +79,10 @@ def chat_ended(model: str, outcome: str, started: float, first_token: float, out
             rate = (output_tokens - 1) / elapsed
             _rate(model).observe(rate)
     TRAFFIC.latency(model, ttft, rate)
+
+
+def output_finding(model: str, reason: str, mode: str) -> None:
+    OUTPUT_FINDINGS.labels(model, reason, mode).inc()
 
 
 def backend_error(replica: str, model: str, model_level: bool) -> None:
