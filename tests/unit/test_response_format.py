@@ -150,3 +150,33 @@ def test_backend_schema_errors_are_a_400_naming_response_format():
     assert _backend_error("The provided JSON schema contains features not supported by xgrammar.").param \
         == "response_format"
     assert _backend_error("sampling parameter 'top_p' must be in (0, 1]").param == "top_p"
+
+
+@pytest.mark.parametrize("schema,context,rule", [
+    ({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}, "()",
+     "'additionalProperties' is required to be supplied and to be false."),
+    ({**CITY, "required": ["city"]}, "()", "Missing 'population'."),
+    ({**CITY, "properties": {**CITY["properties"], "home": {"type": "object", "properties": {"x": {"type": "number"}},
+                                                           "required": ["x"]}}, "required": ["city", "population", "home"]},
+     "('properties', 'home')", "'additionalProperties' is required"),
+    ({"type": "array", "items": CITY}, "()", "schema must be a JSON Schema of 'type: \"object\"'"),
+    ({**CITY, "$defs": {"p": {"type": "object", "properties": {"y": {"type": "string"}}, "additionalProperties": False}}},
+     "('$defs', 'p')", "Missing 'y'."),
+])
+def test_a_strict_schema_follows_openais_rules(schema, context, rule):
+    error = refused(schema_format(schema, strict=True))
+    assert error.param == "response_format" and error.message.startswith(
+        f"Invalid schema for response_format 'city_info': In context={context}, ")
+    assert rule in error.message
+    assert parse(schema_format(schema)).guided_decoding == {"json": schema}  # not strict: served as given
+
+
+def test_a_strict_tool_follows_the_same_rules():
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "function", "function": {"name": "f", "strict": True, "parameters": {
+            "type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": False}}}]}
+    with pytest.raises(ApiError) as e:
+        parse_chat_request(json_format.ParseDict(body, router_pb2.CreateChatCompletionRequest()))
+    assert e.value.param == "tools[0].function.parameters" and "function 'f'" in e.value.message
+    body["tools"][0]["function"]["parameters"]["required"] = ["a"]
+    assert parse_chat_request(json_format.ParseDict(body, router_pb2.CreateChatCompletionRequest())).tools.tools[0].strict

@@ -101,6 +101,43 @@ def check_schema(schema, path: str = "schema", depth: int = 0, root: str = f"{PA
                        f"{where}.pattern") from None
 
 
+def check_strict(schema, subject: str, param: str) -> None:
+    """OpenAI's rules for a strict schema (Structured Outputs), with its wording: the root is an object; every
+    object lists every property in `required` and sets `additionalProperties: false`, so that the answer has exactly
+    the declared fields. `subject`: "response_format 'name'" or "function 'name'"; the 400 names `param`."""
+    def bad(context: tuple[str, ...], rule: str):
+        return _bad(f"Invalid schema for {subject}: In context={context!r}, {rule}", param)
+
+    if not isinstance(schema, dict) or schema.get("type") != "object" or "anyOf" in schema:
+        raise bad((), "schema must be a JSON Schema of 'type: \"object\"', got "
+                      f"'type: {json.dumps(schema.get('type') if isinstance(schema, dict) else None)}'.")
+
+    def walk(node, context: tuple[str, ...]) -> None:
+        if not isinstance(node, dict):
+            return
+        kinds = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+        if "object" in kinds or "properties" in node:
+            if node.get("additionalProperties") is not False:
+                raise bad(context, "'additionalProperties' is required to be supplied and to be false.")
+            properties = node.get("properties") or {}
+            missing = [name for name in properties if name not in (node.get("required") or [])]
+            if missing:
+                raise bad(context, "'required' is required to be supplied and to be an array including every key "
+                                   f"in properties. Missing '{missing[0]}'.")
+            for name, sub in properties.items():
+                walk(sub, (*context, "properties", name))
+        for key in ("$defs", "definitions"):
+            for name, sub in (node.get(key) or {}).items():
+                walk(sub, (*context, key, name))
+        for key in ("anyOf", "prefixItems"):
+            for i, sub in enumerate(node.get(key) or []):
+                walk(sub, (*context, key, str(i)))
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], (*context, "items"))
+
+    walk(schema, ())
+
+
 def parse_response_format(value: struct_pb2.Struct, present: bool) -> dict | None:
     """vLLM guided decoding for the request's response_format; None for free text."""
     if not present:
@@ -137,5 +174,7 @@ def parse_response_format(value: struct_pb2.Struct, present: bool) -> dict | Non
         raise _bad(f"Invalid 'response_format.json_schema.schema': longer than {MAX_SCHEMA_BYTES} bytes.",
                    f"{PARAM}.json_schema.schema")
     check_schema(schema)
+    if spec.get("strict") is True:
+        check_strict(schema, f"response_format '{name}'", PARAM)
     # The output always follows the schema (strict or not): constrained decoding is the only mode served.
     return {"json": schema}

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from google.protobuf import json_format, struct_pb2
 
 from llmaas.common.errors import invalid_request
-from llmaas.router.response_format import MAX_SCHEMA_BYTES, check_schema, ints
+from llmaas.router.response_format import MAX_SCHEMA_BYTES, check_schema, check_strict, ints
 
 MAX_TOOLS = 128
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -109,6 +109,8 @@ def _tool(value: struct_pb2.Struct, i: int) -> Tool:
     if not isinstance(strict, bool):
         raise invalid_request(f"Invalid type for '{param}.function.strict': expected a boolean.",
                               param=f"{param}.function.strict", code="invalid_type")
+    if strict:
+        check_strict(parameters or NO_PARAMETERS, f"function '{name}'", f"{param}.function.parameters")
     return Tool(name, description, parameters or NO_PARAMETERS, strict)
 
 
