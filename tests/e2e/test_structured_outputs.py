@@ -68,6 +68,9 @@ def test_max_tokens_mid_object_is_length(client):
      "response_format.json_schema.schema.type"),
     ({"type": "json_schema", "json_schema": {"name": "city info", "schema": CITY}}, "response_format.json_schema.name"),
     ({"type": "yaml"}, "response_format.type"),
+    # Strict, without additionalProperties: false (OpenAI's Structured Outputs rule).
+    ({"type": "json_schema", "json_schema": {"name": "city_info", "strict": True, "schema": {
+        k: v for k, v in CITY.items() if k != "additionalProperties"}}}, "response_format"),
     # Structurally valid, but llama.cpp's schema converter takes only anchored patterns: the backend refuses it.
     ({"type": "json_schema", "json_schema": {"name": "code", "schema": {
         "type": "object", "properties": {"code": {"type": "string", "pattern": "[A-Z]+"}}}}}, "response_format"),
