@@ -122,9 +122,10 @@ local function too_deep(s, limit)
 end
 
 -- A misspelled or unimplemented field must be a 400, but the transcoder drops JSON fields its message does not have
--- without a word (it has no strict mode). So the edge lists the body's top-level keys in KEYS_HEADER and the service
--- compares them with the request message's fields (llmaas.common.json_fields). Keys past MAX_KEYS are listed as
--- "+" (refused there as too many); a body scanned past MAX_SCAN_STEPS goes on without the list (unchecked).
+-- without a word (it has no strict mode). So the edge lists the body's keys in KEYS_HEADER (the top level's, and the
+-- nested objects' one level in) and the service compares them with the request message's fields
+-- (llmaas.common.json_fields). Top-level keys past MAX_KEYS are listed as "+" (refused there as too many); a body
+-- scanned past MAX_SCAN_STEPS goes on without the list (unchecked).
 local KEYS_HEADER = "x-llmaas-json-keys"
 local MAX_KEYS = 128
 local MAX_KEY_LENGTH = 64
@@ -162,11 +163,14 @@ local function next_token(s, i, colon)
   return nil
 end
 
--- The top-level keys of a JSON object, comma-joined; nil when `s` is not an object, is malformed or is too costly to
--- scan. At depth 1 strings alternate key and value, except that a value may be a container or a literal: what
--- follows each key's colon says which, so the next key is known without looking at commas (a token array's thousands
--- of commas cost nothing).
-local function top_level_keys(s)
+-- The keys of a JSON object, comma-joined: every top-level key, then the keys of the objects one level in, each named
+-- by its path the first time it shows ("stream_options.include_usage", "messages[2].nmae": a key repeated in later
+-- messages is listed once), at most MAX_NESTED_KEYS of those (past that, nested keys go unchecked). nil when `s` is
+-- not an object, is malformed or is too costly to scan. In an object, strings alternate key and value, except that a
+-- value may be a container or a literal: what follows each key's colon says which, so the next key is known without
+-- looking at commas (a token array's thousands of commas cost nothing).
+local MAX_NESTED_KEYS = 32
+local function body_keys(s)
   local first, opening = next_token(s, 1, false)
   if first == nil or opening ~= 123 then
     return nil
@@ -178,8 +182,11 @@ local function top_level_keys(s)
   local from = first + 1
   local open_o, close_o, open_a, close_a, quote = after("{", from), after("}", from), after("[", from),
     after("]", from), after('"', from)
-  local depth, steps, expect_key = 1, 0, true
-  local keys, n = {}, 0
+  local depth, steps = 1, 0
+  -- Per depth: is the container an object, does it expect a key next, its path (depths 2 and 3 only), the key whose
+  -- value opens next (depth 1), the index of the last object in an array (depth 2).
+  local object, expect, label, pending, index = {true}, {true}, {}, nil, -1
+  local keys, n, nested, seen = {}, 0, 0, {}
   while true do
     local i = min(open_o, close_o, open_a, close_a, quote)
     steps = steps + 1
@@ -192,25 +199,38 @@ local function top_level_keys(s)
       if k == nil then
         return nil
       end
-      if depth == 1 then
-        if expect_key then
+      if object[depth] then
+        if expect[depth] then
           local key = sub(s, i + 1, min(k - 1, i + MAX_KEY_LENGTH))
-          if find(key, "\\", 1, true) then
-            return nil -- an escaped key ("mod\u0065l"): what it means is the transcoder's to decode; unchecked
-          end
-          n = n + 1
-          if n <= MAX_KEYS then
-            keys[n] = gsub(key, "[^%w_%-%.%[%]]", "?")
-          elseif n == MAX_KEYS + 1 then
-            keys[n] = "+"
-          end
+          local escaped = find(key, "\\", 1, true)
           local v, c = next_token(s, k + 1, true)
           if v == nil then
             return nil
           end
-          expect_key = not (c == 34 or c == 123 or c == 91) -- a string or a container comes next: not a key
+          if depth == 1 then
+            if escaped then
+              return nil -- an escaped key ("mod\u0065l"): what it means is the transcoder's to decode; unchecked
+            end
+            n = n + 1
+            if n <= MAX_KEYS then
+              keys[#keys + 1] = gsub(key, "[^%w_%-%.%[%]]", "?")
+            elseif n == MAX_KEYS + 1 then
+              keys[#keys + 1] = "+"
+            end
+            pending = keys[#keys]
+          elseif label[depth] ~= nil and not escaped and c ~= 110 and nested < MAX_NESTED_KEYS then
+            -- (a null value is the field's absence, as the transcoder reads it: "refusal": null is not listed)
+            local clean = gsub(key, "[^%w_%-]", "?")
+            local kind = (depth == 3 and label[2] .. "[]" or label[2]) .. "." .. clean
+            if not seen[kind] then
+              seen[kind] = true
+              nested = nested + 1
+              keys[#keys + 1] = label[depth] .. "." .. clean
+            end
+          end
+          expect[depth] = not (c == 34 or c == 123 or c == 91) -- a string or a container comes next: not a key
         else
-          expect_key = true -- that string was the value
+          expect[depth] = true -- that string was the value
         end
       end
       local pos = k + 1
@@ -220,15 +240,23 @@ local function top_level_keys(s)
       if open_a < pos then open_a = after("[", pos) end
       if close_a < pos then close_a = after("]", pos) end
     elseif i == open_o or i == open_a then
+      local is_object = i == open_o
       depth = depth + 1
-      if i == open_o then open_o = after("{", i + 1) else open_a = after("[", i + 1) end
+      object[depth], expect[depth], label[depth] = is_object, is_object, nil
+      if depth == 2 then
+        label[2], index = pending, -1
+      elseif depth == 3 and is_object and not object[2] and label[2] ~= nil then
+        index = index + 1
+        label[3] = label[2] .. "[" .. index .. "]"
+      end
+      if is_object then open_o = after("{", i + 1) else open_a = after("[", i + 1) end
     else
       depth = depth - 1
       if depth == 0 then
         return table.concat(keys, ",")
       end
-      if depth == 1 then
-        expect_key = true -- a container value ended
+      if object[depth] then
+        expect[depth] = true -- a container value ended
       end
       if i == close_o then close_o = after("}", i + 1) else close_a = after("]", i + 1) end
     end
@@ -282,7 +310,7 @@ local function drop_non_metadata_headers(headers, grpc)
   end
 end
 
--- A /v1/completions body with messages and without a prompt (the keys top_level_keys listed).
+-- A /v1/completions body with messages and without a prompt (the keys body_keys listed).
 local function chat_shaped_completion(path, keys)
   local bare = string.match(path or "", "^([^?]*)")
   if bare ~= "/v1/completions" and bare ~= "/v1/completions/" then
@@ -326,7 +354,7 @@ function envoy_on_request(request_handle)
       .. "and arrays are accepted.", MAX_JSON_DEPTH), "json_too_deep")
     return
   end
-  local keys = top_level_keys(text)
+  local keys = body_keys(text)
   if keys ~= nil and keys ~= "" then
     local fresh = request_handle:headers() -- a fresh handle: the body was read since `headers`
     fresh:replace(KEYS_HEADER, keys)

@@ -235,6 +235,10 @@ def test_a_misspelled_field_is_a_400_naming_it_through_the_sdk(client):
     b'{"messages": [{"role": "user", "content": "\\\\"}], "logprobs": true, "top_logprobs": 1, "model": "%s", '
     b'"max_tokens": 2, "stop": ["]", "}", "\\"", ","]}',
     b'{"model":"%s","messages":[{"role":"user","content":"hi"}],"max_tokens":2,"temperature":0.5e0,"n":1}',
+    # What a client sends back of an earlier answer (nulls are absences), and nested keys a Struct takes freely.
+    b'{"model":"%s","max_tokens":2,"stream_options":null,"messages":[{"role":"user","content":"hi"},{"role":'
+    b'"assistant","content":"Hello","refusal":null,"tool_calls":null,"audio":null,"function_call":null,'
+    b'"reasoning_content":"thought"},{"role":"user","content":"again", "name": "bob"}],"metadata":{"any_key":"v"}}',
 ])
 def test_bodies_with_only_known_fields_pass_whatever_their_shape(stack, body):
     resp = post(stack, content=body.replace(b"%s", TEST_MODEL.encode()), headers={"content-type": "application/json"})
@@ -251,3 +255,29 @@ def test_an_unknown_top_level_field_is_refused_before_any_work(stack, body, unkn
     err = openai_error(post(stack, content=body.replace(b"%s", TEST_MODEL.encode()),
                             headers={"content-type": "application/json"}), 400, "unknown_parameter")
     assert err["param"] == unknown
+
+
+@pytest.mark.parametrize(("body", "unknown"), [
+    (b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}, {"role": "user", "contnet": "hi"}]}',
+     "messages[1].contnet"),
+    (b'{"model": "%s", "messages": [{"role": "user", "content": "hi", "nmae": "bob"}]}', "messages[0].nmae"),
+    (b'{"model": "%s", "stream": true, "stream_options": {"include_usag": true}, "messages": [{"role": "user", '
+     b'"content": "hi"}]}', "stream_options.include_usag"),
+    (b'{"model": "%s", "messages": [{"role": "assistant", "content": "x", "audio": {"id": "a1"}}, {"role": "user", '
+     b'"content": "hi"}]}', "messages[0].audio"),
+])
+def test_an_unknown_field_one_level_in_is_refused_naming_its_path(stack, body, unknown):
+    err = openai_error(post(stack, content=body.replace(b"%s", TEST_MODEL.encode()),
+                            headers={"content-type": "application/json"}), 400, "unknown_parameter")
+    assert err["param"] == unknown and err["message"] == f"Unrecognized request argument supplied: {unknown}"
+
+
+def test_an_assistants_earlier_refusal_is_its_text_in_the_history(client):
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "refusal": "I cannot help"},
+               {"role": "user", "content": "why"}]
+    r = client.chat.completions.create(model=TEST_MODEL, messages=history, max_tokens=40)
+    assert "cannot help" in r.choices[0].message.content  # the deterministic engine echoes the prompt's last words
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=TEST_MODEL, max_tokens=2,
+                                       messages=[{"role": "user", "content": "hi", "refusal": "no"}])
+    assert e.value.param == "messages[0].refusal"

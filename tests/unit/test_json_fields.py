@@ -1,5 +1,5 @@
-"""Unknown top-level JSON fields are a 400 naming the first (llmaas.common.json_fields); the edge's half, the key
-listing in gateway/openai_errors.lua, is driven through the real Envoy in tests/e2e/test_hostile_edge.py."""
+"""Unknown JSON fields, top-level or one level in, are a 400 naming the first (llmaas.common.json_fields); the edge's
+half, the key listing in gateway/openai_errors.lua, is driven through the real Envoy in tests/e2e/test_hostile_edge.py."""
 
 from __future__ import annotations
 
@@ -7,8 +7,16 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
-from llmaas.common.json_fields import KEYS_HEADER, UnknownFieldsInterceptor, fields_of, unknown_field
-from llmaas.router.v1 import router_pb2  # noqa: F401  (registers the router's messages)
+from llmaas.common.errors import ApiError
+from llmaas.common.json_fields import (
+    KEYS_HEADER,
+    KnownFields,
+    UnknownFieldsInterceptor,
+    fields_of,
+    refuse_unknown_fields,
+    request_message,
+)
+from llmaas.router.v1 import router_pb2
 
 CHAT = "/llmaas.router.v1.RouterService/ChatCompletionsHttp"
 
@@ -16,8 +24,31 @@ CHAT = "/llmaas.router.v1.RouterService/ChatCompletionsHttp"
 def test_a_json_body_may_use_proto_and_json_names_of_its_message():
     allowed = fields_of(CHAT)
     assert {"max_tokens", "maxTokens", "messages", "model"} <= allowed
-    assert unknown_field("model,messages,max_tokens,stream_options", allowed) is None
-    assert unknown_field("model,messages,temprature,max_token", allowed) == "temprature"
+    known = KnownFields(request_message(CHAT))
+    assert known.unknown("model,messages,max_tokens,stream_options") is None
+    assert known.unknown("model,messages,temprature,max_token") == "temprature"
+
+
+def test_the_objects_one_level_in_are_checked_against_their_message():
+    known = KnownFields(request_message(CHAT))
+    assert known.unknown("model,messages,stream_options,messages[0].role,messages[0].content,messages[1].toolCallId,"
+                         "stream_options.include_usage,messages[2].refusal,messages[2].reasoning_content") is None
+    assert known.unknown("model,messages,messages[0].role,messages[3].nmae") == "messages[3].nmae"
+    assert known.unknown("model,stream_options,stream_options.include_usag") == "stream_options.include_usag"
+    # Free-form values (Struct: tools, response_format, metadata) and scalars are the services' own to check.
+    assert known.unknown("model,tools,tools[0].type,tools[0].anything,response_format,response_format.x,"
+                         "metadata,metadata.k") is None
+
+
+def test_a_batch_lines_body_is_checked_the_same_way():
+    message = router_pb2.CreateChatCompletionRequest.DESCRIPTOR
+    refuse_unknown_fields({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"x": 1}],
+                           "stream_options": {"include_usage": True}}, message)
+    for body, name in (({"model": "m", "messages": [{"role": "user"}, {"role": "user", "contnet": "hi"}]},
+                        "messages[1].contnet"), ({"stream_options": {"usage": True}}, "stream_options.usage")):
+        with pytest.raises(ApiError) as e:
+            refuse_unknown_fields(body, message)
+        assert e.value.param == name and e.value.message == f"Unrecognized request argument supplied: {name}"
 
 
 def test_raw_bodies_and_unknown_methods_are_not_checked():
@@ -57,7 +88,13 @@ async def call(keys: str | None, method: str = CHAT):
         return None, context
 
 
-async def test_a_misspelled_field_is_refused_naming_it_before_the_handler_runs():
+@pytest.mark.parametrize("misspelled", ["temprature", "messages[1].contnet"])
+async def test_a_misspelled_field_is_refused_naming_it_before_the_handler_runs(misspelled):
+    served, context = await call(f"model,messages,messages[0].role,{misspelled}")
+    assert served is None and context.aborted[1] == f"Unrecognized request argument supplied: {misspelled}"
+
+
+async def test_a_misspelled_top_level_field_is_refused_with_its_param():
     served, context = await call("model,messages,temprature")
     assert served is None and context.aborted[0] == grpc.StatusCode.INVALID_ARGUMENT
     assert context.aborted[1] == "Unrecognized request argument supplied: temprature"

@@ -1,11 +1,15 @@
-"""Unknown top-level JSON fields are a 400, as OpenAI answers them ("Unrecognized request argument supplied"), not
-silently dropped: Envoy's transcoder drops a JSON field its message does not have, so the edge lists the body's
-top-level keys in KEYS_HEADER (gateway/openai_errors.lua) and this interceptor compares them with the fields of the
-method's request message (their proto and JSON names, both of which the transcoder takes). Only the top level is
-checked: a misspelled field inside a message object is still dropped. Raw bodies (google.api.HttpBody: uploads, batch
-creation) are the services' own to check."""
+"""Unknown JSON fields are a 400, as OpenAI answers them ("Unrecognized request argument supplied"), not silently
+dropped: Envoy's transcoder drops a JSON field its message does not have, so the edge lists the body's keys in
+KEYS_HEADER (gateway/openai_errors.lua: the top-level keys, then the keys of the objects one level in, named by their
+path, "stream_options.include_usage" or "messages[2].nmae") and this interceptor compares them with the fields of
+the method's request message and of its nested messages (their proto and JSON names, both of which the transcoder
+takes). Free-form values (google.protobuf.Struct: tools, response_format, metadata) are the services' own to check,
+as are raw bodies (google.api.HttpBody: uploads, batch creation). Deeper objects (a tool call's `function`) are not
+listed by the edge."""
 
 from __future__ import annotations
+
+import re
 
 import grpc
 from google.api import annotations_pb2
@@ -17,10 +21,12 @@ from llmaas.common.service_auth import refusing
 KEYS_HEADER = "x-llmaas-json-keys"
 TOO_MANY = "+"  # the edge's mark for keys past its limit
 RAW_BODY = "google.api.HttpBody"
+FREE_FORM = frozenset({"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"})
+_PATH = re.compile(r"^([A-Za-z0-9_]+)(\[\d+\])?\.(.+)$")  # field, [index], key: a nested entry of the edge's list
 
 
-def fields_of(method: str) -> frozenset[str] | None:
-    """The names a JSON body of `method` (a gRPC path, /package.Service/Method) may use; None when its body is raw or
+def request_message(method: str):
+    """The message a JSON body of `method` (a gRPC path, /package.Service/Method) fills; None when its body is raw or
     the method is unknown here."""
     service, _, name = method[1:].rpartition("/")
     try:
@@ -39,7 +45,13 @@ def fields_of(method: str) -> frozenset[str] | None:
         if field is None or field.message_type is None:
             return None
         message = field.message_type
-    return message_fields(message)
+    return message
+
+
+def fields_of(method: str) -> frozenset[str] | None:
+    """The top-level names a JSON body of `method` may use; None when not checked."""
+    message = request_message(method)
+    return None if message is None else message_fields(message)
 
 
 def message_fields(message) -> frozenset[str]:
@@ -47,18 +59,65 @@ def message_fields(message) -> frozenset[str]:
     return frozenset(n for f in message.fields for n in (f.name, f.json_name))
 
 
+def nested_fields(message, name: str) -> frozenset[str] | None:
+    """The names the object in field `name` of `message` (or each object of its list) may use; None when that
+    field is not a message of known fields (a scalar, a free-form Struct, not a field)."""
+    field = message.fields_by_camelcase_name.get(name) or message.fields_by_name.get(name)
+    if field is None or field.message_type is None or field.message_type.full_name in FREE_FORM:
+        return None
+    return message_fields(field.message_type)
+
+
 def unrecognized(name: str) -> ApiError:
-    return invalid_request(f"Unrecognized request argument supplied: {name[:64]}", param=name[:64],
+    return invalid_request(f"Unrecognized request argument supplied: {name[:80]}", param=name[:80],
                            code="unknown_parameter")
 
 
 def refuse_unknown_fields(body: dict, message) -> None:
-    """A 400 naming the first top-level key of a parsed JSON body that `message` (a descriptor) does not define: for
-    bodies that do not come through the transcoder (batch lines)."""
+    """A 400 naming the first key of a parsed JSON body that `message` (a descriptor) does not define, at the top
+    level or in an object one level in (as the edge lists them): for bodies that do not come through the transcoder
+    (batch lines)."""
     allowed = message_fields(message)
     for key in body:
         if key not in allowed:
             raise unrecognized(key)
+    for key, value in body.items():
+        objects = [(key, value)] if isinstance(value, dict) else [
+            (f"{key}[{i}]", item) for i, item in enumerate(value) if isinstance(item, dict)] \
+            if isinstance(value, list) else []
+        if not objects or (inner := nested_fields(message, key)) is None:
+            continue
+        for path, item in objects:
+            for name in item:
+                if name not in inner:
+                    raise unrecognized(f"{path}.{name}")
+
+
+class KnownFields:
+    """What one method's bodies may use, at the top level and one level in (nested sets computed once per field)."""
+
+    def __init__(self, message) -> None:
+        self._message = message
+        self.top = message_fields(message)
+        self._nested: dict[str, frozenset[str] | None] = {}
+
+    def unknown(self, keys: str) -> str | None:
+        """The first entry of the edge's list the message does not define."""
+        for key in keys.split(","):
+            if key in self.top:
+                continue
+            path = _PATH.match(key)
+            if path is None:
+                return key
+            name = path.group(1)
+            if name not in self._nested:
+                if name not in self.top:
+                    return name  # cannot happen: the edge lists a top-level key before what is in it
+                self._nested[name] = nested_fields(self._message, name)
+            inner = self._nested[name]
+            if inner is not None and path.group(3) not in inner:
+                return key
+        return None
 
 
 def unknown_field(keys: str, allowed: frozenset[str]) -> str | None:
@@ -69,11 +128,12 @@ def unknown_field(keys: str, allowed: frozenset[str]) -> str | None:
 
 
 class UnknownFieldsInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses a transcoded call whose JSON body had a top-level field its request message does not define. Sits
-    inside llmaas.common.server.ErrorInterceptor; calls without the edge's header (gRPC callers) pass untouched."""
+    """Refuses a transcoded call whose JSON body had a field its request message does not define (top level, or one
+    level in). Sits inside llmaas.common.server.ErrorInterceptor; calls without the edge's header (gRPC callers) pass
+    untouched."""
 
     def __init__(self) -> None:
-        self._fields: dict[str, frozenset[str] | None] = {}
+        self._fields: dict[str, KnownFields | None] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -84,14 +144,16 @@ class UnknownFieldsInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = handler_call_details.method
         if method not in self._fields:
-            self._fields[method] = fields_of(method)  # bounded: only methods the server has get this far
-        allowed = self._fields[method]
-        if allowed is None:
+            # Bounded: only methods the server has get this far.
+            message = request_message(method)
+            self._fields[method] = None if message is None else KnownFields(message)
+        known = self._fields[method]
+        if known is None:
             return handler
         if TOO_MANY in keys.split(","):
             return refusing(handler, invalid_request("The request body has too many top-level fields.",
                                                       code="unknown_parameter"))
-        unknown = unknown_field(keys, allowed)
+        unknown = known.unknown(keys)
         if unknown is None:
             return handler
         return refusing(handler, unrecognized(unknown))

@@ -183,6 +183,12 @@ def _messages(req: router_pb2.CreateChatCompletionRequest) -> tuple[Message, ...
             raise invalid_request(f"Missing required parameter: 'messages[{i}].content'.",
                                   param=f"messages[{i}].content", code="missing_required_parameter")
         text, images = _content(m.content, f"messages[{i}].content")
+        for name in ("refusal", "reasoning_content"):
+            if getattr(m, name) and role != "assistant":
+                raise invalid_request(f"Invalid parameter: 'messages[{i}].{name}' is only allowed on messages with "
+                                      f"role 'assistant'.", param=f"messages[{i}].{name}", code="invalid_value")
+        if m.refusal and not text:
+            text = m.refusal  # what the assistant said, then
         if images and role != "user":
             # Where templates place images (and where OpenAI takes them): a user's message.
             raise invalid_request(f"Invalid 'messages[{i}].content': image parts are accepted in user messages only.",
