@@ -173,8 +173,8 @@ async def _inprocess(calls: int, model_dir: Path, parity: bool) -> dict:
     import gc
     import logging
 
+    from llmaas.common import runtime
     from llmaas.common.telemetry import JsonFormatter
-    from llmaas.guard import runtime
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 

@@ -9,7 +9,7 @@ One process, one thread (pin it to a core with `taskset -c 0` for stabler number
 the project's own data (deploy/guard/data: a prompt is a vocabulary, not one sentence repeated), cut at a word
 boundary to 4 KB of UTF-8; the attack and the encoded payload are added to honest text. Every round times each
 prompt with each contender in turn, so that a noisy neighbour slows them alike; the ratios are the numbers to quote.
-The process is prepared as the guard service prepares itself (llmaas.guard.runtime.settle: start-up objects frozen
+The process is prepared as the guard service prepares itself (llmaas.common.runtime.settle: start-up objects frozen
 out of the garbage collector), and the collections that still happened while timing are reported. --with-model adds
 the whole verdict of one part (rules + the local model; run `llmaas guard train` first).
 """

@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import filters
 
+from llmaas.common import runtime
 from llmaas.common.call_stream import drain_streams
 from llmaas.common.config import internal_secret
 from llmaas.common.errors import ApiError, internal_error
@@ -199,6 +200,7 @@ async def serve(
         await ready()
     for svc in ["", *service_names]:
         await health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
+    runtime.settle()  # everything built so far is start-up state: out of the garbage collector's walks
     log.info("serving", extra={"fields": {"service": name, "address": address}})
 
     stop = asyncio.Event()

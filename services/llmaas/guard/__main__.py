@@ -1,18 +1,17 @@
 """python -m llmaas.guard — the prompt security service."""
 
-import asyncio
 import logging
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+from llmaas.common import runtime
 from llmaas.common.config import ConfigError, env_float, env_int, env_str, grpc_port, internal_secret
 from llmaas.common.db import make_engine, migrate
 from llmaas.common.server import run_service, serve
 from llmaas.common.telemetry import setup_logging
 from llmaas.guard import budget as limits
-from llmaas.guard import runtime
 from llmaas.guard.behaviour import (
     REPETITION_SCORE,
     REPETITION_SECONDS,
@@ -63,7 +62,7 @@ def _classifier() -> Classifier:
                       extra={"fields": {"model_dir": str(model_dir), "error": done.stderr[-500:]}})
             return
         pending.ready(LocalClassifier.load(model_dir))
-        runtime.settle()  # the model is start-up state too
+        runtime.settle()  # the model is start-up state too (serve() settled the rest)
         log.info("guard model ready", extra={"fields": {"model_dir": str(model_dir)}})
 
     threading.Thread(target=build, name="guard-train", daemon=True).start()
@@ -121,8 +120,6 @@ def main() -> None:
     def register(server):
         guard_pb2_grpc.add_GuardServiceServicer_to_server(servicer, server)
         guard_pb2_grpc.add_GuardInternalServiceServicer_to_server(servicer, server)
-        # Runs once serve() has built the server and yields to the loop: everything built so far is start-up state.
-        asyncio.get_running_loop().call_soon(runtime.settle)
         return [guard_pb2.DESCRIPTOR.services_by_name[name].full_name
                 for name in ("GuardService", "GuardInternalService")]
 
