@@ -213,7 +213,7 @@ local function body_keys(s)
             end
             n = n + 1
             if n <= MAX_KEYS then
-              keys[#keys + 1] = gsub(key, "[^%w_%-%.%[%]]", "?")
+              keys[#keys + 1] = gsub(key, "[^%w_%-]", "?") -- "a.b" or "a[0]" would read as a nested path
             elseif n == MAX_KEYS + 1 then
               keys[#keys + 1] = "+"
             end

@@ -88,6 +88,14 @@ def test_allowed_wrong_and_missing_keys(stack, admin, tenant):
     _error(models(stack, ""), 401, "missing_api_key")
 
 
+def test_a_key_with_labels_is_created_and_a_misspelled_field_is_refused(stack, admin, tenant):
+    # labels is a map: its keys are the client's, never unknown fields (the edge lists them one level in).
+    key_id, api_key = new_key(admin, tenant, labels={"team": "data", "cost-center": "42"})
+    assert models(stack, api_key).status_code == 200
+    r = admin.post(f"/tenants/{tenant}/keys", {"name": "e2e", "labells": {"team": "data"}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "labells"
+
+
 def test_model_not_permitted(stack, admin, tenant):
     _, key = new_key(admin, tenant, allowed_models=["llmaas-test:det*"])
     listed = [m["id"] for m in _ok(models(stack, key))["data"]]

@@ -263,8 +263,6 @@ def test_an_unknown_top_level_field_is_refused_before_any_work(stack, body, unkn
     (b'{"model": "%s", "messages": [{"role": "user", "content": "hi", "nmae": "bob"}]}', "messages[0].nmae"),
     (b'{"model": "%s", "stream": true, "stream_options": {"include_usag": true}, "messages": [{"role": "user", '
      b'"content": "hi"}]}', "stream_options.include_usag"),
-    (b'{"model": "%s", "messages": [{"role": "assistant", "content": "x", "audio": {"id": "a1"}}, {"role": "user", '
-     b'"content": "hi"}]}', "messages[0].audio"),
 ])
 def test_an_unknown_field_one_level_in_is_refused_naming_its_path(stack, body, unknown):
     err = openai_error(post(stack, content=body.replace(b"%s", TEST_MODEL.encode()),
@@ -281,3 +279,14 @@ def test_an_assistants_earlier_refusal_is_its_text_in_the_history(client):
         client.chat.completions.create(model=TEST_MODEL, max_tokens=2,
                                        messages=[{"role": "user", "content": "hi", "refusal": "no"}])
     assert e.value.param == "messages[0].refusal"
+
+
+def test_what_an_earlier_answers_message_carries_back_is_accepted_and_audio_refused(stack):
+    # The SDK's own message objects sent back (parsed, annotations) pass; audio in the history is not served.
+    earlier = {"role": "assistant", "content": "{\"a\": 1}", "parsed": {"a": 1}, "annotations": [], "refusal": None}
+    body = {"model": TEST_MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}, earlier,
+                                                               {"role": "user", "content": "more"}]}
+    assert post(stack, json=body).status_code == 200
+    body["messages"][1] = dict(earlier, audio={"id": "a1"})
+    err = openai_error(post(stack, json=body), 400, "unsupported_parameter")
+    assert err["param"] == "messages[1].audio"

@@ -10,6 +10,7 @@ from contextlib import aclosing
 
 import pytest
 from google.protobuf import json_format
+from llmaas.common.errors import ApiError
 from llmaas.router import choices
 from llmaas.router import openai_json as oj
 from llmaas.router.kserve import Delta
@@ -129,3 +130,31 @@ async def test_a_streamed_choice_ends_with_its_own_finish_chunk():
                                 ignore_unknown_fields=True) for e in events if e]
     assert [(c.choices[0].index, c.choices[0].delta.content, c.choices[0].finish_reason) for c in parsed] == [
         (1, "x", ""), (1, "", "length")]
+
+
+async def test_a_choice_cancelled_under_it_fails_the_request_instead_of_hanging_it():
+    async def generate(child):
+        if child == "b":
+            raise asyncio.CancelledError()  # what grpc.aio raises for a backend call cancelled locally
+        for i in range(3):
+            await asyncio.sleep(0.01)
+            yield i
+
+    seen = []
+    with pytest.raises(ApiError) as e:
+        async with aclosing(choices.merge(["a", "b"], generate)) as merged:
+            async with asyncio.timeout(2):
+                async for item in merged:
+                    seen.append(item)
+    assert e.value.status.name == "INTERNAL"
+
+
+async def test_the_error_the_client_got_is_the_one_audited():
+    pipeline, run, downstream = with_choices(SlowReplica("r1:1", tokens=20, fail_after=3), 2, stream=True)
+    with pytest.raises(ApiError) as e:
+        async with aclosing(pipeline.run_choices(run)) as merged:
+            async for _ in merged:
+                pass
+    pipeline.finish(run)
+    await pipeline.drain()
+    assert run.error is e.value and downstream.recorded[0].status == e.value.http_status

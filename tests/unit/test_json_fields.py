@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
+from llmaas.auth.v1 import auth_pb2
 from llmaas.common.errors import ApiError
 from llmaas.common.json_fields import (
     KEYS_HEADER,
@@ -116,3 +117,21 @@ def test_a_body_bound_to_one_field_is_checked_against_that_fields_message():
 
     allowed = fields_of("/llmaas.guard.v1.GuardService/SetTenantPolicy")
     assert {"mode", "threshold"} <= allowed and "policy" not in allowed
+
+
+def test_a_maps_keys_are_its_entries_not_fields():
+    known = KnownFields(auth_pb2.CreateApiKeyRequest.DESCRIPTOR)
+    assert known.unknown("tenant_id,name,labels,labels.team,labels.anything") is None
+    refuse_unknown_fields({"labels": {"team": "a"}}, auth_pb2.CreateApiKeyRequest.DESCRIPTOR)
+
+
+def test_a_batch_lines_null_values_are_absences_as_at_the_edge():
+    message = router_pb2.CreateChatCompletionRequest.DESCRIPTOR
+    refuse_unknown_fields({"model": "m", "messages": [{"role": "assistant", "content": "x", "whatever": None}]},
+                          message)
+
+
+def test_what_an_earlier_answers_message_carries_back_is_known():
+    known = KnownFields(request_message(CHAT))
+    assert known.unknown("model,messages,messages[1].annotations,messages[1].parsed,messages[1].audio,"
+                         "messages[1].function_call,stream_options,stream_options.include_obfuscation") is None

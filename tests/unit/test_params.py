@@ -92,3 +92,21 @@ def test_max_tokens_param_is_remembered_for_errors():
     assert parse_chat_request(req(max_completion_tokens=9)).max_tokens_param == "max_completion_tokens"
     assert parse_chat_request(req(max_tokens=9)).max_tokens_param == "max_tokens"
     assert refused(max_completion_tokens=9, max_tokens=0).param == "max_tokens"
+
+
+def test_an_earlier_answers_message_object_is_accepted_back_and_audio_is_refused():
+    history = [{"role": "user", "content": "hi"},
+               {"role": "assistant", "content": '{"a": 1}', "parsed": {"a": 1}, "annotations": [], "refusal": None,
+                "audio": None, "function_call": None},
+               {"role": "user", "content": "more"}]
+    assert [m.content for m in parse_chat_request(req(messages=history)).messages][1] == '{"a": 1}'
+    for name, value in (("audio", {"id": "a1"}), ("function_call", {"name": "f", "arguments": "{}"})):
+        bad = [dict(history[1], **{name: value}), history[2]]
+        assert refused(messages=bad).param == f"messages[0].{name}"
+
+
+def test_stream_obfuscation_is_not_offered():
+    assert refused(stream=True, stream_options={"include_obfuscation": True}).param == \
+        "stream_options.include_obfuscation"
+    assert parse_chat_request(req(stream=True, stream_options={"include_usage": True,
+                                                               "include_obfuscation": False})).include_usage

@@ -172,8 +172,10 @@ class _Stream:
         except Exception as e:  # noqa: BLE001 - the stream broke: its calls fail like unary calls would
             if not isinstance(e, grpc.RpcError):
                 # A write fails this way once the call has ended (a server that refused the stream's credential):
-                # the call's own status, which the reader raises, says why. Give it a moment to.
-                with contextlib.suppress(BaseException):
+                # the call's own status, which the reader raises, says why. Give it a moment to; new calls open a
+                # new stream meanwhile.
+                self.closed = True
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(asyncio.shield(self._reader), WRITE_FAILURE_GRACE_SECONDS)
             self._fail(e)
 

@@ -63,7 +63,8 @@ def nested_fields(message, name: str) -> frozenset[str] | None:
     """The names the object in field `name` of `message` (or each object of its list) may use; None when that
     field is not a message of known fields (a scalar, a free-form Struct, not a field)."""
     field = message.fields_by_camelcase_name.get(name) or message.fields_by_name.get(name)
-    if field is None or field.message_type is None or field.message_type.full_name in FREE_FORM:
+    if (field is None or field.message_type is None or field.message_type.full_name in FREE_FORM
+            or field.message_type.GetOptions().map_entry):  # a map's keys are its entries, not fields
         return None
     return message_fields(field.message_type)
 
@@ -88,8 +89,8 @@ def refuse_unknown_fields(body: dict, message) -> None:
         if not objects or (inner := nested_fields(message, key)) is None:
             continue
         for path, item in objects:
-            for name in item:
-                if name not in inner:
+            for name, inner_value in item.items():
+                if inner_value is not None and name not in inner:  # null is an absence, as at the edge
                     raise unrecognized(f"{path}.{name}")
 
 

@@ -17,6 +17,8 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 
+from llmaas.common.errors import internal_error
+
 
 def split(run, prompts: Sequence[str], n: int, fresh_output: Callable) -> list:
     """The children of `run`: n per prompt, in OpenAI's order. `fresh_output(child)`: what a child gets of its own
@@ -53,8 +55,10 @@ def sum_usage(run) -> None:
     run.usage = usage
     run.first_token = min((c.first_token for c in run.choices if c.first_token), default=0.0)
     outcomes = {c.outcome for c in run.choices}
-    run.outcome = ("failed" if "failed" in outcomes else "completed" if outcomes == {"completed"} else None)
-    run.error = next((c.error for c in run.choices if c.error is not None), None)
+    run.outcome = ("failed" if "failed" in outcomes or run.error is not None else
+                   "completed" if outcomes == {"completed"} else None)
+    if run.error is None:  # the error the client got (run_choices sets it), else a failed choice's
+        run.error = next((c.error for c in run.choices if c.error is not None), None)
     finishes = [c.finish_reason for c in run.choices if c.finish_reason]
     run.finish_reason = finishes[0] if finishes else None
 
@@ -62,15 +66,22 @@ def sum_usage(run) -> None:
 async def merge(children: Sequence, generate: Callable[[object], AsyncIterator]) -> AsyncIterator[tuple[int, object]]:
     """Every child's deltas as they come, tagged with the child's index. The first error of any child is raised
     (after what came before it), and the other children are stopped; closing the iterator stops them all (their
-    generators see a cancellation, as a client leaving a single-choice stream)."""
+    generators see a cancellation, as a client leaving a single-choice stream). A child cancelled by anything but
+    this (a cancelled backend call surfaces as a cancellation) fails the request: it never leaves merge waiting."""
     queue: asyncio.Queue = asyncio.Queue()
     done = object()
+    stopping = False
 
     async def pump(index: int, child) -> None:
         try:
             async with aclosing(generate(child)) as deltas:
                 async for delta in deltas:
                     queue.put_nowait((index, delta))
+        except asyncio.CancelledError:
+            if stopping:
+                raise
+            queue.put_nowait((index, internal_error()))
+            return
         except Exception as e:  # noqa: BLE001 - handed to the consumer, in order
             queue.put_nowait((index, e))
             return
@@ -88,6 +99,7 @@ async def merge(children: Sequence, generate: Callable[[object], AsyncIterator])
             else:
                 yield index, item
     finally:
+        stopping = True
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -28,6 +28,7 @@ from llmaas.router.params import (
     _stop,
     _utf8_size,
     context_exceeded,
+    include_usage,
 )
 from llmaas.router.v1 import router_pb2
 
@@ -101,7 +102,7 @@ def parse_completion_request(req: router_pb2.CreateCompletionRequest, *, stream:
         model=req.model,
         messages=tuple(Message(role="user", content=p, size=size) for p, size in zip(prompts, sizes, strict=True)),
         stream=wants_stream,
-        include_usage=wants_stream and req.stream_options.include_usage,
+        include_usage=include_usage(req, wants_stream),
         max_tokens=req.max_tokens if req.HasField("max_tokens") else DEFAULT_MAX_TOKENS,
         max_tokens_param="max_tokens", prompt_bytes=max(sizes), temperature=temperature, top_p=top_p,
         top_k=req.top_k if req.HasField("top_k") and req.top_k not in (0, -1) else None,

@@ -60,8 +60,9 @@ def request_ended(endpoint: str, model: str, status: int, code: str, started: fl
 
 
 def chat_ended(model: str, outcome: str, started: float, first_token: float, output_tokens: int,
-               stream: bool) -> None:
-    """A dispatched chat request's end: its time to first token and its output rate (0: no token came)."""
+               stream: bool, generations: int = 1) -> None:
+    """A dispatched chat request's end: its time to first token and its output rate (0: no token came). A request
+    with several choices ran `generations` at once: its rate is per generation, as a single answer's."""
     if outcome == "cancelled" and stream:
         _cancelled(model).inc()
     if output_tokens:
@@ -73,10 +74,10 @@ def chat_ended(model: str, outcome: str, started: float, first_token: float, out
     ttft = first_token - started
     _ttft(model).observe(ttft)
     rate = None
-    if outcome == "completed" and output_tokens > 1:
+    if outcome == "completed" and output_tokens > generations:
         elapsed = time.perf_counter() - first_token
         if elapsed > 0:
-            rate = (output_tokens - 1) / elapsed
+            rate = (output_tokens / generations - 1) / elapsed
             _rate(model).observe(rate)
     TRAFFIC.latency(model, ttft, rate)
 

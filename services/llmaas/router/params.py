@@ -107,6 +107,15 @@ class ChatParams:
         return any(m.tool_calls for m in self.messages)
 
 
+def include_usage(req, stream: bool) -> bool:
+    """stream_options: the usage chunk when asked for; obfuscation (OpenAI's padding of events) is not offered."""
+    if req.stream_options.include_obfuscation:
+        raise invalid_request("Invalid 'stream_options.include_obfuscation': stream obfuscation is not offered "
+                              "(false is what this service does).", param="stream_options.include_obfuscation",
+                              code="unsupported_value")
+    return stream and req.stream_options.include_usage
+
+
 def _range(req, name: str, lo: float, hi: float) -> float | None:
     if not req.HasField(name):
         return None
@@ -183,6 +192,11 @@ def _messages(req: router_pb2.CreateChatCompletionRequest) -> tuple[Message, ...
             raise invalid_request(f"Missing required parameter: 'messages[{i}].content'.",
                                   param=f"messages[{i}].content", code="missing_required_parameter")
         text, images = _content(m.content, f"messages[{i}].content")
+        for name in ("audio", "function_call"):
+            if getattr(m, name).WhichOneof("kind") not in (None, "null_value"):
+                raise invalid_request(f"Invalid parameter: 'messages[{i}].{name}' is not supported"
+                                      f"{': no model here speaks' if name == 'audio' else '; use tool_calls'}.",
+                                      param=f"messages[{i}].{name}", code="unsupported_parameter")
         for name in ("refusal", "reasoning_content"):
             if getattr(m, name) and role != "assistant":
                 raise invalid_request(f"Invalid parameter: 'messages[{i}].{name}' is only allowed on messages with "
@@ -399,7 +413,7 @@ def parse_chat_request(req: router_pb2.CreateChatCompletionRequest, *, stream: b
         model=req.model,
         messages=messages,
         stream=wants_stream,
-        include_usage=wants_stream and req.stream_options.include_usage,
+        include_usage=include_usage(req, wants_stream),
         max_tokens=max_tokens,
         max_tokens_param=max_tokens_param,
         prompt_bytes=sum(m.size for m in messages),

@@ -542,8 +542,13 @@ class ChatPipeline:
     async def run_choices(self, run: ChatRun) -> AsyncIterator[tuple[int, Delta]]:
         """A request with several choices: (choice index, delta) as each choice's generation produces them, the
         request's usage summed at the end (llmaas.router.choices)."""
-        async for item in choices.merge(run.choices, self.run):
-            yield item
+        try:
+            async with aclosing(choices.merge(run.choices, self.run)) as merged:
+                async for item in merged:
+                    yield item
+        except ApiError as err:
+            run.error = err  # what the client gets: the first choice to fail
+            raise
         choices.sum_usage(run)
 
     async def collect(self, run: ChatRun) -> list[list[Delta]]:
@@ -582,7 +587,7 @@ class ChatPipeline:
         self._settle(run, outcome)
         status = {"completed": 200, "cancelled": CLIENT_CLOSED}.get(outcome, 500)
         metrics.chat_ended(run.model, outcome, run.caller.started, run.first_token, run.usage.completion_tokens,
-                           run.params.stream)
+                           run.params.stream, max(1, len(run.choices)))
         self._record(run.caller, run.model, run.usage, run.error, status)
 
     def _record(self, caller: Caller, model: str, usage: Usage, error: ApiError | None, status: int = 200) -> None:

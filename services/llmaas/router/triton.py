@@ -158,6 +158,13 @@ class TritonReplica:
             except grpc.aio.AioRpcError as e:
                 raise _lost(progress, ReplicaFailure(f"{e.code().name}: {e.details()}"[:200],
                                                      model_level=False)) from None
+            except asyncio.CancelledError:
+                # A call cancelled here reads as a cancellation (grpc.aio): the watchdog's, when it found the
+                # instance gone, is a failure to fail over from, unless this task is itself being cancelled.
+                task = asyncio.current_task()
+                if progress.instance_gone and not (task is not None and task.cancelling()):
+                    raise _lost(progress, ReplicaFailure("cancelled", model_level=True)) from None
+                raise
             finally:
                 if watcher is not None:
                     watcher.cancel()

@@ -83,7 +83,7 @@ class BatchWorker:
         self._lease, self._poll = lease_seconds, poll_seconds
         self._cancelled: set[str] = set()
         self._wakeup = asyncio.Event()
-        self._generating = 0  # this worker's lines at the replicas (the rest of the pool's load is interactive)
+        self._generating = 0  # this worker's generations at the replicas (the rest of the pool's load is interactive)
         self._pause_until: dict[str, float] = {}  # a batch waiting for a Retry-After (its tenant's limits)
         self._last_start = 0.0
         self._max_batches = max(1, max_batches)
@@ -372,7 +372,8 @@ class BatchWorker:
         else:
             request = _parse_body(line.body, router_pb2.CreateChatCompletionRequest())
             run = await self._pipeline.prepare_for(caller, request, kind="batch")
-        self._generating += 1
+        generations = max(1, len(run.choices))  # a line with n choices puts n generations at the replicas
+        self._generating += generations
         try:
             per_choice = await self._pipeline.collect(run)
         except BaseException:
@@ -380,7 +381,7 @@ class BatchWorker:
             self._pipeline.finish(run, billed=False)
             raise
         finally:
-            self._generating -= 1
+            self._generating -= generations
         if legacy:
             body = completions.completion(run, per_choice, oj.system_fingerprint(run))
         else:
