@@ -358,11 +358,13 @@ function envoy_on_request(request_handle)
   if keys ~= nil and keys ~= "" then
     local fresh = request_handle:headers() -- a fresh handle: the body was read since `headers`
     fresh:replace(KEYS_HEADER, keys)
-    if chat_shaped_completion(fresh:get(":path"), keys) then
+    local path = fresh:get(":path")
+    if chat_shaped_completion(path, keys) then
       -- The reference's /v1/completions takes "the same format as /v1/chat/completions with messages" and answers
       -- in that format: such a body (messages, no prompt) is served as the chat completion it is. The transcoder,
-      -- after this filter, maps the path to its method (every REST path shares the catch-all route until then).
-      fresh:replace(":path", "/v1/chat/completions")
+      -- after this filter, maps the path to its method (every REST path shares the catch-all route until then); a
+      -- query string stays (the transcoder reads fields from it too).
+      fresh:replace(":path", "/v1/chat/completions" .. (string.match(path, "(%?.*)$") or ""))
     end
   end
 end

@@ -101,6 +101,9 @@ def test_a_chat_shaped_body_on_completions_is_a_chat_completion(stack, client):
     chat = client.chat.completions.create(model=TEST_MODEL, messages=ASK, max_tokens=20)
     assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
     assert [c["message"]["content"] for c in body["choices"]] == [chat.choices[0].message.content] * 2
+    # A query string stays with the body (the transcoder reads fields from it too).
+    r = httpx.post(url + "?max_tokens=3", headers=auth, json={"model": TEST_MODEL, "messages": ASK}, timeout=60)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3, r.text
     # Both forms at once is neither: the completions request has no `messages`, named as OpenAI would.
     r = httpx.post(url, headers=auth, json={"model": TEST_MODEL, "messages": ASK, "prompt": "hi"}, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
