@@ -110,3 +110,40 @@ def test_stream_obfuscation_is_not_offered():
         "stream_options.include_obfuscation"
     assert parse_chat_request(req(stream=True, stream_options={"include_usage": True,
                                                                "include_obfuscation": False})).include_usage
+
+
+@pytest.mark.parametrize(("content", "param", "code"), [
+    ([{"type": "text", "txt": "hi"}], "messages[0].content[0].txt", "unknown_parameter"),
+    ([{"type": "text"}], "messages[0].content[0].text", "missing_required_parameter"),
+    ([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA==", "detial": "high"}}],
+     "messages[0].content[0].image_url.detial", "unknown_parameter"),
+    ([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA==", "detail": "low"}}],
+     "messages[0].content[0].image_url.detail", "unsupported_value"),
+    ([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA==", "detail": "max"}}],
+     "messages[0].content[0].image_url.detail", "invalid_value"),
+    ([{"type": "image", "image": "data:image/png;base64,AA==", "format": "png"}], "messages[0].content[0].format",
+     "unknown_parameter"),
+])
+def test_a_content_parts_keys_are_checked(content, param, code):
+    error = refused(messages=[{"role": "user", "content": content}])
+    assert (error.param, error.code) == (param, code)
+
+
+def test_served_content_parts_and_detail():
+    for detail in ("auto", "high", None):
+        image = {"url": "data:image/png;base64,AA==", **({"detail": detail} if detail else {})}
+        p = parse_chat_request(req(messages=[{"role": "user", "content": [
+            {"type": "text", "text": "read"}, {"type": "image_url", "image_url": image}]}]))
+        assert p.messages[0].content == "read" and p.messages[0].has_image
+
+
+def test_a_tool_calls_keys_are_checked():
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    assert parse_chat_request(req(messages=[{"role": "assistant", "content": None, "tool_calls": [dict(call, index=0)]},
+                                            {"role": "tool", "tool_call_id": "call_1", "content": "x"}]))
+    for bad, param in ((dict(call, idx=0), "messages[0].tool_calls[0].idx"),
+                       (dict(call, function={"name": "f", "arguments": "{}", "argz": 1}),
+                        "messages[0].tool_calls[0].function.argz")):
+        error = refused(messages=[{"role": "assistant", "content": None, "tool_calls": [bad]},
+                                  {"role": "tool", "tool_call_id": "call_1", "content": "x"}])
+        assert (error.param, error.code) == (param, "unknown_parameter")

@@ -146,15 +146,23 @@ def _content(value: struct_pb2.Value, param: str) -> tuple[str, tuple[str, ...]]
     for i, part in enumerate(value.list_value.values):
         fields = part.struct_value.fields if part.WhichOneof("kind") == "struct_value" else None
         ptype = fields["type"].string_value if fields and "type" in fields else ""
+        if ptype in _PART_KEYS:
+            _known_keys(fields, _PART_KEYS[ptype], f"{param}[{i}]")
         if ptype == "text":
-            texts.append(fields["text"].string_value if "text" in fields else "")
+            if "text" not in fields or fields["text"].WhichOneof("kind") != "string_value":
+                raise invalid_request(f"Missing required parameter: '{param}[{i}].text' (a string).",
+                                      param=f"{param}[{i}].text", code="missing_required_parameter")
+            texts.append(fields["text"].string_value)
         elif ptype == "image_url":
             holder = fields["image_url"] if "image_url" in fields else None
-            url = (holder.struct_value.fields["url"] if holder is not None and holder.WhichOneof("kind") ==
-                   "struct_value" and "url" in holder.struct_value.fields else None)
+            inner = holder.struct_value.fields if holder is not None and holder.WhichOneof("kind") == \
+                "struct_value" else {}
+            _known_keys(inner, _IMAGE_URL_KEYS, f"{param}[{i}].image_url")
+            url = inner["url"] if "url" in inner else None
             if url is None or url.WhichOneof("kind") != "string_value" or not url.string_value:
                 raise invalid_request(f"Missing required parameter: '{param}[{i}].image_url.url'.",
                                       param=f"{param}[{i}].image_url.url", code="missing_required_parameter")
+            _detail(inner, f"{param}[{i}].image_url.detail")
             images.append(url.string_value)
         elif ptype == "image":
             url = fields["image"] if "image" in fields else None
@@ -166,6 +174,38 @@ def _content(value: struct_pb2.Value, param: str) -> tuple[str, tuple[str, ...]]
             raise invalid_request(f"Invalid content part type at '{param}[{i}]'.", param=f"{param}[{i}].type",
                                   code="invalid_value")
     return "".join(texts), tuple(images)
+
+
+# The keys each content part may have (OpenAI's, and the reference's simplified image part); any other is a 400.
+_PART_KEYS = {"text": frozenset({"type", "text"}), "image_url": frozenset({"type", "image_url"}),
+              "image": frozenset({"type", "image"})}
+_IMAGE_URL_KEYS = frozenset({"url", "detail"})
+# `index`: a streamed call's position, which a client's accumulated stream may keep when it sends the call back.
+_TOOL_CALL_KEYS = frozenset({"id", "type", "function", "index"})
+_FUNCTION_CALL_KEYS = frozenset({"name", "arguments"})
+
+
+def _known_keys(fields, allowed: frozenset[str], param: str) -> None:
+    """A key an object of the request may not have is a 400 naming it, as at the top level (llmaas.common.json_fields):
+    never dropped without a word. Null values are absences."""
+    for key in fields:
+        if key not in allowed and fields[key].WhichOneof("kind") != "null_value":
+            raise invalid_request(f"Unrecognized request argument supplied: {param}.{key[:64]}",
+                                  param=f"{param}.{key[:64]}", code="unknown_parameter")
+
+
+def _detail(fields, param: str) -> None:
+    """image_url.detail: images are read at their full resolution, which is what "auto" and "high" ask for; "low"
+    (a 512 px copy) is not offered."""
+    if "detail" not in fields or fields["detail"].WhichOneof("kind") == "null_value":
+        return
+    detail = fields["detail"].string_value if fields["detail"].WhichOneof("kind") == "string_value" else None
+    if detail == "low":
+        raise invalid_request("Invalid 'detail': 'low' is not offered here: images are read at their full "
+                              "resolution ('auto' or 'high').", param=param, code="unsupported_value")
+    if detail not in ("auto", "high"):
+        raise invalid_request(f"Invalid value: {detail!r}. Supported values are: 'auto', 'low', and 'high'.",
+                              param=param, code="invalid_value")
 
 
 def _utf8_size(text: str) -> int:
@@ -265,6 +305,7 @@ def _tool_calls(m: router_pb2.ChatMessage, i: int) -> tuple[ToolCall, ...]:
     for j, call in enumerate(m.tool_calls):
         param = f"messages[{i}].tool_calls[{j}]"
         fields = call.fields
+        _known_keys(fields, _TOOL_CALL_KEYS, param)
         ctype = fields["type"].string_value if "type" in fields else "function"
         if ctype != "function":
             raise invalid_request(f"Invalid value: '{ctype}'. Supported values are: 'function'.",
@@ -274,6 +315,8 @@ def _tool_calls(m: router_pb2.ChatMessage, i: int) -> tuple[ToolCall, ...]:
         if "id" not in fields or fields["id"].WhichOneof("kind") != "string_value":
             raise invalid_request(f"Missing required parameter: '{param}.id'.", param=f"{param}.id",
                                   code="missing_required_parameter")
+        if function is not None:
+            _known_keys(function, _FUNCTION_CALL_KEYS, f"{param}.function")
         for key in ("name", "arguments"):
             if function is None or key not in function or function[key].WhichOneof("kind") != "string_value":
                 raise invalid_request(f"Missing required parameter: '{param}.function.{key}' (a string).",
