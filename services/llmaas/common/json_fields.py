@@ -121,13 +121,6 @@ class KnownFields:
         return None
 
 
-def unknown_field(keys: str, allowed: frozenset[str]) -> str | None:
-    for key in keys.split(","):
-        if key not in allowed:
-            return key
-    return None
-
-
 class UnknownFieldsInterceptor(grpc.aio.ServerInterceptor):
     """Refuses a transcoded call whose JSON body had a field its request message does not define (top level, or one
     level in). Sits inside llmaas.common.server.ErrorInterceptor; calls without the edge's header (gRPC callers) pass

@@ -41,13 +41,8 @@ def finish_reason(run: ChatRun) -> str:
     return run.output.finish_reason(run.finish_reason) if run.output is not None else run.finish_reason or "stop"
 
 
-def shaped_completion(run: ChatRun, deltas: list) -> dict:
-    """A completion with tool calls or logprobs (run.output set)."""
-    message, logprobs = run.output.message(deltas)
-    return completion(run, "", message, logprobs)
-
-
 def completion(run: ChatRun, text: str, message: dict | None = None, logprobs: dict | None = None) -> dict:
+    """A single choice's completion (its text, or its shaped message and logprobs)."""
     return _completion(run, [_choice(run, 0, text, message, logprobs)])
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from google.protobuf import struct_pb2
 
 from llmaas.common.errors import ApiError, invalid_request
+from llmaas.common.json_fields import unrecognized
 from llmaas.router.response_format import parse_response_format
 from llmaas.router.tools import ToolSpec, parse_tools
 from llmaas.router.v1 import router_pb2
@@ -190,8 +191,7 @@ def _known_keys(fields, allowed: frozenset[str], param: str) -> None:
     never dropped without a word. Null values are absences."""
     for key in fields:
         if key not in allowed and fields[key].WhichOneof("kind") != "null_value":
-            raise invalid_request(f"Unrecognized request argument supplied: {param}.{key[:64]}",
-                                  param=f"{param}.{key[:64]}", code="unknown_parameter")
+            raise unrecognized(f"{param}.{key[:64]}")
 
 
 def _detail(fields, param: str) -> None:
