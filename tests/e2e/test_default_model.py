@@ -189,6 +189,43 @@ def test_streamed_wire_format_ends_with_done(stack, client, greedy_answer):
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == greedy_answer
 
 
+CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def test_logit_bias_forces_a_token(client, tokenizer):
+    """+100 on one token: llama.cpp samples nothing else (the bias is added before every other sampler)."""
+    banana = tokenizer.tokenize(b" banana", add_bos=False, special=False)
+    assert len(banana) == 1
+    r = client.chat.completions.create(model=REAL_MODEL, messages=CAPITAL, max_tokens=6, temperature=0,
+                                       logit_bias={str(banana[0]): 100})
+    assert r.choices[0].message.content.split() == ["banana"] * 6 and r.choices[0].finish_reason == "length"
+    # The same on /v1/completions, streamed.
+    chunks = list(client.completions.create(model=REAL_MODEL, prompt="The capital of France is", max_tokens=4,
+                                            temperature=0, logit_bias={str(banana[0]): 100}, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices).split() == ["banana"] * 4
+
+
+def test_logit_bias_bans_a_token(client, tokenizer):
+    """-100 on the greedy answer's first token: the answer starts with the runner-up instead."""
+    def first_token(**kw):
+        r = client.chat.completions.create(model=REAL_MODEL, messages=CAPITAL, max_tokens=2, logprobs=True,
+                                           top_logprobs=2, **GREEDY, **kw)
+        return r.choices[0].logprobs.content[0]
+
+    first = first_token()
+    best, runner_up = (t.token for t in first.top_logprobs)
+    assert first.token == best
+    (token_id,) = tokenizer.tokenize(best.encode(), add_bos=False, special=True)
+    assert first_token(logit_bias={str(token_id): -100}).token == runner_up
+
+
+def test_logit_bias_outside_the_vocabulary_is_a_400(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=REAL_MODEL, messages=CAPITAL, max_tokens=2,
+                                       logit_bias={"99999999": 5})
+    assert e.value.body["param"] == "logit_bias" and "vocabulary" in e.value.body["message"]
+
+
 def test_model_still_listed_after_all_that(client, stack):
     """Nothing crashed along the way: Triton still reports the model ready, so /v1/models lists it."""
     assert REAL_MODEL in {m.id for m in client.models.list()}

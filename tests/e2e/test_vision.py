@@ -47,6 +47,19 @@ def test_several_images_streamed(client):
     assert chunks[-1].usage.prompt_tokens > 128
 
 
+def test_low_detail_sends_a_512_px_copy(client):
+    """`detail: low`: the backend receives the image at most 512 px on its longer side (aspect kept); `high` and
+    `auto` send it whole."""
+    def seen(detail: str) -> str:
+        content = [{"type": "text", "text": "What is on this page?"},
+                   {"type": "image_url", "image_url": {"url": data_uri(page()), "detail": detail}}]
+        return client.chat.completions.create(model=VISION_MODEL, messages=[{"role": "user", "content": content}]
+                                              ).choices[0].message.content
+
+    assert seen("low").startswith("Images: 512x287; placeholders: 1.")
+    assert seen("high").startswith("Images: 1000x560;") and seen("auto").startswith("Images: 1000x560;")
+
+
 def test_tools_and_remote_images_are_refused(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=VISION_MODEL, messages=[{"role": "user", "content": parts(

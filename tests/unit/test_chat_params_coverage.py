@@ -26,12 +26,12 @@ SERVED = {
     "user": "u-1", "tools": TOOLS, "tool_choice": "auto", "parallel_tool_calls": False,
     "response_format": {"type": "text"}, "logprobs": True, "top_logprobs": 3, "metadata": {"k": "v"},
     "service_tier": "auto", "store": False, "modalities": ["text"], "top_k": 5, "prompt_cache_key": "k",
-    "safety_identifier": "s",
+    "safety_identifier": "s", "logit_bias": {"50256": -100, "13": 5},
     # Served to a model whose catalogue entry takes that effort, a 400 naming it otherwise (tests/unit/test_reasoning.py).
     "reasoning_effort": "low",
 }
 REFUSED = {
-    "n": 129, "logit_bias": {"50256": -100}, "prediction": {"type": "content", "content": "x"},
+    "n": 129, "logit_bias": {"50256": -101}, "prediction": {"type": "content", "content": "x"},
     "audio": {"voice": "alloy", "format": "mp3"}, "web_search_options": {}, "functions": [{"name": "f"}],
     "function_call": "auto", "verbosity": "low", "modalities": ["text", "audio"], "service_tier": "priority",
     "store": True, "reasoning_effort": "extreme", "top_logprobs": 2,
@@ -48,6 +48,7 @@ def test_the_served_parameters_together():
         "temperature": 0.5, "top_p": 0.9, "presence_penalty": 1, "frequency_penalty": -1, "seed": 7, "top_k": 5,
         "logprobs": 3, "stop": ["\n"]}
     assert p.tools.parallel is False and p.n == 3
+    assert sampling["logit_bias"] == {"50256": -100.0, "13": 5.0}  # vLLM's JSON form: string keys
 
 
 @pytest.mark.parametrize("field", sorted(REFUSED))

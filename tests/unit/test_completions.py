@@ -38,7 +38,7 @@ def test_a_prompt_becomes_the_raw_prompt():
     ({"prompt": []}, "prompt"), ({"prompt": ["a", 1]}, "prompt"), ({"prompt": ["a"] * 65, "n": 2}, "prompt"),
     ({"suffix": "x"}, "suffix"), ({"n": 129}, "n"), ({"n": 0}, "n"), ({"best_of": 2}, "best_of"),
     ({"n": 2, "best_of": 3}, "best_of"), ({"logprobs": 6}, "logprobs"),
-    ({"echo": True, "logprobs": 0}, "echo"), ({"logit_bias": {"1": 1}}, "logit_bias"), ({"max_tokens": 0}, "max_tokens"),
+    ({"echo": True, "logprobs": 0}, "echo"), ({"logit_bias": {"1": 101}}, "logit_bias"), ({"max_tokens": 0}, "max_tokens"),
     ({"temperature": 3}, "temperature"), ({"model": ""}, "model"),
 ])
 def test_refusals_name_the_param(body, param):

@@ -142,6 +142,11 @@ def test_token_delay_knob():
     ('{"max_tokens": "many"}', "integer"),
     ('{"guided_decoding": {"regex": "a+"}}', "not supported"),
     ('{"lora_name": "x"}', "LoRA"),
+    ('{"logit_bias": [1, 2]}', "logit_bias"),
+    ('{"logit_bias": {"x": 1}}', "logit_bias"),
+    ('{"logit_bias": {"-3": 1}}', "logit_bias"),
+    ('{"logit_bias": {"3": "a"}}', "logit_bias"),
+    ('{"logit_bias": {"3": true}}', "logit_bias"),
 ])
 def test_invalid_sampling_parameters(raw, fragment):
     with pytest.raises(SamplingError) as info:
@@ -154,6 +159,8 @@ def test_sampling_parameters_coercion_and_defaults():
                                   '"stop": "END", "seed": 3, "ignore_eos": "true", "logit_bias": {"1": 2}}')
     assert (p.temperature, p.top_p, p.max_tokens, p.top_k, p.stop, p.seed, p.ignore_eos) == \
            (0.5, 0.9, 7, -1, ("END",), 3, True)
-    assert p.ignored == ("logit_bias",)
+    assert p.logit_bias == ((1, 2.0),) and p.ignored == ()
+    # vLLM's clamp to [-100, 100]; integer keys as well as JSON's string keys.
+    assert parse_sampling_parameters('{"logit_bias": {"7": -500, "3": 1e9}}').logit_bias == ((3, 100.0), (7, -100.0))
     assert parse_sampling_parameters(None) == parse_sampling_parameters("{}") == SamplingParams()
     assert parse_sampling_parameters('{"temperature": 0}').greedy

@@ -112,3 +112,32 @@ def test_images_only_in_user_messages():
     with pytest.raises(ApiError) as e:
         parse_chat_request(request)
     assert e.value.param == "messages[0].content"
+
+
+def jpeg(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), "white").save(out, "JPEG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("data", "fmt"), [(png(1600, 1000), "PNG"), (jpeg(700, 2000), "JPEG")])
+def test_low_detail_reads_and_bills_a_512_px_copy(data, fmt):
+    from llmaas.router.params import ChatParams, ImagePart, Message
+
+    def pages(low: bool):
+        message = Message("user", "read", has_image=True, images=(ImagePart(uri(data), low=low),))
+        params = ChatParams(model="m", messages=(message,), stream=False, include_usage=False, max_tokens=None,
+                            max_tokens_param="max_tokens", prompt_bytes=4, temperature=None, top_p=None, top_k=None,
+                            presence_penalty=None, frequency_penalty=None, seed=None, stop=(), user="",
+                            wants_tools=False)
+        return images.read_pages(params)
+
+    (full,), (low,) = pages(False), pages(True)
+    assert full.data == data and full.tokens > 64
+    assert max(low.width, low.height) == images.LOW_DETAIL_SIDE and low.tokens == 64
+    assert abs(low.width / low.height - full.width / full.height) < 0.01  # the aspect kept
+    with Image.open(io.BytesIO(low.data)) as image:
+        assert image.format == fmt and image.size == (low.width, low.height)
+    small = png(300, 200)  # already small: sent as it is
+    message = Message("user", "", has_image=True, images=(ImagePart(uri(small), low=True),))
+    assert images._low_detail(images._page(message.images[0].url, "p")).data == small

@@ -117,8 +117,6 @@ def test_stream_obfuscation_is_not_offered():
     ([{"type": "text"}], "messages[0].content[0].text", "missing_required_parameter"),
     ([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA==", "detial": "high"}}],
      "messages[0].content[0].image_url.detial", "unknown_parameter"),
-    ([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA==", "detail": "low"}}],
-     "messages[0].content[0].image_url.detail", "unsupported_value"),
     ([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA==", "detail": "max"}}],
      "messages[0].content[0].image_url.detail", "invalid_value"),
     ([{"type": "image", "image": "data:image/png;base64,AA==", "format": "png"}], "messages[0].content[0].format",
@@ -130,11 +128,14 @@ def test_a_content_parts_keys_are_checked(content, param, code):
 
 
 def test_served_content_parts_and_detail():
-    for detail in ("auto", "high", None):
+    for detail in ("auto", "high", "low", None):
         image = {"url": "data:image/png;base64,AA==", **({"detail": detail} if detail else {})}
         p = parse_chat_request(req(messages=[{"role": "user", "content": [
             {"type": "text", "text": "read"}, {"type": "image_url", "image_url": image}]}]))
         assert p.messages[0].content == "read" and p.messages[0].has_image
+        assert [(i.url, i.low) for i in p.messages[0].images] == [("data:image/png;base64,AA==", detail == "low")]
+    p = parse_chat_request(req(messages=[{"role": "user", "content": [{"type": "image", "image": "data:x;base64,AA=="}]}]))
+    assert [(i.url, i.low) for i in p.messages[0].images] == [("data:x;base64,AA==", False)]  # the reference's form
 
 
 def test_a_tool_calls_keys_are_checked():

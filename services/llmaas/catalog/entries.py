@@ -20,7 +20,8 @@ import yaml
 
 UNKNOWN_PRODUCTION_DATE = dt.date(1970, 1, 1)  # placeholder for a model whose production date the source omits
 # "dimensions": an embedding model trained to be shortened (Matryoshka), which honours OpenAI's `dimensions`.
-CAPABILITIES = {"tools", "vision", "reasoning", "safety", "dimensions",
+# logit_bias: the model's backend applies OpenAI's logit_bias (the CPU backend's llama.cpp engine does).
+CAPABILITIES = {"tools", "vision", "reasoning", "safety", "dimensions", "logit_bias",
                 # audio models: English-only unless multilingual; translation into English; word timestamps
                 "transcription", "translation", "multilingual", "word_timestamps"}
 # OpenAI's ReasoningEffort values; a model takes those its catalogue entry lists.

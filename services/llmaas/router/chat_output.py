@@ -63,6 +63,10 @@ def trace_chat_api(span, params) -> None:
         span.set_attribute("llmaas.completions", True)
     if params.reasoning_effort:
         span.set_attribute("llmaas.reasoning_effort", params.reasoning_effort)
+    if params.logit_bias:
+        span.set_attribute("llmaas.logit_bias", len(params.logit_bias))  # how many tokens, not which
+    if low := sum(part.low for m in params.messages for part in m.images):
+        span.set_attribute("llmaas.images_low_detail", low)
 
 
 class ChatOutput:

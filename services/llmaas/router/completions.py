@@ -7,10 +7,10 @@ event), with the legacy logprobs shape (`tokens`, `token_logprobs`, `top_logprob
 
 Served: a prompt string or an array of strings (each answered n times: choice p * n + j is prompt p's j-th,
 llmaas.router.choices; at most MAX_N choices in all), max_tokens (OpenAI's default 16), temperature, top_p, stop,
-presence/frequency penalties, seed, user, n, best_of equal to n, logprobs 0..5, echo (without logprobs), stream and
-stream_options. Refused with a 400 naming the field: token arrays (the router has no tokenizer), best_of above n (no
-server-side ranking), suffix (no model here does fill-in-the-middle), echo with logprobs (prompt logprobs are not
-produced), logit_bias.
+presence/frequency penalties, seed, user, n, best_of equal to n, logprobs 0..5, echo (without logprobs), logit_bias
+(models that list it), stream and stream_options. Refused with a 400 naming the field: token arrays (the router has no
+tokenizer), best_of above n (no server-side ranking), suffix (no model here does fill-in-the-middle), echo with logprobs (prompt logprobs are not
+produced).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from llmaas.router.params import (
     _utf8_size,
     context_exceeded,
     include_usage,
+    parse_logit_bias,
 )
 from llmaas.router.v1 import router_pb2
 
@@ -78,9 +79,6 @@ def parse_completion_request(req: router_pb2.CreateCompletionRequest, *, stream:
     if len(prompts) * n > MAX_N:
         raise invalid_request(f"Invalid 'prompt': {len(prompts)} prompts with n={n} make {len(prompts) * n} choices; "
                               f"at most {MAX_N} per request.", param="prompt", code="invalid_value")
-    if len(req.logit_bias.fields):
-        raise invalid_request("Invalid parameter 'logit_bias': logit_bias is not supported.", param="logit_bias",
-                              code="unsupported_parameter")
     if req.HasField("logprobs") and not 0 <= req.logprobs <= MAX_LOGPROBS:
         raise invalid_request(f"Invalid 'logprobs': expected a value between 0 and {MAX_LOGPROBS}, but got "
                               f"{req.logprobs} instead.", param="logprobs", code="invalid_value")
@@ -109,7 +107,8 @@ def parse_completion_request(req: router_pb2.CreateCompletionRequest, *, stream:
         presence_penalty=_range(req, "presence_penalty", -2.0, 2.0),
         frequency_penalty=_range(req, "frequency_penalty", -2.0, 2.0),
         seed=req.seed if req.HasField("seed") else None, stop=_stop(req.stop), user=req.user, wants_tools=False,
-        logprobs=req.HasField("logprobs"), top_logprobs=req.logprobs, raw_prompt=True, echo=req.echo, n=n)
+        logprobs=req.HasField("logprobs"), top_logprobs=req.logprobs, raw_prompt=True, echo=req.echo, n=n,
+        logit_bias=parse_logit_bias(req.logit_bias))
 
 
 def legacy_logprobs(deltas, top: int, offset: int) -> dict:

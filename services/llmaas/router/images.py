@@ -3,6 +3,9 @@ URIs only (fetching a remote URL from inside the platform would let a client rea
 most MAX_IMAGES per request, MAX_IMAGE_BYTES each (413 past it, as the reference answers), a format the models read
 and at most MAX_IMAGE_PIXELS (the header is read, never the pixels: decoding is the model's work).
 
+An image part with `detail: low` is read from a copy at most LOW_DETAIL_SIDE pixels on its longer side (OpenAI's low
+detail), made here (PNG, or JPEG for a JPEG), so the model reads and bills the smallest resolution mode.
+
 Each image counts the vision tokens of the reference's resolution modes (64 up to 512 px on its longer side, 100 to
 640, 256 to 1024, 400 to 1280, 800 beyond): what the OCR model bills (llmaas.router.ocr); a vision chat model's
 backend reports its own count.
@@ -25,6 +28,7 @@ FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 # (longer side up to, vision tokens): the reference's resolution modes (Tiny, Small, Base, Large; Gundam beyond).
 VISION_TOKENS = ((512, 64), (640, 100), (1024, 256), (1280, 400))
 VISION_TOKENS_BEYOND = 800
+LOW_DETAIL_SIDE = 512
 
 
 @dataclass(frozen=True)
@@ -42,11 +46,32 @@ class Page:
 
 def read_pages(params: ChatParams) -> list[Page]:
     """Every image of the messages, decoded and checked (CPU work: run it in a thread)."""
-    urls = [(i, j, url) for i, m in enumerate(params.messages) for j, url in enumerate(m.images)]
-    if len(urls) > MAX_IMAGES:
+    parts = [(i, part) for i, m in enumerate(params.messages) for part in m.images]
+    if len(parts) > MAX_IMAGES:
         raise invalid_request(f"Too many images: at most {MAX_IMAGES} per request.", param="messages",
                               code="too_many_images")
-    return [_page(url, f"messages[{i}].content") for i, _, url in urls]
+    pages = []
+    for i, part in parts:
+        page = _page(part.url, f"messages[{i}].content")
+        pages.append(_low_detail(page) if part.low else page)
+    return pages
+
+
+def _low_detail(page: Page) -> Page:
+    """The page at most LOW_DETAIL_SIDE pixels on its longer side (aspect kept); a smaller one as it is."""
+    if max(page.width, page.height) <= LOW_DETAIL_SIDE:
+        return page
+    from PIL import Image
+
+    with Image.open(io.BytesIO(page.data), formats=FORMATS) as image:
+        fmt = "JPEG" if image.format == "JPEG" else "PNG"
+        image.draft("RGB", (LOW_DETAIL_SIDE, LOW_DETAIL_SIDE))  # JPEG: decode at a fraction of the size already
+        image.thumbnail((LOW_DETAIL_SIDE, LOW_DETAIL_SIDE), Image.Resampling.LANCZOS)
+        if fmt == "JPEG" and image.mode not in ("RGB", "L"):
+            image = image.convert("RGB")
+        out = io.BytesIO()
+        image.save(out, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        return Page(out.getvalue(), *image.size)
 
 
 def _page(url: str, param: str) -> Page:

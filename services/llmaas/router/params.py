@@ -16,7 +16,7 @@ limit.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf import struct_pb2
 
@@ -33,6 +33,8 @@ REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 MAX_N = 128  # OpenAI's range for n; also the most choices one request makes (llmaas.router.choices)
 MAX_TOP_LOGPROBS = 20
 LOGIT_BIAS_RANGE = 100.0
+# OpenAI's own bound on the number of biased tokens.
+MAX_LOGIT_BIAS = 300
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 
 # Request limits, checked before the guard and the model (README "Request limits (router)").
@@ -60,6 +62,14 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class ImagePart:
+    """An image part of a user message: its URL (a data URI, llmaas.router.images decodes it) and whether the client
+    asked for `detail: low` (a copy at most LOW_DETAIL_SIDE pixels on its longer side)."""
+    url: str = field(repr=False)
+    low: bool = False
+
+
+@dataclass(frozen=True)
 class Message:
     role: str
     content: str
@@ -67,7 +77,7 @@ class Message:
     size: int = 0  # UTF-8 bytes of content (and of an assistant's calls)
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str = ""  # a tool message: the call it answers
-    images: tuple[str, ...] = ()  # the URLs of its image parts (data URIs; llmaas.router.ocr decodes them)
+    images: tuple[ImagePart, ...] = ()  # its image parts
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,8 @@ class ChatParams:
     echo: bool = False
     # Choices per prompt (llmaas.router.choices); /v1/completions' several prompts are its several messages.
     n: int = 1
+    # Token id -> bias (parse_logit_bias); None without.
+    logit_bias: dict[int, float] | None = None
 
     @property
     def has_tool_calls(self) -> bool:
@@ -132,8 +144,8 @@ def _range(req, name: str, lo: float, hi: float) -> float | None:
     return value
 
 
-def _content(value: struct_pb2.Value, param: str) -> tuple[str, tuple[str, ...]]:
-    """(text, image URLs) of a message's content: a string, an array of parts, or null. An image part is OpenAI's
+def _content(value: struct_pb2.Value, param: str) -> tuple[str, tuple[ImagePart, ...]]:
+    """(text, image parts) of a message's content: a string, an array of parts, or null. An image part is OpenAI's
     {"type": "image_url", "image_url": {"url": ...}} or the reference's simplified {"type": "image", "image": ...}."""
     kind = value.WhichOneof("kind")
     if kind is None or kind == "null_value":
@@ -163,14 +175,13 @@ def _content(value: struct_pb2.Value, param: str) -> tuple[str, tuple[str, ...]]
             if url is None or url.WhichOneof("kind") != "string_value" or not url.string_value:
                 raise invalid_request(f"Missing required parameter: '{param}[{i}].image_url.url'.",
                                       param=f"{param}[{i}].image_url.url", code="missing_required_parameter")
-            _detail(inner, f"{param}[{i}].image_url.detail")
-            images.append(url.string_value)
+            images.append(ImagePart(url.string_value, _detail(inner, f"{param}[{i}].image_url.detail") == "low"))
         elif ptype == "image":
             url = fields["image"] if "image" in fields else None
             if url is None or url.WhichOneof("kind") != "string_value" or not url.string_value:
                 raise invalid_request(f"Missing required parameter: '{param}[{i}].image'.", param=f"{param}[{i}].image",
                                       code="missing_required_parameter")
-            images.append(url.string_value)
+            images.append(ImagePart(url.string_value))
         else:
             raise invalid_request(f"Invalid content part type at '{param}[{i}]'.", param=f"{param}[{i}].type",
                                   code="invalid_value")
@@ -194,18 +205,16 @@ def _known_keys(fields, allowed: frozenset[str], param: str) -> None:
             raise unrecognized(f"{param}.{key[:64]}")
 
 
-def _detail(fields, param: str) -> None:
-    """image_url.detail: images are read at their full resolution, which is what "auto" and "high" ask for; "low"
-    (a 512 px copy) is not offered."""
+def _detail(fields, param: str) -> str:
+    """image_url.detail: "high" and "auto" read the image at its full resolution, "low" a copy at most 512 px on its
+    longer side (llmaas.router.images), as OpenAI's low detail, billed as the smallest resolution mode."""
     if "detail" not in fields or fields["detail"].WhichOneof("kind") == "null_value":
-        return
+        return "auto"
     detail = fields["detail"].string_value if fields["detail"].WhichOneof("kind") == "string_value" else None
-    if detail == "low":
-        raise invalid_request("Invalid 'detail': 'low' is not offered here: images are read at their full "
-                              "resolution ('auto' or 'high').", param=param, code="unsupported_value")
-    if detail not in ("auto", "high"):
+    if detail not in ("auto", "low", "high"):
         raise invalid_request(f"Invalid value: {detail!r}. Supported values are: 'auto', 'low', and 'high'.",
                               param=param, code="invalid_value")
+    return detail
 
 
 def _utf8_size(text: str) -> int:
@@ -396,11 +405,6 @@ def _check_unserved(req: router_pb2.CreateChatCompletionRequest) -> None:
         raise invalid_request(f"Invalid value: '{req.reasoning_effort}'. Supported values are: 'none', 'minimal', "
                               f"'low', 'medium', 'high', 'xhigh', and 'max'.", param="reasoning_effort",
                               code="invalid_value")
-    if len(req.logit_bias.fields):
-        # vLLM's Triton backend passes logit_bias on with JSON's string keys (its SamplingParams wants token ids as
-        # integers) and the CPU engines do not apply it: refused rather than ignored.
-        raise invalid_request("Invalid parameter 'logit_bias': logit_bias is not supported.", param="logit_bias",
-                              code="unsupported_parameter")
     if req.HasField("top_logprobs") and not 0 <= req.top_logprobs <= MAX_TOP_LOGPROBS:
         raise invalid_request(f"Invalid 'top_logprobs': expected a value between 0 and {MAX_TOP_LOGPROBS}, but got "
                               f"{req.top_logprobs} instead.", param="top_logprobs", code="invalid_value")
@@ -408,12 +412,6 @@ def _check_unserved(req: router_pb2.CreateChatCompletionRequest) -> None:
         # OpenAI's rule: top_logprobs needs logprobs.
         raise invalid_request("Invalid value for 'top_logprobs': 'logprobs' must be set to true when "
                               "'top_logprobs' is used.", param="top_logprobs", code="invalid_value")
-    for token, bias in req.logit_bias.fields.items():
-        kind = bias.WhichOneof("kind")
-        if not token.isdigit() or kind != "number_value" or not -LOGIT_BIAS_RANGE <= bias.number_value \
-                <= LOGIT_BIAS_RANGE:
-            raise invalid_request("Invalid 'logit_bias': expected a map of token ids to numbers between -100 and "
-                                  "100.", param="logit_bias", code="invalid_value")
     if len(req.metadata.fields) > MAX_METADATA_PAIRS:
         raise invalid_request(f"Invalid 'metadata': too many keys. Expected at most {MAX_METADATA_PAIRS} key-value "
                               f"pairs, but got {len(req.metadata.fields)}.", param="metadata", code="invalid_value")
@@ -475,7 +473,27 @@ def parse_chat_request(req: router_pb2.CreateChatCompletionRequest, *, stream: b
         top_logprobs=req.top_logprobs,
         reasoning_effort=req.reasoning_effort,
         n=req.n if req.HasField("n") else 1,
+        logit_bias=parse_logit_bias(req.logit_bias),
     )
+
+
+def parse_logit_bias(bias: struct_pb2.Struct) -> dict[int, float] | None:
+    """OpenAI's `logit_bias`: token ids (as JSON's string keys) -> a bias added to that token's logit, -100 (never
+    sampled) to 100 (always, as good as). Served by models whose catalogue entry lists `logit_bias` (the pipeline
+    checks that); a token id outside the model's vocabulary is the backend's 400."""
+    if not bias.fields:
+        return None
+    if len(bias.fields) > MAX_LOGIT_BIAS:
+        raise invalid_request(f"Invalid 'logit_bias': too many tokens. Expected at most {MAX_LOGIT_BIAS}, but got "
+                              f"{len(bias.fields)}.", param="logit_bias", code="invalid_value")
+    parsed = {}
+    for token, value in bias.fields.items():
+        if not token.isascii() or not token.isdigit() or len(token) > 9 or value.WhichOneof("kind") != "number_value" \
+                or not -LOGIT_BIAS_RANGE <= value.number_value <= LOGIT_BIAS_RANGE:
+            raise invalid_request("Invalid 'logit_bias': expected a map of token ids to numbers between -100 and "
+                                  "100.", param="logit_bias", code="invalid_value")
+        parsed[int(token)] = value.number_value
+    return parsed
 
 
 def context_exceeded(message: str) -> ApiError:

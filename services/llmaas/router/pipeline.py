@@ -389,6 +389,9 @@ class ChatPipeline:
         if params.n > 1 and model.type == "ocr":
             raise invalid_request(f"The model '{model.id}' is an OCR model: it reads a page once (n must be 1).",
                                   param="n", code="unsupported_value")
+        if params.logit_bias and "logit_bias" not in model.capabilities:
+            raise invalid_request(f"The model '{model.id}' does not support 'logit_bias'.", param="logit_bias",
+                                  code="unsupported_parameter")
         if params.wants_tools and "tools" not in model.capabilities:
             raise invalid_request(f"The model '{model.id}' does not support tools.", param="tools",
                                   code="unsupported_parameter")
@@ -702,6 +705,9 @@ def _sampling(params: ChatParams, max_tokens: int) -> dict:
     guided = params.tools.guided_decoding() if params.tools is not None else None
     if guided is not None or params.guided_decoding is not None:
         sampling["guided_decoding"] = guided or params.guided_decoding
+    if params.logit_bias:
+        # vLLM's JSON form (SamplingParams.from_optional's): token ids as string keys.
+        sampling["logit_bias"] = {str(token): bias for token, bias in params.logit_bias.items()}
     if params.logprobs:
         # vLLM's logprobs=N: the sampled token's logprob and the N most likely ones.
         sampling["logprobs"] = params.top_logprobs

@@ -261,7 +261,7 @@ _STREAM_PREFIX = "error generating stream: "
 # "sampling parameter 'x' ...". The router validates every key it sends, so these mean a router/backend mismatch:
 # still the request's (400, naming the key), never a 5xx.
 _SAMPLING_KEYS = ("max_tokens", "min_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty",
-                  "frequency_penalty", "repetition_penalty", "stop", "logprobs")
+                  "frequency_penalty", "repetition_penalty", "stop", "logprobs", "logit_bias")
 _PARAM_ERROR = re.compile(r"^(?:sampling parameter ')?(" + "|".join(_SAMPLING_KEYS) + r")'? (?:must|cannot)")
 
 

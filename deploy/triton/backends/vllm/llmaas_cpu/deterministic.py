@@ -120,6 +120,9 @@ class DeterministicEngine:
         if params.guided:
             # Its canned reply cannot follow a schema: refused, never a silent free-text answer.
             raise SamplingError("guided_decoding is not supported by the deterministic test engine")
+        if params.logit_bias:
+            # Nor can it favour or ban tokens.
+            raise SamplingError("sampling parameter 'logit_bias' cannot be applied by the deterministic test engine")
         reply = tokenize_text((reasoning_for(effort_of(prompt)) if self.reasoning else "")
                               + (images_seen(images, prompt) if images else "")
                               + reply_for(prompt, self.echo_words))

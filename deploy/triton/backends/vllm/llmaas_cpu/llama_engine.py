@@ -120,6 +120,7 @@ class LlamaEngine:
         grammar = grammar_for(params)
         if grammar is not None:
             self._check_grammar(grammar._grammar)
+        bias = self._logit_bias(params.logit_bias)
         tokens = llm.generate(
             prompt_ids,
             temp=0.0 if params.greedy else params.temperature,
@@ -127,7 +128,7 @@ class LlamaEngine:
             top_p=params.top_p, min_p=params.min_p, typical_p=1.0,
             repeat_penalty=params.repetition_penalty,
             frequency_penalty=params.frequency_penalty, presence_penalty=params.presence_penalty,
-            grammar=grammar,
+            grammar=grammar, logits_processor=bias,
         )
         try:
             for tid in tokens:
@@ -138,6 +139,26 @@ class LlamaEngine:
                                 bool(lib.llama_vocab_is_eog(vocab, tid)), lps)
         finally:
             tokens.close()
+
+    def _logit_bias(self, pairs: tuple[tuple[int, float], ...]):
+        """OpenAI's logit_bias as a llama.cpp logits processor: the bias added to each listed token's logit before
+        any other sampler (penalties, grammar, top-k/p, temperature), as vLLM applies it. The logprobs reported stay
+        the model's own (_logprobs reads the raw logits)."""
+        if not pairs:
+            return None
+        n_vocab = self.llm.n_vocab()
+        if (largest := max(token for token, _ in pairs)) >= n_vocab:
+            raise SamplingError(f"sampling parameter 'logit_bias' must name token ids below {n_vocab} (the model's "
+                                f"vocabulary), got {largest}")
+        ids = np.fromiter((token for token, _ in pairs), dtype=np.intc, count=len(pairs))
+        biases = np.fromiter((bias for _, bias in pairs), dtype=np.single, count=len(pairs))
+
+        def apply(_input_ids, scores):
+            # The first sampler of the chain sees every token in id order, so a token's index is its id.
+            scores[ids] += biases
+            return scores
+
+        return self._lib.LogitsProcessorList([apply])
 
     def _check_grammar(self, text: str) -> None:
         """llama.cpp answers a grammar it cannot parse with a NULL sampler, which llama-cpp-python would add to the

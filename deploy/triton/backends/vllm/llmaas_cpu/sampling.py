@@ -37,6 +37,8 @@ class SamplingParams:
     # vLLM's guided decoding (GuidedDecodingParams): the JSON schema text the output must match, or any JSON object.
     guided_json: str | None = None
     guided_json_object: bool = False
+    # OpenAI's logit_bias as vLLM takes it: (token id, bias clamped to [-100, 100]) pairs.
+    logit_bias: tuple[tuple[int, float], ...] = ()
     # Accepted vLLM keys that the CPU engines do not act on (see README); kept for transparency.
     ignored: tuple[str, ...] = field(default=())
 
@@ -57,14 +59,13 @@ _FLOAT = ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalt
 _BOOL = ("include_stop_str_in_output", "ignore_eos", "skip_special_tokens", "use_beam_search", "detokenize",
          "spaces_between_special_tokens")
 # Keys vLLM's SamplingParams (0.6 .. 0.11) accepts that we accept but do not implement on CPU; harmless to ignore.
-_IGNORED = ("spaces_between_special_tokens", "output_kind", "logits_processors", "extra_args", "logit_bias",
-            "bad_words", "allowed_token_ids", "length_penalty", "early_stopping", "prompt_logprobs",
+_IGNORED = ("spaces_between_special_tokens", "output_kind", "logits_processors", "extra_args", "bad_words", "allowed_token_ids", "length_penalty", "early_stopping", "prompt_logprobs",
             "flat_logprobs")
 # Keys whose absence of support would silently change the *shape* of the answer: refused instead. (vLLM 0.11's
 # `structured_outputs` is the renamed `guided_decoding`; the router sends `guided_decoding`.)
 _REFUSED = ("structured_outputs",)
 _KNOWN = frozenset(_INT + _FLOAT + _BOOL + _IGNORED + _REFUSED
-                   + ("stop", "stop_token_ids", "lora_name", "guided_decoding"))
+                   + ("stop", "stop_token_ids", "lora_name", "guided_decoding", "logit_bias"))
 # GuidedDecodingParams keys the CPU engine enforces; the others (regex, choice, grammar, backend, ...) are refused.
 _GUIDED_KEYS = ("json", "json_object")
 
@@ -97,6 +98,23 @@ def _guided(value: object) -> dict:
     if not isinstance(schema, (dict, bool)):
         raise SamplingError("guided_decoding 'json' must be a JSON schema object")
     return {"guided_json": json.dumps(schema)}
+
+
+def _logit_bias(value: object) -> tuple[tuple[int, float], ...]:
+    """{token id (an int, or its JSON string key): bias} -> pairs, biases clamped to [-100, 100] as vLLM's
+    SamplingParams.from_optional does."""
+    if not isinstance(value, dict):
+        raise SamplingError("sampling parameter 'logit_bias' must be a map of token ids to numbers")
+    pairs = []
+    for token, bias in value.items():
+        try:
+            token_id = int(token)
+        except (TypeError, ValueError):
+            raise SamplingError("sampling parameter 'logit_bias' must be a map of token ids to numbers") from None
+        if token_id < 0 or isinstance(bias, bool) or not isinstance(bias, (int, float)) or bias != bias:
+            raise SamplingError("sampling parameter 'logit_bias' must be a map of token ids to numbers")
+        pairs.append((token_id, min(100.0, max(-100.0, float(bias)))))
+    return tuple(sorted(pairs))
 
 
 def _as_bool(key: str, value: object) -> bool:
@@ -162,6 +180,8 @@ def parse_sampling_parameters(raw: str | bytes | None) -> SamplingParams:
             values[key] = tuple(ids)
         elif key == "guided_decoding":
             values.update(_guided(value))
+        elif key == "logit_bias":
+            values[key] = _logit_bias(value)
         elif key in _REFUSED:
             raise SamplingError(f"sampling parameter '{key}' is not supported by the CPU engine")
         elif key == "lora_name":
