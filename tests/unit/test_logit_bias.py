@@ -39,6 +39,7 @@ def model(*capabilities: str) -> catalog_pb2.ResolveModelResponse:
 
 @pytest.mark.parametrize("parse", [chat, completion])
 def test_parsed_and_sent_in_vllms_json_form(parse):
+    assert parse(logit_bias={"0": 1}).logit_bias == {0: 1.0}
     params = parse(logit_bias={"50256": -100, "13": 2.5})
     assert params.logit_bias == {50256: -100.0, 13: 2.5}
     ChatPipeline._check_capabilities(params, model("logit_bias"))
@@ -64,7 +65,7 @@ def test_a_model_without_the_capability_refuses_it_by_name(parse):
 
 
 @pytest.mark.parametrize("bias", [{"1": 100.5}, {"1": -101}, {"x": 1}, {"1.5": 1}, {"-1": 1}, {"1": "1"},
-                                  {"1": None}, {"1": [1]}, {"1" * 10: 1}, {str(i): 1 for i in range(301)}])
+                                  {"1": None}, {"1": [1]}, {"1" * 10: 1}, {"07": 1}, {"00": 1}, {str(i): 1 for i in range(301)}])
 @pytest.mark.parametrize("parse", [chat, completion])
 def test_bad_maps_are_a_400_naming_it(parse, bias):
     with pytest.raises(ApiError) as e:
@@ -100,3 +101,7 @@ def test_traced_as_a_count_never_the_tokens():
     span = FakeSpan()
     trace_chat_api(span, chat(logit_bias={"50256": -100, "13": 1}))
     assert span.attributes == {"llmaas.logit_bias": 2}
+    span = FakeSpan()
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA==", "detail": "low"}}
+    trace_chat_api(span, chat(messages=[{"role": "user", "content": [image, image]}]))
+    assert span.attributes == {"llmaas.images_low_detail": 2}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 
@@ -120,24 +121,78 @@ def jpeg(width: int, height: int) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize(("data", "fmt"), [(png(1600, 1000), "PNG"), (jpeg(700, 2000), "JPEG")])
-def test_low_detail_reads_and_bills_a_512_px_copy(data, fmt):
+def low_pages(*datas: bytes, low: bool = True) -> list:
     from llmaas.router.params import ChatParams, ImagePart, Message
 
-    def pages(low: bool):
-        message = Message("user", "read", has_image=True, images=(ImagePart(uri(data), low=low),))
-        params = ChatParams(model="m", messages=(message,), stream=False, include_usage=False, max_tokens=None,
-                            max_tokens_param="max_tokens", prompt_bytes=4, temperature=None, top_p=None, top_k=None,
-                            presence_penalty=None, frequency_penalty=None, seed=None, stop=(), user="",
-                            wants_tools=False)
-        return images.read_pages(params)
+    message = Message("user", "read", has_image=True, images=tuple(ImagePart(uri(d), low=low) for d in datas))
+    params = ChatParams(model="m", messages=(message,), stream=False, include_usage=False, max_tokens=None,
+                        max_tokens_param="max_tokens", prompt_bytes=4, temperature=None, top_p=None, top_k=None,
+                        presence_penalty=None, frequency_penalty=None, seed=None, stop=(), user="",
+                        wants_tools=False)
+    return images.read_pages(params)
 
-    (full,), (low,) = pages(False), pages(True)
-    assert full.data == data and full.tokens > 64
-    assert max(low.width, low.height) == images.LOW_DETAIL_SIDE and low.tokens == 64
+
+def downscaled(pages) -> tuple:
+    return asyncio.run(images.downscaled(tuple(pages)))
+
+
+@pytest.mark.parametrize(("data", "fmt"), [(png(1600, 1000), "PNG"), (jpeg(700, 2000), "JPEG")])
+def test_low_detail_reads_and_bills_a_512_px_copy(data, fmt):
+    (full,), (marked,) = low_pages(data, low=False), low_pages(data)
+    assert full.data == data and full.tokens > 64 and not full.low
+    # Read, the page is billed at the copy's size already; the copy itself is made once the request is granted.
+    assert marked.low and marked.data == data and marked.tokens == 64
+    (low,) = downscaled([marked])
+    assert max(low.width, low.height) == images.LOW_DETAIL_SIDE and low.tokens == 64 and not low.low
     assert abs(low.width / low.height - full.width / full.height) < 0.01  # the aspect kept
     with Image.open(io.BytesIO(low.data)) as image:
         assert image.format == fmt and image.size == (low.width, low.height)
-    small = png(300, 200)  # already small: sent as it is
-    message = Message("user", "", has_image=True, images=(ImagePart(uri(small), low=True),))
-    assert images._low_detail(images._page(message.images[0].url, "p")).data == small
+    (small,) = low_pages(png(300, 200))  # already small: sent as it is
+    assert not small.low and downscaled([small])[0] is small
+
+
+def encoded(image: Image.Image, fmt: str, **kw) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **kw)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("image", "fmt", "mode"), [
+    (Image.new("CMYK", (900, 600), (0, 50, 100, 0)), "JPEG", "RGB"),
+    (Image.new("CMYK", (900, 600)), "TIFF", "RGB"),
+    (Image.new("1", (900, 600), 1), "TIFF", "RGB"),
+    (Image.new("LA", (900, 600), (128, 200)), "PNG", "LA"),
+    (Image.new("RGBA", (900, 600), (1, 2, 3, 100)), "WEBP", "RGBA"),
+    (Image.new("I;16", (900, 600), 300), "PNG", "RGB"),
+    (Image.new("RGB", (900, 600)).convert("P", palette=Image.Palette.ADAPTIVE), "PNG", "RGB"),
+    (Image.new("F", (900, 600), 0.5), "TIFF", "RGB"),
+])
+def test_low_detail_copies_every_mode_it_accepts(image, fmt, mode):
+    (low,) = downscaled(low_pages(encoded(image, fmt)))
+    with Image.open(io.BytesIO(low.data)) as copy:
+        assert copy.size == (512, 341) and copy.mode == mode
+        assert copy.format == ("JPEG" if fmt == "JPEG" else "PNG")
+
+
+def test_low_detail_keeps_the_orientation_the_model_would_see():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    (low,) = downscaled(low_pages(encoded(Image.new("RGB", (1000, 600)), "JPEG", exif=exif.tobytes())))
+    assert (low.width, low.height) == (307, 512)
+
+
+def test_a_truncated_low_detail_image_is_the_clients_400():
+    data = jpeg(1200, 900)
+    pages = low_pages(data[: len(data) * 2 // 3])  # a JPEG's structure check passes; its pixels are missing
+    with pytest.raises(ApiError) as e:
+        downscaled(pages)
+    assert e.value.code == "invalid_image" and e.value.status.name == "INVALID_ARGUMENT"
+
+
+def test_low_detail_bounds_what_decodes_whole(monkeypatch):
+    monkeypatch.setattr(images, "LOW_DETAIL_MAX_PIXELS", 1000 * 1000)
+    with pytest.raises(ApiError) as e:
+        low_pages(png(1001, 1000))
+    assert e.value.code == "image_too_large" and (HTTP_STATUS_HEADER, "413") in e.value.headers
+    assert low_pages(jpeg(2000, 1000))[0].low  # a JPEG decodes at a fraction of its size
+    assert low_pages(png(1001, 1000), low=False)  # at full resolution the model decodes it

@@ -488,7 +488,9 @@ def parse_logit_bias(bias: struct_pb2.Struct) -> dict[int, float] | None:
                               f"{len(bias.fields)}.", param="logit_bias", code="invalid_value")
     parsed = {}
     for token, value in bias.fields.items():
-        if not token.isascii() or not token.isdigit() or len(token) > 9 or value.WhichOneof("kind") != "number_value" \
+        # A token id in its one decimal form ("7", not "07": two spellings of one id would make the bias ambiguous).
+        if not token.isascii() or not token.isdigit() or len(token) > 9 or token != str(int(token)) \
+                or value.WhichOneof("kind") != "number_value" \
                 or not -LOGIT_BIAS_RANGE <= value.number_value <= LOGIT_BIAS_RANGE:
             raise invalid_request("Invalid 'logit_bias': expected a map of token ids to numbers between -100 and "
                                   "100.", param="logit_bias", code="invalid_value")

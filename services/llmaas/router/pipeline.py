@@ -276,7 +276,7 @@ class ChatPipeline:
             parts=[guard_pb2.PromptPart(source=_SOURCE[m.role], text=m.content) for m in params.messages])
         if params.tools is not None or params.has_tool_calls:
             guard_request.parts.extend(tool_guard_parts(params))
-        if params.tools is not None or params.logprobs or params.raw_prompt or params.reasoning_effort:
+        if span.is_recording():  # (an unsampled request's span records nothing: not even asked)
             trace_chat_api(span, params)
         # Images (a vision or OCR model: _check_capabilities refused them for any other) are decoded and checked
         # before the guard and metering are asked anything; the guard checks the text parts.
@@ -305,9 +305,6 @@ class ChatPipeline:
             sampling=sampling, headers=lifecycle_headers(model),
             output=ChatOutput.for_params(params, reasoning, constrained), reasoning=reasoning,
             constrained=constrained, pages=pages, ocr=model.type == "ocr")
-        if pages and not run.ocr:
-            # The vLLM contract's `image` input: base64, encoded once here (off the event loop), not per attempt.
-            run.images = await asyncio.to_thread(lambda: tuple(base64.b64encode(p.data) for p in pages))
         # Worst case: a token covers at least one byte of the prompt (plus the few a tokenizer adds), so its byte
         # length bounds the input tokens; and the backend refuses a prompt longer than the context. Metering caps the
         # settlement at this reservation.
@@ -330,6 +327,8 @@ class ChatPipeline:
             kwh_per_million_tokens=(model.kwh_per_million_tokens if model.HasField("kwh_per_million_tokens")
                                     else None))
         verdict, reserved = await self._check_and_reserve(run, guard_request, reservation)
+        if pages:
+            await self._prepare_images(run)
         run.headers += guard_headers(verdict) + tuple((h.name, h.value) for h in reserved.headers)
         if verdict.mode in (guard_pb2.GUARD_MODE_ENFORCE, guard_pb2.GUARD_MODE_SHADOW) and not (
                 params.raw_prompt or run.ocr):
@@ -338,6 +337,21 @@ class ChatPipeline:
         if params.n > 1 or len(prompts) > 1:
             run.choices = tuple(choices.split(run, prompts, params.n, self._own_output))
         return run
+
+    async def _prepare_images(self, run: ChatRun) -> None:
+        """Once granted: the low-detail copies made (llmaas.router.images.downscaled) and, for a vision model, the
+        vLLM contract's `image` input encoded once (base64, off the event loop), not per attempt. A failure or a
+        client gone meanwhile releases the reservation, nothing billed."""
+        try:
+            run.pages = await images.downscaled(run.pages)
+            if not run.ocr:
+                run.images = await asyncio.to_thread(lambda: tuple(base64.b64encode(p.data) for p in run.pages))
+        except asyncio.CancelledError:
+            self._settle(run, "cancelled")
+            raise
+        except BaseException:
+            self._settle(run, "rejected")
+            raise
 
     async def _check_and_reserve(self, run: ChatRun, guard_request, reservation):
         """The guard's verdict and metering's grant, asked at once: each is a round trip, and together they were most
