@@ -196,3 +196,12 @@ def test_low_detail_bounds_what_decodes_whole(monkeypatch):
     assert e.value.code == "image_too_large" and (HTTP_STATUS_HEADER, "413") in e.value.headers
     assert low_pages(jpeg(2000, 1000))[0].low  # a JPEG decodes at a fraction of its size
     assert low_pages(png(1001, 1000), low=False)  # at full resolution the model decodes it
+
+
+def test_a_phones_multi_picture_jpeg_is_a_jpeg():
+    out = io.BytesIO()
+    Image.new("RGB", (800, 600), "red").save(out, "MPO", save_all=True, append_images=[Image.new("RGB", (800, 600))])
+    page = images._page(uri(out.getvalue(), "image/jpeg"), "p")
+    assert (page.format, page.width, page.height) == ("JPEG", 800, 600)
+    (low,) = downscaled(low_pages(out.getvalue()))
+    assert low.format == "JPEG" and (low.width, low.height) == (512, 384)

@@ -100,7 +100,7 @@ def _low_detail(page: Page) -> Page:
 
     try:
         with Image.open(io.BytesIO(page.data), formats=FORMATS) as image:
-            fmt = "JPEG" if image.format == "JPEG" else "PNG"
+            fmt = "JPEG" if image.format in ("JPEG", "MPO") else "PNG"
             icc = image.info.get("icc_profile")
             image.draft("RGB", (LOW_DETAIL_SIDE, LOW_DETAIL_SIDE))  # JPEG: decode at a fraction of the size already
             # Orientation as the model would apply it to the original (EXIF), which the copy does not carry.
@@ -157,6 +157,9 @@ def _dimensions(data: bytes, param: str) -> tuple[int, int, str]:
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError):
         raise invalid_request("The image could not be read: PNG, JPEG, WebP, BMP or TIFF is expected.", param=param,
                               code="invalid_image") from None
+    if fmt == "MPO":
+        # A camera's JPEG with a second picture (MPO, as phones save them): the models read its first, a JPEG.
+        fmt = "JPEG"
     if fmt not in FORMATS:
         raise invalid_request(f"Unsupported image format {fmt}: PNG, JPEG, WebP, BMP or TIFF is expected.",
                               param=param, code="invalid_image")
