@@ -219,10 +219,14 @@ def test_logit_bias_bans_a_token(client, tokenizer):
     assert first_token(logit_bias={str(token_id): -100}).token == runner_up
 
 
-def test_logit_bias_outside_the_vocabulary_is_a_400(client):
+@pytest.mark.parametrize("stream", [False, True])
+def test_logit_bias_outside_the_vocabulary_is_a_400(client, stream):
+    """The backend's refusal comes before any output: a 400 naming the field, streamed or not."""
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model=REAL_MODEL, messages=CAPITAL, max_tokens=2,
-                                       logit_bias={"99999999": 5})
+        list(client.completions.create(model=REAL_MODEL, prompt="Hi", max_tokens=2, stream=True,
+                                       logit_bias={"99999999": 5})) if stream else \
+            client.chat.completions.create(model=REAL_MODEL, messages=CAPITAL, max_tokens=2,
+                                           logit_bias={"99999999": 5})
     assert e.value.body["param"] == "logit_bias" and "vocabulary" in e.value.body["message"]
 
 
