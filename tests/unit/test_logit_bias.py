@@ -65,7 +65,8 @@ def test_a_model_without_the_capability_refuses_it_by_name(parse):
 
 
 @pytest.mark.parametrize("bias", [{"1": 100.5}, {"1": -101}, {"x": 1}, {"1.5": 1}, {"-1": 1}, {"1": "1"},
-                                  {"1": None}, {"1": [1]}, {"1" * 10: 1}, {"07": 1}, {"00": 1}, {str(i): 1 for i in range(301)}])
+                                  {"1": None}, {"1": [1]}, {"1" * 10: 1}, {"07": 1}, {"00": 1},
+                                  {str(i): 1 for i in range(301)}])
 @pytest.mark.parametrize("parse", [chat, completion])
 def test_bad_maps_are_a_400_naming_it(parse, bias):
     with pytest.raises(ApiError) as e:

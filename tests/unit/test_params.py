@@ -134,7 +134,8 @@ def test_served_content_parts_and_detail():
             {"type": "text", "text": "read"}, {"type": "image_url", "image_url": image}]}]))
         assert p.messages[0].content == "read" and p.messages[0].has_image
         assert [(i.url, i.low) for i in p.messages[0].images] == [("data:image/png;base64,AA==", detail == "low")]
-    p = parse_chat_request(req(messages=[{"role": "user", "content": [{"type": "image", "image": "data:x;base64,AA=="}]}]))
+    simplified = {"type": "image", "image": "data:x;base64,AA=="}
+    p = parse_chat_request(req(messages=[{"role": "user", "content": [simplified]}]))
     assert [(i.url, i.low) for i in p.messages[0].images] == [("data:x;base64,AA==", False)]  # the reference's form
 
 

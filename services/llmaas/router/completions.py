@@ -9,8 +9,8 @@ Served: a prompt string or an array of strings (each answered n times: choice p 
 llmaas.router.choices; at most MAX_N choices in all), max_tokens (OpenAI's default 16), temperature, top_p, stop,
 presence/frequency penalties, seed, user, n, best_of equal to n, logprobs 0..5, echo (without logprobs), logit_bias
 (models that list it), stream and stream_options. Refused with a 400 naming the field: token arrays (the router has no
-tokenizer), best_of above n (no server-side ranking), suffix (no model here does fill-in-the-middle), echo with logprobs (prompt logprobs are not
-produced).
+tokenizer), best_of above n (no server-side ranking), suffix (no model here does fill-in-the-middle), echo with
+logprobs (prompt logprobs are not produced).
 """
 
 from __future__ import annotations

@@ -59,8 +59,8 @@ _FLOAT = ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalt
 _BOOL = ("include_stop_str_in_output", "ignore_eos", "skip_special_tokens", "use_beam_search", "detokenize",
          "spaces_between_special_tokens")
 # Keys vLLM's SamplingParams (0.6 .. 0.11) accepts that we accept but do not implement on CPU; harmless to ignore.
-_IGNORED = ("spaces_between_special_tokens", "output_kind", "logits_processors", "extra_args", "bad_words", "allowed_token_ids", "length_penalty", "early_stopping", "prompt_logprobs",
-            "flat_logprobs")
+_IGNORED = ("spaces_between_special_tokens", "output_kind", "logits_processors", "extra_args", "bad_words",
+            "allowed_token_ids", "length_penalty", "early_stopping", "prompt_logprobs", "flat_logprobs")
 # Keys whose absence of support would silently change the *shape* of the answer: refused instead. (vLLM 0.11's
 # `structured_outputs` is the renamed `guided_decoding`; the router sends `guided_decoding`.)
 _REFUSED = ("structured_outputs",)
