@@ -280,15 +280,23 @@ async def measure(stack: dict, args, baseline: dict | None = None) -> None:
             [_ours(r) for r in cpu["baseline"]["c32"]])
         print(f"\nCPU per request, Envoy + services, against the baseline: {ratio:.2f}x")
 
-    rss_before = {k: _rss_mib(p) for k, p in roots["stack"].items()}
+    # RSS before and after the soak, and at each quarter of it: growth that levels off is warm-up (caches, allocator
+    # arenas); growth that keeps its pace is a leak.
+    readings = [("before", {k: _rss_mib(p) for k, p in roots["stack"].items()})]
     if args.soak:
         print(f"\nsoak: {args.soak} more requests at concurrency 32 ...")
         port, make, tls = paths.stack()
-        r = await loadgen.run(HOST, port, make, concurrency=32, requests=args.soak, tls=tls)
-        print(f"  {len(r.latencies)} served in {r.elapsed:.0f} s ({r.rps:.0f}/s), {r.errors} errors")
-    print(f"\nRSS MiB {'before':>8} {'after':>8}")
-    for k, p in roots["stack"].items():
-        print(f"  {k:12} {rss_before[k]:8.1f} {_rss_mib(p):8.1f}")
+        served, elapsed, errors = 0, 0.0, 0
+        for quarter in range(1, 5):
+            share = args.soak * quarter // 4 - args.soak * (quarter - 1) // 4
+            r = await loadgen.run(HOST, port, make, concurrency=32, requests=share, tls=tls)
+            served, elapsed, errors = served + len(r.latencies), elapsed + r.elapsed, errors + r.errors
+            readings.append((f"{quarter}/4" if quarter < 4 else "after", {k: _rss_mib(p)
+                                                                        for k, p in roots["stack"].items()}))
+        print(f"  {served} served in {elapsed:.0f} s ({served / elapsed:.0f}/s), {errors} errors")
+    print("\nRSS MiB " + " ".join(f"{label:>8}" for label, _ in readings))
+    for k in roots["stack"]:
+        print(f"  {k:12} " + " ".join(f"{values[k]:8.1f}" for _, values in readings))
 
 
 @contextlib.contextmanager
