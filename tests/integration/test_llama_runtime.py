@@ -125,3 +125,35 @@ def test_default_model_generates_on_a_chat_length_prompt():
     for result in results:
         assert result["prompt_tokens"] >= 250, result
         assert result["tokens"] >= 3 and result["text"].strip(), result
+
+
+def _until_end(engine, prompt: str, sampling: str, limit: int = 64) -> list:
+    """The CPU backend's engine (llama_engine.py) on the default model: its steps up to the first end of generation."""
+    sys.path.insert(0, str(REPO_ROOT / "deploy" / "triton" / "backends" / "vllm"))
+    from llmaas_cpu.sampling import parse_sampling_parameters  # noqa: PLC0415
+
+    steps = []
+    for step in engine.generate(prompt, engine.tokenize(prompt), parse_sampling_parameters(sampling), False):
+        steps.append(step)
+        if step.is_eos or len(steps) == limit:
+            return steps
+    return steps
+
+
+def test_the_engine_honours_min_tokens():
+    """vLLM's min_tokens: no end of generation before min_tokens are out (a logits processor on llama.cpp)."""
+    sys.path.insert(0, str(REPO_ROOT / "deploy" / "triton" / "backends" / "vllm"))
+    from llmaas_cpu.llama_engine import LlamaEngine  # noqa: PLC0415
+
+    engine = LlamaEngine(default_gguf(), 1024, 2, None)
+    try:
+        prompt = render_default_prompt([{"role": "user", "content": "Reply with just the word OK."}])
+        short = _until_end(engine, prompt, '{"temperature": 0, "seed": 1}')
+        assert short[-1].is_eos and len(short) < 40, [s.piece for s in short]
+        wanted = len(short) + 10  # the greedy answer's end, ten tokens too early
+        sampling = f'{{"temperature": 0, "seed": 1, "min_tokens": {wanted}, "max_tokens": 96}}'
+        longer = _until_end(engine, prompt, sampling, limit=96)
+        assert not any(s.is_eos for s in longer[:wanted]) and len(longer) > wanted
+        assert [s.token_id for s in longer[:len(short) - 1]] == [s.token_id for s in short[:-1]]  # same start
+    finally:
+        engine.close()

@@ -120,7 +120,8 @@ class LlamaEngine:
         grammar = grammar_for(params)
         if grammar is not None:
             self._check_grammar(grammar._grammar)
-        bias = self._logit_bias(params.logit_bias)
+        processors = [p for p in (self._logit_bias(params.logit_bias), self._min_tokens(params, len(prompt_ids)))
+                      if p is not None]
         tokens = llm.generate(
             prompt_ids,
             temp=0.0 if params.greedy else params.temperature,
@@ -128,7 +129,7 @@ class LlamaEngine:
             top_p=params.top_p, min_p=params.min_p, typical_p=1.0,
             repeat_penalty=params.repetition_penalty,
             frequency_penalty=params.frequency_penalty, presence_penalty=params.presence_penalty,
-            grammar=grammar, logits_processor=bias,
+            grammar=grammar, logits_processor=lib.LogitsProcessorList(processors) if processors else None,
         )
         try:
             for tid in tokens:
@@ -158,7 +159,29 @@ class LlamaEngine:
             scores[ids] += biases
             return scores
 
-        return self._lib.LogitsProcessorList([apply])
+        return apply
+
+    def _min_tokens(self, params: SamplingParams, prompt_len: int):
+        """vLLM's min_tokens: the end-of-generation tokens (and stop_token_ids) cannot be sampled before min_tokens
+        are out. Pushed far down rather than removed: under a grammar that allows nothing else, one stays possible."""
+        if params.min_tokens <= 0:
+            return None
+        n_vocab = self.llm.n_vocab()
+        banned = np.array(sorted({*self._end_of_generation, *(t for t in params.stop_token_ids if 0 <= t < n_vocab)}),
+                          dtype=np.intc)
+
+        def apply(input_ids, scores):
+            # input_ids: the prompt and the tokens generated so far (the one being sampled excluded).
+            if len(input_ids) - prompt_len < params.min_tokens:
+                scores[banned] = -1e9
+            return scores
+
+        return apply
+
+    @functools.cached_property
+    def _end_of_generation(self) -> tuple[int, ...]:
+        vocab = self.llm._model.vocab
+        return tuple(i for i in range(self.llm.n_vocab()) if self._lib.llama_vocab_is_eog(vocab, i))
 
     def _check_grammar(self, text: str) -> None:
         """llama.cpp answers a grammar it cannot parse with a NULL sampler, which llama-cpp-python would add to the
