@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -342,10 +343,17 @@ class ChatPipeline:
         """Once granted: the low-detail copies made (llmaas.router.images.downscaled) and, for a vision model, the
         vLLM contract's `image` input encoded once (base64, off the event loop), not per attempt. A failure or a
         client gone meanwhile releases the reservation, nothing billed."""
-        try:
+        with self._released_on_failure(run):
             run.pages = await images.downscaled(run.pages)
             if not run.ocr:
                 run.images = await asyncio.to_thread(lambda: tuple(base64.b64encode(p.data) for p in run.pages))
+
+    @contextlib.contextmanager
+    def _released_on_failure(self, run: ChatRun) -> Iterator[None]:
+        """A granted reservation whose request goes no further is released, nothing billed: `cancelled` when the
+        client left meanwhile, `rejected` on any failure."""
+        try:
+            yield
         except asyncio.CancelledError:
             self._settle(run, "cancelled")
             raise
@@ -376,14 +384,8 @@ class ChatPipeline:
             guard.cancel()
             raise ApiError(grpc.StatusCode.ALREADY_EXISTS, "This request was already made: it is not served again.",
                            code="request_replayed")
-        try:
+        with self._released_on_failure(run):
             verdict = await guard
-        except asyncio.CancelledError:
-            self._settle(run, "cancelled")
-            raise
-        except BaseException:
-            self._settle(run, "rejected")
-            raise
         if verdict.decision == guard_pb2.DECISION_BLOCK:
             self._settle(run, "rejected")
             raise invalid_request(f"The prompt was rejected by the prompt security policy ({guard_reasons(verdict)}).",
