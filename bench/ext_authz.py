@@ -1,14 +1,16 @@
 """The latency ext_authz adds to each request: GET /v1/models through Envoy with the auth check against the same path
-through a second Envoy without it, at concurrency 1 and 16. Prints p50/p99 and requests/s of both, and the difference.
+through a second Envoy without it, at concurrency 1 and 16, and through a third whose ext_authz asks auth over gRPC
+instead of HTTP (the stack's default, llmaas.auth.ext_authz_http). Prints p50/p99, requests/s and auth's CPU per
+request of each, and the differences.
 
     .venv/bin/python -m bench.ext_authz [--requests 200] [--rounds 8]
 
 /v1/models is cheap (the catalog answers from memory), so the difference is the check itself: Envoy's ext_authz
-filter, the gRPC call to an auth replica, key verification (cached) and the audit record auth appends (write-behind,
-durable within a bounded delay: README). It starts its own stack (like the e2e tests, two auth replicas on one SQLite database)
-and a second Envoy from the same template with `ext_authz=False`, pointed at the same catalog. Without ext_authz the
-catalog still wants the signed identity header, so the bench signs the same identity itself. Both sides run in one
-process, in alternating rounds, so that the machine's load moves them alike: compare differences and ratios.
+filter, the call to an auth replica, key verification (cached) and the audit record auth appends (write-behind,
+durable within a bounded delay: README). It starts its own stack (like the e2e tests, two auth replicas on one SQLite
+database) and the other Envoys from the same template, pointed at the same services. Without ext_authz the catalog
+still wants the signed identity header, so the bench signs the same identity itself. All sides run in one process,
+in alternating rounds, so that the machine's load moves them alike: compare differences and ratios.
 
 Then auth's own part: the Check RPC asked straight of one replica or of both in turn (their audit appends contend
 for the one SQLite database), an empty RPC to the same server (what any gRPC hop costs), and the audit append alone
@@ -53,22 +55,25 @@ from tests.support.auth_store import auth_engine
 from tests.support.ports import free_base_port
 from tests.support.process import running_component
 from tests.support.service_auth import service_metadata
-from tests.support.stack import running_stack
+from tests.support.stack import live_pids, running_stack
 
 CONCURRENCY = (1, 16)
 Send = Callable[[], Awaitable[None]]
 
 
 @contextmanager
-def envoy_without_ext_authz(stack: dict, work: Path) -> Iterator[str]:
-    """A second Envoy, same template and the same upstream services, no ext_authz. Yields its /v1 base URL."""
+def second_envoy(stack: dict, work: Path, name: str, **options) -> Iterator[str]:
+    """Another Envoy, same template and the same upstream services, rendered with `options` (no ext_authz, or
+    ext_authz over gRPC). Yields its /v1 base URL."""
     ports = StackPorts(free_base_port(span=2))  # its own listener and admin port; the clusters are the stack's
-    config = work / "envoy.yaml"
+    config = work / f"{name}.yaml"
     # The stack's own certificate (or plain HTTP like the stack): the difference is ext_authz alone.
     edge = stack["edge_tls"]
     tls = EdgeTls(Path(edge["cert_file"]), Path(edge["key_file"]), None) if edge else None
-    config.write_text(render_config(ports, ext_authz=False, auth_replicas=len(stack["auth_replicas"]),
-                                    upstream=StackPorts(stack["base_port"]), tls=tls))
+    secret = json.loads((Path(stack["data_dir"]) / ADMIN_FILE).read_text())["internal_secret"]
+    config.write_text(render_config(ports, auth_replicas=len(stack["auth_replicas"]),
+                                    upstream=StackPorts(stack["base_port"]), tls=tls, internal_secret=secret,
+                                    **options))
 
     def ready() -> bool:
         try:
@@ -78,7 +83,7 @@ def envoy_without_ext_authz(stack: dict, work: Path) -> Iterator[str]:
             return False
 
     component = Component(
-        name="envoy-no-ext-authz", ready=ready,
+        name=name, ready=ready,
         argv=[str(find_envoy()), "-c", str(config), "--log-level", "warn", "--concurrency", "2",
               "--base-id", str(ports.base)])
     with running_component(component, work):
@@ -104,26 +109,42 @@ def _pct(values: list[float], p: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[p - 1] * 1000
 
 
-async def _interleaved(sides: dict[str, Send], requests: int, rounds: int, concurrency: int) -> dict:
-    """Alternating rounds (A B, B A, ...): every side sees the same mix of the machine's moments."""
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def _interleaved(sides: dict[str, Send], requests: int, rounds: int, concurrency: int,
+                       cpu_pids: list[int] = ()) -> dict:
+    """Alternating rounds (A B C, C B A, ...): every side sees the same mix of the machine's moments. Per side:
+    p50, p99 (ms), requests/s, and the CPU `cpu_pids` spent per request (ms)."""
     latencies = {name: [] for name in sides}
     seconds = dict.fromkeys(sides, 0.0)
+    cpu = dict.fromkeys(sides, 0.0)
     names = list(sides)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
+            before = _cpu_seconds(cpu_pids)
             lat, rps = await _measure(sides[name], requests, concurrency)
+            cpu[name] += _cpu_seconds(cpu_pids) - before
             latencies[name] += lat
             seconds[name] += requests / rps
-    return {name: (_pct(lat, 50), _pct(lat, 99), len(lat) / seconds[name]) for name, lat in latencies.items()}
+    return {name: (_pct(lat, 50), _pct(lat, 99), len(lat) / seconds[name], cpu[name] / len(lat) * 1000)
+            for name, lat in latencies.items()}
 
 
 def _print_header(title: str) -> None:
     print(f"\n{title}")
-    print(f"{'concurrency':>11}  {'':<22} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+    print(f"{'concurrency':>11}  {'':<22} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'auth CPU ms/req':>16}")
 
 
-def _print_row(concurrency: int, name: str, p50: float, p99: float, rps: float | None = None) -> None:
-    print(f"{concurrency:>11}  {name:<22} {p50:8.2f} {p99:8.2f} {'' if rps is None else f'{rps:8.0f}':>8}")
+def _print_row(concurrency: int, name: str, p50: float, p99: float, rps: float | None = None,
+               cpu: float | None = None) -> None:
+    print(f"{concurrency:>11}  {name:<22} {p50:8.2f} {p99:8.2f} {'' if rps is None else f'{rps:8.0f}':>8}"
+          f" {'' if cpu is None else f'{cpu:16.3f}':>16}")
 
 
 def _audit_count(data_dir: Path) -> int:
@@ -135,7 +156,7 @@ def _audit_count(data_dir: Path) -> int:
         engine.dispose()
 
 
-async def end_to_end(stack: dict, plain_url: str, requests: int, rounds: int) -> None:
+async def end_to_end(stack: dict, plain_url: str, grpc_url: str, requests: int, rounds: int) -> None:
     data_dir = Path(stack["data_dir"])
     secret = json.loads((data_dir / ADMIN_FILE).read_text())["internal_secret"]
     key_id, _ = keys.parse(stack["api_key"])
@@ -147,9 +168,14 @@ async def end_to_end(stack: dict, plain_url: str, requests: int, rounds: int) ->
                           headers={"Authorization": f"Bearer {stack['api_key']}"}) as with_authz,
         httpx.AsyncClient(base_url=plain_url, limits=limits, timeout=30,
                           headers={IDENTITY_HEADER: identity}) as without_authz,
+        httpx.AsyncClient(base_url=grpc_url, limits=limits, timeout=30,
+                          headers={"Authorization": f"Bearer {stack['api_key']}"}) as with_grpc_authz,
     ):
         async def via_authz():
             (await with_authz.get("/models")).raise_for_status()
+
+        async def via_grpc_authz():
+            (await with_grpc_authz.get("/models")).raise_for_status()
 
         async def via_plain():
             (await without_authz.get("/models")).raise_for_status()
@@ -157,22 +183,28 @@ async def end_to_end(stack: dict, plain_url: str, requests: int, rounds: int) ->
         a, b = (await with_authz.get("/models")).json(), (await without_authz.get("/models")).json()
         assert "data" in a and "data" in b, f"a path failed: {a} {b}"
         assert [m["id"] for m in a["data"]] == [m["id"] for m in b["data"]], "the two paths answer differently"
-        sides = {"with ext_authz": via_authz, "without ext_authz": via_plain}
+        sides = {"with ext_authz": via_authz, "ext_authz over gRPC": via_grpc_authz, "without ext_authz": via_plain}
         for send in sides.values():  # warm-up: connections, caches
             await _measure(send, 50, 4)
 
         before = _audit_count(data_dir)
         print(f"GET /v1/models ({len(a['data'])} models), {rounds} rounds x {requests} requests per side and "
               f"concurrency, sides alternating; the stack runs {len(stack['auth_replicas'])} auth replicas")
-        _print_header("Through Envoy")
+        _print_header("Through Envoy (with ext_authz: over HTTP, the stack's; over gRPC: a second Envoy)")
+        auth_pids = [pid for name, pid in live_pids(stack).items() if name.split("-")[0] == "auth"]
         for concurrency in CONCURRENCY:
-            r = await _interleaved(sides, requests, rounds, concurrency)
-            (a50, a99, arps), (p50, p99, prps) = r["with ext_authz"], r["without ext_authz"]
-            _print_row(concurrency, "with ext_authz", a50, a99, arps)
-            _print_row(concurrency, "without ext_authz", p50, p99, prps)
+            r = await _interleaved(sides, requests, rounds, concurrency, auth_pids)
+            (a50, a99, arps, acpu), (g50, g99, grps, gcpu) = r["with ext_authz"], r["ext_authz over gRPC"]
+            p50, p99, prps, pcpu = r["without ext_authz"]
+            _print_row(concurrency, "with ext_authz", a50, a99, arps, acpu)
+            _print_row(concurrency, "ext_authz over gRPC", g50, g99, grps, gcpu)
+            _print_row(concurrency, "without ext_authz", p50, p99, prps, pcpu)
             print(f"{concurrency:>11}  {'added by ext_authz':<22} {a50 - p50:+8.2f} {a99 - p99:+8.2f} "
                   f"{arps / prps:8.2f}   (x{a50 / p50:.2f} p50, x{a99 / p99:.2f} p99; req/s ratio)")
-        measured = rounds * requests * len(CONCURRENCY)
+            print(f"{concurrency:>11}  {'added over gRPC':<22} {g50 - p50:+8.2f} {g99 - p99:+8.2f} "
+                  f"{grps / prps:8.2f}   auth CPU per request: HTTP {acpu:.3f} ms, gRPC {gcpu:.3f} ms "
+                  f"(x{acpu / gcpu:.2f})")
+        measured = rounds * requests * len(CONCURRENCY) * 2  # over HTTP and over gRPC
         print(f"audit records appended during the run: {_audit_count(data_dir) - before} for {measured} "
               "authorised requests")
 
@@ -207,7 +239,7 @@ async def check_direct(stack: dict, requests: int, rounds: int) -> None:
                   "empty RPC")
     for concurrency in CONCURRENCY:
         results = await _interleaved(sides, requests, rounds, concurrency)
-        for name, (p50, p99, rps) in results.items():
+        for name, (p50, p99, rps, _) in results.items():
             _print_row(concurrency, name, p50, p99, rps)
     for channel in channels:
         await channel.close()
@@ -246,7 +278,7 @@ async def audit_append(work: Path, requests: int, rounds: int) -> None:
         await _measure(send, 50, 4)
     _print_header("Auth's audit append alone (AuditLog.append, group commit, one writer, scratch SQLite databases)")
     for concurrency in CONCURRENCY:
-        for name, (p50, p99, rps) in (await _interleaved(sides, requests, rounds, concurrency)).items():
+        for name, (p50, p99, rps, _) in (await _interleaved(sides, requests, rounds, concurrency)).items():
             _print_row(concurrency, name, p50, p99, rps)
     for log, engine in logs.values():
         await log.close()
@@ -262,8 +294,9 @@ def main() -> None:
         print("load average at start: {:.2f} {:.2f} {:.2f} ({} cores)".format(*os.getloadavg(), os.cpu_count()))
         work = Path(tmp) / "bench"
         work.mkdir()
-        with envoy_without_ext_authz(stack, work) as plain_url:
-            asyncio.run(end_to_end(stack, plain_url, args.requests, args.rounds))
+        with (second_envoy(stack, work, "envoy-no-ext-authz", ext_authz=False) as plain_url,
+              second_envoy(stack, work, "envoy-grpc-ext-authz", authz_transport="grpc") as grpc_url):
+            asyncio.run(end_to_end(stack, plain_url, grpc_url, args.requests, args.rounds))
         asyncio.run(check_direct(stack, args.requests, max(2, args.rounds // 2)))
         asyncio.run(audit_append(work, args.requests, max(2, args.rounds // 2)))
         print("\nload average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))

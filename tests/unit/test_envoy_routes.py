@@ -37,10 +37,55 @@ def test_the_rendered_config_routes_and_transcodes_exactly_those():
     assert exact == {r.path: r.cluster for r in routes}
     [transcoder] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.grpc_json_transcoder"]
     assert transcoder["typed_config"]["services"] == services
-    [authz] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"]
-    [credential] = authz["typed_config"]["grpc_service"]["initial_metadata"]
-    assert credential["key"] == "x-llmaas-service" and credential["value"].startswith("s1.")
     assert hcm["route_config"]["virtual_hosts"][0]["request_headers_to_remove"] == ["x-llmaas-service"]
+
+
+def _authz(config: dict) -> dict:
+    [authz] = [f for f in _hcm_of(config)["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"]
+    return authz["typed_config"]
+
+
+def _hcm_of(config: dict) -> dict:
+    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def _endpoints(cluster: dict) -> list[tuple[str, int]]:
+    return [(e["endpoint"]["address"]["socket_address"]["address"], e["endpoint"]["address"]["socket_address"][
+        "port_value"]) for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+
+
+def test_ext_authz_over_http_by_default_to_every_auth_replica():
+    """The edge asks auth over HTTP (llmaas.auth.ext_authz_http): every replica's HTTP port, health-checked; the
+    credential and the peer address Envoy saw are added by Envoy (overwriting the client's), only the identity
+    headers come back to the request, and nothing but the key and the request id is copied from the client."""
+    from llmaas.auth import ext_authz_http
+
+    ports = StackPorts(20000)
+    config = yaml.safe_load(envoy.render_config(ports, auth_replicas=3, internal_secret="s" * 32))
+    authz = _authz(config)
+    service = authz["http_service"]
+    assert "grpc_service" not in authz and service["server_uri"]["cluster"] == "auth_authz"
+    assert service["path_prefix"] == ext_authz_http.PATH_PREFIX
+    added = {h["key"]: h["value"] for h in service["authorization_request"]["headers_to_add"]}
+    assert added["x-llmaas-service"].startswith("s1.")
+    assert added[ext_authz_http.PEER_HEADER] == "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+    assert {p["exact"] for p in authz["allowed_headers"]["patterns"]} == {"authorization", "x-request-id"}
+    assert {p["exact"] for p in service["authorization_response"]["allowed_upstream_headers"]["patterns"]} == {
+        "x-llmaas-identity", "x-llmaas-client-address"}
+    assert authz["failure_mode_allow"] is False
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    assert _endpoints(clusters["auth_authz"]) == [("127.0.0.1", ports.auth_authz_http(i)) for i in range(3)]
+    assert clusters["auth_authz"]["health_checks"][0]["http_health_check"]["path"] == ext_authz_http.HEALTH_PATH
+    assert "typed_extension_protocol_options" not in clusters["auth_authz"]  # HTTP/1.1
+
+
+def test_ext_authz_over_grpc_when_asked():
+    config = yaml.safe_load(envoy.render_config(StackPorts(20000), internal_secret="s" * 32, authz_transport="grpc"))
+    authz = _authz(config)
+    [credential] = authz["grpc_service"]["initial_metadata"]
+    assert credential["key"] == "x-llmaas-service" and credential["value"].startswith("s1.")
+    assert "http_service" not in authz
+    assert "auth_authz" not in {c["name"] for c in config["static_resources"]["clusters"]}
 
 
 def test_kubernetes_config_names_services_by_dns_and_serves_stats():
@@ -63,6 +108,8 @@ def test_kubernetes_config_names_services_by_dns_and_serves_stats():
     routes = listeners["openai_api"]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
     status = next(r for r in routes["virtual_hosts"][0]["routes"] if r["match"].get("path") == "/v1/status")
     assert status["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
+    # ext_authz over HTTP on every auth pod (the headless Service's name), on the port the chart gives auth.
+    assert _endpoints(clusters["auth_authz"]) == [("llmaas-auth.llmaas.svc.cluster.local", envoy.AUTHZ_HTTP_PORT)]
 
 
 def test_the_kubernetes_config_command_writes_what_envoy_accepts(tmp_path, monkeypatch):

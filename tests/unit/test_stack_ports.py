@@ -30,18 +30,21 @@ def test_every_port_of_the_largest_stack_is_distinct_and_inside_the_span():
     options = StackOptions(data_dir=Path("unused"), base_port=BASE, auth_replicas=AUTH_MAX_REPLICAS,
                            triton_replicas=TRITON_MAX_REPLICAS)
     owners = port_owners(options, jaeger=True)
-    # envoy 2, services 5, extra auth 2, Triton 3 per replica, Jaeger 6, each service process's metrics: no port
-    # shared.
-    assert len(owners) == 2 + 5 + (AUTH_MAX_REPLICAS - 1) + 3 * TRITON_MAX_REPLICAS + 6 + 5 + (AUTH_MAX_REPLICAS - 1)
+    # envoy 2, services 5, extra auth 2, Triton 3 per replica, Jaeger 6, each service process's metrics, each auth
+    # replica's ext_authz over HTTP: no port shared.
+    assert len(owners) == (2 + 5 + (AUTH_MAX_REPLICAS - 1) + 3 * TRITON_MAX_REPLICAS + 6 + 5 + (AUTH_MAX_REPLICAS - 1)
+                           + AUTH_MAX_REPLICAS)
     assert all(BASE <= port < BASE + StackPorts.SPAN for port in owners)
     assert owners[BASE + 7] == "triton grpc" and owners[BASE + 25] == "triton-3 metrics"
+    assert owners[BASE + 29] == "auth ext_authz" and owners[BASE + 31] == "auth-3 ext_authz"
 
 
 def test_options_choose_the_ports_checked():
     small = port_owners(StackOptions(data_dir=Path("unused"), base_port=BASE, auth_replicas=1), jaeger=False)
     assert BASE + 20 not in small and BASE + 10 not in small and BASE + 16 not in small
     assert small[BASE + 18] == "metering metrics" and small[BASE + 36] == "router metrics"
-    assert BASE + 33 not in small  # auth-2's metrics: one auth replica only
+    assert BASE + 33 not in small and BASE + 30 not in small  # auth-2's metrics and ext_authz: one auth replica only
+    assert small[BASE + 29] == "auth ext_authz"
 
 
 @pytest.mark.parametrize("index", [0, TRITON_MAX_REPLICAS + 1])

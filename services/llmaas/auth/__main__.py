@@ -16,6 +16,7 @@ from llmaas.auth import abuse
 from llmaas.auth.audit import DURABILITY_BOUND, AuditLog, AuditRecord, AuditStore
 from llmaas.auth.authorizer import Authorizer
 from llmaas.auth.ext_authz import ExtAuthzServicer
+from llmaas.auth.ext_authz_http import ExtAuthzHttpServer
 from llmaas.auth.sealed import Sealer
 from llmaas.auth.servicer import AuthServicer
 from llmaas.auth.sso import SsoVerifier
@@ -81,14 +82,23 @@ async def run() -> None:
         return [*(auth_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("AuthService", "AuthInternalService")),
                 "envoy.service.auth.v3.Authorization"]
 
+    # Envoy's ext_authz over HTTP (llmaas.auth.ext_authz_http), on its own port, when the edge asks that way.
+    authz_http_port = env_int("LLMAAS_EXT_AUTHZ_HTTP_PORT", 0)
+    authz_http = ExtAuthzHttpServer(authorizer, secret)
+
+    async def ready():
+        if authz_http_port:
+            await authz_http.start(os.environ.get("LLMAAS_BIND_HOST", "127.0.0.1"), authz_http_port)
+
     async def on_stop():
+        await authz_http.close()
         rotation.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await rotation
         await authorizer.close()  # the failed attempts counted so far, before the audit log's last commit
         await audit.close()
 
-    await serve("auth", grpc_port(), register, on_stop=on_stop)
+    await serve("auth", grpc_port(), register, on_stop=on_stop, on_drain=authz_http.drain, ready=ready)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ denial with Retry-After; any other error here, or no answer within Envoy's timeo
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -57,7 +58,7 @@ def _deny(err: ApiError) -> external_auth_pb2.CheckResponse:
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=_GRPC_CODE.get(err.status, code_pb2.UNAUTHENTICATED)),
         denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=_HTTP_STATUS.get(err.status, 401)),
+            status=http_status_pb2.HttpStatus(code=http_status(err)),
             headers=[_header("content-type", "application/json"), *(_header(k, v) for k, v in err.headers)],
             body=err.body_json(),
         ),
@@ -76,6 +77,44 @@ def _allow(identity_header: str, client_address: str) -> external_auth_pb2.Check
     return response
 
 
+@dataclass(frozen=True)
+class Allowed:
+    """The request may go on, carrying these two headers (bound to it: its request id and its client's address)."""
+    identity_header: str
+    client_address: str
+
+
+async def decide(authorizer: Authorizer, secret: str, *, method: str, path: str, client_address: str,
+                 request_id: str, traceparent: str, authorization: str) -> Allowed | ApiError:
+    """The one decision behind both transports (gRPC Check here, HTTP in llmaas.auth.ext_authz_http): an Allowed, or
+    the ApiError that becomes the client's answer (an AuditUnavailable among them: fail closed)."""
+    path = path.partition("?")[0]  # the query string is not audited: it may carry anything
+    attempt = Attempt(endpoint=f"{method} {path}"[:300], client_address=client_address, request_id=request_id,
+                      trace_id=current_trace_id(traceparent))
+    try:
+        decision = await authorizer.authorize(bearer_token(authorization), attempt,
+                                              admin_api=path.startswith("/admin/"))
+    except AuditUnavailable as err:
+        metrics.refused("error", err.code)
+        return err
+    if isinstance(decision, ApiError):
+        metrics.refused("deny", decision.code)
+        return decision
+    metrics.allowed()
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute("llmaas.tenant_id", decision.tenant_id)
+        span.set_attribute("llmaas.key_id", decision.key_id)
+    # Bound to this request: Envoy's request id (it never passes the client's on) and the client's address.
+    return Allowed(encode_identity(decision, secret, request_id=request_id, client_address=client_address),
+                   client_address)
+
+
+def http_status(err: ApiError) -> int:
+    """The status a denial gives the client."""
+    return _HTTP_STATUS.get(err.status, 401)
+
+
 class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
     def __init__(self, authorizer: Authorizer, internal_secret: str) -> None:
         self._authorizer = authorizer
@@ -84,25 +123,12 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
     async def Check(self, request: external_auth_pb2.CheckRequest, context) -> external_auth_pb2.CheckResponse:
         http = request.attributes.request.http
         headers = http.headers
-        path = http.path.partition("?")[0]  # the query string is not audited: it may carry anything
-        attempt = Attempt(
-            endpoint=f"{http.method} {path}"[:300],
+        outcome = await decide(
+            self._authorizer, self._secret, method=http.method, path=http.path,
             client_address=request.attributes.source.address.socket_address.address,
-            request_id=headers.get(REQUEST_ID_HEADER, ""),
-            trace_id=current_trace_id(headers.get("traceparent", "")))
-        token = bearer_token(headers.get("authorization", ""))
-        try:
-            decision = await self._authorizer.authorize(token, attempt, admin_api=path.startswith("/admin/"))
-        except AuditUnavailable as err:
-            metrics.refused("error", err.code)
-            return _deny(err)
-        if isinstance(decision, ApiError):
-            metrics.refused("deny", decision.code)
-            return _denial(decision)
-        metrics.allowed()
-        span = trace.get_current_span()
-        span.set_attribute("llmaas.tenant_id", decision.tenant_id)
-        span.set_attribute("llmaas.key_id", decision.key_id)
-        # Bound to this request: Envoy's request id (it never passes the client's on) and the client's address.
-        return _allow(encode_identity(decision, self._secret, request_id=attempt.request_id,
-                                      client_address=attempt.client_address), attempt.client_address)
+            request_id=headers.get(REQUEST_ID_HEADER, ""), traceparent=headers.get("traceparent", ""),
+            authorization=headers.get("authorization", ""))
+        if isinstance(outcome, Allowed):
+            return _allow(outcome.identity_header, outcome.client_address)
+        # The authorizer's refusals are constants, built once; an unavailable audit trail is one of a kind.
+        return _deny(outcome) if isinstance(outcome, AuditUnavailable) else _denial(outcome)

@@ -79,6 +79,7 @@ def up(
     guard_classifier: str = typer.Option("local", help="The guard's learned layer: local (in the guard) or triton "
                                          "(Triton serves deploy/triton/guard_repository/llmaas-guard)."),
     auth_replicas: int = typer.Option(2, min=1, max=3, help="Auth service replicas (one database, Envoy balances)."),
+    ext_authz: str = typer.Option("http", help="How Envoy asks auth to check each request: http (cheaper) or grpc."),
     triton_replicas: int = typer.Option(1, min=1, max=TRITON_MAX_REPLICAS, help="tritonserver processes on the same "
                                         "model repositories (the catalog's pool local-cpu)."),
     trace_sampling: float = typer.Option(DEFAULT_TRACE_SAMPLING, min=0.0, max=1.0, envvar="LLMAAS_TRACE_SAMPLING",
@@ -99,6 +100,8 @@ def up(
     """Start the whole local stack in the foreground; Ctrl-C stops it."""
     if log_level.lower() not in LOG_LEVELS:
         raise typer.BadParameter("must be debug, info, warning or error", param_hint="--log-level")
+    if ext_authz not in ("http", "grpc"):
+        raise typer.BadParameter("must be http or grpc", param_hint="--ext-authz")
     if guard_classifier not in ("local", "triton"):
         raise typer.BadParameter("must be local or triton", param_hint="--guard-classifier")
     if insecure_http and (tls_cert or tls_key or tls_ca):
@@ -108,7 +111,7 @@ def up(
     options = StackOptions(data_dir=data_dir, base_port=base_port, model_repositories=list(model_repository),
                            catalog_files=list(catalog), jaeger=jaeger, guard_mode=guard_mode,
                            guard_classifier=guard_classifier,
-                           auth_replicas=auth_replicas, triton_replicas=triton_replicas,
+                           auth_replicas=auth_replicas, triton_replicas=triton_replicas, ext_authz=ext_authz,
                            trace_sampling=trace_sampling, grpc_reflection=grpc_reflection,
                            tls_cert_file=tls_cert, tls_key_file=tls_key,
                            tls_ca_file=tls_ca, insecure_http=insecure_http, log_level=log_level.lower())

@@ -82,7 +82,7 @@ def _unsampled_remote_parent(metadata) -> SpanContext | None:
     return None
 
 
-def _local_unsampled_span(parent: SpanContext) -> NonRecordingSpan:
+def local_unsampled_span(parent: SpanContext) -> NonRecordingSpan:
     # A span id of its own, as the SDK gives an unsampled span: this service's log lines name this hop, not the caller.
     return NonRecordingSpan(SpanContext(parent.trace_id, random.getrandbits(64) or 1, is_remote=False,
                                         trace_flags=_UNSAMPLED))
@@ -91,7 +91,7 @@ def _local_unsampled_span(parent: SpanContext) -> NonRecordingSpan:
 def _in_context(behavior, parent: SpanContext, response_streaming: bool):
     if response_streaming:
         async def stream(request_or_iterator, context):
-            token = otel_context.attach(trace.set_span_in_context(_local_unsampled_span(parent)))
+            token = otel_context.attach(trace.set_span_in_context(local_unsampled_span(parent)))
             try:
                 async for response in behavior(request_or_iterator, context):
                     yield response
@@ -101,7 +101,7 @@ def _in_context(behavior, parent: SpanContext, response_streaming: bool):
         return stream
 
     async def unary(request_or_iterator, context):
-        token = otel_context.attach(trace.set_span_in_context(_local_unsampled_span(parent)))
+        token = otel_context.attach(trace.set_span_in_context(local_unsampled_span(parent)))
         try:
             return await behavior(request_or_iterator, context)
         finally:

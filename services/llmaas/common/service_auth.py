@@ -177,23 +177,17 @@ def _headers(metadata) -> tuple[str, str]:
     return token, identity
 
 
-class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses a call to an internal service without a valid credential from a caller allowed for it, and a
-    tenant-bound call whose end-user identity is missing or names another tenant, key or request than its body.
-    Sits inside llmaas.common.server.ErrorInterceptor: a body that disagrees with the identity raises an ApiError from
-    the handler's wrapper, which it maps like any other."""
+class VerifiedTokens:
+    """The callers of the service tokens a service was shown for its `audience`, verified once each (each caller
+    reuses one token per audience for minutes): bounded, cleared when full; an expired token names no caller."""
 
-    # Verified tokens remembered (each caller reuses one per audience for minutes): bounded, cleared when full.
     _CACHE_SIZE = 256
 
     def __init__(self, audience: str, secret: str, clock: Callable[[], float] = time.time) -> None:
         self._audience, self._secret, self._clock = audience, secret, clock
         self._verified: dict[str, tuple[str, int]] = {}
 
-    def caller(self, metadata) -> str | None:
-        return self._caller(_headers(metadata)[0])
-
-    def _caller(self, token: str) -> str | None:
+    def caller(self, token: str) -> str | None:
         if not token:
             return None
         now = self._clock()
@@ -207,6 +201,20 @@ class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
             known = self._verified[token] = (read[0], read[2])
         return known[0] if known[1] >= now else None
 
+
+class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses a call to an internal service without a valid credential from a caller allowed for it, and a
+    tenant-bound call whose end-user identity is missing or names another tenant, key or request than its body.
+    Sits inside llmaas.common.server.ErrorInterceptor: a body that disagrees with the identity raises an ApiError from
+    the handler's wrapper, which it maps like any other."""
+
+    def __init__(self, audience: str, secret: str, clock: Callable[[], float] = time.time) -> None:
+        self._secret = secret
+        self._tokens = VerifiedTokens(audience, secret, clock)
+
+    def caller(self, metadata) -> str | None:
+        return self._tokens.caller(_headers(metadata)[0])
+
     async def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
         service = method[1:].rpartition("/")[0]
@@ -217,7 +225,7 @@ class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
             return None
         callers = INTERNAL_CALLERS.get(service, frozenset())
         token, signed = _headers(handler_call_details.invocation_metadata)
-        if self._caller(token) not in callers:
+        if self._tokens.caller(token) not in callers:
             return refusing(handler, unauthenticated(
                 "This RPC is internal: it needs a valid service credential of a caller allowed to call it."))
         check = TENANT_BOUND.get(method)

@@ -17,6 +17,7 @@ import jinja2
 from google.api import annotations_pb2  # registers google.api.http, read from the descriptor's method options
 from google.protobuf import descriptor_pb2
 
+from llmaas.auth import ext_authz_http as authz_http
 from llmaas.common.service_auth import EDGE, EDGE_TOKEN_TTL_SECONDS, mint_service_token
 from llmaas.common.telemetry import DEFAULT_TRACE_SAMPLING
 from llmaas.router.batch import lines
@@ -42,6 +43,8 @@ MAX_REQUEST_HEADERS_KB = 32
 # decoder stops at 100: 32 is safe for any field (33 levels under `metadata` failed as a 500).
 MAX_JSON_DEPTH = 32
 DESCRIPTOR = GATEWAY_DIR / "llmaas.pb"
+# Where auth's pods answer ext_authz over HTTP in a cluster (the Helm chart sets LLMAAS_EXT_AUTHZ_HTTP_PORT to it).
+AUTHZ_HTTP_PORT = 8081
 # How long the edge waits for each service's answer (the router's covers a long streamed completion).
 ROUTE_TIMEOUTS = {"router": "900s", "auth": "60s", "catalog": "30s", "guard": "30s", "metering": "30s"}
 
@@ -79,7 +82,7 @@ def find_envoy() -> Path:
 
 
 def render_config(ports: StackPorts, *, authz_timeout: str = AUTHZ_TIMEOUT, auth_replicas: int = 1,
-                  ext_authz: bool = True, upstream: StackPorts | None = None,
+                  ext_authz: bool = True, authz_transport: str = "http", upstream: StackPorts | None = None,
                   trace_sampling: float = DEFAULT_TRACE_SAMPLING, internal_secret: str = "",
                   tls: EdgeTls | None = None) -> str:
     """`ext_authz=False` renders the same gateway without the auth check (the latency benchmark's baseline only).
@@ -87,7 +90,8 @@ def render_config(ports: StackPorts, *, authz_timeout: str = AUTHZ_TIMEOUT, auth
     same ports). `trace_sampling`: the share of requests Envoy traces (0..1; Envoy's resolution is 0.01%).
     `internal_secret`: signs the edge's credential for auth's ext_authz Check (llmaas.common.service_auth), minted
     here, at every start of Envoy (required with ext_authz).
-    `tls`: the API listener's certificate (HTTPS, TLS 1.3 only); None: plain HTTP."""
+    `tls`: the API listener's certificate (HTTPS, TLS 1.3 only); None: plain HTTP. `authz_transport`: how Envoy
+    asks auth, "http" (llmaas.auth.ext_authz_http) or "grpc"."""
     if ext_authz and not internal_secret:
         raise ValueError("the edge's ext_authz credential needs the stack's internal secret")
     if not 0.0 <= trace_sampling <= 1.0:
@@ -100,6 +104,7 @@ def render_config(ports: StackPorts, *, authz_timeout: str = AUTHZ_TIMEOUT, auth
     return _render(
         ext_authz=ext_authz, internal_secret=internal_secret, host=HOST, http_port=ports.envoy_http,
         admin_port=ports.envoy_admin, authz_timeout=authz_timeout, tls=tls, trace_sampling=trace_sampling,
+        authz_transport=authz_transport, authz_endpoints=local(*(up.auth_authz_http(i) for i in range(auth_replicas))),
         grpc_clusters=[("auth", local(*(up.auth_replica(i) for i in range(auth_replicas)))),
                        ("router", local(up.service("router"))), ("catalog", local(up.service("catalog"))),
                        ("guard", local(up.service("guard"))), ("metering", local(up.service("metering"))),
@@ -107,7 +112,10 @@ def render_config(ports: StackPorts, *, authz_timeout: str = AUTHZ_TIMEOUT, auth
 
 
 def _render(*, ext_authz: bool, internal_secret: str, host: str, http_port: int, admin_port: int, authz_timeout: str,
-            tls: EdgeTls | None, trace_sampling: float, grpc_clusters: list, metrics_port: int = 0) -> str:
+            tls: EdgeTls | None, trace_sampling: float, grpc_clusters: list, authz_transport: str,
+            authz_endpoints: list[tuple[str, int]], metrics_port: int = 0) -> str:
+    if authz_transport not in ("http", "grpc"):
+        raise ValueError(f"ext_authz goes over http or grpc, not {authz_transport!r}")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(GATEWAY_DIR), undefined=jinja2.StrictUndefined)
     routes, transcoded_services = transcoded_routes()
     return env.get_template("envoy.yaml.j2").render(
@@ -118,6 +126,9 @@ def _render(*, ext_authz: bool, internal_secret: str, host: str, http_port: int,
         authz_timeout=authz_timeout, max_body_bytes=MAX_BODY_BYTES, max_upload_bytes=MAX_UPLOAD_BYTES,
         max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         ext_authz=ext_authz, tls=tls, trace_percent=round(trace_sampling * 100, 4),
+        authz_transport=authz_transport, authz_endpoints=authz_endpoints, authz_path_prefix=authz_http.PATH_PREFIX,
+        authz_health_path=authz_http.HEALTH_PATH, authz_peer_header=authz_http.PEER_HEADER,
+        authz_unavailable_status=authz_http.UNAVAILABLE_STATUS,
         lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=DESCRIPTOR, grpc_clusters=grpc_clusters)
 
 
@@ -130,13 +141,16 @@ def _host_port(address: str) -> tuple[str, int]:
 
 def render_kubernetes_config(services: dict[str, str], otlp: str, internal_secret: str, *, http_port: int = 8080,
                              admin_port: int = 9901, metrics_port: int = 9902,
-                             trace_sampling: float = DEFAULT_TRACE_SAMPLING, tls: EdgeTls | None = None) -> str:
+                             trace_sampling: float = DEFAULT_TRACE_SAMPLING, tls: EdgeTls | None = None,
+                             authz_port: int = AUTHZ_HTTP_PORT) -> str:
     """The edge's config for a cluster (the Helm chart's init container writes it, deploy/helm/llmaas): the same
     routes and filters as the local stack's, listening on every interface, each service's cluster a DNS name (its
-    headless Service: every pod, health-checked and balanced by Envoy), Envoy's stats on `metrics_port`."""
+    headless Service: every pod, health-checked and balanced by Envoy), Envoy's stats on `metrics_port`; ext_authz
+    over HTTP on each auth pod's `authz_port`."""
     return _render(
         ext_authz=True, internal_secret=internal_secret, host="0.0.0.0", http_port=http_port, admin_port=admin_port,
         metrics_port=metrics_port, authz_timeout=AUTHZ_TIMEOUT, tls=tls, trace_sampling=trace_sampling,
+        authz_transport="http", authz_endpoints=[(_host_port(services["auth"])[0], authz_port)],
         grpc_clusters=[(name, [_host_port(services[name])]) for name in ("auth", "router", "catalog", "guard",
                                                                           "metering")]
         + [("otlp_collector", [_host_port(otlp)])])
@@ -178,14 +192,14 @@ def _ready(ports: StackPorts) -> bool:
 
 def envoy_component(data_dir: Path, ports: StackPorts, auth_replicas: int = 1,
                     trace_sampling: float = DEFAULT_TRACE_SAMPLING, tls: EdgeTls | None = None, *,
-                    internal_secret: str) -> Component:
+                    internal_secret: str, authz_transport: str = "http") -> Component:
     config = data_dir / "envoy" / "envoy.yaml"
 
     def prepare() -> None:
         # Holds the edge's credential: the data directory and what the stack writes in it are the owner's only.
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(render_config(ports, auth_replicas=auth_replicas, trace_sampling=trace_sampling,
-                                        internal_secret=internal_secret, tls=tls))
+                                        internal_secret=internal_secret, tls=tls, authz_transport=authz_transport))
 
     return Component(
         name="envoy",

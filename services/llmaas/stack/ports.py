@@ -103,9 +103,16 @@ class StackPorts:
             raise ValueError(f"at most {AUTH_MAX_REPLICAS} auth replicas")
         return self.base + 15 + index
 
+    def auth_authz_http(self, index: int) -> int:
+        """The HTTP port auth replica `index` answers Envoy's ext_authz on (llmaas.auth.ext_authz_http)."""
+        if not 0 <= index <= AUTH_MAX_REPLICAS - 1:
+            raise ValueError(f"at most {AUTH_MAX_REPLICAS} auth replicas")
+        return self.base + 29 + index
+
     # base + 16 .. base + 17: extra auth replicas; base + 18 metering's metrics; base + 19 reserved; base + 20 .. 28:
-    # Triton replicas 2 to 4 (gRPC, HTTP, metrics each); base + 29 .. 31 reserved; base + 32 .. 37: the services'
-    # metrics (auth's three replicas, guard, router, catalog); base + 38 .. 39 reserved.
+    # Triton replicas 2 to 4 (gRPC, HTTP, metrics each); base + 29 .. 31: auth's ext_authz over HTTP (three
+    # replicas); base + 32 .. 37: the services' metrics (auth's three replicas, guard, router, catalog); base + 38 .. 39
+    # reserved.
     SPAN = 40
 
 

@@ -95,7 +95,12 @@ def service_components(
     instances[1:1] = [(f"auth-{i + 1}", "auth", ports.auth_replica(i), ports.metrics("auth", i))
                       for i in range(1, auth_replicas)]
     components = []
+    auth_index = 0
     for component, service, port, metrics_port in instances:
+        if service == "auth":  # each replica also answers Envoy's ext_authz over HTTP (llmaas.auth.ext_authz_http)
+            specific["auth"] = {**specific["auth"],
+                                "LLMAAS_EXT_AUTHZ_HTTP_PORT": str(ports.auth_authz_http(auth_index))}
+            auth_index += 1
         addr = f"{HOST}:{port}"
         components.append(Component(
             name=component,

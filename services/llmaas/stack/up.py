@@ -42,6 +42,9 @@ class StackOptions:
     triton_replicas: int = 1
     # Share of requests traced end to end, decided at the edge (README "Tracing"); 0 when Jaeger does not run.
     trace_sampling: float = DEFAULT_TRACE_SAMPLING
+    # How Envoy asks auth for every request's verdict: "http" (a fifth of gRPC's cost: llmaas.auth.ext_authz_http)
+    # or "grpc" (envoy.service.auth.v3.Authorization).
+    ext_authz: str = "http"
     # gRPC reflection on the services' ports: off unless asked for (`--grpc-reflection`).
     grpc_reflection: bool = False
     # The edge serves HTTPS (TLS 1.3) with the data directory's generated certificate, or with these files (the
@@ -83,6 +86,8 @@ def port_owners(options: StackOptions, jaeger: bool) -> dict[int, str]:
     owners = {ports.envoy_http: "envoy", ports.envoy_admin: "envoy admin"}
     owners |= {ports.service(name): name for name in SERVICES}
     owners |= {ports.auth_replica(i): f"auth-{i + 1}" for i in range(1, options.auth_replicas)}
+    owners |= {ports.auth_authz_http(i): f"auth{'' if i == 0 else f'-{i + 1}'} ext_authz"
+               for i in range(options.auth_replicas)}
     for index in range(1, options.triton_replicas + 1):
         owners |= {port: f"{triton_name(index)} {kind}" for kind, port in ports.triton(index)._asdict().items()}
     if jaeger:
@@ -210,7 +215,7 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
                             log_level=options.log_level),
     ])
     supervisor.start_stage([envoy_component(data_dir, ports, options.auth_replicas, trace_sampling, tls,
-                                            internal_secret=secret)])
+                                            internal_secret=secret, authz_transport=options.ext_authz)])
 
     edge = f"{'http' if tls is None else 'https'}://127.0.0.1:{ports.envoy_http}"
     stack = {
