@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from llmaas.observability.dashboards import DASHBOARDS, OUT, queries, render
+from llmaas.stack.envoy import AUTHZ_HTTP_PORT
 from llmaas.stack.paths import DEPLOY_DIR, REPO_ROOT
 
 RULES = DEPLOY_DIR / "observability" / "prometheus"
@@ -101,6 +102,13 @@ def test_helm_chart_lints_renders_and_validates(tmp_path):
                        for e in catalog["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert catalog_env["LLMAAS_TRITON_POOLS"] == ("local-cpu=llmaas-triton-0.llmaas-triton:8001,"
                                               "llmaas-triton-1.llmaas-triton:8001")
+        # Auth answers Envoy's ext_authz over HTTP on the port the edge's config names (llmaas.stack.envoy).
+        auth = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "llmaas-auth")
+        [auth_container] = auth["spec"]["template"]["spec"]["containers"]
+        assert {"name": "authz", "containerPort": AUTHZ_HTTP_PORT} in auth_container["ports"]
+        assert {"name": "LLMAAS_EXT_AUTHZ_HTTP_PORT", "value": str(AUTHZ_HTTP_PORT)} in auth_container["env"]
+        auth_service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "llmaas-auth")
+        assert {"name": "authz", "port": AUTHZ_HTTP_PORT, "targetPort": "authz"} in auth_service["spec"]["ports"]
         router = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "llmaas-router")
         probe = router["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
         assert probe["grpc"] == {"port": 50051}
