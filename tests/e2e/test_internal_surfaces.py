@@ -4,8 +4,11 @@ Triton's ports listen on loopback."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+from llmaas.stack.ports import StackPorts
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +30,7 @@ INTERNAL = [
         # The router's typed gRPC methods are for direct callers of the router, not the edge.
         "router.v1.RouterService/CreateChatCompletion", "router.v1.RouterService/StreamChatCompletion")),
     ("POST", "/envoy.service.auth.v3.Authorization/Check"),
+    ("POST", "/ext_authz/v1/models"),  # auth's ext_authz over HTTP is its own port, never routed
     ("POST", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
 ]
 
@@ -45,3 +49,18 @@ def test_admin_and_backend_ports_listen_on_loopback_only(stack):
     for replica in stack["triton_replicas"]:
         assert replica["grpc"].startswith("127.0.0.1:") and replica["http"].startswith("http://127.0.0.1:")
     assert all(address.startswith("127.0.0.1:") for address in stack["services"].values())
+
+
+def test_auths_ext_authz_port_answers_only_the_edge(stack):
+    """Auth's HTTP port for Envoy's ext_authz (llmaas.auth.ext_authz_http) signs identities: a local process that
+    finds it, even with a valid key and a forged or absent credential, gets a 503 and no identity."""
+    port = StackPorts(stack["base_port"]).auth_authz_http(0)
+    # Listening (state 0A) on 127.0.0.1 only, never on every interface.
+    listening = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                 if line.split()[3] == "0A" and int(line.split()[1].split(":")[1], 16) == port]
+    assert listening == ["0100007F:%04X" % port]
+    for credential in ({}, {"x-llmaas-service": "s1.forged.forged"}):
+        r = httpx.get(f"http://127.0.0.1:{port}/ext_authz/v1/models", timeout=10,
+                      headers={"Authorization": f"Bearer {stack['api_key']}", **credential})
+        assert r.status_code == 503 and "x-llmaas-identity" not in r.headers
+        assert r.json()["error"]["code"] == "service_unavailable"
