@@ -26,6 +26,7 @@ from llmaas.auth.ext_authz_http import (
     ExtAuthzHttpServer,
 )
 from llmaas.common.identity import CLIENT_ADDRESS_HEADER, IDENTITY_HEADER, decode_identity
+from llmaas.common.metrics import REGISTRY
 from llmaas.common.service_auth import EDGE, ROUTER, SERVICE_HEADER, mint_service_token
 
 from tests.support.auth_store import SECRET, auth_engine, key_store
@@ -95,8 +96,13 @@ async def running(database_url: str):
         await auth.log.close()
 
 
+def _decisions_timed() -> float:
+    return REGISTRY.get_sample_value("llmaas_auth_ext_authz_decision_seconds_count") or 0.0
+
+
 async def test_a_valid_key_is_allowed_with_its_identity_bound_to_the_request(database_url):
     async with running(database_url) as auth:
+        timed = _decisions_timed()
         request_id = str(uuid.uuid4())
         status, headers, _ = await auth.ask(f"{PATH_PREFIX}/v1/chat/completions?secret=1", key=auth.api_key,
                                             request_id=request_id)
@@ -110,6 +116,8 @@ async def test_a_valid_key_is_allowed_with_its_identity_bound_to_the_request(dat
         # The client's path without the prefix and without its query string; the peer Envoy saw.
         assert (record["action"], record["endpoint"], record["client_address"]) == (
             "request.authorized", "POST /v1/chat/completions", "192.0.2.10")
+        # Its time is in auth's metrics, as a gRPC Check's is.
+        assert _decisions_timed() == timed + 1
 
 
 @pytest.mark.parametrize("case", ["missing", "invalid", "admin key on models", "app key on admin"])

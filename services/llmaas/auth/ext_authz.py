@@ -12,6 +12,7 @@ denial with Retry-After; any other error here, or no answer within Envoy's timeo
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -91,12 +92,15 @@ async def decide(authorizer: Authorizer, secret: str, *, method: str, path: str,
     path = path.partition("?")[0]  # the query string is not audited: it may carry anything
     attempt = Attempt(endpoint=f"{method} {path}"[:300], client_address=client_address, request_id=request_id,
                       trace_id=current_trace_id(traceparent))
+    start = time.perf_counter()
     try:
         decision = await authorizer.authorize(bearer_token(authorization), attempt,
                                               admin_api=path.startswith("/admin/"))
     except AuditUnavailable as err:
         metrics.refused("error", err.code)
         return err
+    finally:
+        metrics.DECISION_SECONDS.observe(time.perf_counter() - start)
     if isinstance(decision, ApiError):
         metrics.refused("deny", decision.code)
         return decision

@@ -3,15 +3,21 @@ error code (the platform's codes: invalid_api_key, key_revoked, ...). Never a ke
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
-from llmaas.common.metrics import REGISTRY, Children
+from llmaas.common.metrics import LATENCY_BUCKETS, REGISTRY, Children
 
 DECISIONS = Counter("llmaas_auth_ext_authz_decisions", "ext_authz answers to the edge: allow, deny (the key is "
                     "refused) or error (auth could not decide: 503), by error code.", ["decision", "code"],
                     registry=REGISTRY)
 _ALLOWED = DECISIONS.labels("allow", "")  # the common case, resolved once
 _decisions = Children(DECISIONS)
+
+
+# Over HTTP the gRPC server's call histogram does not see ext_authz: this one does, whatever the transport.
+DECISION_SECONDS = Histogram("llmaas_auth_ext_authz_decision_seconds", "Time auth took to decide an ext_authz "
+                             "request (key verification, audit record hand-off), whatever the transport.",
+                             buckets=LATENCY_BUCKETS, registry=REGISTRY)
 
 
 def allowed() -> None:
