@@ -32,7 +32,11 @@ from llmaas.common.service_auth import EDGE, ROUTER, SERVICE_HEADER, mint_servic
 from tests.support.auth_store import SECRET, auth_engine, key_store
 
 ADMIN = "admin-token-for-tests"
-EDGE_TOKEN = mint_service_token(EDGE, "auth", SECRET)
+
+
+def edge_token() -> str:
+    """The edge's credential, minted when used (a service token lives minutes; the suite runs longer)."""
+    return mint_service_token(EDGE, "auth", SECRET)
 
 
 class Auth:
@@ -53,13 +57,13 @@ class Auth:
         self.http = ExtAuthzHttpServer(self.authorizer, SECRET)
 
     async def ask(self, path: str, *, key: str | None = None, method: str = "POST",
-                  peer: str = "192.0.2.10", credential: str | None = EDGE_TOKEN, request_id: str | None = None,
+                  peer: str = "192.0.2.10", credential: str | None = "edge", request_id: str | None = None,
                   extra: dict | None = None) -> tuple[int, dict, bytes]:
         headers = {PEER_HEADER: peer, "x-request-id": request_id or str(uuid.uuid4()), **(extra or {})}
         if key is not None:
             headers["authorization"] = f"Bearer {key}"
         if credential is not None:
-            headers[SERVICE_HEADER] = credential
+            headers[SERVICE_HEADER] = edge_token() if credential == "edge" else credential
         async with aiohttp.ClientSession() as session, session.request(
                 method, f"http://127.0.0.1:{self.http.port}{path}", headers=headers) as r:
             return r.status, dict(r.headers), await r.read()
@@ -148,13 +152,14 @@ async def test_past_the_failure_budget_a_429_with_retry_after(database_url):
         assert (await auth.ask(f"{PATH_PREFIX}/v1/models", key=auth.api_key))[0] == 200
 
 
-@pytest.mark.parametrize("credential", [None, "forged", mint_service_token(ROUTER, "auth", SECRET),
-                                        mint_service_token(EDGE, "auth", SECRET, ttl=-1)])
+@pytest.mark.parametrize("credential", ["none", "forged", "another service's", "expired"])
 async def test_only_the_edge_may_ask(database_url, credential):
     """Without the edge's own credential (none, forged, another service's, expired): 503, nothing decided."""
+    token = {"none": None, "forged": "s1.forged.forged", "another service's": mint_service_token(ROUTER, "auth", SECRET),
+             "expired": mint_service_token(EDGE, "auth", SECRET, ttl=-1)}[credential]
     async with running(database_url) as auth:
         status, headers, body = await auth.ask(f"{PATH_PREFIX}/v1/models", key=auth.api_key,
-                                               credential=credential)
+                                               credential=token)
         assert status == 503 and IDENTITY_HEADER not in headers
         assert json.loads(body)["error"]["code"] == "service_unavailable"
         assert await auth.audited() == []
@@ -189,7 +194,7 @@ async def test_an_unexpected_error_fails_closed_in_the_platforms_words():
     try:
         async with aiohttp.ClientSession() as session, session.post(
                 f"http://127.0.0.1:{server.port}{PATH_PREFIX}/v1/models",
-                headers={SERVICE_HEADER: EDGE_TOKEN, "authorization": "Bearer sk-x"}) as r:
+                headers={SERVICE_HEADER: edge_token(), "authorization": "Bearer sk-x"}) as r:
             assert r.status == 503 and IDENTITY_HEADER not in r.headers
             body = await r.json()
         assert body["error"]["type"] == "service_unavailable_error" and "database" not in json.dumps(body)
@@ -212,7 +217,7 @@ async def test_an_unauditable_request_is_refused_with_the_status_the_edge_turns_
     try:
         async with aiohttp.ClientSession() as session, session.get(
                 f"http://127.0.0.1:{server.port}{PATH_PREFIX}/v1/models",
-                headers={SERVICE_HEADER: EDGE_TOKEN, "authorization": "Bearer sk-x"}) as r:
+                headers={SERVICE_HEADER: edge_token(), "authorization": "Bearer sk-x"}) as r:
             assert r.status == UNAVAILABLE_STATUS and r.headers["Retry-After"] == "1"
             assert IDENTITY_HEADER not in r.headers
             assert "cannot be audited" in (await r.json())["error"]["message"]
