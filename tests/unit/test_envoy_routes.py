@@ -37,7 +37,13 @@ def test_the_rendered_config_routes_and_transcodes_exactly_those():
     assert exact == {r.path: r.cluster for r in routes}
     [transcoder] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.grpc_json_transcoder"]
     assert transcoder["typed_config"]["services"] == services
-    assert hcm["route_config"]["virtual_hosts"][0]["request_headers_to_remove"] == ["x-llmaas-service"]
+    # What only Envoy may set for auth or ask of it: never passed on from a client.
+    assert hcm["route_config"]["virtual_hosts"][0]["request_headers_to_remove"] == [
+        "x-llmaas-service", "x-llmaas-downstream-address", "x-envoy-auth-headers-to-remove"]
+    # The public routes ask no key, and pass none on.
+    public = [r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]
+              if r["match"].get("path") in ("/v1/status", "/v1/lifecycle")]
+    assert len(public) == 2 and all(r["request_headers_to_remove"] == ["authorization"] for r in public)
 
 
 def _authz(config: dict) -> dict:
@@ -76,7 +82,11 @@ def test_ext_authz_over_http_by_default_to_every_auth_replica():
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     assert _endpoints(clusters["auth_authz"]) == [("127.0.0.1", ports.auth_authz_http(i)) for i in range(3)]
     assert clusters["auth_authz"]["health_checks"][0]["http_health_check"]["path"] == ext_authz_http.HEALTH_PATH
-    assert "typed_extension_protocol_options" not in clusters["auth_authz"]  # HTTP/1.1
+    options = clusters["auth_authz"]["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert "http_protocol_options" in options["explicit_http_config"]  # HTTP/1.1
+    # Envoy closes idle connections before auth's server does: a check never lands on one being closed.
+    assert int(options["common_http_protocol_options"]["idle_timeout"].rstrip("s")) < ext_authz_http.KEEPALIVE_SECONDS
 
 
 def test_ext_authz_over_grpc_when_asked():

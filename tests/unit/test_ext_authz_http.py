@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
 
 import aiohttp
@@ -18,6 +19,7 @@ from llmaas.auth.audit import AuditLog, AuditStore, AuditUnavailable
 from llmaas.auth.authorizer import Authorizer
 from llmaas.auth.ext_authz import ExtAuthzServicer
 from llmaas.auth.ext_authz_http import (
+    DRAIN_SECONDS,
     HEADERS_TO_REMOVE,
     HEALTH_PATH,
     PATH_PREFIX,
@@ -178,7 +180,12 @@ async def test_health_answers_outside_the_prefix_and_fails_once_draining(databas
         auth.http.drain()
         async with aiohttp.ClientSession() as session, session.get(url + HEALTH_PATH) as r:
             assert r.status == 503
+            assert r.headers["Connection"] == "close"  # Envoy's next check goes to a replica in the rotation
         assert (await auth.ask(f"{PATH_PREFIX}/v1/models", key=auth.api_key))[0] == 200
+        # It keeps answering for DRAIN_SECONDS after the drain (Envoy's health checks take it out meanwhile).
+        started = time.monotonic()
+        await auth.http.close()
+        assert time.monotonic() - started >= DRAIN_SECONDS - 0.1
 
 
 class FailingAuthorizer:

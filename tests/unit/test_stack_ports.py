@@ -98,3 +98,20 @@ def test_triton_in_a_container_listens_on_every_interface_on_tritons_ports(tmp_p
     assert (int(_flag(argv, "grpc-port")), int(_flag(argv, "http-port")), int(_flag(argv, "metrics-port"))) == (
         8001, 8000, 8002)
     assert _flag(argv, "model-repository") == str((tmp_path / "models").resolve())
+
+
+def test_each_auth_replica_answers_ext_authz_over_http_on_its_own_port_unless_grpc_is_asked(tmp_path):
+    ports = StackPorts(BASE)
+
+    def auth_env(**options) -> dict[str, dict[str, str]]:
+        return {c.name: c.env for c in service_components(
+            tmp_path, ports, admin_token="t", internal_secret="s", catalog_files=[], otlp_endpoint=None,
+            auth_replicas=3, **options) if c.name.startswith("auth")}
+
+    http = auth_env()
+    assert {name: env["LLMAAS_EXT_AUTHZ_HTTP_PORT"] for name, env in http.items()} == {
+        "auth": str(ports.auth_authz_http(0)), "auth-2": str(ports.auth_authz_http(1)),
+        "auth-3": str(ports.auth_authz_http(2))}
+    assert not any("LLMAAS_EXT_AUTHZ_HTTP_PORT" in env for env in auth_env(ext_authz="grpc").values())
+    grpc_only = port_owners(StackOptions(data_dir=Path("unused"), base_port=BASE, ext_authz="grpc"), jaeger=False)
+    assert BASE + 29 not in grpc_only

@@ -18,8 +18,13 @@ The contract with Envoy (gateway/envoy.yaml.j2):
   own 503 (the audit trail cannot take the record) goes as UNAVAILABLE_STATUS, which the edge turns back into 503.
 - Anything else fails closed: an unexpected error here is a 503 with the platform's own body; no answer within
   Envoy's timeout is Envoy's 503.
-GET HEALTH_PATH answers Envoy's health checks (503 once the service drains). Outside PATH_PREFIX nothing is allowed,
-so a client's own path can never reach the health check.
+GET HEALTH_PATH answers Envoy's health checks (503 once the service drains, and checks go on being answered for
+DRAIN_SECONDS, on connections closed after each answer, so Envoy has moved on before the port closes). Outside
+PATH_PREFIX nothing is allowed, so a client's own path can never reach the health check.
+
+One difference from the gRPC Check: a request HTTP/1.1's parser refuses (a method it does not know, which HTTP/2
+clients can send) is a 400 from aiohttp before any decision, so it is neither audited nor counted as a failed
+authentication; it is never a pass, and no route serves such a method.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import asyncio
 import functools
 import json
 import logging
+import time
 
 from aiohttp import web
 from opentelemetry import context as otel_context
@@ -54,8 +60,14 @@ PEER_HEADER = "x-llmaas-downstream-address"
 UNAVAILABLE_STATUS = 424
 # The gRPC Check's span name, so a trace reads the same whichever transport the edge uses.
 SPAN_NAME = "envoy.service.auth.v3.Authorization/Check"
-# The edge accepts 32 KiB of request headers in all (llmaas.stack.envoy.MAX_REQUEST_HEADERS_KB): one may be that long.
-MAX_HEADER_BYTES = 32 * 1024
+# The edge accepts 32 KiB of request headers in all (llmaas.stack.envoy.MAX_REQUEST_HEADERS_KB): one may be that long,
+# and the request line carries the prefix and the method besides.
+MAX_HEADER_BYTES = 33 * 1024
+# How long an idle connection from Envoy stays open (Envoy closes its own at half of it: gateway/envoy.yaml.j2).
+KEEPALIVE_SECONDS = 120
+# How long a draining replica keeps answering after its health check fails: two of Envoy's health-check intervals,
+# so Envoy has taken it out of the rotation before it stops listening.
+DRAIN_SECONDS = 2.0
 _JSON = "application/json"
 _UNAVAILABLE = json.dumps({"error": {
     "message": "The service is temporarily unavailable. Please retry.", "type": "service_unavailable_error",
@@ -78,12 +90,13 @@ class ExtAuthzHttpServer:
         self._authorizer, self._secret = authorizer, secret
         self._tokens = VerifiedTokens("auth", secret)
         self._serving = False
+        self._drained_at: float | None = None
         self._listener: asyncio.AbstractServer | None = None
         self._handler: web.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
         handler = web.Server(self.handle, access_log=None, max_line_size=MAX_HEADER_BYTES,
-                             max_field_size=MAX_HEADER_BYTES)
+                             max_field_size=MAX_HEADER_BYTES, keepalive_timeout=KEEPALIVE_SECONDS)
         self._handler = handler
         self._listener = await asyncio.get_running_loop().create_server(handler, host, port, reuse_address=True)
         self._serving = True
@@ -95,16 +108,27 @@ class ExtAuthzHttpServer:
         return self._listener.sockets[0].getsockname()[1]
 
     def drain(self) -> None:
-        """Health checks fail from now on (Envoy takes the replica out of the rotation); requests are still answered."""
+        """Health checks fail from now on (Envoy takes the replica out of the rotation); requests are still answered,
+        each on a connection closed after it, until close()."""
         self._serving = False
+        self._drained_at = time.monotonic()
 
     async def close(self) -> None:
+        """Stops listening, once Envoy has seen the failing health check (DRAIN_SECONDS after drain())."""
+        if self._drained_at is not None:
+            await asyncio.sleep(max(0.0, self._drained_at + DRAIN_SECONDS - time.monotonic()))
         if self._listener is not None:
             self._listener.close()
             await self._handler.shutdown(1.0)
             await self._listener.wait_closed()
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
+        response = await self._answer(request)
+        if not self._serving:
+            response.force_close()  # draining: Envoy's next check opens a connection to a replica in the rotation
+        return response
+
+    async def _answer(self, request: web.BaseRequest) -> web.Response:
         path = request.raw_path
         if not path.startswith(PATH_PREFIX + "/"):
             if path == HEALTH_PATH and request.method == "GET":

@@ -128,7 +128,7 @@ def _render(*, ext_authz: bool, internal_secret: str, host: str, http_port: int,
         ext_authz=ext_authz, tls=tls, trace_percent=round(trace_sampling * 100, 4),
         authz_transport=authz_transport, authz_endpoints=authz_endpoints, authz_path_prefix=authz_http.PATH_PREFIX,
         authz_health_path=authz_http.HEALTH_PATH, authz_peer_header=authz_http.PEER_HEADER,
-        authz_unavailable_status=authz_http.UNAVAILABLE_STATUS,
+        authz_unavailable_status=authz_http.UNAVAILABLE_STATUS, authz_idle_timeout=authz_http.KEEPALIVE_SECONDS // 2,
         lua_file=GATEWAY_DIR / "openai_errors.lua", descriptor=DESCRIPTOR, grpc_clusters=grpc_clusters)
 
 

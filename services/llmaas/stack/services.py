@@ -61,10 +61,12 @@ def service_components(
     trace_sampling: float = DEFAULT_TRACE_SAMPLING,
     grpc_reflection: bool = False,
     log_level: str = "info",
+    ext_authz: str = "http",
 ) -> list[Component]:
     """`trace_sampling`: the share of requests a service traces when it is the first hop (a direct gRPC caller that
     sent no traceparent); behind Envoy every service follows the edge's decision. `grpc_reflection`: the services
-    serve gRPC reflection (llmaas.common.server.REFLECTION_ENV)."""
+    serve gRPC reflection (llmaas.common.server.REFLECTION_ENV). `ext_authz`: how Envoy asks auth; over "http", each
+    auth replica also listens on its ext_authz port."""
     # LLMAAS_TRITON_GRPC is replica 1 (the guard's classifier, and the router's and catalog's default); the
     # catalog learns every replica from LLMAAS_TRITON_POOLS.
     triton = f"{HOST}:{ports.triton_grpc}"
@@ -97,7 +99,7 @@ def service_components(
     components = []
     auth_index = 0
     for component, service, port, metrics_port in instances:
-        if service == "auth":  # each replica also answers Envoy's ext_authz over HTTP (llmaas.auth.ext_authz_http)
+        if service == "auth" and ext_authz == "http":  # Envoy's ext_authz over HTTP (llmaas.auth.ext_authz_http)
             specific["auth"] = {**specific["auth"],
                                 "LLMAAS_EXT_AUTHZ_HTTP_PORT": str(ports.auth_authz_http(auth_index))}
             auth_index += 1

@@ -86,8 +86,9 @@ def port_owners(options: StackOptions, jaeger: bool) -> dict[int, str]:
     owners = {ports.envoy_http: "envoy", ports.envoy_admin: "envoy admin"}
     owners |= {ports.service(name): name for name in SERVICES}
     owners |= {ports.auth_replica(i): f"auth-{i + 1}" for i in range(1, options.auth_replicas)}
-    owners |= {ports.auth_authz_http(i): f"auth{'' if i == 0 else f'-{i + 1}'} ext_authz"
-               for i in range(options.auth_replicas)}
+    if options.ext_authz == "http":
+        owners |= {ports.auth_authz_http(i): f"auth{'' if i == 0 else f'-{i + 1}'} ext_authz"
+                   for i in range(options.auth_replicas)}
     for index in range(1, options.triton_replicas + 1):
         owners |= {port: f"{triton_name(index)} {kind}" for kind, port in ports.triton(index)._asdict().items()}
     if jaeger:
@@ -212,7 +213,7 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> dict:
                             guard_mode=options.guard_mode, guard_classifier=options.guard_classifier,
                             auth_replicas=options.auth_replicas, triton_replicas=options.triton_replicas,
                             trace_sampling=trace_sampling, grpc_reflection=options.grpc_reflection,
-                            log_level=options.log_level),
+                            log_level=options.log_level, ext_authz=options.ext_authz),
     ])
     supervisor.start_stage([envoy_component(data_dir, ports, options.auth_replicas, trace_sampling, tls,
                                             internal_secret=secret, authz_transport=options.ext_authz)])
