@@ -51,6 +51,7 @@ from llmaas.stack.ports import StackPorts
 from llmaas.stack.tls import EdgeTls
 from llmaas.stack.up import ADMIN_FILE
 
+from bench.request_path import _cpu_seconds as _process_cpu_seconds
 from tests.support.auth_store import auth_engine
 from tests.support.ports import free_base_port
 from tests.support.process import running_component
@@ -110,11 +111,7 @@ def _pct(values: list[float], p: int) -> float:
 
 
 def _cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(map(_process_cpu_seconds, pids))
 
 
 async def _interleaved(sides: dict[str, Send], requests: int, rounds: int, concurrency: int,

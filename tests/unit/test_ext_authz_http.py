@@ -195,18 +195,23 @@ class FailingAuthorizer:
         raise RuntimeError("the database went away")
 
 
-async def test_an_unexpected_error_fails_closed_in_the_platforms_words():
-    server = ExtAuthzHttpServer(FailingAuthorizer(), SECRET)
+async def _asked_with(authorizer) -> tuple[int, dict, dict]:
+    """One check, from the edge, of a server over `authorizer` (a unit test fake): status, headers, JSON body."""
+    server = ExtAuthzHttpServer(authorizer, SECRET)
     await server.start("127.0.0.1", 0)
     try:
-        async with aiohttp.ClientSession() as session, session.post(
+        async with aiohttp.ClientSession() as session, session.get(
                 f"http://127.0.0.1:{server.port}{PATH_PREFIX}/v1/models",
                 headers={SERVICE_HEADER: edge_token(), "authorization": "Bearer sk-x"}) as r:
-            assert r.status == 503 and IDENTITY_HEADER not in r.headers
-            body = await r.json()
-        assert body["error"]["type"] == "service_unavailable_error" and "database" not in json.dumps(body)
+            return r.status, dict(r.headers), await r.json()
     finally:
         await server.close()
+
+
+async def test_an_unexpected_error_fails_closed_in_the_platforms_words():
+    status, headers, body = await _asked_with(FailingAuthorizer())
+    assert status == 503 and IDENTITY_HEADER not in headers
+    assert body["error"]["type"] == "service_unavailable_error" and "database" not in json.dumps(body)
 
 
 class UnauditableAuthorizer:
@@ -219,14 +224,7 @@ class UnauditableAuthorizer:
 async def test_an_unauditable_request_is_refused_with_the_status_the_edge_turns_into_503():
     """Envoy would replace any 5xx of auth's with its own body: auth's 503 goes as UNAVAILABLE_STATUS, body and
     Retry-After intact (gateway/envoy.yaml.j2 maps it back; tests/e2e/test_zz_auth_down.py sees the 503)."""
-    server = ExtAuthzHttpServer(UnauditableAuthorizer(), SECRET)
-    await server.start("127.0.0.1", 0)
-    try:
-        async with aiohttp.ClientSession() as session, session.get(
-                f"http://127.0.0.1:{server.port}{PATH_PREFIX}/v1/models",
-                headers={SERVICE_HEADER: edge_token(), "authorization": "Bearer sk-x"}) as r:
-            assert r.status == UNAVAILABLE_STATUS and r.headers["Retry-After"] == "1"
-            assert IDENTITY_HEADER not in r.headers
-            assert "cannot be audited" in (await r.json())["error"]["message"]
-    finally:
-        await server.close()
+    status, headers, body = await _asked_with(UnauditableAuthorizer())
+    assert status == UNAVAILABLE_STATUS and headers["Retry-After"] == "1"
+    assert IDENTITY_HEADER not in headers
+    assert "cannot be audited" in body["error"]["message"]

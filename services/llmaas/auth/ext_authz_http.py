@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 
+import grpc
 from aiohttp import web
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -69,20 +69,26 @@ KEEPALIVE_SECONDS = 120
 # so Envoy has taken it out of the rotation before it stops listening.
 DRAIN_SECONDS = 2.0
 _JSON = "application/json"
-_UNAVAILABLE = json.dumps({"error": {
-    "message": "The service is temporarily unavailable. Please retry.", "type": "service_unavailable_error",
-    "param": None, "code": "service_unavailable"}})
+# What a caller other than the edge, or a failure here, gets (Envoy answers its own 503 to the client).
+_UNAVAILABLE = ApiError(grpc.StatusCode.UNAVAILABLE, "The service is temporarily unavailable. Please retry.",
+                        code="service_unavailable").body_json()
 
 
-@functools.lru_cache(maxsize=64)
-def _denial(err: ApiError) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
-    """A refusal's status, headers and body, built once per authorizer constant (as the gRPC denials are)."""
-    return http_status(err), (("content-type", _JSON), *err.headers), err.body_json().encode()
+def _denial_parts(err: ApiError) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+    """A refusal's status (auth's own 503 as UNAVAILABLE_STATUS), headers and body."""
+    status = http_status(err)
+    return (UNAVAILABLE_STATUS if status == 503 else status, (("content-type", _JSON), *err.headers),
+            err.body_json().encode())
 
 
-def _denied(err: ApiError, cached: bool = True) -> web.Response:
-    status, headers, body = _denial(err) if cached else _denial.__wrapped__(err)
-    return web.Response(status=UNAVAILABLE_STATUS if status == 503 else status, headers=headers, body=body)
+# Built once per authorizer constant (as the gRPC denials are).
+_constant_denial = functools.lru_cache(maxsize=64)(_denial_parts)
+
+
+def _denied(err: ApiError) -> web.Response:
+    # The authorizer's refusals are constants; an unavailable audit trail is one of a kind.
+    status, headers, body = (_denial_parts if isinstance(err, AuditUnavailable) else _constant_denial)(err)
+    return web.Response(status=status, headers=headers, body=body)
 
 
 class ExtAuthzHttpServer:
@@ -166,5 +172,4 @@ class ExtAuthzHttpServer:
             return web.Response(status=200, headers={
                 IDENTITY_HEADER: outcome.identity_header, CLIENT_ADDRESS_HEADER: outcome.client_address,
                 HEADERS_TO_REMOVE: "authorization"})
-        # The authorizer's refusals are constants, built once; an unavailable audit trail is one of a kind.
-        return _denied(outcome, cached=not isinstance(outcome, AuditUnavailable))
+        return _denied(outcome)
