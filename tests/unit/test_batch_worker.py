@@ -274,7 +274,7 @@ async def test_a_rate_limited_line_waits_and_runs_again(store, vault):
 
 async def test_cancel_stops_dispatching_and_finalizes_what_is_done(store, vault):
     pipeline = FakePipeline()
-    pipeline.hold = {2}
+    pipeline.hold = set(range(2, 20))  # lines 0-1 finish; the rest wait, so cancel arrives before they are dispatched
     batch_id = make_batch(store, vault, [line(i) for i in range(20)])
     w = worker(store, vault, pipeline)
     task = asyncio.create_task(w.run())
@@ -297,6 +297,7 @@ async def test_cancel_stops_dispatching_and_finalizes_what_is_done(store, vault)
     never = [e for e in read_jsonl(vault, b["error_file_id"]) if e["response"] is None]
     assert all(e["error"]["code"] == "batch_cancelled" for e in never)
     assert len(done) + len(never) + b["failed"] == 20 and len(never) > 0
+    assert {"req-0", "req-1", "req-2"} <= {o["custom_id"] for o in done}  # what was dispatched is answered
 
 
 async def test_an_expired_window_delivers_what_was_done(store, vault):

@@ -5,9 +5,9 @@ client input."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -233,13 +233,13 @@ def test_other_backend_errors_stay_500_without_detail():
 
 
 def test_limits_are_cheap():
-    """One O(size) pass: 2 MiB of messages in 2,048 parts validate in well under the guard's cost."""
+    """One O(size) pass: 2 MiB of messages in 2,048 parts validate in well under the guard's cost. The best of five
+    runs in CPU time, so a busy machine (CI runs other suites alongside) does not fail it."""
     messages = [{"role": "user", "content": "word " * 200}] * P.MAX_MESSAGES
     request = req(messages=messages)
-    loop = asyncio.new_event_loop()
-    t0 = loop.time()
+    runs = []
     for _ in range(5):
+        t0 = time.process_time()
         parse_chat_request(request)
-    took = (loop.time() - t0) / 5
-    loop.close()
-    assert took < 0.05, took
+        runs.append(time.process_time() - t0)
+    assert min(runs) < 0.05, runs
