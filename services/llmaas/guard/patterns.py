@@ -456,6 +456,32 @@ _INDEX = _Index({(reason, lang): stems for reason, by_lang in _STEMS.items() for
                 anywhere=frozenset({_REPETITION_KEY}))
 
 
+# "Developer mode" is also a setting of phones, browsers and Windows (issue 19: "How do I enable developer mode on my
+# Android phone?" was refused in six languages). Next to a device's name the term is taken for that setting before
+# the patterns run; every other persona pattern, and the learned layer, still see the whole text.
+_DEVICE_MODE_TERMS = ("developer mode", "mode developpeur", "entwicklermodus", "modo desarrollador", "开发者模式",
+                      "開發者模式", "開発者モード")
+_DEVICES = (r"android|iphone|ipad|ios|phone|smartphone|handy|telefon|telephone|telefono|movil|portable|tablet|"
+            r"tablette|tableta|chrome|chromebook|firefox|browser|navigateur|navegador|windows|macos|xbox|playstation|"
+            r"pixel|samsung|xiaomi|huawei|device|appareil|gerat|dispositivo|laptop|pc|settings|parametres|reglages|"
+            r"einstellungen|ajustes|configuracion|extension|erweiterung|app")
+_CJK_DEVICES = r"android|iphone|ipad|windows|chrome|手机|手機|安卓|平板|浏览器|瀏覽器|电脑|電腦|设备|設備|设置|スマホ|携帯|端末|ブラウザ|パソコン|設定"
+_LATIN_TERMS = "|".join(t for t in _DEVICE_MODE_TERMS if t.isascii())
+_CJK_TERMS = "|".join(t for t in _DEVICE_MODE_TERMS if not t.isascii())
+_DEVICE_SETTING = re.compile(
+    rf"\b(?:{_DEVICES})\b.{{0,40}}\b(?:{_LATIN_TERMS})\b|\b(?:{_LATIN_TERMS})\b.{{0,40}}\b(?:{_DEVICES})\b"
+    rf"|(?:{_CJK_DEVICES}).{{0,12}}(?:{_CJK_TERMS})|(?:{_CJK_TERMS}).{{0,12}}(?:{_CJK_DEVICES})")
+_DEVICE_TERM = re.compile(rf"{_LATIN_TERMS}|{_CJK_TERMS}")
+
+
+def _without_device_settings(form: str) -> str:
+    """form with "developer mode" next to a device's name replaced by a neutral word of the same length (so spans
+    stay where they were)."""
+    if not any(term in form for term in _DEVICE_MODE_TERMS):
+        return form
+    return _DEVICE_SETTING.sub(lambda m: _DEVICE_TERM.sub(lambda t: "_" * len(t.group()), m.group()), form)
+
+
 def _language_hit(form: str, stems: dict[_Key, list[_Span]], reason: str) -> PatternHit | None:
     """The first language whose pattern of `reason` matches form (stems: _INDEX.present(form))."""
     for lang in _PATTERNS[reason]:
@@ -468,6 +494,7 @@ def _language_hit(form: str, stems: dict[_Key, list[_Span]], reason: str) -> Pat
 def reasons(form: str, among: frozenset[str]) -> set[str]:
     """{hit.reason for hit in scan(form)} & among, for reasons of the language patterns (_PATTERNS): only their
     patterns run (the behavioural window asks this of every prompt, and needs none of the other checks)."""
+    form = _without_device_settings(form)
     stems = _INDEX.present(form)
     return {reason for reason in among if _language_hit(form, stems, reason)}
 
@@ -475,6 +502,7 @@ def reasons(form: str, among: frozenset[str]) -> set[str]:
 def scan(form: str, *, document: bool = False) -> list[PatternHit]:
     """Patterns over a comparison form; `document` adds the checks that only make sense in third-party text."""
     hits = []
+    form = _without_device_settings(form)
     stems = _INDEX.present(form)
     for reason in _PATTERNS:
         hit = _language_hit(form, stems, reason)

@@ -118,7 +118,7 @@ _SOURCE_GROUPS = (("bipia/email/test-contexts", "bipia-documents"), ("bipia/code
                   ("piguard/notinject", "notinject"), ("piguard/wildguard", "wildguard"), ("vigogne", "french-benign"),
                   ("deepset", "deepset"), ("llmaas/phrasebook", "phrasebook"), ("llmaas/everyday", "everyday"),
                   ("llmaas/third-party", "third-party"),
-                  ("llmaas/benign-", "llmaas-benign-zh-ja"))
+                  ("llmaas/benign-", "llmaas-benign"))
 
 
 def corpus(data_dir: Path | None = None, exclude: frozenset[str] = frozenset()) -> list[Sample]:
