@@ -28,7 +28,8 @@ import unicodedata
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from llmaas.guard import rules, runtime  # noqa: E402
+from llmaas.common import runtime  # noqa: E402
+from llmaas.guard import rules  # noqa: E402
 from llmaas.guard.training.corpus import GUARD_DATA_DIR  # noqa: E402
 
 SIZE = 4096

@@ -448,14 +448,6 @@ _GENERIC = {"hidden_html": 0.6, "markdown_script_link": 0.9, "markdown_image_exf
             "excessive_repetition": 0.8, "token_flooding": 0.6, "document_addresses_assistant": 0.7}
 
 
-_ADDRESSES_KEY = ("document_addresses_assistant", "any")
-_HIDDEN_KEY = ("hidden_html", "any")
-_REPETITION_KEY = ("excessive_repetition", "any")
-_INDEX = _Index({(reason, lang): stems for reason, by_lang in _STEMS.items() for lang, stems in by_lang.items()}
-                | {_ADDRESSES_KEY: _ADDRESSES_STEMS, _HIDDEN_KEY: _HIDDEN_MARKERS, _REPETITION_KEY: _TRIGGER_STEMS},
-                anywhere=frozenset({_REPETITION_KEY}))
-
-
 # "Developer mode" is also a setting of phones, browsers and Windows (issue 19: "How do I enable developer mode on my
 # Android phone?" was refused in six languages). Next to a device's name the term is taken for that setting before
 # the patterns run; every other persona pattern, and the learned layer, still see the whole text.
@@ -473,13 +465,25 @@ _DEVICE_SETTING = re.compile(
     rf"|(?:{_CJK_DEVICES}).{{0,12}}(?:{_CJK_TERMS})|(?:{_CJK_TERMS}).{{0,12}}(?:{_CJK_DEVICES})")
 _DEVICE_TERM = re.compile(rf"{_LATIN_TERMS}|{_CJK_TERMS}")
 
+_ADDRESSES_KEY = ("document_addresses_assistant", "any")
+_HIDDEN_KEY = ("hidden_html", "any")
+_REPETITION_KEY = ("excessive_repetition", "any")
+_DEVICE_MODE_KEY = ("device_mode", "any")
+_INDEX = _Index({(reason, lang): stems for reason, by_lang in _STEMS.items() for lang, stems in by_lang.items()}
+                | {_ADDRESSES_KEY: _ADDRESSES_STEMS, _HIDDEN_KEY: _HIDDEN_MARKERS, _REPETITION_KEY: _TRIGGER_STEMS,
+                   _DEVICE_MODE_KEY: _DEVICE_MODE_TERMS},
+                anywhere=frozenset({_REPETITION_KEY}))
 
-def _without_device_settings(form: str) -> str:
-    """form with "developer mode" next to a device's name replaced by a neutral word of the same length (so spans
-    stay where they were)."""
-    if not any(term in form for term in _DEVICE_MODE_TERMS):
-        return form
-    return _DEVICE_SETTING.sub(lambda m: _DEVICE_TERM.sub(lambda t: "_" * len(t.group()), m.group()), form)
+
+def _stems_of(form: str) -> tuple[str, dict[_Key, list[_Span]]]:
+    """The form the patterns read, and its stems (_INDEX.present): "developer mode" next to a device's name replaced
+    by underscores (the index finds the term in the same pass as the stems, so honest text pays nothing more)."""
+    stems = _INDEX.present(form)
+    if _DEVICE_MODE_KEY in stems:
+        cleared = _DEVICE_SETTING.sub(lambda m: _DEVICE_TERM.sub(lambda t: "_" * len(t.group()), m.group()), form)
+        if cleared != form:
+            return cleared, _INDEX.present(cleared)
+    return form, stems
 
 
 def _language_hit(form: str, stems: dict[_Key, list[_Span]], reason: str) -> PatternHit | None:
@@ -494,16 +498,14 @@ def _language_hit(form: str, stems: dict[_Key, list[_Span]], reason: str) -> Pat
 def reasons(form: str, among: frozenset[str]) -> set[str]:
     """{hit.reason for hit in scan(form)} & among, for reasons of the language patterns (_PATTERNS): only their
     patterns run (the behavioural window asks this of every prompt, and needs none of the other checks)."""
-    form = _without_device_settings(form)
-    stems = _INDEX.present(form)
+    form, stems = _stems_of(form)
     return {reason for reason in among if _language_hit(form, stems, reason)}
 
 
 def scan(form: str, *, document: bool = False) -> list[PatternHit]:
     """Patterns over a comparison form; `document` adds the checks that only make sense in third-party text."""
     hits = []
-    form = _without_device_settings(form)
-    stems = _INDEX.present(form)
+    form, stems = _stems_of(form)
     for reason in _PATTERNS:
         hit = _language_hit(form, stems, reason)
         if hit:
