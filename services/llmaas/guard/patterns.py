@@ -34,9 +34,10 @@ _JA_RULES = r"(?:指示|命令|ルール|指図|設定|制約|プロンプト|�
 
 _PATTERNS: dict[str, dict[str, str]] = {
     "instruction_override": {
-        # "Ignore my earlier message" withdraws the user's own words: an override targets the assistant's.
+        # "Ignore my earlier message" (or "the typos in my previous message") withdraws the user's own words: an
+        # override targets the assistant's.
         "en": rf"\b(?:ignore|disregard|forget|skip|override|bypass|neglect|abandon|discard|dismiss|set aside|overlook|"
-              rf"throw away|do not follow|don't follow|stop following)\b(?! (?:my|our)\b).{{0,25}}\b{_EN_PREVIOUS}\b.{{0,30}}\b{_EN_RULES}"
+              rf"throw away|do not follow|don't follow|stop following)\b(?! (?:my|our)\b).{{0,25}}(?<!\bmy )(?<!\bour )\b{_EN_PREVIOUS}\b.{{0,30}}\b{_EN_RULES}"
               r"|\b(?:ignore|disregard|forget) (?:everything|all|anything)(?: (?:that )?(?:was |we |you |i )?"
               r"(?:said|told|discussed|talked about|written|mentioned))?\b.{0,15}\b(?:above|before|previously|so far|"
               r"earlier|until now)\b"
@@ -100,8 +101,9 @@ _PATTERNS: dict[str, dict[str, str]] = {
               r"\b(?:system prompt|system message|system instructions|initial prompt|original prompt|hidden prompt|"
               r"prompt texts?|(?:initial|original|hidden|secret|first|full|exact) instructions|instructions (?:above|"
               r"you (?:were|have been) given)|pre-?prompt|(?:text|prompt|words|everything|instructions) above|"
-              r"above (?:text|prompt|instructions)|your (?:instructions|rules|guidelines|prompt)"
-              # "your instructions for resetting a router" asks how to do something, not for the system prompt.
+              r"above (?:text|prompt|instructions)|your (?:instructions|rules|guidelines|prompt)(?! of thumb)"
+              # "your instructions for resetting a router" (or "your rules of thumb") asks how to do something, not for
+              # the system prompt.
               r"(?! (?:for|on|about|to|regarding) (?!(?:this|the|our) (?:conversation|chat|session)))|"
               r"(?:everything|all|the text|what was written) (?:before|above) (?:my|this) (?:first )?"
               r"(?:message|question|prompt))",
@@ -109,7 +111,7 @@ _PATTERNS: dict[str, dict[str, str]] = {
               r"dis-moi|quel(?:le)?s? (?:est|sont)|"
               r"traduis|resume)\w*\b.{0,30}\b(?:prompt (?:systeme|initial|d'origine|cache)|message systeme|"
               r"(?:instructions|consignes) (?:initiales|systeme|d'origine|cachees|secretes|ci-dessus|precedentes)|"
-              r"texte (?:ci-dessus|au-dessus|precedent)|tes (?:instructions|consignes|regles)"
+              r"texte (?:ci-dessus|au-dessus|precedent)|tes (?:instructions|consignes|regles)(?! de base)"
               r"(?! (?:pour|sur|concernant|a propos) (?!(?:cette|la|notre) (?:conversation|discussion|session))))",
         "de": r"\b(?:zeig|gib|druck|wiederhol|verrat|nenn|schreib|ausgeb|gib aus|ubersetz)\w*\b.{0,30}"
               r"\b(?:systemprompt|system-prompt|systemanweisung|systemnachricht|prompt-?texte?|(?:ursprunglich|"
@@ -118,7 +120,7 @@ _PATTERNS: dict[str, dict[str, str]] = {
               r"(?:text|alles) (?:oben|daruber))",
         "es": r"\b(?:revela|muestra|muestrame|imprime|repite|dime|escribe|comparte|divulga|traduce|resume|cual(?:es)? "
               r"(?:es|son))\w*\b.{0,30}\b(?:prompt (?:del )?sistema|prompt inicial|mensaje del sistema|instrucciones "
-              r"(?:iniciales|originales|ocultas|del sistema|secretas|anteriores)|tus (?:instrucciones|reglas)"
+              r"(?:iniciales|originales|ocultas|del sistema|secretas|anteriores)|tus (?:instrucciones|reglas)(?! basicas)"
               r"(?! (?:para|sobre|de) (?!(?:esta|la|nuestra) (?:conversacion|charla|sesion)))|"
               r"texto (?:anterior|de arriba))",
         "zh": r"(?:显示|顯示|输出|輸出|泄露|洩露|透露|告诉我|告訴我|打印|重复|重複|给我看|給我看|展示|公开|公開|说出|說出|"
