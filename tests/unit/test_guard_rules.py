@@ -74,7 +74,7 @@ def test_overrides_and_extraction_next_to_them_are_still_found():
     "Comment activer le mode développeur sur mon téléphone ?",
     "Wie aktiviere ich den Entwicklermodus auf meinem Android-Handy?",
     "¿Cómo activo el modo desarrollador en mi móvil Android?", "如何在安卓手机上打开开发者模式？",
-    "iPhoneの開発者モードをオンにする方法",
+    "iPhoneの開発者モードをオンにする方法", "スマートフォンで開発者モードを有効にするには？",
 ])
 def test_a_devices_developer_mode_is_a_setting_not_a_persona(text):
     assert not reasons(text)

@@ -459,7 +459,7 @@ _DEVICES = (r"android|iphone|ipad|ios|phone|smartphone|handy|telefon|telephone|t
             r"tablette|tableta|chrome|chromebook|firefox|browser|navigateur|navegador|windows|macos|xbox|playstation|"
             r"pixel|samsung|xiaomi|huawei|device|appareil|gerat|dispositivo|laptop|pc|settings|parametres|reglages|"
             r"einstellungen|ajustes|configuracion|extension|erweiterung|app")
-_CJK_DEVICES = r"android|iphone|ipad|windows|chrome|手机|手機|安卓|平板|浏览器|瀏覽器|电脑|電腦|设备|設備|设置|スマホ|携帯|端末|ブラウザ|パソコン|設定"
+_CJK_DEVICES = r"android|iphone|ipad|windows|chrome|手机|手機|安卓|平板|浏览器|瀏覽器|电脑|電腦|设备|設備|设置|スマホ|スマートフォン|タブレット|デバイス|アンドロイド|携帯|端末|ブラウザ|パソコン|設定"
 _LATIN_TERMS = "|".join(t for t in _DEVICE_MODE_TERMS if t.isascii())
 _CJK_TERMS = "|".join(t for t in _DEVICE_MODE_TERMS if not t.isascii())
 _DEVICE_SETTING = re.compile(

