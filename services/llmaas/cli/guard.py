@@ -55,7 +55,9 @@ def _print_generalization(data_dir: Path | None, threshold: float) -> None:
         table.add_row(*_row(h.source, h.report.overall))
     table.add_row(*_row("all (pooled)", result.pooled()))
     console.print(table)
-    console.print(_table("Leave one source out, pooled by language", result.pooled_by_language()))
+    console.print(_table("Leave one source out, pooled by language", result.pooled_by("language")))
+    console.print(_table("Leave one source out, pooled by kind", result.pooled_by("kind")))
+    console.print(_table("Leave one source out, pooled by kind and language", result.pooled_by("kind and language")))
 
 
 def _pct(value: float | None) -> str:

@@ -98,6 +98,7 @@ DIMENSIONS: dict[str, Callable[[Sample], str]] = {
     "language": lambda s: s.lang or "?",
     "category": lambda s: s.category or ("benign" if s.label == 0 else "-"),
     "kind": lambda s: s.kind,
+    "kind and language": lambda s: f"{s.kind} {s.lang or '?'}",
 }
 
 

@@ -38,17 +38,21 @@ class Generalization:
     def pooled(self) -> Confusion:
         total = Confusion()
         for h in self.held_out:
-            c = h.report.overall
-            total.tp, total.fn, total.fp, total.tn = total.tp + c.tp, total.fn + c.fn, total.fp + c.fp, total.tn + c.tn
+            _add(total, h.report.overall)
         return total
 
-    def pooled_by_language(self) -> dict[str, Confusion]:
+    def pooled_by(self, dimension: str) -> dict[str, Confusion]:
+        """Every held-out source's rows pooled by one of evaluation.DIMENSIONS (language; kind and language: the
+        false positives of prompts and of documents apart)."""
         out: dict[str, Confusion] = {}
         for h in self.held_out:
-            for lang, c in h.report.by["language"].items():
-                t = out.setdefault(lang, Confusion())
-                t.tp, t.fn, t.fp, t.tn = t.tp + c.tp, t.fn + c.fn, t.fp + c.fp, t.tn + c.tn
+            for key, c in h.report.by[dimension].items():
+                _add(out.setdefault(key, Confusion()), c)
         return out
+
+
+def _add(total: Confusion, c: Confusion) -> None:
+    total.tp, total.fn, total.fp, total.tn = total.tp + c.tp, total.fn + c.fn, total.fp + c.fp, total.tn + c.tn
 
 
 def _pct(value: float | None) -> str:
