@@ -36,14 +36,13 @@ import time
 
 import grpc
 from aiohttp import web
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from llmaas.auth.audit import AuditUnavailable
 from llmaas.auth.authorizer import Authorizer
 from llmaas.auth.ext_authz import Allowed, decide, http_status
 from llmaas.common.errors import ApiError
-from llmaas.common.grpc_tracing import TRACEPARENT, local_unsampled_span, parse_traceparent
+from llmaas.common.grpc_tracing import TRACEPARENT, UnsampledContext, parse_traceparent
 from llmaas.common.identity import CLIENT_ADDRESS_HEADER, IDENTITY_HEADER, REQUEST_ID_HEADER
 from llmaas.common.service_auth import EDGE, SERVICE_HEADER, VerifiedTokens
 
@@ -148,12 +147,8 @@ class ExtAuthzHttpServer:
         parent = parse_traceparent(traceparent)
         try:
             if parent is not None and not parent.trace_flags.sampled:
-                # Not sampled (most requests): only the context goes on, as on the gRPC path.
-                token = otel_context.attach(trace.set_span_in_context(local_unsampled_span(parent)))
-                try:
+                with UnsampledContext(parent):  # not sampled (most requests): as on the gRPC path
                     return await self._check(request, path, traceparent)
-                finally:
-                    otel_context.detach(token)
             parent_context = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent else None
             with tracer.start_as_current_span(SPAN_NAME, context=parent_context, kind=trace.SpanKind.SERVER):
                 return await self._check(request, path, traceparent)

@@ -82,30 +82,41 @@ def _unsampled_remote_parent(metadata) -> SpanContext | None:
     return None
 
 
-def local_unsampled_span(parent: SpanContext) -> NonRecordingSpan:
+def _local_unsampled_span(parent: SpanContext) -> NonRecordingSpan:
     # A span id of its own, as the SDK gives an unsampled span: this service's log lines name this hop, not the caller.
     return NonRecordingSpan(SpanContext(parent.trace_id, random.getrandbits(64) or 1, is_remote=False,
                                         trace_flags=_UNSAMPLED))
 
 
+class UnsampledContext:
+    """`with UnsampledContext(parent):` the current context inside is a local, non-recording span under an unsampled
+    remote parent: nothing is recorded, the trace id still reaches the logs and the calls made meanwhile. (A class,
+    not a generator: it is entered on every unsampled call.)"""
+
+    __slots__ = ("_parent", "_token")
+
+    def __init__(self, parent: SpanContext) -> None:
+        self._parent = parent
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(trace.set_span_in_context(_local_unsampled_span(self._parent)))
+
+    def __exit__(self, *exc) -> None:
+        otel_context.detach(self._token)
+
+
 def _in_context(behavior, parent: SpanContext, response_streaming: bool):
     if response_streaming:
         async def stream(request_or_iterator, context):
-            token = otel_context.attach(trace.set_span_in_context(local_unsampled_span(parent)))
-            try:
+            with UnsampledContext(parent):
                 async for response in behavior(request_or_iterator, context):
                     yield response
-            finally:
-                otel_context.detach(token)
 
         return stream
 
     async def unary(request_or_iterator, context):
-        token = otel_context.attach(trace.set_span_in_context(local_unsampled_span(parent)))
-        try:
+        with UnsampledContext(parent):
             return await behavior(request_or_iterator, context)
-        finally:
-            otel_context.detach(token)
 
     return unary
 
