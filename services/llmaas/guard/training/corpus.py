@@ -118,6 +118,7 @@ _SOURCE_GROUPS = (("bipia/email/test-contexts", "bipia-documents"), ("bipia/code
                   ("piguard/notinject", "notinject"), ("piguard/wildguard", "wildguard"), ("vigogne", "french-benign"),
                   ("deepset", "deepset"), ("llmaas/phrasebook", "phrasebook"), ("llmaas/everyday", "everyday"),
                   ("llmaas/third-party", "third-party"), ("llmaas/documents", "llmaas-documents"),
+                  ("llmaas/narratives", "llmaas-narratives"),
                   ("llmaas/benign-", "llmaas-benign"))
 
 

@@ -22,7 +22,7 @@ from llmaas.guard.verdict import Detector
 # Every source group of the corpus (corpus.source_group), attacks first. BIPIA's benign host documents are kept in
 # training when its injected instructions are held out (the document head needs honest documents to learn from).
 SOURCES = ("deepset", "jailbreak-templates", "bipia", "phrasebook", "notinject", "wildguard", "french-benign",
-           "everyday", "llmaas-benign", "third-party", "llmaas-documents")
+           "everyday", "llmaas-benign", "third-party", "llmaas-documents", "llmaas-narratives")
 
 
 @dataclass
