@@ -38,6 +38,7 @@ from llmaas.router.params import Message
 from llmaas.router.template import render_prompt
 from llmaas.router.triton import TritonReplica
 from llmaas.stack.ports import StackPorts
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import loadgen
 from tests.support.stack import E2E_DIR, TEST_MODEL, live_pids, running_stack
@@ -195,6 +196,21 @@ def triton_stream(stack: dict, paths: "Paths") -> tuple:
     return replica, path
 
 
+def _router_times(stack: dict) -> dict[str, list[float]]:
+    """The router's own histograms, [sum, count] per series: its request time and its stages (checks, backend)."""
+    text = httpx.get(f"http://{HOST}:{StackPorts(stack['base_port']).metrics('router')}/metrics", timeout=10).text
+    out: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in ("llmaas_router_request_seconds", "llmaas_router_stage_seconds"):
+            continue
+        for sample in family.samples:
+            if sample.labels.get("model") != TEST_MODEL or not sample.name.endswith(("_sum", "_count")):
+                continue
+            key = sample.labels.get("stage", "request")
+            out.setdefault(key, [0.0, 0.0])[sample.name.endswith("_count")] += sample.value
+    return out
+
+
 def _ours(run: dict[str, float]) -> float:
     return sum(v for k, v in run.items() if _group(k) not in ("triton", "jaeger", "bench client"))
 
@@ -220,12 +236,20 @@ async def measure(stack: dict, args, baseline: dict | None = None) -> None:
     order = ["direct", "grpc", *stack_paths]
     cells: dict[str, list] = {f"{cell} {path}": [] for cell in ("c1", "c32", "ttfb") for path in order}
     cpu: dict[str, dict[str, list[dict[str, float]]]] = {name: {"c32": [], "stream": []} for name in stacks}
+    stages: dict[str, list[float]] = {}  # the router's mean time per stage at c=1, per repetition
     chunks = 32
     for _ in range(args.repeat):
         for path in order:
             tree = trees.get(path)
+            timed = path == "stack"
+            times = _router_times(stack) if timed else None
             r = await _run(senders[path](), 1, args.seconds)
             cells[f"c1 {path}"].append((_pct(r.latencies, 50), _pct(r.latencies, 99)))
+            if timed:
+                for key, (total, n) in _router_times(stack).items():
+                    was = times.get(key, [0.0, 0.0])
+                    if n > was[1]:
+                        stages.setdefault(key, []).append((total - was[0]) / (n - was[1]) * 1000)
             before = _cpu_snapshot(tree) if tree else None
             r = await _run(senders[path](), 32, args.seconds)
             cells[f"c32 {path}"].append(r.rps)
@@ -261,6 +285,12 @@ async def measure(stack: dict, args, baseline: dict | None = None) -> None:
     row("c=1 p99 ms", "c1", 1)
     row("c=32 requests/s", "c32", None, "{:.0f}", added=False)
     row(f"streamed ({chunks} chunks) c=1 TTFB p50 ms", "ttfb")
+    if {"request", "checks", "backend"} <= stages.keys():
+        own = [r - c - b for r, c, b in zip(stages["request"], stages["checks"], stages["backend"], strict=True)]
+        print(f"\nc=1, the router's time per request (its histograms, mean ms): {_median_range(stages['request'])}; "
+              f"the guard's and metering's checks {_median_range(stages['checks'])}, the backend "
+              f"{_median_range(stages['backend'])}, the router's own {_median_range(own)}. The rest of the client's "
+              f"time is Envoy's, ext_authz's and the client's.")
     for name in ([*(["baseline"] if baseline is not None else []), "stack"]):
         runs = cpu[name]
         print(f"\nCPU ms per request, {titles[name]} (c=32, non-streamed; median of {args.repeat}) and per streamed "

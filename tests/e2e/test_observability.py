@@ -140,6 +140,9 @@ def test_every_queried_metric_exists_and_moves_with_traffic(stack):
     assert moved("llmaas_router_requests_total", status="404", code="model_not_found") >= 1
     assert moved("llmaas_router_requests_total", status="429") >= 1
     assert moved("llmaas_router_request_seconds_count", model=TEST_MODEL) >= 3
+    # Where a served request's time went: the checks before dispatch, then the backend.
+    assert moved("llmaas_router_stage_seconds_count", stage="checks", model=TEST_MODEL) >= 3
+    assert moved("llmaas_router_stage_seconds_count", stage="backend", model=TEST_MODEL) >= 3
     # The two streamed requests (a non-streamed answer comes whole from the backend: it has no first token).
     assert moved("llmaas_router_time_to_first_token_seconds_count", model=TEST_MODEL) >= 2
     assert moved("llmaas_router_output_tokens_per_second_count", model=TEST_MODEL) >= 2

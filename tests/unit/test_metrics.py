@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 
 import grpc
 import pytest
@@ -129,3 +130,13 @@ def test_scrape_targets_list_every_process_and_group_by_job():
     assert jobs["llmaas-auth"]["targets"] == ["127.0.0.1:30032", "127.0.0.1:30033"]
     assert jobs["envoy"]["labels"]["__metrics_path__"] == "/stats/prometheus"
     json.dumps(list(jobs.values()))
+
+
+def test_a_stage_is_timed_by_stage_and_model():
+    from llmaas.router import metrics as router_metrics
+
+    labels = {"stage": "checks", "model": "stage-test-model"}
+    before = REGISTRY.get_sample_value("llmaas_router_stage_seconds_count", labels) or 0.0
+    router_metrics.stage_ended("checks", "stage-test-model", time.perf_counter() - 0.01)
+    assert REGISTRY.get_sample_value("llmaas_router_stage_seconds_count", labels) == before + 1
+    assert REGISTRY.get_sample_value("llmaas_router_stage_seconds_sum", labels) >= 0.01

@@ -1,5 +1,5 @@
 """The router's Prometheus metrics (llmaas.common.metrics serves them): requests by endpoint, model, HTTP status and
-error code, their latency, time to first token and output tokens per second by model, streams the client left,
+error code, their latency and the time of its stages (the checks before dispatch, the backend), time to first token and output tokens per second by model, streams the client left,
 backend errors, output guard findings and which replicas are in rotation. The same observations feed the public status
 (llmaas.router.status).
 
@@ -32,6 +32,11 @@ TTFT_SECONDS = Histogram("llmaas_router_time_to_first_token_seconds", "Time from
 TOKENS_PER_SECOND = Histogram("llmaas_router_output_tokens_per_second", "Output tokens per second of a completed "
                               "chat request, after its first token.", ["model"], registry=REGISTRY,
                               buckets=(1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000))
+STAGE_SECONDS = Histogram("llmaas_router_stage_seconds", "Time a chat request spent in one stage, by stage and "
+                          "model: `checks`, the guard's verdict and metering's grant (asked at once, before dispatch); "
+                          "`backend`, from dispatch to the model's last response (retries on other replicas included). "
+                          "What the request's time adds to them is the platform's own.", ["stage", "model"],
+                          buckets=LATENCY_BUCKETS, registry=REGISTRY)
 OUTPUT_TOKENS = Counter("llmaas_router_output_tokens", "Output tokens the models produced, by model.", ["model"],
                         registry=REGISTRY)
 CANCELLED_STREAMS = Counter("llmaas_router_client_cancelled_streams", "Chat requests the client left before their "
@@ -45,7 +50,7 @@ OUTPUT_FINDINGS = Counter("llmaas_router_output_guard_findings", "Chat answers t
                           "unchanged; enforce: cut, finish_reason content_filter).", ["model", "reason", "mode"],
                           registry=REGISTRY)
 
-_requests, _request_seconds = Children(REQUESTS), Children(REQUEST_SECONDS)
+_requests, _request_seconds, _stage = Children(REQUESTS), Children(REQUEST_SECONDS), Children(STAGE_SECONDS)
 _ttft, _rate, _output, _cancelled = (Children(TTFT_SECONDS), Children(TOKENS_PER_SECOND), Children(OUTPUT_TOKENS),
                                      Children(CANCELLED_STREAMS))
 
@@ -57,6 +62,11 @@ def request_ended(endpoint: str, model: str, status: int, code: str, started: fl
     _request_seconds(endpoint, model).observe(seconds)
     if model:
         TRAFFIC.request(model, status)
+
+
+def stage_ended(stage: str, model: str, started: float) -> None:
+    """A chat request's stage (STAGE_SECONDS) that began at `started` (time.perf_counter) ends now."""
+    _stage(stage, model).observe(time.perf_counter() - started)
 
 
 def chat_ended(model: str, outcome: str, started: float, first_token: float, output_tokens: int,

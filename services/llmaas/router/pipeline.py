@@ -327,7 +327,9 @@ class ChatPipeline:
                                        max_tokens=q.max_tokens) for q in identity.quotas],
             kwh_per_million_tokens=(model.kwh_per_million_tokens if model.HasField("kwh_per_million_tokens")
                                     else None))
+        checking = time.perf_counter()
         verdict, reserved = await self._check_and_reserve(run, guard_request, reservation)
+        metrics.stage_ended("checks", model.id, checking)
         if pages:
             await self._prepare_images(run)
         run.headers += guard_headers(verdict) + tuple((h.name, h.value) for h in reserved.headers)
@@ -435,10 +437,14 @@ class ChatPipeline:
         """The model's deltas. A non-streamed request is buffered by the replica pool (nothing reaches the client
         before the end), so it can be retried on another replica at any point. run.usage counts what the serving
         attempt produced, delivered or not: a client that leaves is billed for the work done until then."""
+        dispatched = time.perf_counter()
+
         def produced(delta: Delta | None) -> None:
             if delta is None:  # the attempt starts over on another replica: only the answer served counts
                 run.usage, run.finish_reason, run.first_token = Usage(), None, 0.0
                 return
+            if delta.final:
+                metrics.stage_ended("backend", run.model, dispatched)
             if delta.input_tokens is not None and not run.prompt_checked:
                 # The backend's exact count, on its first response (before anything reached the client): a prompt
                 # plus max_tokens over the context is refused as OpenAI does, and costs the client nothing.
