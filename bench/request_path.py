@@ -10,7 +10,8 @@ same model, same Triton), and measures it interleaved with the current code: the
 
 Reports, for both paths: latency p50/p99 at concurrency 1, requests/s at concurrency 32 (16-token completions), time
 to first byte of a streamed completion (32 chunks) at concurrency 1; then the added latency, and CPU per request (and
-per relayed chunk) of every process of the stack, from /proc, with the bench's own CPU apart; RSS of every process
+per streamed token: streams of 32 tokens against streams of one, both at concurrency 32) of every process of the
+stack, from /proc, with the bench's own CPU apart; RSS of every process
 before and after (`--soak N` sends N more requests at concurrency 32 first, to show memory stays flat).
 
 The guard enforces, with varied prompts (identical ones in a row trip its repetition rule, as in the reference);
@@ -152,11 +153,20 @@ def _pct(values: list[float], p: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[p - 1] * 1000
 
 
-async def _run(port_make, concurrency: int, seconds: float) -> loadgen.Result:
+async def _run(port_make, concurrency: int, seconds: float, events: list[int] | None = None) -> loadgen.Result:
+    """events: gets each streamed answer's count of SSE messages (the chunks the client received)."""
     if callable(port_make):  # an in-process path (the router's own Triton stream)
         return await _run_in_process(port_make, concurrency, seconds)
     port, make, tls = port_make
-    result = await loadgen.run(HOST, port, make, concurrency=concurrency, seconds=seconds, tls=tls)
+
+    def counted(status: int, body: bytes) -> str | None:
+        if status != 200:
+            return f"HTTP {status}: {body[:200]!r}"
+        events.append(body.count(b"data: "))
+        return None
+
+    result = await loadgen.run(HOST, port, make, concurrency=concurrency, seconds=seconds, tls=tls,
+                               check=counted if events is not None else None)
     if result.errors:
         print(f"  !! {result.errors} errors, last: {result.last_error}")
     return result
@@ -235,8 +245,10 @@ async def measure(stack: dict, args, baseline: dict | None = None) -> None:
     senders = {"direct": paths.direct, "grpc": grpc_stream, **{name: p.stack for name, p in stack_paths.items()}}
     order = ["direct", "grpc", *stack_paths]
     cells: dict[str, list] = {f"{cell} {path}": [] for cell in ("c1", "c32", "ttfb") for path in order}
-    cpu: dict[str, dict[str, list[dict[str, float]]]] = {name: {"c32": [], "stream": []} for name in stacks}
+    cpu: dict[str, dict[str, list[dict[str, float]]]] = {name: {"c32": [], "stream": [], "stream1": []}
+                                                         for name in stacks}
     stages: dict[str, list[float]] = {}  # the router's mean time per stage at c=1, per repetition
+    sse: dict[str, dict[str, list[float]]] = {name: {"stream": [], "stream1": []} for name in stacks}
     chunks = 32
     for _ in range(args.repeat):
         for path in order:
@@ -256,13 +268,19 @@ async def measure(stack: dict, args, baseline: dict | None = None) -> None:
             if tree:
                 after = _cpu_snapshot(tree)
                 cpu[path]["c32"].append({k: (after[k] - before[k]) / max(1, len(r.latencies)) * 1000 for k in after})
-                before = _cpu_snapshot(tree)
             r = await _run(senders[path](stream=True, max_tokens=chunks), 1, args.seconds)
             cells[f"ttfb {path}"].append(_pct(r.first_bytes, 50))
             if tree:
-                after = _cpu_snapshot(tree)
-                cpu[path]["stream"].append({k: (after[k] - before[k]) / max(1, len(r.latencies)) * 1000
-                                            for k in after})
+                # What a streamed token costs: streams of `chunks` tokens against streams of one, both at c=32 (at
+                # different concurrencies, what batching saves per request would read as a cost per chunk).
+                for key, tokens in (("stream", chunks), ("stream1", 1)):
+                    before = _cpu_snapshot(tree)
+                    events: list[int] = []
+                    r = await _run(senders[path](stream=True, max_tokens=tokens), 32, args.seconds, events)
+                    after = _cpu_snapshot(tree)
+                    cpu[path][key].append({k: (after[k] - before[k]) / max(1, len(r.latencies)) * 1000
+                                           for k in after})
+                    sse[path][key].append(statistics.mean(events) if events else 0.0)
     await replica.close()
 
     titles = {"direct": "Triton HTTP generate", "grpc": "Triton gRPC stream", "stack": "Envoy + services",
@@ -293,8 +311,8 @@ async def measure(stack: dict, args, baseline: dict | None = None) -> None:
               f"time is Envoy's, ext_authz's and the client's.")
     for name in ([*(["baseline"] if baseline is not None else []), "stack"]):
         runs = cpu[name]
-        print(f"\nCPU ms per request, {titles[name]} (c=32, non-streamed; median of {args.repeat}) and per streamed "
-              f"request ({chunks} chunks):")
+        print(f"\nCPU ms per request, {titles[name]} (c=32, median of {args.repeat}): non-streamed, and streamed "
+              f"({chunks} tokens):")
         groups = sorted({_group(k) for k in runs["c32"][0]} - {"bench client"}) + ["bench client"]
         for g in groups:
             per = [sum(v for k, v in run.items() if _group(k) == g) for run in runs["c32"]]
@@ -303,8 +321,15 @@ async def measure(stack: dict, args, baseline: dict | None = None) -> None:
         ours = [_ours(run) for run in runs["c32"]]
         ours_stream = [_ours(run) for run in runs["stream"]]
         print(f"  {'Envoy + services':14} {_median_range(ours):>20}   streamed {_median_range(ours_stream)}")
-        per_chunk = [(st - un) / chunks for st, un in zip(ours_stream, ours, strict=True)]
-        print(f"  per relayed chunk (streamed - non-streamed) / {chunks}: {_median_range(per_chunk, '{:.3f}')} ms")
+        ours_one = [_ours(run) for run in runs["stream1"]]
+        per_token = [(st - one) / (chunks - 1) for st, one in zip(ours_stream, ours_one, strict=True)]
+        # Under load the router relays the tokens that arrived meanwhile in one message (llmaas.router.read_ahead):
+        # per SSE message the client received, the same difference divided by the messages' difference.
+        messages = [many - one for many, one in zip(sse[name]["stream"], sse[name]["stream1"], strict=True)]
+        per_message = [(st - one) / n for st, one, n in zip(ours_stream, ours_one, messages, strict=True) if n > 0]
+        print(f"  per streamed token (streams of {chunks} tokens - streams of 1) / {chunks - 1}: "
+              f"{_median_range(per_token, '{:.3f}')} ms; per relayed SSE message "
+              f"({statistics.median(messages):.1f} more per stream): {_median_range(per_message, '{:.3f}')} ms")
     if baseline is not None:
         ratio = statistics.median([_ours(r) for r in cpu["stack"]["c32"]]) / statistics.median(
             [_ours(r) for r in cpu["baseline"]["c32"]])

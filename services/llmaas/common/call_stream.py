@@ -115,7 +115,9 @@ class CallStreamClient:
         call = streamed_call_pb2.StreamedCall(id=next(self._ids), method=method, request=request.SerializeToString(),
                                               identity=identity, traceparent=traceparent, timeout_seconds=timeout)
         try:
-            reply = await asyncio.wait_for(stream.send(call), timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the call in a task of its own.
+            async with asyncio.timeout(timeout):
+                reply = await stream.send(call)
         except TimeoutError:
             raise from_rpc_error(_ReplyError(grpc.StatusCode.DEADLINE_EXCEEDED.value[0], "deadline exceeded", ()),
                                  service=self._service) from None
