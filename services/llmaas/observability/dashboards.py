@@ -59,6 +59,15 @@ def traffic() -> dict:
              "p50 {{model}}"),
             (f"histogram_quantile(0.95, sum by (model, le) (rate(llmaas_router_request_seconds_bucket{{{M}}}[5m])))",
              "p95 {{model}}")], unit="s"),
+        _panel("Where a chat request's time goes at the router (mean)", [
+            (f"sum by (stage) (rate(llmaas_router_stage_seconds_sum{{{M}}}[5m])) / "
+             f"sum by (stage) (rate(llmaas_router_stage_seconds_count{{{M}}}[5m]))", "{{stage}}"),
+            (f'sum(rate(llmaas_router_request_seconds_sum{{endpoint="POST /v1/chat/completions",{M}}}[5m])) / '
+             f'sum(rate(llmaas_router_request_seconds_count{{endpoint="POST /v1/chat/completions",{M}}}[5m]))',
+             "whole request")], unit="s",
+            description="checks: the guard's verdict and metering's grant, asked at once before dispatch; backend: "
+                        "from dispatch to the model's last response. The whole request's time less both is the "
+                        "router's own (means add up, quantiles do not)."),
         _panel("Time to first token p50 / p95 by model", [
             ("histogram_quantile(0.5, sum by (model, le) "
              f"(rate(llmaas_router_time_to_first_token_seconds_bucket{{{M}}}[5m])))", "p50 {{model}}"),
