@@ -1,7 +1,7 @@
 """The router's Prometheus metrics (llmaas.common.metrics serves them): requests by endpoint, model, HTTP status and
-error code, their latency and the time of its stages (the checks before dispatch, the backend), time to first token and output tokens per second by model, streams the client left,
-backend errors, output guard findings and which replicas are in rotation. The same observations feed the public status
-(llmaas.router.status).
+error code, their latency and the time of its stages (the checks before dispatch, the backend), time to first token
+and output tokens per second by model, streams the client left, backend errors, output guard findings and which
+replicas are in rotation. The same observations feed the public status (llmaas.router.status).
 
 Every label is bounded: endpoints are the router's own constants, models the catalogue's ids ("" before one was
 resolved: the client's string is never a label), error codes the platform's vocabulary, replicas the deployment's.
