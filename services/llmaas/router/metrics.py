@@ -34,7 +34,8 @@ TOKENS_PER_SECOND = Histogram("llmaas_router_output_tokens_per_second", "Output 
                               buckets=(1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000))
 STAGE_SECONDS = Histogram("llmaas_router_stage_seconds", "Time a chat request spent in one stage, by stage and "
                           "model: `checks`, the guard's verdict and metering's grant (asked at once, before dispatch); "
-                          "`backend`, from dispatch to the model's last response (retries on other replicas included). "
+                          "`backend`, from dispatch to the model's last response, once per generation (a request with n "
+                          "choices runs n at once; retries on other replicas included). "
                           "What the request's time adds to them is the platform's own.", ["stage", "model"],
                           buckets=LATENCY_BUCKETS, registry=REGISTRY)
 OUTPUT_TOKENS = Counter("llmaas_router_output_tokens", "Output tokens the models produced, by model.", ["model"],
